@@ -1,0 +1,155 @@
+"""The sources file: where a deployment's extracts are and how their columns map onto the contracts.
+
+Loaded and checked once, up front, so a typo fails with a message naming the source and key
+instead of surfacing as a broken partition hours later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from ingestion.contracts import Contract, contract_for
+
+FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+OPTION_KEYS = {
+    "timestamp_format",  # strptime format of string timestamps without zone, e.g. "%m/%d/%Y %H:%M"
+    "date_format",  # strptime format of string dates
+    "timezone",  # zone of timestamps that carry none (IANA name); default: the file's partitions.timezone
+    "currency",  # currency of money fields when the source has no currency column
+    "delimiter",  # CSV delimiter; default ","
+    "max_quarantine_rate",  # share of quarantined rows above which the quality check fails
+}
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class SourcesError(ValueError):
+    """The sources file is wrong; the message names the file, source and key."""
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    channel: str
+    path: str  # absolute glob
+    format: str
+    columns: dict[str, str]  # contract field -> column in the file
+    timezone: str
+    options: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def contract(self) -> Contract:
+        return contract_for(self.channel)
+
+    @property
+    def table(self) -> str:
+        return f"raw.{self.name}"
+
+    @property
+    def max_quarantine_rate(self) -> float:
+        return float(self.options.get("max_quarantine_rate", 0.05))
+
+    def files(self) -> list[Path]:
+        """Files the glob matches now, in a stable order (sorted path)."""
+        return sorted(Path(p) for p in glob.glob(self.path, recursive=True) if Path(p).is_file())
+
+
+@dataclass(frozen=True)
+class SourcesConfig:
+    path: Path
+    start_date: dt.date
+    timezone: str
+    sources: tuple[Source, ...]
+
+    def source(self, name: str) -> Source:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise SourcesError(f"{self.path}: no source named {name!r}")
+
+
+def _fail(path: Path, where: str, msg: str) -> SourcesError:
+    return SourcesError(f"{path}: {where}: {msg}")
+
+
+def _check_timezone(path: Path, where: str, tz: str) -> str:
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _fail(path, where, f"unknown timezone {tz!r}") from None
+    return tz
+
+
+def _parse_source(path: Path, i: int, raw: object, default_tz: str) -> Source:
+    where = f"sources[{i}]"
+    if not isinstance(raw, dict):
+        raise _fail(path, where, "each source must be a mapping")
+    name = raw.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise _fail(path, where, f"name {name!r} must be lower-case letters, digits and _ (a table name)")
+    where = f"source {name!r}"
+    unknown = set(raw) - {"name", "channel", "path", "format", "columns", "options"}
+    if unknown:
+        raise _fail(path, where, f"unknown keys {sorted(unknown)}")
+    try:
+        contract = contract_for(str(raw.get("channel")))
+    except ValueError as e:
+        raise _fail(path, where, str(e)) from None
+    glob_path = raw.get("path")
+    if not isinstance(glob_path, str) or not glob_path:
+        raise _fail(path, where, "path is required (a file or glob)")
+    if not Path(glob_path).is_absolute():
+        glob_path = str((path.parent / glob_path).resolve())
+    fmt = raw.get("format") or FORMATS.get(Path(glob_path).suffix.lower())
+    if fmt not in set(FORMATS.values()):
+        raise _fail(path, where, f"cannot tell the format of {glob_path!r}; set format: csv, jsonl or parquet")
+    columns = raw.get("columns") or {}
+    if not isinstance(columns, dict) or not all(isinstance(v, str) for v in columns.values()):
+        raise _fail(path, where, "columns must map contract fields to column names")
+    unknown_fields = [k for k in columns if k not in contract.names]
+    if unknown_fields:
+        raise _fail(path, where, f"fields {unknown_fields} are not in the {contract.channel} contract")
+    missing = [f for f in contract.must_map if f not in columns]
+    if missing:
+        raise _fail(path, where, f"required fields {missing} of the {contract.channel} contract are not mapped in columns")
+    options = dict(raw.get("options") or {})
+    bad = set(options) - OPTION_KEYS
+    if bad:
+        raise _fail(path, where, f"unknown options {sorted(bad)}; known: {sorted(OPTION_KEYS)}")
+    tz = _check_timezone(path, where, str(options.get("timezone", default_tz)))
+    return Source(name, contract.channel, glob_path, fmt, dict(columns), tz, options)
+
+
+def load_sources(path: str | Path) -> SourcesConfig:
+    """Read and check a sources file; raise SourcesError naming what is wrong."""
+    path = Path(path).resolve()
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise SourcesError(f"{path}: cannot read sources file: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise SourcesError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("sources"), list) or not doc["sources"]:
+        raise SourcesError(f"{path}: expected a top-level 'sources:' list with at least one source")
+    partitions = doc.get("partitions") or {}
+    start = partitions.get("start_date")
+    if isinstance(start, str):
+        try:
+            start = dt.date.fromisoformat(start)
+        except ValueError:
+            start = None
+    if not isinstance(start, dt.date):
+        raise SourcesError(f"{path}: partitions.start_date (YYYY-MM-DD, the first day of data) is required")
+    tz = _check_timezone(path, "partitions", str(partitions.get("timezone", "UTC")))
+    sources = tuple(_parse_source(path, i, raw, tz) for i, raw in enumerate(doc["sources"]))
+    names = [s.name for s in sources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SourcesError(f"{path}: source names must be unique; repeated: {dupes}")
+    return SourcesConfig(path, start, tz, sources)
