@@ -4,7 +4,7 @@ contract violations (missing required field, bad type, unparsable date, malforme
 from __future__ import annotations
 
 from ingestion.contracts import Field
-from ingestion.read import FileRead
+from ingestion.read import FilesRead
 from ingestion.sources import Source
 
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
@@ -23,9 +23,9 @@ def _json_path(column: str) -> str:
     return "$." + ".".join(_quote_ident(part) for part in column.split("."))
 
 
-def _source_value(read: FileRead, column: str) -> tuple[str, str]:
+def _source_value(read: FilesRead, column: str) -> tuple[str, str]:
     """(SQL expression, DuckDB type) of a mapped column; JSON keys may be dotted paths."""
-    if read.columns.keys() == {"_line", "_row_number"}:  # JSON lines, parsed once valid
+    if read.is_json_lines:  # parsed once, where valid
         return f"json_extract_string(_json, {_quote_str(_json_path(column))})", "VARCHAR"
     return _quote_ident(column), read.columns[column]
 
@@ -84,7 +84,7 @@ def _parse(f: Field, expr: str, type_: str, source: Source) -> str:
     )
 
 
-def conform_sql(source: Source, read: FileRead) -> str:
+def conform_sql(source: Source, read: FilesRead) -> str:
     """SELECT over `read.table` giving every contract field, `_row_number` and `_errors`.
 
     `_errors` is a list of {field, reason} structs, empty for a good record.
@@ -122,12 +122,12 @@ def conform_sql(source: Source, read: FileRead) -> str:
     else:
         errors = f"list_filter([{', '.join(checks) or 'NULL'}], lambda e: e IS NOT NULL)"
         relation = read.table
-    return f"SELECT {', '.join(selects)}, _row_number, {errors} AS _errors FROM {relation}"
+    return f"SELECT {', '.join(selects)}, _file, _row_number, {errors} AS _errors FROM {relation}"
 
 
-def raw_record_sql(read: FileRead, alias: str) -> str:
+def raw_record_sql(read: FilesRead, alias: str) -> str:
     """The record as text for quarantine: the JSON line itself, or the row's columns as JSON."""
-    if read.columns.keys() == {"_line", "_row_number"}:
+    if read.is_json_lines:
         return f"{alias}._line"
-    cols = [c for c in read.columns if c != "_row_number"]
+    cols = list(read.columns)
     return "to_json(struct_pack(" + ", ".join(f"{_quote_ident(c)} := {alias}.{_quote_ident(c)}" for c in cols) + "))"

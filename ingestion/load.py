@@ -20,7 +20,7 @@ import duckdb
 
 from ingestion.conform import conform_sql, raw_record_sql
 from ingestion.contracts import LINEAGE_COLUMNS
-from ingestion.read import UnreadableFile, read_file
+from ingestion.read import read_files
 from ingestion.sources import Source
 
 _NAME_DATE = re.compile(r"(20\d{2}|19\d{2})-?(\d{2})-?(\d{2})")
@@ -44,6 +44,17 @@ class LoadResult:
     rows_superseded: int = 0
     failed_files: dict[str, str] = field(default_factory=dict)  # file -> cause
     failed_dates: list[dt.date] = field(default_factory=list)  # partitions left untouched
+    extra_dates: list[dt.date] = field(default_factory=list)  # other days reloaded for late rows
+
+    def failure_summary(self) -> str:
+        """One line naming the first unreadable file, its cause, and the partitions left as they were."""
+        if not self.failed_files:
+            return ""
+        file, cause = next(iter(self.failed_files.items()))
+        more = f" (and {len(self.failed_files) - 1} more files)" if len(self.failed_files) > 1 else ""
+        days = self.failed_dates
+        when = f"{days[0]}" if len(days) == 1 else f"{days[0]}..{days[-1]} ({len(days)} days)"
+        return f"source {self.source!r}: cannot read {file}: {cause}{more}; partitions {when} left as they were"
 
     @property
     def quarantine_rate(self) -> float:
@@ -112,38 +123,44 @@ def _catalog(con: duckdb.DuckDBPyConnection, source: Source) -> dict[str, tuple]
     return {r[0]: r[1:] for r in rows}
 
 
-def _stage_file(
-    con: duckdb.DuckDBPyConnection,
-    source: Source,
-    path: Path,
-    index: int,
-    partitions: tuple[dt.date, dt.date],
-) -> tuple[dt.date, dt.date | None, dt.date | None, int]:
-    """Read one file and append its conformed rows to `_staged` and its rejects to `_staged_q`.
+def _stage(
+    con: duckdb.DuckDBPyConnection, source: Source, files: list[Path], partitions: tuple[dt.date, dt.date]
+) -> tuple[dict[str, tuple[dt.date, dt.date | None, dt.date | None, int]], dict[Path, str]]:
+    """Read `files` and append their conformed rows to `_staged`, their rejects to `_staged_q`.
 
-    Returns (home_date, min_date, max_date, records). Rows whose event time is missing, broken or
-    outside the partitions belong to the file's home date (the date in its name, else its first
-    valid day) so that they land in quarantine with a partition that a re-run replaces.
+    Returns ({file: (home_date, min_date, max_date, records)}, {unreadable file: cause}). Rows whose
+    event time is missing, broken or outside the partitions belong to the file's home date (the
+    date in its name, else its first valid day), so they land in quarantine in a partition that
+    a re-run replaces.
     """
-    read = read_file(con, source, path, f"_read_{index}")
+    read, failed = read_files(con, source, files, "_read")
+    if read is None:
+        return {}, failed
     event = source.contract.event_time
     p_start, p_end = partitions
-    conformed = f"_conformed_{index}"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {conformed} AS {conform_sql(source, read)}")
     tz = source.timezone.replace("'", "''")
     con.execute(
-        f"ALTER TABLE {conformed} ADD COLUMN _event_date DATE; "
-        f"UPDATE {conformed} SET _event_date = CAST(timezone('{tz}', {event}) AS DATE)"
+        f"CREATE OR REPLACE TEMP TABLE _conformed AS SELECT *, CAST(timezone('{tz}', {event}) AS DATE) AS _event_date "
+        f"FROM ({conform_sql(source, read)})"
     )
-    min_date, max_date, records = con.execute(
-        f"SELECT min(_event_date) FILTER (WHERE _event_date BETWEEN ? AND ?), "
-        f"max(_event_date) FILTER (WHERE _event_date BETWEEN ? AND ?), count(*) FROM {conformed}",
-        [p_start, p_end, p_start, p_end],
-    ).fetchall()[0]
-    home = name_date(path) or min_date or p_start
-    home = min(max(home, p_start), p_end)
-    mtime = path.stat().st_mtime_ns
-    field_names = source.contract.names
+    rejects = read.rejects_table or "(SELECT NULL::VARCHAR AS _file, NULL::BIGINT AS _row_number WHERE false)"
+    stats = con.execute(
+        f"""
+        SELECT _file, min(_event_date) FILTER (WHERE _event_date BETWEEN $1 AND $2),
+               max(_event_date) FILTER (WHERE _event_date BETWEEN $1 AND $2), count(*)
+        FROM (SELECT _file, _event_date FROM _conformed UNION ALL SELECT _file, NULL FROM {rejects})
+        GROUP BY _file
+        """,
+        [p_start, p_end],
+    ).fetchall()
+    info = {}
+    for file, lo, hi, records in stats:
+        home = min(max(name_date(Path(file)) or lo or p_start, p_start), p_end)
+        info[file] = (home, lo, hi, records)
+    con.execute("CREATE OR REPLACE TEMP TABLE _homes (_file VARCHAR, _home DATE, _file_mtime BIGINT)")
+    con.executemany(
+        "INSERT INTO _homes VALUES (?, ?, ?)", [(f, v[0], Path(f).stat().st_mtime_ns) for f, v in info.items()]
+    )
     out_of_range = (
         f"CASE WHEN _event_date NOT BETWEEN DATE '{p_start}' AND DATE '{p_end}' THEN "
         f"[{{'field': '{event}', 'reason': 'event date ' || _event_date || ' outside the partitions "
@@ -152,37 +169,34 @@ def _stage_file(
     con.execute(
         f"""
         INSERT INTO _staged BY NAME
-        SELECT {', '.join(field_names)}, _row_number, '{str(path).replace("'", "''")}' AS _file, {mtime} AS _file_mtime,
+        SELECT {', '.join(source.contract.names)}, _row_number, _file, h._file_mtime,
                CASE WHEN _event_date BETWEEN DATE '{p_start}' AND DATE '{p_end}' THEN _event_date
-                    ELSE DATE '{home}' END AS _partition_date,
+                    ELSE h._home END AS _partition_date,
                list_concat(_errors, {out_of_range}) AS _errors
-        FROM {conformed}
+        FROM _conformed JOIN _homes AS h USING (_file)
         """
     )
     con.execute(
         f"""
         INSERT INTO _staged_q BY NAME
-        SELECT s._row_number AS row_number, s._errors[1].field AS field,
+        SELECT s._file AS file, s._row_number AS row_number, s._errors[1].field AS field,
                array_to_string(list_transform(s._errors, lambda e: coalesce(e.field || ': ', '') || e.reason), '; ') AS reason,
-               {raw_record_sql(read, 'r')} AS raw_record, s._partition_date AS partition_date, s._file AS file
-        FROM _staged AS s JOIN {read.table} AS r USING (_row_number)
-        WHERE s._file = ? AND len(s._errors) > 0
-        """,
-        [str(path)],
+               {raw_record_sql(read, 'r')} AS raw_record, s._partition_date AS partition_date
+        FROM _staged AS s JOIN {read.table} AS r USING (_file, _row_number)
+        WHERE len(s._errors) > 0
+        """
     )
     if read.rejects_table:
         con.execute(
             f"""
             INSERT INTO _staged_q BY NAME
-            SELECT _row_number AS row_number, field, reason, raw_record, DATE '{home}' AS partition_date, ? AS file
-            FROM {read.rejects_table}
-            """,
-            [str(path)],
+            SELECT _file AS file, _row_number AS row_number, field, reason, raw_record, h._home AS partition_date
+            FROM {read.rejects_table} JOIN _homes AS h USING (_file)
+            """
         )
-        records += con.execute(f"SELECT count(*) FROM {read.rejects_table}").fetchall()[0][0]
         con.execute(f"DROP TABLE {read.rejects_table}")
-    con.execute(f"DROP TABLE {read.table}; DROP TABLE {conformed}")
-    return home, min_date, max_date, records
+    con.execute(f"DROP TABLE {read.table}; DROP TABLE _conformed; DROP TABLE _homes")
+    return info, failed
 
 
 def _create_staging(con: duckdb.DuckDBPyConnection, source: Source) -> None:
@@ -239,57 +253,80 @@ def load_source(
 ) -> LoadResult:
     """Replace partitions `start`..`end` (inclusive) of `raw.<source>` from the files on disk now.
 
-    `partitions` is the first and last partition date that exist; rows dated outside go to quarantine.
+    `partitions` is the first and last partition date that exist; rows dated outside go to
+    quarantine. Days that new files also feed are reloaded too (see `LoadResult.extra_dates`).
     """
     result = LoadResult(source.name, start, end, batch_id or uuid.uuid4().hex)
+    con.execute("SET TimeZone = 'UTC'")  # dates of instants must not depend on the session's zone
     ensure_tables(con, source)
     files = source.files()
     if not files:
         raise LoadError(f"source {source.name!r}: path {source.path} matches no files")
     catalog = _catalog(con, source)
-    present = {str(p) for p in files}
+    requested = set(days_between(start, end))
+
+    def span(path: Path) -> tuple[dt.date, dt.date] | None:
+        """Days an unchanged, catalogued file feeds; None if the file is new or changed."""
+        known = catalog.get(str(path))
+        stat = path.stat()
+        if known is None or (known[0], known[1]) != (stat.st_size, stat.st_mtime_ns):
+            return None
+        days = [d for d in known[2:5] if d is not None]
+        return min(days), max(days)
+
+    def feeds(path: Path, dates: set[dt.date]) -> bool:
+        s = span(path)
+        return s is None or any(s[0] <= d <= s[1] for d in dates)
+
+    _create_staging(con, source)
+    # Pass 1: new and changed files, and unchanged files that feed the requested days.
+    first = [p for p in files if feeds(p, requested)]
+    info, failed = _stage(con, source, first, partitions)
+    # New files may carry rows of other days (a till that synced late): reload those days too,
+    # from every file that feeds them, so late rows arrive with the run that first sees them.
+    extra: set[dt.date] = set()
+    for f, (home, lo, hi, _) in info.items():
+        if span(Path(f)) is None:
+            extra.update(days_between(min(home, lo or home), max(home, hi or home)))
+    extra -= requested
+    if extra:
+        more = [p for p in files if p not in first and feeds(p, extra)]
+        info2, failed2 = _stage(con, source, more, partitions)
+        info.update(info2)
+        failed.update(failed2)
+    dates_all = requested | extra
+
+    blocked: set[dt.date] = set()
+    for path, cause in failed.items():
+        result.failed_files[str(path)] = cause
+        known = span(path) if catalog.get(str(path)) else None
+        if known:
+            blocked.update(d for d in dates_all if known[0] <= d <= known[1])
+        elif name_date(path):
+            blocked.add(name_date(path))
+        else:  # nothing tells which days it feeds: every day of this run waits for it
+            blocked.update(dates_all)
+    dates = sorted(dates_all - blocked)
+    result.failed_dates = sorted(blocked & dates_all)
+    result.extra_dates = sorted(extra - blocked)
+    result.files_read = len(info)
+
+    present = sorted(str(p) for p in files)
     gone = con.execute(
-        f"SELECT DISTINCT _file FROM {source.table} WHERE _partition_date BETWEEN ? AND ? "
-        f"AND NOT list_contains(?, _file) ORDER BY 1",
-        [start, end, sorted(present)],
+        f"SELECT DISTINCT _file FROM {source.table} WHERE _partition_date = ANY(?) AND NOT list_contains(?, _file) ORDER BY 1",
+        [dates, present],
     ).fetchall()
     if gone:
         raise LoadError(
             f"source {source.name!r}: files loaded before are gone from {source.path}: "
             f"{[g[0] for g in gone][:5]}; restore them (re-loading would drop their rows)"
         )
-
-    _create_staging(con, source)
-    new_catalog: list[tuple] = []
-    blocked: set[dt.date] = set()
-    for i, path in enumerate(files):
-        stat = path.stat()
-        known = catalog.get(str(path))
-        changed = known is None or (known[0], known[1]) != (stat.st_size, stat.st_mtime_ns)
-        if not changed:
-            lo = min(d for d in (known[2], known[4]) if d is not None)
-            hi = max(d for d in (known[3], known[4]) if d is not None)
-            if hi < start or lo > end:
-                continue
-        try:
-            home, lo, hi, records = _stage_file(con, source, path, i, partitions)
-        except UnreadableFile as e:
-            result.failed_files[str(path)] = str(e)
-            span = (known[2], known[3]) if known and known[2] else None
-            day = name_date(path)
-            if span:
-                blocked.update(_days(max(span[0], start), min(span[1], end)))
-            elif day:
-                blocked.add(day)
-            else:  # nothing tells which days it feeds: the whole range waits for it
-                blocked.update(_days(start, end))
-            continue
-        result.files_read += 1
-        new_catalog.append((source.name, str(path), stat.st_size, stat.st_mtime_ns, _sha256(path), home, lo, hi, records))
+    new_catalog = [
+        (source.name, f, Path(f).stat().st_size, Path(f).stat().st_mtime_ns, _sha256(Path(f)), *v)
+        for f, v in info.items()
+    ]
 
     _rank_staged(con, source)
-    dates = [d for d in _days(start, end) if d not in blocked]
-    result.failed_dates = sorted(blocked.intersection(_days(start, end)))
     in_range = "_partition_date = ANY(?)"
     counts = con.execute(
         f"""
@@ -301,7 +338,7 @@ def load_source(
         [dates],
     ).fetchall()[0]
     result.rows_loaded, result.duplicates_skipped, result.rows_superseded = counts
-    result.rows_quarantined = con.execute(f"SELECT count(*) FROM _staged_q WHERE partition_date = ANY(?)", [dates]).fetchall()[0][0]
+    result.rows_quarantined = con.execute("SELECT count(*) FROM _staged_q WHERE partition_date = ANY(?)", [dates]).fetchall()[0][0]
     result.rows_read = sum(counts) + result.rows_quarantined
 
     names = source.contract.names
@@ -350,5 +387,5 @@ def load_source(
     return result
 
 
-def _days(start: dt.date, end: dt.date) -> list[dt.date]:
+def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]

@@ -1,5 +1,5 @@
-"""Read one extract file into a DuckDB temp table with DuckDB's own readers, keeping each record's
-position in the file so that lineage and quarantine can point at the exact row or line."""
+"""Read extract files into a DuckDB temp table with DuckDB's own readers, many files per call,
+keeping each record's file and position so lineage and quarantine point at the exact row or line."""
 
 from __future__ import annotations
 
@@ -12,118 +12,162 @@ from ingestion.sources import Source
 
 
 class UnreadableFile(RuntimeError):
-    """The file as a whole cannot be read; the message names the file and the cause."""
+    """A file as a whole cannot be read; the message names the file and the cause."""
 
     def __init__(self, path: Path, cause: str):
         self.path = path
+        self.cause = cause
         super().__init__(f"cannot read {path}: {cause}")
 
 
 @dataclass(frozen=True)
-class FileRead:
-    """A file read into `table`: columns of the file (JSON lines: one `_line` column) plus `_row_number`."""
+class FilesRead:
+    """Files read into `table`: the files' columns (JSON lines: one `_line`) plus `_file`, `_row_number`."""
 
-    path: Path
     table: str
-    columns: dict[str, str]  # column -> DuckDB type
-    # Records the reader itself rejected (CSV shape errors), ready for quarantine.
+    columns: dict[str, str]  # column -> DuckDB type, without _file and _row_number
+    # CSV records the reader rejected (wrong column count, bad quoting or UTF-8), for quarantine.
     rejects_table: str | None
 
+    @property
+    def is_json_lines(self) -> bool:
+        return set(self.columns) == {"_line"}
 
-def _describe(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
-    return {name: type_ for name, type_, *_ in con.execute(f"DESCRIBE {table}").fetchall()}
 
-
-def _read_csv(con: duckdb.DuckDBPyConnection, source: Source, path: Path, table: str) -> str:
+def _read_csv(con: duckdb.DuckDBPyConnection, source: Source, files: list[str], table: str) -> str:
     rejects = f"{table}_rejects"
-    # parallel=false keeps ORDINALITY equal to the order of accepted records in the file;
-    # store_rejects sends malformed records (wrong column count, bad quoting, bad UTF-8) aside
-    # instead of failing the file or silently skipping them.
+    # parallel=false keeps ORDINALITY in file order; store_rejects sets malformed records aside
+    # (instead of failing the file or skipping them silently) with their record number.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {table}_accepted AS
         SELECT * FROM read_csv(?, delim = ?, quote = '"', escape = '"', header = true, all_varchar = true,
-                               strict_mode = true, parallel = false, store_rejects = true,
-                               rejects_table = '{rejects}_errors', rejects_scan = '{rejects}_scans')
+                               filename = '_file', strict_mode = true, parallel = false,
+                               store_rejects = true, rejects_table = '{rejects}_errors', rejects_scan = '{rejects}_scans')
         WITH ORDINALITY
         """,
-        [str(path), str(source.options.get("delimiter", ","))],
+        [files, str(source.options.get("delimiter", ","))],
     )
-    # The reject table numbers records (header = 1); turn accepted ordinals into the same record
-    # numbers by skipping the rejected ones.
+    # Reject lines count records with the header as 1.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {rejects} AS
-        SELECT DISTINCT ON (line) line - 1 AS _row_number, column_name AS field,
-               error_type || ': ' || error_message AS reason, csv_line AS raw_record
-        FROM {rejects}_errors ORDER BY line
+        SELECT DISTINCT ON (s.file_path, e.line) s.file_path AS _file, e.line - 1 AS _row_number,
+               e.column_name AS field, e.error_type || ': ' || e.error_message AS reason, e.csv_line AS raw_record
+        FROM {rejects}_errors AS e JOIN {rejects}_scans AS s USING (scan_id, file_id)
+        ORDER BY s.file_path, e.line
         """
     )
-    accepted = con.execute(f"SELECT count(*) FROM {table}_accepted").fetchall()[0][0]
+    # Accepted record k of a file is the k-th record number that was not rejected.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {table} AS
-        WITH record_numbers AS (
-            SELECT n AS _row_number, row_number() OVER (ORDER BY n) AS ordinality
-            FROM range(1, {accepted} + (SELECT count(*) FROM {rejects}) + 1) AS r(n)
-            WHERE n NOT IN (SELECT _row_number FROM {rejects})
+        WITH accepted AS (
+            SELECT *, row_number() OVER (PARTITION BY _file ORDER BY ordinality) AS k FROM {table}_accepted
+        ), totals AS (
+            SELECT _file, count(*) AS n FROM (
+                SELECT _file FROM {table}_accepted UNION ALL SELECT _file FROM {rejects}) GROUP BY _file
+        ), numbers AS (
+            SELECT t._file, r.n AS _row_number, row_number() OVER (PARTITION BY t._file ORDER BY r.n) AS k
+            FROM totals AS t, LATERAL range(1, t.n + 1) AS r(n)
+            ANTI JOIN {rejects} AS x ON x._file = t._file AND x._row_number = r.n
         )
-        SELECT a.* EXCLUDE (ordinality), r._row_number
-        FROM {table}_accepted AS a JOIN record_numbers AS r USING (ordinality)
+        SELECT a.* EXCLUDE (ordinality, k), n._row_number
+        FROM accepted AS a JOIN numbers AS n USING (_file, k)
         """
     )
     con.execute(f"DROP TABLE {table}_accepted; DROP TABLE IF EXISTS {rejects}_errors; DROP TABLE IF EXISTS {rejects}_scans")
     return rejects
 
 
-def _read_jsonl(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> None:
+def _read_jsonl(con: duckdb.DuckDBPyConnection, files: list[str], table: str) -> None:
     # read_text + split keeps the exact line number of every line, including broken JSON that
-    # read_json would reject or (with ignore_errors) silently drop.
+    # read_json would reject or (with ignore_errors) drop silently.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {table} AS
-        SELECT _row_number, rtrim(_line, chr(13)) AS _line FROM (
-            SELECT generate_subscripts(lines, 1) AS _row_number, unnest(lines) AS _line
-            FROM (SELECT string_split(content, chr(10)) AS lines FROM read_text(?))
+        SELECT _file, _row_number, rtrim(_line, chr(13)) AS _line FROM (
+            SELECT filename AS _file, generate_subscripts(lines, 1) AS _row_number, unnest(lines) AS _line
+            FROM (SELECT filename, string_split(content, chr(10)) AS lines FROM read_text(?))
         ) WHERE trim(_line) <> ''
         """,
-        [str(path)],
+        [files],
     )
 
 
-def _read_parquet(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> None:
+def _read_parquet(con: duckdb.DuckDBPyConnection, files: list[str], table: str) -> None:
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {table} AS
-        SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _row_number
-        FROM read_parquet(?, file_row_number = true)
+        SELECT * EXCLUDE (file_row_number, filename), filename AS _file, file_row_number + 1 AS _row_number
+        FROM read_parquet(?, filename = true, file_row_number = true, union_by_name = true)
         """,
-        [str(path)],
+        [files],
     )
 
 
-def read_file(con: duckdb.DuckDBPyConnection, source: Source, path: Path, table: str) -> FileRead:
-    """Load `path` into temp table `table`; raise UnreadableFile if the file cannot be read at all."""
+def _read(con: duckdb.DuckDBPyConnection, source: Source, files: list[Path], table: str) -> FilesRead:
+    names = [str(p) for p in files]
     rejects = None
     try:
-        if not path.is_file():
-            raise UnreadableFile(path, "file not found")
-        with path.open("rb"):  # permissions and the like fail here with a plain OS message
-            pass
+        for p in files:  # missing files and permissions fail here with a plain OS message
+            with p.open("rb"):
+                pass
         if source.format == "csv":
-            rejects = _read_csv(con, source, path, table)
+            rejects = _read_csv(con, source, names, table)
         elif source.format == "jsonl":
-            _read_jsonl(con, path, table)
+            _read_jsonl(con, names, table)
         else:
-            _read_parquet(con, path, table)
+            _read_parquet(con, names, table)
     except OSError as e:
-        raise UnreadableFile(path, e.strerror or str(e)) from None
+        raise UnreadableFile(Path(e.filename or names[0]), e.strerror or str(e)) from None
     except duckdb.Error as e:
-        raise UnreadableFile(path, str(e).splitlines()[0]) from None
-    columns = _describe(con, table)
+        raise UnreadableFile(files[0], str(e).splitlines()[0]) from None
+    columns = {
+        name: type_
+        for name, type_, *_ in con.execute(f"DESCRIBE {table}").fetchall()
+        if name not in ("_file", "_row_number")
+    }
     if source.format != "jsonl":
         missing = [f"{col!r} (for {fld})" for fld, col in source.columns.items() if col not in columns]
         if missing:
-            shown = [c for c in columns if c != "_row_number"]
-            raise UnreadableFile(path, f"mapped columns {', '.join(missing)} not in the file; it has {shown}")
-    return FileRead(path, table, columns, rejects)
+            raise UnreadableFile(files[0], f"mapped columns {', '.join(missing)} not in the file; it has {list(columns)}")
+    return FilesRead(table, columns, rejects)
+
+
+def read_files(
+    con: duckdb.DuckDBPyConnection, source: Source, files: list[Path], table: str
+) -> tuple[FilesRead | None, dict[Path, str]]:
+    """Read `files` into temp table `table`, in one call when they all read cleanly.
+
+    Otherwise each file is read alone, to name the unreadable ones and their cause, and the
+    readable ones are combined by column name (which also covers files whose headers differ).
+    Returns the read (None if no file was readable) and {unreadable file: cause}.
+    """
+    if not files:
+        return None, {}
+    try:
+        return _read(con, source, files, table), {}
+    except UnreadableFile as e:
+        if len(files) == 1:
+            return None, {files[0]: e.cause}
+    failed: dict[Path, str] = {}
+    parts: list[FilesRead] = []
+    for i, p in enumerate(files):
+        try:
+            parts.append(_read(con, source, [p], f"{table}_{i}"))
+        except UnreadableFile as e:
+            failed[p] = e.cause
+    if not parts:
+        return None, failed
+    union = " UNION ALL BY NAME ".join(f"SELECT * FROM {part.table}" for part in parts)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {union}")
+    rejects = None
+    if any(part.rejects_table for part in parts):
+        rejects = f"{table}_rejects"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {rejects} AS " + " UNION ALL ".join(
+            f"SELECT * FROM {part.rejects_table}" for part in parts if part.rejects_table))
+    for part in parts:
+        con.execute(f"DROP TABLE {part.table}; DROP TABLE IF EXISTS {part.rejects_table or part.table + '_none'}")
+    columns = {c: t for part in parts for c, t in part.columns.items()}
+    return FilesRead(table, columns, rejects), failed

@@ -1,0 +1,442 @@
+"""Write a simulated day as the files the source systems would export, adding the planted mess,
+and record the ground truth (true person of every record, clean order lines) apart from them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ingestion.generator.config import CURRENCY, GeneratorConfig
+from ingestion.generator.messy import email_variants, name_typo, phone_variants
+from ingestion.generator.population import REGIONS, TIERS, Catalog, Persons, store_codes
+from ingestion.generator.simulate import UTM, USER_AGENTS, Day
+
+PAYMENTS = np.asarray(["card", "cash", "wechat_pay", "alipay", "wechat_pay", "alipay"], dtype=object)
+
+
+def _set_mtime(path: Path, date: dt.date, delay_hours: float) -> None:
+    """Deterministic delivery time: the end of the file's day plus a delay."""
+    ts = dt.datetime.combine(date, dt.time(23, 0), tzinfo=dt.timezone.utc).timestamp() + delay_hours * 3600
+    os.utime(path, (ts, ts))
+
+
+def _frame(columns: dict) -> pl.DataFrame:
+    """DataFrame whose numpy object columns (strings with None) become String columns."""
+    return pl.DataFrame(
+        {
+            k: pl.Series(k, v.tolist(), dtype=pl.String) if isinstance(v, np.ndarray) and v.dtype == object else v
+            for k, v in columns.items()
+        }
+    )
+
+
+def _csv_text(frame: pl.DataFrame) -> list[str]:
+    return frame.write_csv().splitlines()
+
+
+@dataclass
+class Truth:
+    """Ground truth and mess counters; written to truth/ (the pipeline never reads it)."""
+
+    root: Path
+    mess: dict[str, list[int]] = field(default_factory=dict)  # kind -> [planted, out of]
+    files: dict[str, object] = field(default_factory=dict)  # name -> open handle (kept open: opens are slow)
+
+    def count(self, kind: str, planted: int, total: int) -> None:
+        acc = self.mess.setdefault(kind, [0, 0])
+        acc[0] += int(planted)
+        acc[1] += int(total)
+
+    def append(self, name: str, frame: pl.DataFrame) -> None:
+        f = self.files.get(name)
+        if f is None:
+            f = self.files[name] = (self.root / f"{name}.csv").open("w", encoding="utf-8")
+            frame.write_csv(f)
+        else:
+            frame.write_csv(f, include_header=False)
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+
+class ExtractWriter:
+    """Turns simulated days into extract files; keeps the few cross-day queues (returns, late receipts)."""
+
+    def __init__(self, cfg: GeneratorConfig, persons: Persons, catalog: Catalog, rng: np.random.Generator):
+        self.cfg, self.p, self.c, self.rng = cfg, persons, catalog, rng
+        self.m = cfg.mess
+        self.truth = Truth(cfg.truth)
+        self.pending_returns: dict[int, list[pl.DataFrame]] = {}
+        self.late_receipts: dict[tuple[int, int], list[pl.DataFrame]] = {}
+        self.stores = store_codes(cfg)
+        for sub in ("web", "store", "call_center", "social", "customers"):
+            (cfg.extracts / sub).mkdir(parents=True, exist_ok=True)
+        cfg.truth.mkdir(parents=True, exist_ok=True)
+        self.tier = np.asarray(TIERS, object)[np.minimum((persons.purchase_rate * 365 / 3).astype(int), 3)]
+        self.consent = persons.consent.copy()
+        # String columns to gather from by person / product index.
+        self.cookie_s = pl.Series(persons.cookie.tolist(), dtype=pl.String)
+        self.member_s = pl.Series(persons.member_id.tolist(), dtype=pl.String)
+        self.sku_s = pl.Series(catalog.sku.tolist(), dtype=pl.String)
+        self.region = persons.region_idx.copy()
+
+    # ---- customers -------------------------------------------------------------------------
+    def _profiles(self, idx: np.ndarray, updated: np.ndarray, member: np.ndarray | None = None,
+                  names: np.ndarray | None = None) -> pl.DataFrame:
+        p, rng = self.p, self.rng
+        n = len(idx)
+        region = self.region[idx]
+        phones = phone_variants(p.phone[idx], rng, self.m.phone_other_format)
+        emails = email_variants(p.email[idx], rng, self.m.email_case_or_space, self.m.email_domain_typo)
+        self.truth.count("phone_other_format", int((phones != p.phone[idx]).sum()), n)
+        signup = np.datetime64(self.cfg.start) + p.signup_day[idx].astype("timedelta64[D]")
+        return _frame(
+            {
+                "member_id": member if member is not None else p.member_id[idx],
+                "updated": pl.Series(updated).dt.strftime("%Y-%m-%d %H:%M:%S"),
+                "name": names if names is not None else p.name[idx],
+                "gender": p.gender[idx],
+                "birthday": pl.Series(p.birth_date[idx]).dt.strftime("%Y-%m-%d"),
+                "email": np.where(rng.random(n) < 0.08, None, emails),
+                "mobile": phones,
+                "province": np.asarray([REGIONS[r][0] for r in region], object),
+                "city": np.asarray([REGIONS[r][1] for r in region], object),
+                "card_no": p.card[idx],
+                "tier": self.tier[idx],
+                "signup_channel": p.signup_channel[idx],
+                "signup_date": pl.Series(signup).dt.strftime("%Y-%m-%d"),
+                "marketing_opt_in": np.where(self.consent[idx], "Y", "N"),
+                # Consent of the initial export was last set a month before the window.
+                "opt_in_changed": f"{self.cfg.start - dt.timedelta(days=30)} 09:00:00",
+            }
+        )
+
+    def customers(self, day: Day) -> None:
+        p, rng, d = self.p, self.rng, day.index
+        def at(n: int, hour: int) -> np.ndarray:
+            seconds = hour * 3600 + rng.integers(0, 3600, n)
+            return (np.datetime64(day.date, "s") + seconds.astype("timedelta64[s]")).astype("datetime64[ms]")
+
+        frames = []
+        if d == 0:  # initial export of everyone who signed up before the window
+            old = np.flatnonzero(p.signup_day < 0)
+            frames.append(self._profiles(old, at(len(old), 6)))
+        new = np.flatnonzero(p.signup_day == d)
+        frames.append(self._profiles(new, at(len(new), 12)))
+        # Changes that SCD2 history must keep: moves, tier changes, consent given or withdrawn.
+        members = np.flatnonzero(p.signup_day < d)
+        movers = members[rng.random(len(members)) < 0.0005]
+        self.region[movers] = (self.region[movers] + 1 + rng.integers(0, len(REGIONS) - 1, len(movers))) % len(REGIONS)
+        tiers = members[rng.random(len(members)) < 0.0005]
+        self.tier[tiers] = np.asarray(TIERS, object)[rng.integers(0, len(TIERS), len(tiers))]
+        consent = members[rng.random(len(members)) < 0.0005]
+        self.consent[consent] = ~self.consent[consent]
+        changed = np.unique(np.concatenate([movers, tiers, consent]))
+        if len(changed):
+            f = self._profiles(changed, at(len(changed), 18))
+            f = f.with_columns(opt_in_changed=pl.when(pl.Series(np.isin(changed, consent))).then(pl.col("updated")).otherwise(pl.col("opt_in_changed")))
+            frames.append(f)
+        # Duplicate registrations: the same person signs up again, name typo and all.
+        dup_day = (np.arange(p.n) * 7919) % max(self.cfg.days, 1)
+        dups = np.flatnonzero((p.dup_member_id != "") & (dup_day == d) & (p.signup_day <= d))
+        if len(dups):
+            names = np.asarray([name_typo(n, rng) if rng.random() < 0.7 else n for n in p.name[dups]], object)
+            frames.append(self._profiles(dups, at(len(dups), 15), member=p.dup_member_id[dups], names=names))
+        out = pl.concat(frames)
+        if len(out):
+            path = self.cfg.extracts / "customers" / f"customers_{day.date}.csv"
+            out.write_csv(path)
+            _set_mtime(path, day.date, 1)
+
+    # ---- store -----------------------------------------------------------------------------
+    def store(self, day: Day) -> None:
+        cfg, p, c, rng, m = self.cfg, self.p, self.c, self.rng, self.m
+        ymd = f"{day.date:%Y%m%d}"
+        lines = day.lines.filter(~pl.col("is_web"))
+        orders = lines.select("order_seq", "person", "store").unique("order_seq", maintain_order=True)
+        n_o = len(orders)
+        ident = rng.random(n_o)
+        person = orders["person"].to_numpy()
+        orders = orders.with_columns(
+            order_id=pl.Series([f"{self.stores[s]}-{ymd}-{i + 1:05d}" for i, s in enumerate(orders["store"].to_numpy())]),
+            member_card=pl.Series(np.where(ident < 0.70, p.card[person], None).tolist(), dtype=pl.String),
+            member_phone=pl.Series(
+                np.where((ident >= 0.70) & (ident < 0.85), phone_variants(p.phone[person], rng, m.phone_other_format), None).tolist(),
+                dtype=pl.String,
+            ),
+            payment=pl.Series(PAYMENTS[rng.integers(0, len(PAYMENTS), n_o)].tolist(), dtype=pl.String),
+        )
+        lines = lines.join(orders.select("order_seq", "order_id", "member_card", "member_phone", "payment"), on="order_seq")
+        lines = lines.with_columns(line_no=pl.int_range(1, pl.len() + 1).over("order_id"))
+        # Returns decided now, rung up 1-20 days later as negative lines on a return receipt.
+        ret = lines.filter(pl.Series(rng.random(len(lines)) < 0.03))
+        for delay, grp in ret.with_columns(delay=pl.Series(rng.integers(1, 21, len(ret)))).group_by("delay"):
+            self.pending_returns.setdefault(day.index + int(delay[0]), []).append(grp.drop("delay"))
+        todays_returns = self.pending_returns.pop(day.index, [])
+        if todays_returns:
+            r = pl.concat(todays_returns)
+            r = r.with_columns(
+                order_id=pl.lit(f"R-{ymd}-") + pl.col("order_id"),
+                quantity=-pl.col("quantity"),
+                discount=-pl.col("discount"),
+                ts=pl.col("ts").dt.replace(year=day.date.year, month=day.date.month, day=day.date.day),
+            ).with_columns(line_no=pl.int_range(1, pl.len() + 1).over("order_id"))
+            lines = pl.concat([lines, r.select(lines.columns)])
+        n = len(lines)
+        prod = lines["product"].to_numpy()
+        sku = c.sku[prod].copy()
+        unknown = rng.random(n) < m.unknown_sku
+        sku[unknown] = [f"SKU-9{rng.integers(1000, 9999)}" for _ in range(int(unknown.sum()))]
+        self.truth.count("unknown_sku", int(unknown.sum()), n)
+        name = np.where(rng.random(n) < m.missing_product_name, None, c.name[prod])
+        self.truth.count("missing_product_name", int(sum(x is None for x in name)), n)
+        clean = lines.select(
+            order_id="order_id", line_no="line_no", person="person",
+            sku=pl.Series(sku.tolist(), dtype=pl.String), quantity="quantity", unit_price="unit_price", discount="discount",
+        )
+        self.truth.append("order_lines", clean.with_columns(channel=pl.lit("store")))
+        self.truth.append("store_orders", lines.select("order_id", person_id="person").unique(maintain_order=True))
+        sold_at = lines["ts"].dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy().astype(object)
+        bad_ts = rng.random(n) < m.bad_timestamp
+        sold_at[bad_ts] = np.where(rng.random(int(bad_ts.sum())) < 0.5, "N/A", f"{day.date:%Y-%m}-30 25:61:00")
+        self.truth.count("bad_timestamp_store", int(bad_ts.sum()), n)
+        price = np.char.mod("%.2f", lines["unit_price"].to_numpy()).astype(object)
+        bad_amount = rng.random(n) < m.non_numeric_amount
+        price[bad_amount] = [s.replace("0", "O").replace("5", "S") + "元" for s in price[bad_amount]]
+        self.truth.count("non_numeric_amount", int(bad_amount.sum()), n)
+        out = _frame(
+            {
+                "receipt_no": lines["order_id"], "line_no": lines["line_no"], "sold_at": sold_at,
+                "store_code": pl.Series(np.asarray(self.stores, object)[lines["store"].to_numpy()]),
+                "sku": sku, "item_name": name, "category": c.category[prod], "qty": lines["quantity"],
+                "unit_price": price, "discount": np.char.mod("%.2f", lines["discount"].to_numpy()),
+                "currency": CURRENCY, "payment": lines["payment"], "member_card": lines["member_card"],
+                "member_phone": lines["member_phone"], "_store": lines["store"],
+            }
+        )
+        # Tills that sync late: some receipts land in the file of a day 1-3 days later.
+        late_orders = out["receipt_no"].unique().filter(pl.Series(rng.random(out["receipt_no"].n_unique()) < m.store_late_receipt))
+        late = out.filter(pl.col("receipt_no").is_in(late_orders.implode()))
+        self.truth.count("store_late_receipt", len(late), n)
+        out = out.filter(~pl.col("receipt_no").is_in(late_orders.implode()))
+        for (s, delay), grp in late.with_columns(delay=pl.Series(rng.integers(1, 4, len(late)))).group_by("_store", "delay"):
+            self.late_receipts.setdefault((day.index + int(delay), int(s)), []).append(grp.drop("delay"))
+        by_store = out.partition_by("_store", as_dict=True)
+        for s, code in enumerate(self.stores):
+            parts = [by_store[(s,)]] if (s,) in by_store else []
+            parts += self.late_receipts.pop((day.index, s), [])
+            if parts:
+                self._write_store_file(code, day, pl.concat(parts).drop("_store"))
+
+    def _write_store_file(self, code: str, day: Day, part: pl.DataFrame) -> None:
+        rng, m = self.rng, self.m
+        folder = self.cfg.extracts / "store" / code
+        folder.mkdir(exist_ok=True)
+        path = folder / f"pos_{code}_{day.date}.csv"
+        corrected = rng.random() < m.store_corrected_file
+        redelivered = rng.random() < m.store_redelivered_file
+        self.truth.count("store_corrected_file", int(corrected), 1)
+        self.truth.count("store_redelivered_file", int(redelivered), 1)
+        text = _csv_text(part)
+        broken = np.flatnonzero(rng.random(len(text) - 1) < m.csv_broken_row) + 1
+        self.truth.count("csv_broken_row", len(broken), len(text) - 1)
+        for i in broken:  # a till that forgot to quote a comma in a field
+            text[i] = text[i] + ",EXTRA"
+        if corrected:  # first delivery has wrong prices on a few lines; v2 fixes them
+            wrong = list(text)
+            for i in rng.choice(np.arange(1, len(text)), min(2, len(text) - 1), replace=False):
+                cells = wrong[i].split(",")
+                if len(cells) > 8 and cells[8].replace(".", "").isdigit():
+                    cells[8] = f"{float(cells[8]) * 10:.2f}"
+                    wrong[i] = ",".join(cells)
+            path.write_text("\n".join(wrong) + "\n", encoding="utf-8")
+            _set_mtime(path, day.date, 1)
+            v2 = folder / f"pos_{code}_{day.date}.v2.csv"
+            v2.write_text("\n".join(text) + "\n", encoding="utf-8")
+            _set_mtime(v2, day.date, 49)
+        else:
+            path.write_text("\n".join(text) + "\n", encoding="utf-8")
+            _set_mtime(path, day.date, 1)
+        if redelivered:
+            again = folder / f"pos_{code}_{day.date}.resend.csv"
+            shutil.copyfile(path, again)
+            _set_mtime(again, day.date, 25)
+
+    # ---- web -------------------------------------------------------------------------------
+    def web(self, day: Day) -> None:
+        ev, p, rng, m = day.sessions, self.p, self.rng, self.m
+        if not len(ev):
+            return
+        ymd = f"{day.date:%Y%m%d}"
+        n = len(ev)
+        person = ev["person"].to_numpy()
+        known = person >= 0
+        idx = np.maximum(person, 0)
+        etype = ev["event_type"].to_numpy()
+        after_login = ev["logged_in"].to_numpy() & (ev["seq"].to_numpy() >= 1) & known
+        shown = np.flatnonzero(known & ((etype == "login") | ((etype == "purchase") & after_login)))
+        email = pl.Series("email", [None] * n, dtype=pl.String).scatter(
+            shown, email_variants(p.email[idx[shown]], rng, m.email_case_or_space, m.email_domain_typo).tolist()
+        )
+        zulu = rng.random(n) < 0.1  # one tracker sends UTC with Z, the other local time with offset
+        no_ua = rng.random(n) < m.missing_user_agent
+        utm = ev["utm"].to_numpy()
+        col = pl.col
+        frame = ev.select(
+            event_id=pl.format("ev-{}-{}", pl.lit(ymd), pl.int_range(pl.len()).cast(pl.String).str.zfill(7)),
+            ts=pl.when(pl.Series(zulu))
+            .then((col("ts") - pl.duration(hours=8)).dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"))
+            .otherwise(col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.3f+08:00")),
+            type=col("event_type"),
+            cookie=pl.when(col("new_cookie") | (col("person") < 0))
+            .then(pl.format("c{}{}", pl.lit(ymd), col("session").cast(pl.String).str.zfill(6)))
+            .otherwise(self.cookie_s.gather(idx)),
+            session=pl.format("s-{}-{}", pl.lit(ymd), col("session")),
+            user_id=pl.when(pl.Series(after_login)).then(self.member_s.gather(idx)),
+            email=email,
+            url=pl.when(col("event_type").is_in(["product_view", "add_to_cart", "purchase"]))
+            .then(pl.format("/p/{}", self.sku_s.gather(ev["product"].to_numpy())))
+            .when(col("event_type") == "search").then(pl.lit("/search"))
+            .when(col("event_type") == "checkout").then(pl.lit("/checkout"))
+            .otherwise(pl.lit("/")),
+            sku=pl.when(col("event_type").is_in(["product_view", "add_to_cart", "purchase"]))
+            .then(self.sku_s.gather(ev["product"].to_numpy())),
+            qty=col("quantity"),
+            price=col("unit_price"),
+            currency=pl.when(col("event_type") == "purchase").then(pl.lit(CURRENCY)),
+            order_id=pl.when(col("order_seq").is_not_null())
+            .then(pl.format("W-{}-{}", pl.lit(ymd), col("order_seq").cast(pl.String).str.zfill(5))),
+            q=pl.when(col("event_type") == "search").then(pl.lit("tea gift set")),
+            utm=pl.struct(
+                source=pl.Series([u[0] for u in UTM], dtype=pl.String).gather(utm),
+                medium=pl.Series([u[1] for u in UTM], dtype=pl.String).gather(utm),
+                campaign=pl.Series([u[2] for u in UTM], dtype=pl.String).gather(utm),
+            ),
+            ua=pl.when(~pl.Series(no_ua)).then(pl.Series(USER_AGENTS, dtype=pl.String).gather(ev["ua"].to_numpy())),
+        )
+        self.truth.count("missing_user_agent", int(frame["ua"].is_null().sum()), n)
+        purchases = frame.filter(pl.col("type") == "purchase")
+        if len(purchases):
+            lines = purchases.select(
+                order_id="order_id", line_no=pl.int_range(1, pl.len() + 1).over("order_id"),
+                person=pl.Series(person[etype == "purchase"]), sku="sku", quantity="qty", unit_price="price",
+                discount=pl.lit(0.0), channel=pl.lit("web"),
+            )
+            self.truth.append("order_lines", lines)
+        cookies = frame.select("cookie", person_id=pl.Series(np.where(known, person, -1))).unique(maintain_order=True)
+        self.truth.append("web_cookies", cookies)
+        rows = frame.write_ndjson().splitlines()
+        dup = rng.random(n) < m.web_duplicate_event
+        self.truth.count("web_duplicate_event", int(dup.sum()), n)
+        out: list[str] = []
+        broken = rng.random(n) < m.web_broken_json
+        self.truth.count("web_broken_json", int(broken.sum()), n)
+        for i, line in enumerate(rows):
+            out.append(line[: len(line) // 2] if broken[i] else line)
+            if dup[i]:
+                out.append(line)
+        path = self.cfg.extracts / "web" / f"events_{day.date}.jsonl"
+        path.write_text("\n".join(out) + "\n", encoding="utf-8")
+        _set_mtime(path, day.date, 2)
+
+    # ---- call center -----------------------------------------------------------------------
+    def calls(self, day: Day) -> None:
+        calls, p, rng, m = day.calls, self.p, self.rng, self.m
+        if not len(calls):
+            return
+        n = len(calls)
+        ymd = f"{day.date:%Y%m%d}"
+        person = calls["person"].to_numpy()
+        ids = [f"CALL-{ymd}-{i:05d}" for i in range(n)]
+        started = calls["started"].dt.strftime("%Y/%m/%d %H:%M:%S").to_numpy().astype(object)
+        bad = rng.random(n) < m.bad_timestamp
+        started[bad] = "unknown"
+        self.truth.count("bad_timestamp_calls", int(bad.sum()), n)
+        angry = calls["angry"].to_numpy()
+        names = [name_typo(x, rng) if rng.random() < m.name_typo else x for x in p.name[person]]
+        notes = [
+            (f"Customer {nm} upset, wants refund.\nEscalated to supervisor" if a else f"Helped {nm}, all good")
+            for nm, a in zip(names, angry)
+        ]
+        frame = _frame(
+            {
+                "call_id": ids,
+                "start_time": started,
+                "end_time": calls["ended"].dt.strftime("%Y/%m/%d %H:%M:%S"),
+                "caller_number": phone_variants(p.phone[person], rng, m.phone_other_format),
+                "cust_id": np.where(rng.random(n) < 0.4, p.member_id[person], None),
+                "queue": np.where(angry, "complaints", "general"),
+                "agent": [f"A{int(x):03d}" for x in rng.integers(1, 40, n)],
+                "reason": calls["reason"],
+                "resolution": np.where(angry, np.asarray(["escalated", "unresolved", "callback", "resolved"], object)[rng.integers(0, 4, n)], "resolved"),
+                "csat": np.where(calls["answered_survey"].to_numpy(), calls["csat"].to_numpy().astype(str), None),
+                "notes": notes,
+            }
+        )
+        path = self.cfg.extracts / "call_center" / f"calls_{day.date}.csv"
+        frame.write_csv(path)
+        _set_mtime(path, day.date, 3)
+        self.truth.append("calls", pl.DataFrame({"call_id": ids, "person_id": person}))
+
+    # ---- social ----------------------------------------------------------------------------
+    def social(self, day: Day) -> None:
+        s, p, rng, m = day.social, self.p, self.rng, self.m
+        if not len(s):
+            return
+        n = len(s)
+        ymd = f"{day.date:%Y%m%d}"
+        person = s["person"].to_numpy()
+        ids = [f"so-{ymd}-{i:05d}" for i in range(n)]
+        typ = s["type"].to_numpy()
+        shares = (typ == "dm") & (rng.random(n) < 0.5)
+        contact = [
+            {"phone": phone_variants(np.asarray([p.phone[x]], object), rng, m.phone_other_format)[0] if sh and rng.random() < 0.6 else None,
+             "email": p.email[x] if sh else None} if sh else None
+            for x, sh in zip(person, shares)
+        ]
+        frame = _frame(
+            {
+                "id": ids,
+                "platform": p.platform[person],
+                "handle": p.handles[person],
+                "type": typ,
+                "text": np.where(typ == "like", None, s["text"].to_numpy()),
+                "created_at": s["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S+08:00"),
+                "parent": None,
+                "contact": contact,
+            }
+        )
+        rows = frame.write_ndjson().splitlines()
+        dup = rng.random(n) < m.social_duplicate
+        self.truth.count("social_duplicate", int(dup.sum()), n)
+        out = [x for i, line in enumerate(rows) for x in ([line, line] if dup[i] else [line])]
+        path = self.cfg.extracts / "social" / f"social_{day.date}.jsonl"
+        path.write_text("\n".join(out) + "\n", encoding="utf-8")
+        _set_mtime(path, day.date, 4)
+        self.truth.append("social", pl.DataFrame({"interaction_id": ids, "person_id": person, "sentiment": s["sentiment"]}))
+
+    def finish(self, rule_counts: np.ndarray, baskets: int) -> None:
+        """Write the planted rules with their realized lift, the mess counts and the persons."""
+        c, t = self.c, self.truth
+        t.close()
+        rules = []
+        for (a, b, prob), (na, nb, nab) in zip(c.rules, rule_counts):
+            support_a, support_b, support_ab = na / baskets, nb / baskets, nab / baskets
+            rules.append({
+                "antecedent": c.sku[a], "consequent": c.sku[b], "add_probability": prob,
+                "baskets": int(baskets), "support": support_ab, "confidence": nab / na if na else None,
+                "lift": support_ab / (support_a * support_b) if na and nb else None,
+            })
+        (t.root / "planted_rules.json").write_text(json.dumps(rules, indent=2))
+        mess = {k: {"planted": v[0], "out_of": v[1], "rate": v[0] / v[1] if v[1] else 0.0} for k, v in sorted(t.mess.items())}
+        (t.root / "mess.json").write_text(json.dumps(mess, indent=2))
+        persons = self.p.frame(self.cfg.start).with_columns(cookie=pl.Series(self.p.cookie), handle=pl.Series(self.p.handles))
+        persons.write_parquet(t.root / "persons.parquet")

@@ -1,0 +1,154 @@
+"""Data-quality gates on freshly loaded raw partitions, with great-expectations.
+
+GX 1.x's SQL engine cannot validate DuckDB through duckdb-engine (GX issues #10738, #11579: it
+reads results after closing the connection), so DuckDB streams the loaded partitions to GX as
+pandas batches of at most `batch_rows` rows, holding only the columns the expectations need;
+counts are summed over batches. Memory stays bounded by one batch whatever the partition size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+from dataclasses import dataclass, field
+
+import duckdb
+
+from ingestion.contracts import Contract
+from ingestion.load import LoadResult
+from ingestion.sources import Source
+
+BATCH_ROWS = 200_000
+VALUE_SET_MOSTLY = 0.99  # share of non-null values that must be in a field's value set
+RANGE_MOSTLY = 0.999  # share of non-null values that must lie in a field's range
+
+
+@dataclass
+class CheckOutcome:
+    name: str
+    passed: bool
+    description: str
+    blocking: bool  # a failure stops downstream assets from using this output
+    metadata: dict[str, object] = field(default_factory=dict)
+
+
+def check_names(contract: Contract) -> list[tuple[str, str, bool]]:
+    """(name, description, blocking) of every check a source of this contract gets."""
+    checks = [
+        ("keys_not_null", f"GX: {', '.join((*contract.key, contract.event_time))} are never null.", True),
+        ("row_count_positive", "GX: the loaded partitions hold at least one row (warns, as shops close on some days).", False),
+        ("quarantine_rate", "GX: share of quarantined rows is under the source's max_quarantine_rate.", True),
+    ]
+    if any(f.values for f in contract.fields):
+        checks.append(("values_in_set", f"GX: at least {VALUE_SET_MOSTLY:.0%} of values of coded fields are known codes.", False))
+    if any(f.min_value is not None for f in contract.fields) or contract.channel == "store":
+        checks.append(("values_in_range", f"GX: at least {RANGE_MOSTLY:.1%} of numeric values are in range.", True))
+    return checks
+
+
+def _expectations(contract: Contract) -> dict[str, list]:
+    import great_expectations as gx
+
+    e = gx.expectations
+    out: dict[str, list] = {
+        "keys_not_null": [e.ExpectColumnValuesToNotBeNull(column=c) for c in (*contract.key, contract.event_time)],
+        "values_in_set": [
+            e.ExpectColumnValuesToBeInSet(column=f.name, value_set=list(f.values), mostly=VALUE_SET_MOSTLY)
+            for f in contract.fields if f.values
+        ],
+        "values_in_range": [
+            e.ExpectColumnValuesToBeBetween(column=f.name, min_value=f.min_value, max_value=f.max_value, mostly=RANGE_MOSTLY)
+            for f in contract.fields if f.min_value is not None
+        ],
+    }
+    if contract.channel == "store":  # refunds are negative quantities, never negative prices
+        out["values_in_range"].append(e.ExpectColumnValuesToBeBetween(column="unit_price", min_value=0, mostly=RANGE_MOSTLY))
+    return out
+
+
+@functools.cache
+def _batch_definition():
+    import great_expectations as gx
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    asset = context.data_sources.add_pandas("raw").add_dataframe_asset("partition_batch")
+    return asset.add_batch_definition_whole_dataframe("whole")
+
+
+def _columns(contract: Contract) -> list[str]:
+    cols = {*contract.key, contract.event_time}
+    cols |= {f.name for f in contract.fields if f.values or f.min_value is not None}
+    if contract.channel == "store":
+        cols.add("unit_price")
+    # Coded fields are compared lower-cased and trimmed, as staging will read them.
+    return [
+        f"lower(trim({c})) AS {c}" if contract.field(c).values else
+        (f"CAST({c} AS DOUBLE) AS {c}" if contract.field(c).type == "decimal" else c)
+        for c in sorted(cols)
+    ]
+
+
+def validate(
+    con: duckdb.DuckDBPyConnection, source: Source, result: LoadResult, batch_rows: int = BATCH_ROWS
+) -> list[CheckOutcome]:
+    """Run the checks of `check_names` over partitions result.start..result.end of the source."""
+    import great_expectations as gx
+
+    contract = source.contract
+    groups = {k: v for k, v in _expectations(contract).items() if v}
+    totals: dict[str, list[list[int]]] = {k: [[0, 0] for _ in v] for k, v in groups.items()}
+    cursor = con.execute(
+        f"SELECT {', '.join(_columns(contract))} FROM {source.table} WHERE _partition_date BETWEEN ? AND ?",
+        [result.start, result.end],
+    )
+    batch_def = _batch_definition()
+    rows = 0
+    while True:
+        df = cursor.fetch_df_chunk(max(1, batch_rows // 2048))
+        if df.empty:
+            break
+        rows += len(df)
+        batch = batch_def.get_batch(batch_parameters={"dataframe": df})
+        for name, expectations in groups.items():
+            for i, exp in enumerate(expectations):
+                r = batch.validate(exp).result
+                totals[name][i][0] += int(r.get("unexpected_count") or 0)
+                totals[name][i][1] += int(r.get("element_count") or 0) - int(r.get("missing_count") or 0)
+
+    outcomes: list[CheckOutcome] = []
+    for name, description, blocking in check_names(contract):
+        if name == "row_count_positive":
+            outcomes.append(CheckOutcome(name, rows > 0, description, blocking, {"rows": rows}))
+        elif name == "quarantine_rate":
+            rate = _quarantine_rate_by_gx(result, source.max_quarantine_rate)
+            outcomes.append(CheckOutcome(
+                name, rate[0], description, blocking,
+                {"quarantine_rate": round(result.quarantine_rate, 6), "max_quarantine_rate": source.max_quarantine_rate,
+                 "rows_quarantined": result.rows_quarantined, "rows_read": result.rows_read},
+            ))
+        else:
+            exps = groups.get(name, [])
+            passed, meta = True, {}
+            for exp, (bad, seen) in zip(exps, totals.get(name, [])):
+                mostly = getattr(exp, "mostly", 1.0) or 1.0
+                ok = seen == 0 or bad / seen <= (1 - mostly) + 1e-12
+                passed &= ok
+                meta[f"{exp.column}_unexpected"] = bad
+            outcomes.append(CheckOutcome(name, passed, description, blocking, {**meta, "rows": rows}))
+    return outcomes
+
+
+def _quarantine_rate_by_gx(result: LoadResult, threshold: float) -> tuple[bool, float]:
+    """The quarantine gate as a GX expectation on a one-row frame of the load's counts."""
+    import great_expectations as gx
+    import pandas as pd
+
+    df = pd.DataFrame({"quarantine_rate": [result.quarantine_rate]})
+    batch = _batch_definition().get_batch(batch_parameters={"dataframe": df})
+    r = batch.validate(gx.expectations.ExpectColumnValuesToBeBetween(column="quarantine_rate", min_value=0, max_value=threshold))
+    return bool(r.success), result.quarantine_rate

@@ -1,0 +1,133 @@
+"""`crm run`: materialize the whole asset graph in-process through Dagster, over a partition range,
+so that metadata, check results and run history are recorded as for any Dagster run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from ingestion.probe import latest_event_date
+from ingestion.sources import load_sources
+from orchestration import environment
+from orchestration.automation import range_tags
+
+AS_OF_TAG = "crm/as_of"
+
+
+class RunFailed(RuntimeError):
+    """The Dagster run failed; the message is the first failing step's error."""
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    start: dt.date
+    end: dt.date
+    as_of: dt.date | None
+    materialized: dict[str, dict] = field(default_factory=dict)  # asset key -> metadata
+    checks: dict[str, bool] = field(default_factory=dict)  # "asset:check" -> passed
+
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """The first failing step's own message: a Failure's description, else the root exception."""
+    for event in result.all_events:
+        if event.event_type != dg.DagsterEventType.STEP_FAILURE:
+            continue
+        data = event.step_failure_data
+        if data.user_failure_data and data.user_failure_data.description:
+            return f"{event.step_key}: {data.user_failure_data.description}"
+        error = data.error
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if error is not None:
+            return f"{event.step_key}: {error.message.strip().splitlines()[0]}"
+    return "run failed"
+
+
+def run_pipeline(
+    sources_file: Path | None = None,
+    warehouse: Path | None = None,
+    as_of: dt.date | None = None,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    log_level: str = "WARNING",
+) -> RunSummary:
+    """Materialize every asset for partitions start..end.
+
+    Defaults: start = the sources file's start_date; end = as_of; as_of = the last day with data.
+    """
+    if sources_file:
+        os.environ["CRM_SOURCES"] = str(Path(sources_file).resolve())
+    if warehouse:
+        os.environ["CRM_WAREHOUSE"] = str(Path(warehouse).resolve())
+    env = environment.current()
+    env.warehouse.parent.mkdir(parents=True, exist_ok=True)
+    config = load_sources(env.sources_file)  # fail fast, before Dagster starts, on a bad sources file
+    environment.ensure_dagster_home()
+
+    from orchestration.definitions import defs
+
+    definitions = defs()
+    partitions = definitions.resolve_assets_def(dg.AssetKey(["raw", config.sources[0].name])).partitions_def
+    last = dt.date.fromisoformat(partitions.get_last_partition_key())
+    if as_of is None and end is None:
+        reach = [d for d in (latest_event_date(s, last) for s in config.sources) if d]
+        if not reach:
+            raise ValueError(f"no data found in the files of {env.sources_file}")
+        as_of = max(reach)
+    start = start or config.start_date
+    end = end or as_of
+    if start > end:
+        raise ValueError(f"--from {start} is after --to/--as-of {end}")
+    if start < config.start_date or end > last:
+        raise ValueError(f"partitions run from {config.start_date} to {last}; asked for {start}..{end}")
+
+    job = definitions.resolve_implicit_global_asset_job_def()
+    run_id = str(uuid.uuid4())
+    tags = {**range_tags(start, end), **({AS_OF_TAG: as_of.isoformat()} if as_of else {})}
+    with dg.DagsterInstance.get() as instance:
+        total = len(job.graph.node_defs)
+        done = threading.Event()
+        outcome: dict[str, object] = {}
+
+        def execute() -> None:
+            try:
+                outcome["result"] = job.execute_in_process(
+                    run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                    instance=instance, run_id=run_id, tags=tags, raise_on_error=False,
+                )
+            except BaseException as e:  # surfaced below, in the caller's thread
+                outcome["error"] = e
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=execute, daemon=True)
+        worker.start()
+        while not done.wait(0.5):
+            if on_progress:
+                if instance.has_run(run_id):
+                    stats = instance.get_run_stats(run_id)
+                    on_progress(stats.steps_succeeded + stats.steps_failed, total)
+        if "error" in outcome:
+            raise outcome["error"]  # type: ignore[misc]
+        if on_progress:
+            on_progress(total, total)
+        result: dg.ExecuteInProcessResult = outcome["result"]  # type: ignore[assignment]
+        if not result.success:
+            raise RunFailed(_failure_message(result))
+
+    summary = RunSummary(run_id, start, end, as_of)
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        summary.materialized["/".join(mat.asset_key.path)] = {k: v.value for k, v in mat.metadata.items()}
+    for event in result.get_asset_check_evaluations():
+        summary.checks[f"{'/'.join(event.asset_key.path)}:{event.check_name}"] = event.passed
+    return summary
