@@ -21,7 +21,7 @@ def range_tags(start: dt.date, end: dt.date) -> dict[str, str]:
 
 
 def ingest_job(partitions: dg.DailyPartitionsDefinition) -> dg.UnresolvedAssetJobDefinition:
-    return dg.define_asset_job(INGEST_JOB, selection=dg.AssetSelection.groups("ingestion"), partitions_def=partitions)
+    return dg.define_asset_job(INGEST_JOB, selection=dg.AssetSelection.groups("ingestion"))
 
 
 def daily_schedule(job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:

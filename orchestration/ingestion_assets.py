@@ -1,5 +1,6 @@
 """One daily-partitioned Dagster asset per source of the sources file, with its GX checks beside it."""
 
+import contextlib
 import datetime as dt
 
 import dagster as dg
@@ -38,9 +39,11 @@ def ingestion_asset(source: Source, partitions: dg.DailyPartitionsDefinition) ->
         start, end = window.start.date(), (window.end - dt.timedelta(days=1)).date()
         bounds = (dt.date.fromisoformat(partitions.get_first_partition_key()),
                   dt.date.fromisoformat(partitions.get_last_partition_key()))
-        with warehouse.get_connection() as con:
+        # closing(): dagster-duckdb's get_connection skips close() when the body raises, which would
+        # keep the file open in this process after a failed step.
+        with warehouse.get_connection() as con, contextlib.closing(con):
             try:
-                result = load_source(con, source, start, end, bounds, batch_id=context.run_id)
+                result = load_source(con, source, start, end, bounds, batch_id=context.run.run_id)
             except LoadError as e:
                 raise dg.Failure(description=str(e)) from None
             if result.failed_files:

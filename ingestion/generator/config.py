@@ -60,6 +60,6 @@ class GeneratorConfig:
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        d["out"] = str(self.out)
+        del d["out"]  # where the files are is not part of what they are
         d["start"] = self.start.isoformat()
         return d

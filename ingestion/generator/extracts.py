@@ -166,7 +166,7 @@ class ExtractWriter:
         ident = rng.random(n_o)
         person = orders["person"].to_numpy()
         orders = orders.with_columns(
-            order_id=pl.Series([f"{self.stores[s]}-{ymd}-{i + 1:05d}" for i, s in enumerate(orders["store"].to_numpy())]),
+            order_id=pl.Series([f"{self.stores[s]}-{ymd}-{i + 1:05d}" for i, s in enumerate(orders["store"].to_numpy())], dtype=pl.String),
             member_card=pl.Series(np.where(ident < 0.70, p.card[person], None).tolist(), dtype=pl.String),
             member_phone=pl.Series(
                 np.where((ident >= 0.70) & (ident < 0.85), phone_variants(p.phone[person], rng, m.phone_other_format), None).tolist(),
@@ -174,11 +174,11 @@ class ExtractWriter:
             ),
             payment=pl.Series(PAYMENTS[rng.integers(0, len(PAYMENTS), n_o)].tolist(), dtype=pl.String),
         )
-        lines = lines.join(orders.select("order_seq", "order_id", "member_card", "member_phone", "payment"), on="order_seq")
+        lines = lines.join(orders.select("order_seq", "order_id", "member_card", "member_phone", "payment"), on="order_seq", maintain_order="left")
         lines = lines.with_columns(line_no=pl.int_range(1, pl.len() + 1).over("order_id"))
         # Returns decided now, rung up 1-20 days later as negative lines on a return receipt.
         ret = lines.filter(pl.Series(rng.random(len(lines)) < 0.03))
-        for delay, grp in ret.with_columns(delay=pl.Series(rng.integers(1, 21, len(ret)))).group_by("delay"):
+        for delay, grp in ret.with_columns(delay=pl.Series(rng.integers(1, 21, len(ret)))).group_by("delay", maintain_order=True):
             self.pending_returns.setdefault(day.index + int(delay[0]), []).append(grp.drop("delay"))
         todays_returns = self.pending_returns.pop(day.index, [])
         if todays_returns:
@@ -200,7 +200,8 @@ class ExtractWriter:
         self.truth.count("missing_product_name", int(sum(x is None for x in name)), n)
         clean = lines.select(
             order_id="order_id", line_no="line_no", person="person",
-            sku=pl.Series(sku.tolist(), dtype=pl.String), quantity="quantity", unit_price="unit_price", discount="discount",
+            sku=pl.Series(c.sku[prod].tolist(), dtype=pl.String),  # the true SKU, before any mess
+            quantity="quantity", unit_price="unit_price", discount="discount",
         )
         self.truth.append("order_lines", clean.with_columns(channel=pl.lit("store")))
         self.truth.append("store_orders", lines.select("order_id", person_id="person").unique(maintain_order=True))
@@ -223,11 +224,11 @@ class ExtractWriter:
             }
         )
         # Tills that sync late: some receipts land in the file of a day 1-3 days later.
-        late_orders = out["receipt_no"].unique().filter(pl.Series(rng.random(out["receipt_no"].n_unique()) < m.store_late_receipt))
+        late_orders = out["receipt_no"].unique(maintain_order=True).filter(pl.Series(rng.random(out["receipt_no"].n_unique()) < m.store_late_receipt))
         late = out.filter(pl.col("receipt_no").is_in(late_orders.implode()))
         self.truth.count("store_late_receipt", len(late), n)
         out = out.filter(~pl.col("receipt_no").is_in(late_orders.implode()))
-        for (s, delay), grp in late.with_columns(delay=pl.Series(rng.integers(1, 4, len(late)))).group_by("_store", "delay"):
+        for (s, delay), grp in late.with_columns(delay=pl.Series(rng.integers(1, 4, len(late)))).group_by("_store", "delay", maintain_order=True):
             self.late_receipts.setdefault((day.index + int(delay), int(s)), []).append(grp.drop("delay"))
         by_store = out.partition_by("_store", as_dict=True)
         for s, code in enumerate(self.stores):

@@ -184,7 +184,8 @@ def _web_sessions(
     logs_in = (person >= 0) & (is_order | (rng.random(n) < 0.5))
     searches = rng.random(n) < 0.3
     utm = rng.integers(0, len(UTM), n)
-    start = np.where(is_order, order_ts[np.maximum(order, 0)] - np.timedelta64(600_000, "ms"),
+    order_start = order_ts[np.maximum(order, 0)] if len(order_ts) else np.full(n, np.datetime64(date, "ms"))
+    start = np.where(is_order, order_start - np.timedelta64(600_000, "ms"),
                      _timestamps(rng, date, n, 20 * 3600, 4 * 3600))
     # Event skeleton per session: [page_view, login?, search?, product_view x k, add_to_cart?, checkout?]
     kinds: list[np.ndarray] = []
@@ -240,7 +241,7 @@ def _web_sessions(
             "ua": rng.integers(0, len(USER_AGENTS), n),
         }
     )
-    ev = ev.join(meta, on="session").with_columns(
+    ev = ev.join(meta, on="session", maintain_order="left").with_columns(
         ts=pl.col("start") + pl.duration(seconds=pl.col("seq") * 45 + pl.col("session") % 40)
     )
     return ev

@@ -1,0 +1,51 @@
+"""Shared fixtures: a small generated sample with its own sources file, and a Dagster home per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ingestion.generator import GeneratorConfig, generate
+from orchestration.environment import REPO_ROOT
+
+SAMPLE_SOURCES = REPO_ROOT / "ingestion" / "examples" / "sample" / "sources.yml"
+ONLINE_RETAIL_SOURCES = REPO_ROOT / "ingestion" / "examples" / "online_retail" / "sources.yml"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Runs of the tests land in a throw-away Dagster instance, not the developer's."""
+    home = tmp_path_factory.mktemp("dagster_home")
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def sources_for(extracts: Path, dest: Path) -> Path:
+    """A copy of the sample sources file whose paths point at `extracts` (a generator's output)."""
+    doc = yaml.safe_load(SAMPLE_SOURCES.read_text())
+    for source in doc["sources"]:
+        relative = source["path"].split("extracts/", 1)[1]
+        source["path"] = str(extracts / relative)
+    dest.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> GeneratorConfig:
+    """1,500 persons over 45 days: every channel and every kind of planted mess, in seconds."""
+    cfg = GeneratorConfig(out=tmp_path_factory.mktemp("sample"), customers=1500, days=45, seed=7)
+    generate(cfg)
+    return cfg
+
+
+@pytest.fixture
+def sample_copy(sample: GeneratorConfig, tmp_path: Path) -> tuple[Path, Path]:
+    """(extracts folder, sources file) on a private copy of the sample, for tests that change files."""
+    extracts = tmp_path / "extracts"
+    shutil.copytree(sample.extracts, extracts)  # copy2 keeps delivery times (mtimes)
+    return extracts, sources_for(extracts, tmp_path / "sources.yml")

@@ -1,0 +1,142 @@
+"""The Dagster layer for real: definitions, in-process materializations, checks, sensor, schedule, CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from ingestion.generator import GeneratorConfig
+from ingestion.sources import load_sources
+from orchestration.environment import DUCKDB_POOL, REPO_ROOT
+from orchestration.run import RunFailed, run_pipeline
+from tests.conftest import ONLINE_RETAIL_SOURCES
+
+
+@pytest.fixture
+def definitions(sample_copy: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> dg.Definitions:
+    monkeypatch.setenv("CRM_SOURCES", str(sample_copy[1]))
+    from orchestration.definitions import defs
+
+    return defs()
+
+
+def test_definitions_expose_every_source_as_a_checked_asset(definitions: dg.Definitions) -> None:
+    dg.Definitions.validate_loadable(definitions)
+    specs = {tuple(s.key.path): s for s in definitions.resolve_all_asset_specs()}
+    assert set(specs) == {("raw", n) for n in ("pos_receipt_lines", "web_events", "call_center_calls", "social_interactions", "customer_profiles")}
+    for key, spec in specs.items():
+        assert spec.group_name == "ingestion"
+        assert spec.metadata["dagster/table_name"] == ".".join(key)
+    assets = definitions.resolve_assets_def(dg.AssetKey(["raw", "pos_receipt_lines"]))
+    assert assets.op.pool == DUCKDB_POOL
+    assert isinstance(assets.partitions_def, dg.DailyPartitionsDefinition)
+    checks = {c.name: c.blocking for c in assets.check_specs}
+    assert checks["keys_not_null"] and checks["quarantine_rate"] and not checks["row_count_positive"]
+    assert definitions.resolve_schedule_def("ingest_daily").cron_schedule == "0 2 * * *"
+    assert definitions.resolve_sensor_def("new_extract_files") is not None
+
+
+def test_crm_run_materializes_every_asset_through_dagster(sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path) -> None:
+    warehouse = tmp_path / "crm.duckdb"
+    summary = run_pipeline(sample_copy[1], warehouse)
+    assert summary.as_of == sample.end  # the data's last day, not today
+    assert len(summary.materialized) == 5 and all(summary.checks.values()), summary.checks
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        for table, meta in summary.materialized.items():
+            schema, name = table.split("/")
+            count = con.execute(f"SELECT count(*) FROM {schema}.{name}").fetchall()[0][0]
+            assert count == meta["rows_loaded"] == meta["dagster/row_count"] > 0
+            assert meta["rows_read"] == meta["rows_loaded"] + meta["rows_quarantined"] + meta["duplicates_skipped"] + meta["rows_superseded"]
+        assert con.execute("SELECT count(*) FROM raw.quarantine").fetchall()[0][0] > 0
+    with dg.DagsterInstance.get() as instance:
+        record = instance.get_run_record_by_id(summary.run_id)
+        assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        parts = instance.get_materialized_partitions(dg.AssetKey(["raw", "web_events"]))
+        assert str(sample.start) in parts and str(sample.end) in parts
+
+    # A backfill over three days replaces exactly those partitions: same rows as before.
+    before = _counts(warehouse)
+    again = run_pipeline(sample_copy[1], warehouse, start=sample.start + dt.timedelta(days=3), end=sample.start + dt.timedelta(days=5))
+    assert _counts(warehouse) == before
+    assert again.materialized["raw/web_events"]["rows_loaded"] < before["web_events"]
+
+
+def _counts(warehouse: Path) -> dict[str, int]:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = con.execute("SELECT table_name, 0 FROM duckdb_tables() WHERE schema_name = 'raw' AND table_name NOT LIKE '\\_%' ESCAPE '\\'").fetchall()
+        return {t: con.execute(f"SELECT count(*) FROM raw.{t}").fetchall()[0][0] for t, _ in rows}
+
+
+def test_unreadable_file_fails_the_run_with_its_name(sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path) -> None:
+    extracts, sources_file = sample_copy
+    warehouse = tmp_path / "crm.duckdb"
+    run_pipeline(sources_file, warehouse)
+    before = _counts(warehouse)
+    day = sample.start + dt.timedelta(days=4)
+    bad = extracts / "call_center" / f"calls_{day}.csv"
+    bad.write_bytes(random.Random(2).randbytes(2000))
+    with pytest.raises(RunFailed, match=rf"cannot read {bad}.*partitions {day} left as they were"):
+        run_pipeline(sources_file, warehouse, start=day, end=day)
+    assert _counts(warehouse) == before
+
+
+def test_sensor_requests_partitions_of_new_files(sample: GeneratorConfig, sample_copy: tuple[Path, Path], definitions: dg.Definitions) -> None:
+    sensor = definitions.resolve_sensor_def("new_extract_files")
+    with dg.DagsterInstance.ephemeral() as instance:
+        first = sensor(dg.build_sensor_context(instance=instance, cursor=None, definitions=definitions))
+        assert {tuple(r.asset_selection[0].path) for r in first.run_requests} == {
+            ("raw", s.name) for s in load_sources(sample_copy[1]).sources
+        }
+        store = next(r for r in first.run_requests if r.asset_selection[0].path[1] == "pos_receipt_lines")
+        assert store.tags["dagster/asset_partition_range_start"] == str(sample.start)
+        assert store.tags["dagster/asset_partition_range_end"] == str(sample.end)
+        quiet = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=definitions))
+        assert quiet.run_requests == []
+        day = sample.start + dt.timedelta(days=9)
+        new = sample_copy[0] / "social" / f"social_{day}.resend.jsonl"
+        new.write_text('{"id":"so-x","platform":"weibo","handle":"@x","type":"post","created_at":"%sT10:00:00+08:00"}\n' % day)
+        landed = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=definitions))
+        (request,) = landed.run_requests
+        assert request.asset_selection == [dg.AssetKey(["raw", "social_interactions"])]
+        assert request.tags["dagster/asset_partition_range_start"] == str(day)
+
+
+def test_online_retail_through_dagster(tmp_path: Path) -> None:
+    warehouse = tmp_path / "retail.duckdb"
+    summary = run_pipeline(ONLINE_RETAIL_SOURCES, warehouse)
+    assert summary.as_of == dt.date(2011, 12, 9)
+    meta = summary.materialized["raw/uk_store_sales"]
+    assert (meta["rows_loaded"], meta["rows_quarantined"]) == (541_909, 0)
+    assert all(summary.checks.values()), summary.checks
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        revenue = con.execute("SELECT sum(quantity * unit_price) FROM raw.uk_store_sales").fetchall()[0][0]
+    assert float(revenue) == pytest.approx(9_747_747.93, abs=0.01)
+
+
+def crm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", *args], capture_output=True, text=True, cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})}, timeout=300,
+    )
+
+
+def test_cli_help_and_one_line_errors(tmp_path: Path) -> None:
+    help_ = crm("--help")
+    assert help_.returncode == 0
+    for command in ("generate", "run", "contracts"):
+        assert command in help_.stdout
+        assert crm(command, "--help").returncode == 0
+    missing = crm("run", "--sources", str(tmp_path / "nope.yml"), "--warehouse", str(tmp_path / "w.duckdb"))
+    assert missing.returncode == 1
+    errors = [line for line in missing.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot read sources file" in errors[0]
+    bad_date = crm("run", "--as-of", "yesterday")
+    assert bad_date.returncode != 0 and "is not a date" in bad_date.stderr
