@@ -90,14 +90,14 @@ def run(
     except (SourcesError, RunFailed, ValueError, OSError) as e:
         _fail(e)
     table = Table(title=f"Run {summary.run_id[:8]}: partitions {summary.start}..{summary.end}, as of {summary.as_of}")
-    for col in ("asset", "rows loaded", "quarantined", "duplicates", "superseded", "checks"):
-        table.add_column(col, justify="left" if col == "asset" else "right")
+    for col in ("asset", "loaded", "quarantined", "dupes", "superseded", "checks"):
+        table.add_column(col, justify="left" if col == "asset" else "right", no_wrap=True)
     for asset, meta in summary.materialized.items():
         checks = [ok for name, ok in summary.checks.items() if name.startswith(asset + ":")]
         table.add_row(asset, f"{meta.get('rows_loaded', '')}", f"{meta.get('rows_quarantined', '')}",
                       f"{meta.get('duplicates_skipped', '')}", f"{meta.get('rows_superseded', '')}",
                       f"{sum(checks)}/{len(checks)} passed")
-    Console().print(table)
+    Console(width=max(100, Console().width)).print(table)
 
 
 @app.command()

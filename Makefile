@@ -1,0 +1,24 @@
+# Everything installs itself: uv (from PyPI, if missing), then the locked environment (uv.lock).
+UV := python3 -m uv
+
+.PHONY: setup demo test dev clean
+
+setup:
+	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv>=0.9"
+	$(UV) sync --frozen
+
+# Generate the sample extracts, then materialize every asset into warehouse/crm.duckdb.
+demo: setup
+	$(UV) run crm generate
+	$(UV) run crm run
+
+test: setup
+	$(UV) run pytest
+
+# The Dagster UI on http://127.0.0.1:3000 with this repo's dagster.yaml (history in .dagster/).
+dev: setup
+	mkdir -p .dagster && cp dagster.yaml .dagster/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/.dagster $(UV) run dagster dev -m orchestration.definitions
+
+clean:
+	rm -rf warehouse/crm.duckdb warehouse/crm.duckdb.wal warehouse/sample warehouse/.duckdb_tmp .dagster
