@@ -276,7 +276,10 @@ def load_source(
 
     def feeds(path: Path, dates: set[dt.date]) -> bool:
         s = span(path)
-        return s is None or any(s[0] <= d <= s[1] for d in dates)
+        if s is None:  # new or changed: read it, unless it was exported after these days
+            exported = name_date(path)
+            return exported is None or exported <= max(dates)
+        return any(s[0] <= d <= s[1] for d in dates)
 
     _create_staging(con, source)
     # Pass 1: new and changed files, and unchanged files that feed the requested days.
@@ -288,7 +291,7 @@ def load_source(
     for f, (home, lo, hi, _) in info.items():
         if span(Path(f)) is None:
             extra.update(days_between(min(home, lo or home), max(home, hi or home)))
-    extra -= requested
+    extra = {d for d in extra if d <= end} - requested  # never past `end`: it may be the run's as-of
     if extra:
         more = [p for p in files if p not in first and feeds(p, extra)]
         info2, failed2 = _stage(con, source, more, partitions)

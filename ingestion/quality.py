@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import warnings
 from dataclasses import dataclass, field
 
 import duckdb
@@ -109,7 +110,9 @@ def validate(
     batch_def = _batch_definition()
     rows = 0
     while True:
-        df = cursor.fetch_df_chunk(max(1, batch_rows // 2048))
+        with warnings.catch_warnings():  # DuckDB's pandas conversion uses an API pandas 3 deprecates
+            warnings.simplefilter("ignore")
+            df = cursor.fetch_df_chunk(max(1, batch_rows // 2048))
         if df.empty:
             break
         rows += len(df)

@@ -183,3 +183,15 @@ def test_online_retail_cancellations_missing_ids_and_non_products(tmp_path: Path
     assert cancelled == 9_288 and no_customer == 135_080 and non_products > 2_000
     # CustomerID is a float in the file; references keep no '.0'.
     assert con.execute("SELECT customer_ref FROM raw.uk_store_sales WHERE _row_number = 1").fetchall() == [("17850",)]
+
+
+def test_as_of_loads_nothing_after_it(sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path) -> None:
+    _, sources_file = sample_copy
+    as_of = sample.start + dt.timedelta(days=20)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    for s in load_sources(sources_file).sources:
+        load_source(con, s, sample.start, as_of, BOUNDS)
+        latest = con.execute(f"SELECT max(_partition_date) FROM {s.table}").fetchall()[0][0]
+        assert latest <= as_of, s.name
+        assert con.execute(f"SELECT count(*) FROM {s.table} WHERE _partition_date = ?", [as_of]).fetchall()[0][0] > 0
+    assert con.execute("SELECT count(*) FROM raw.quarantine WHERE partition_date > ?", [as_of]).fetchall()[0][0] == 0

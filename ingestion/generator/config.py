@@ -10,6 +10,17 @@ TIMEZONE = "Asia/Shanghai"
 CURRENCY = "CNY"
 
 
+def coded(values: list[str], field: str, channel: str) -> list[str]:
+    """Codes the generator writes for a contract field, checked against the contract's value set."""
+    from ingestion.contracts import contract_for
+
+    allowed = contract_for(channel).field(field).values or ()
+    unknown = sorted({v.lower() for v in values} - set(allowed))
+    if unknown:
+        raise ValueError(f"generator writes {unknown} for {channel}.{field}, not in its contract {allowed}")
+    return values
+
+
 @dataclass(frozen=True)
 class MessRates:
     """Share of records (or files) that get each kind of mess. Tests measure them back."""

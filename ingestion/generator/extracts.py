@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ingestion.generator.config import CURRENCY, GeneratorConfig
+from ingestion.generator.config import CURRENCY, GeneratorConfig, coded
 from ingestion.generator.messy import email_variants, name_typo, phone_variants
 from ingestion.generator.population import REGIONS, TIERS, Catalog, Persons, store_codes
 from ingestion.generator.simulate import UTM, USER_AGENTS, Day
 
-PAYMENTS = np.asarray(["card", "cash", "wechat_pay", "alipay", "wechat_pay", "alipay"], dtype=object)
+PAYMENTS = np.asarray(coded(["card", "cash", "wechat_pay", "alipay", "wechat_pay", "alipay"], "payment_method", "store"), dtype=object)
 
 
 def _set_mtime(path: Path, date: dt.date, delay_hours: float) -> None:
@@ -334,19 +334,26 @@ class ExtractWriter:
             self.truth.append("order_lines", lines)
         cookies = frame.select("cookie", person_id=pl.Series(np.where(known, person, -1))).unique(maintain_order=True)
         self.truth.append("web_cookies", cookies)
+        self._write_json_lines(frame, self.cfg.extracts / "web" / f"events_{day.date}.jsonl", day, 2,
+                               ("web_duplicate_event", m.web_duplicate_event), ("web_broken_json", m.web_broken_json))
+
+    def _write_json_lines(self, frame: pl.DataFrame, path: Path, day: Day, delay_hours: float,
+                          duplicate: tuple[str, float], broken: tuple[str, float]) -> None:
+        """Write JSON lines as an exporter would: some lines twice (retries), some cut short."""
         rows = frame.write_ndjson().splitlines()
-        dup = rng.random(n) < m.web_duplicate_event
-        self.truth.count("web_duplicate_event", int(dup.sum()), n)
+        n = len(rows)
+        dup = self.rng.random(n) < duplicate[1]
+        cut = self.rng.random(n) < broken[1]
+        self.truth.count(duplicate[0], int(dup.sum()), n)
+        if broken[1]:
+            self.truth.count(broken[0], int(cut.sum()), n)
         out: list[str] = []
-        broken = rng.random(n) < m.web_broken_json
-        self.truth.count("web_broken_json", int(broken.sum()), n)
-        for i, line in enumerate(rows):
-            out.append(line[: len(line) // 2] if broken[i] else line)
-            if dup[i]:
+        for line, twice, short in zip(rows, dup, cut):
+            out.append(line[: len(line) // 2] if short else line)
+            if twice:
                 out.append(line)
-        path = self.cfg.extracts / "web" / f"events_{day.date}.jsonl"
         path.write_text("\n".join(out) + "\n", encoding="utf-8")
-        _set_mtime(path, day.date, 2)
+        _set_mtime(path, day.date, delay_hours)
 
     # ---- call center -----------------------------------------------------------------------
     def calls(self, day: Day) -> None:
@@ -415,13 +422,8 @@ class ExtractWriter:
                 "contact": contact,
             }
         )
-        rows = frame.write_ndjson().splitlines()
-        dup = rng.random(n) < m.social_duplicate
-        self.truth.count("social_duplicate", int(dup.sum()), n)
-        out = [x for i, line in enumerate(rows) for x in ([line, line] if dup[i] else [line])]
-        path = self.cfg.extracts / "social" / f"social_{day.date}.jsonl"
-        path.write_text("\n".join(out) + "\n", encoding="utf-8")
-        _set_mtime(path, day.date, 4)
+        self._write_json_lines(frame, self.cfg.extracts / "social" / f"social_{day.date}.jsonl", day, 4,
+                               ("social_duplicate", m.social_duplicate), ("social_broken_json", 0.0))
         self.truth.append("social", pl.DataFrame({"interaction_id": ids, "person_id": person, "sentiment": s["sentiment"]}))
 
     def finish(self, rule_counts: np.ndarray, baskets: int) -> None:

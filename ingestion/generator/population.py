@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from ingestion.generator.config import GeneratorConfig
+from ingestion.generator.config import GeneratorConfig, coded
 
 SURNAMES = list("王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高")
 SURNAME_PINYIN = ["wang", "li", "zhang", "liu", "chen", "yang", "huang", "zhao", "wu", "zhou",
@@ -116,7 +116,7 @@ def make_persons(cfg: GeneratorConfig, rng: np.random.Generator) -> Persons:
     purchase_rate = rng.gamma(0.9, 4.5 / 0.9 / 365.0, n)
     churners = (signup_day < 0) & (rng.random(n) < cfg.churn_share)
     churn_day = np.where(churners, rng.integers(int(cfg.days * 0.3), max(int(cfg.days * 0.85), int(cfg.days * 0.3) + 1), n), 10**9)
-    platforms = ["weibo", "wechat", "douyin", "xiaohongshu", "instagram"]
+    platforms = coded(["weibo", "wechat", "douyin", "xiaohongshu", "instagram"], "platform", "social")
     social = rng.random(n) < 0.35
     handles = np.where(social, np.array([f"@{SURNAME_PINYIN[s]}{GIVEN_PINYIN[a]}_{i % 997}" for i, (s, a) in enumerate(zip(sur, g1))], dtype=object), "")
     return Persons(
@@ -125,14 +125,14 @@ def make_persons(cfg: GeneratorConfig, rng: np.random.Generator) -> Persons:
         dup_member_id=dup_member_id,
         name=name,
         is_latin_name=latin,
-        gender=_pick(rng, ["F", "M", "F", "M", "X"], n),
+        gender=_pick(rng, coded(["F", "M", "F", "M", "X"], "gender", "customers"), n),  # upper case, as the registry exports
         birth_date=np.datetime64("1950-01-01") + rng.integers(0, 365 * 55, n).astype("timedelta64[D]"),
         email=email,
         phone=phone,
         region_idx=region_idx,
         card=np.array([f"8{i + 1:011d}" for i in range(n)], dtype=object),
         signup_day=signup_day,
-        signup_channel=_pick(rng, ["store", "store", "web", "web", "app", "social", "referral"], n),
+        signup_channel=_pick(rng, coded(["store", "store", "web", "web", "app", "social", "referral"], "signup_channel", "customers"), n),
         consent=rng.random(n) < 0.7,
         purchase_rate=purchase_rate,
         web_share=rng.beta(2, 3, n),

@@ -14,10 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from ingestion.generator.config import GeneratorConfig
+from ingestion.contracts import SOCIAL_TYPES
+from ingestion.generator.config import GeneratorConfig, coded
 from ingestion.generator.population import Catalog, Persons
 
 WARNING_DAYS = 60
+# The event kinds sessions are built from (below) must be codes of the web contract.
+coded(["page_view", "login", "search", "product_view", "add_to_cart", "checkout", "purchase"], "event_type", "web")
 PROMOTIONS = [(3, 8), (5, 20), (6, 18), (8, 8), (11, 11), (12, 12)]  # (month, day): 3-day sales
 UTM = [("baidu", "cpc", "brand"), ("wechat", "social", "spring_sale"), ("newsletter", "email", "weekly"),
        ("douyin", "video", "live_show"), (None, None, None), (None, None, None), (None, None, None)]
@@ -161,7 +164,7 @@ def simulate_day(cfg: GeneratorConfig, persons: Persons, catalog: Catalog, rng: 
         {
             "person": poster,
             "ts": _timestamps(rng, date, len(poster), 20 * 3600, 3 * 3600),
-            "type": np.asarray(["post", "comment", "like", "share", "mention", "dm"], object)[
+            "type": np.asarray(SOCIAL_TYPES, object)[
                 rng.choice(6, len(poster), p=[0.15, 0.3, 0.25, 0.1, 0.1, 0.1])],
             "text": texts,
             "sentiment": mood - 1,
