@@ -53,6 +53,8 @@ class LoadResult:
         file, cause = next(iter(self.failed_files.items()))
         more = f" (and {len(self.failed_files) - 1} more files)" if len(self.failed_files) > 1 else ""
         days = self.failed_dates
+        if not days:
+            return f"source {self.source!r}: cannot read {file}: {cause}{more}"
         when = f"{days[0]}" if len(days) == 1 else f"{days[0]}..{days[-1]} ({len(days)} days)"
         return f"source {self.source!r}: cannot read {file}: {cause}{more}; partitions {when} left as they were"
 

@@ -87,6 +87,8 @@ def run_pipeline(
     end = end or as_of
     if start > end:
         raise ValueError(f"--from {start} is after --to/--as-of {end}")
+    if as_of and end > as_of:
+        raise ValueError(f"--to {end} is after --as-of {as_of}: nothing after the as-of date may be loaded")
     if start < config.start_date or end > last:
         raise ValueError(f"partitions run from {config.start_date} to {last}; asked for {start}..{end}")
 
