@@ -259,7 +259,9 @@ def load_source(
     quarantine. Days that new files also feed are reloaded too (see `LoadResult.extra_dates`).
     """
     result = LoadResult(source.name, start, end, batch_id or uuid.uuid4().hex)
-    con.execute("SET TimeZone = 'UTC'")  # dates of instants must not depend on the session's zone
+    # Dates of instants must not depend on the session's zone; DuckDB's progress bar would
+    # interleave with Dagster's logs.
+    con.execute("SET TimeZone = 'UTC'; SET enable_progress_bar = false")
     ensure_tables(con, source)
     files = source.files()
     if not files:

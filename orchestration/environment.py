@@ -34,7 +34,6 @@ class Environment:
             "memory_limit": self.memory_limit,
             "threads": self.threads,
             "temp_directory": str(self.warehouse.parent / ".duckdb_tmp"),
-            "enable_progress_bar": False,  # it would interleave with Dagster's logs and our own bars
         }
 
 
