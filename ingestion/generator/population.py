@@ -136,7 +136,7 @@ def make_persons(cfg: GeneratorConfig, rng: np.random.Generator) -> Persons:
         consent=rng.random(n) < 0.7,
         purchase_rate=purchase_rate,
         web_share=rng.beta(2, 3, n),
-        visit_rate=rng.gamma(1.0, 5.0 / 365.0, n) + purchase_rate * 0.5,
+        visit_rate=rng.gamma(1.0, 1.2 / 365.0, n) + purchase_rate * 0.2,  # about 30 web events a year
         call_rate=rng.gamma(1.0, 0.5 / 365.0, n),
         social_rate=np.where(social, rng.gamma(1.0, 3.0 / 365.0, n), 0.0),
         churn_day=churn_day,
