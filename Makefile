@@ -6,6 +6,7 @@ UV := python3 -m uv
 setup:
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv>=0.9"
 	$(UV) sync --frozen
+	$(UV) run dbt parse --project-dir dbt_project --profiles-dir dbt_project --quiet
 
 # Generate the sample extracts, then materialize every asset into warehouse/crm.duckdb.
 demo: setup

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from ingestion.contracts import Contract, contract_for
+from ingestion.contracts import CONTRACTS, Contract, contract_for
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 OPTION_KEYS = {
@@ -149,6 +149,9 @@ def load_sources(path: str | Path) -> SourcesConfig:
     tz = _check_timezone(path, "partitions", str(partitions.get("timezone", "UTC")))
     sources = tuple(_parse_source(path, i, raw, tz) for i, raw in enumerate(doc["sources"]))
     names = [s.name for s in sources]
+    taken = sorted(set(names) & set(CONTRACTS))
+    if taken:
+        raise SourcesError(f"{path}: source names {taken} are taken by the channel views raw.<channel>; rename them")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise SourcesError(f"{path}: source names must be unique; repeated: {dupes}")

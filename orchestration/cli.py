@@ -89,14 +89,15 @@ def run(
             )
     except (SourcesError, RunFailed, ValueError, OSError) as e:
         _fail(e)
-    table = Table(title=f"Run {summary.run_id[:8]}: partitions {summary.start}..{summary.end}, as of {summary.as_of}")
-    for col in ("asset", "loaded", "quarantined", "dupes", "superseded", "checks"):
+    as_of = f", as of {summary.as_of}" if summary.as_of else ""
+    table = Table(title=f"Run {summary.run_id[:8]}: partitions {summary.start}..{summary.end}{as_of}")
+    for col in ("asset", "rows", "quarantined", "dupes", "superseded", "checks"):
         table.add_column(col, justify="left" if col == "asset" else "right", no_wrap=True)
     for asset, meta in summary.materialized.items():
         checks = [ok for name, ok in summary.checks.items() if name.startswith(asset + ":")]
-        table.add_row(asset, f"{meta.get('rows_loaded', '')}", f"{meta.get('rows_quarantined', '')}",
-                      f"{meta.get('duplicates_skipped', '')}", f"{meta.get('rows_superseded', '')}",
-                      f"{sum(checks)}/{len(checks)} passed")
+        rows = meta.get("rows_loaded", meta.get("dagster/row_count", ""))
+        table.add_row(asset, f"{rows}", f"{meta.get('rows_quarantined', '')}", f"{meta.get('duplicates_skipped', '')}",
+                      f"{meta.get('rows_superseded', '')}", f"{sum(checks)}/{len(checks)} passed" if checks else "")
     Console(width=max(100, Console().width)).print(table)
 
 

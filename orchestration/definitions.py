@@ -7,10 +7,12 @@ import warnings
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from ingestion.contracts import CONTRACTS
 from ingestion.sources import load_sources
 from orchestration import environment
+from orchestration.dbt_assets import dbt_models, dbt_project, dbt_resource
 from orchestration.automation import daily_schedule, ingest_job, new_files_sensor
-from orchestration.ingestion_assets import daily_partitions, ingestion_asset
+from orchestration.ingestion_assets import channel_view_asset, daily_partitions, ingestion_asset
 
 
 @dg.definitions
@@ -19,15 +21,22 @@ def defs() -> dg.Definitions:
     # BackfillPolicy is "beta" but is how single-run backfills are declared; say so once, not per asset.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     env = environment.current()
+    environment.export(env)  # dbt runs in a subprocess: it reads the warehouse path from the environment
+    dbt_project().prepare_if_dev()  # `dagster dev` re-parses the project; elsewhere set-up did
     config = load_sources(env.sources_file)
     partitions = daily_partitions(config)
     job = ingest_job(partitions)
     return dg.Definitions(
-        assets=[ingestion_asset(s, partitions) for s in config.sources],
+        assets=[
+            *(ingestion_asset(s, partitions) for s in config.sources),
+            *(channel_view_asset(c, [s for s in config.sources if s.channel == c]) for c in CONTRACTS),
+            dbt_models(),
+        ],
         jobs=[job],
         schedules=[daily_schedule(job)],
         sensors=[new_files_sensor(config, job, partitions)],
         resources={
             "warehouse": DuckDBResource(database=str(env.warehouse), connection_config=env.duckdb_config),
+            "dbt": dbt_resource(),
         },
     )

@@ -46,6 +46,12 @@ def current() -> Environment:
     )
 
 
+def export(env: Environment) -> None:
+    """Hand the decided paths and limits to subprocesses (dbt reads them in profiles.yml)."""
+    os.environ["CRM_WAREHOUSE"] = str(env.warehouse)
+    os.environ["CRM_DUCKDB_MEMORY_LIMIT"] = env.memory_limit
+
+
 def ensure_dagster_home() -> Path:
     """Point DAGSTER_HOME at .dagster/ (git-ignored) with the repo's dagster.yaml, unless set."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster")))

@@ -6,6 +6,7 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from ingestion.channels import create_channel_view
 from ingestion.load import LoadError, days_between, load_source
 from ingestion.quality import check_names, validate
 from ingestion.sources import Source, SourcesConfig
@@ -80,3 +81,23 @@ def ingestion_asset(source: Source, partitions: dg.DailyPartitionsDefinition) ->
 
     return _load
 
+
+
+def channel_view_asset(channel: str, sources: list[Source]) -> dg.AssetsDefinition:
+    """`raw.<channel>`: the union of the channel's sources, the table dbt's staging reads."""
+
+    @dg.asset(
+        key=["raw", channel],
+        group_name="ingestion",
+        description=f"All `{channel}` sources in one view with the contract's columns (empty if none).",
+        deps=[dg.AssetKey(["raw", s.name]) for s in sources],
+        pool=DUCKDB_POOL,
+        kinds={"duckdb"},
+        metadata={"dagster/table_name": f"raw.{channel}"},
+    )
+    def _view(warehouse: DuckDBResource) -> dg.MaterializeResult:
+        with warehouse.get_connection() as con, contextlib.closing(con):
+            rows = create_channel_view(con, channel, sources)
+        return dg.MaterializeResult(metadata={"dagster/row_count": rows, "sources": ", ".join(s.name for s in sources) or "none"})
+
+    return _view

@@ -73,7 +73,10 @@ def run_pipeline(
     config = load_sources(env.sources_file)  # fail fast, before Dagster starts, on a bad sources file
     environment.ensure_dagster_home()
 
+    from orchestration.dbt_assets import prepare_manifest
     from orchestration.definitions import defs
+
+    prepare_manifest()
 
     definitions = defs()
     partitions = definitions.resolve_assets_def(dg.AssetKey(["raw", config.sources[0].name])).partitions_def

@@ -49,3 +49,11 @@ def sample_copy(sample: GeneratorConfig, tmp_path: Path) -> tuple[Path, Path]:
     extracts = tmp_path / "extracts"
     shutil.copytree(sample.extracts, extracts)  # copy2 keeps delivery times (mtimes)
     return extracts, sources_for(extracts, tmp_path / "sources.yml")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dbt_manifest() -> Path:
+    """The dbt manifest, parsed as `make setup` does (tests may run without it)."""
+    from orchestration.dbt_assets import prepare_manifest
+
+    return prepare_manifest()

@@ -31,10 +31,14 @@ def definitions(sample_copy: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch)
 def test_definitions_expose_every_source_as_a_checked_asset(definitions: dg.Definitions) -> None:
     dg.Definitions.validate_loadable(definitions)
     specs = {tuple(s.key.path): s for s in definitions.resolve_all_asset_specs()}
-    assert set(specs) == {("raw", n) for n in ("pos_receipt_lines", "web_events", "call_center_calls", "social_interactions", "customer_profiles")}
-    for key, spec in specs.items():
-        assert spec.group_name == "ingestion"
-        assert spec.metadata["dagster/table_name"] == ".".join(key)
+    sources = {("raw", n) for n in ("pos_receipt_lines", "web_events", "call_center_calls", "social_interactions", "customer_profiles")}
+    channels = {("raw", c) for c in ("web", "store", "call_center", "social", "customers")}
+    assert sources | channels <= set(specs)
+    for key in sources | channels:
+        assert specs[key].group_name == "ingestion"
+        assert specs[key].metadata["dagster/table_name"] == ".".join(key)
+    staging = specs[("staging", "stg_store__order_lines")]
+    assert staging.group_name == "dbt" and dg.AssetKey(["raw", "store"]) in {d.asset_key for d in staging.deps}
     assets = definitions.resolve_assets_def(dg.AssetKey(["raw", "pos_receipt_lines"]))
     assert assets.op.pool == DUCKDB_POOL
     assert isinstance(assets.partitions_def, dg.DailyPartitionsDefinition)
@@ -48,14 +52,25 @@ def test_crm_run_materializes_every_asset_through_dagster(sample: GeneratorConfi
     warehouse = tmp_path / "crm.duckdb"
     summary = run_pipeline(sample_copy[1], warehouse)
     assert summary.as_of == sample.end  # the data's last day, not today
-    assert len(summary.materialized) == 5 and all(summary.checks.values()), summary.checks
+    assert all(summary.checks.values()), summary.checks
+    assert {"staging/stg_store__order_lines", "staging/stg_customers__profiles", "raw/store"} <= set(summary.materialized)
+    assert "staging/stg_store__order_lines:unique_stg_store__order_lines_order_line_id" in summary.checks
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        for table, meta in summary.materialized.items():
+        ingested = {t: m for t, m in summary.materialized.items() if "rows_loaded" in m}
+        assert len(ingested) == 5
+        for table, meta in ingested.items():
             schema, name = table.split("/")
             count = con.execute(f"SELECT count(*) FROM {schema}.{name}").fetchall()[0][0]
             assert count == meta["rows_loaded"] == meta["dagster/row_count"] > 0
             assert meta["rows_read"] == meta["rows_loaded"] + meta["rows_quarantined"] + meta["duplicates_skipped"] + meta["rows_superseded"]
         assert con.execute("SELECT count(*) FROM raw.quarantine").fetchall()[0][0] > 0
+        # Staging keeps every loaded line (one per key) and reads phones in every shape.
+        lines = con.execute("SELECT count(*) FROM staging.stg_store__order_lines").fetchall()[0][0]
+        assert lines == summary.materialized["raw/pos_receipt_lines"]["rows_loaded"]
+        phones = con.execute(
+            "SELECT count(phone_raw), count(phone_e164), count(*) FILTER (WHERE has_unusable_phone) FROM staging.stg_customers__profiles"
+        ).fetchall()[0]
+        assert phones[0] == phones[1] > 0 and phones[2] == 0
     with dg.DagsterInstance.get() as instance:
         record = instance.get_run_record_by_id(summary.run_id)
         assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
@@ -118,7 +133,13 @@ def test_online_retail_through_dagster(tmp_path: Path) -> None:
     assert all(summary.checks.values()), summary.checks
     with duckdb.connect(str(warehouse), read_only=True) as con:
         revenue = con.execute("SELECT sum(quantity * unit_price) FROM raw.uk_store_sales").fetchall()[0][0]
+        staged, returns, staged_revenue = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE is_return), sum(quantity * unit_price) FROM staging.stg_store__order_lines"
+        ).fetchall()[0]
+        # A store-only deployment: the other channels' views and staging models exist, empty.
+        assert con.execute("SELECT count(*) FROM staging.stg_web__events").fetchall()[0][0] == 0
     assert float(revenue) == pytest.approx(9_747_747.93, abs=0.01)
+    assert (staged, staged_revenue) == (541_909, revenue) and returns > 9_000
 
 
 def crm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

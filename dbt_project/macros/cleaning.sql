@@ -1,0 +1,76 @@
+{#- Reusable cleaning, written once for every staging model. Where DuckDB and Spark SQL differ,
+    a small adapter.dispatch macro holds both spellings (default__ = Spark / ANSI). -#}
+
+{% macro full_match(expr, pattern) -%}
+    {{ return(adapter.dispatch('full_match', 'crm_warehouse')(expr, pattern)) }}
+{%- endmacro %}
+{% macro default__full_match(expr, pattern) -%}({{ expr }} rlike '^({{ pattern }})$'){%- endmacro %}
+{% macro duckdb__full_match(expr, pattern) -%}regexp_full_match({{ expr }}, '{{ pattern }}'){%- endmacro %}
+
+{% macro strip_to_phone_chars(expr) -%}
+    {{ return(adapter.dispatch('strip_to_phone_chars', 'crm_warehouse')(expr)) }}
+{%- endmacro %}
+{% macro default__strip_to_phone_chars(expr) -%}
+    nullif(regexp_replace(translate({{ expr }}, '０１２３４５６７８９＋', '0123456789+'), '[^0-9+]', ''), '')
+{%- endmacro %}
+{% macro duckdb__strip_to_phone_chars(expr) -%}
+    nullif(regexp_replace(translate({{ expr }}, '０１２３４５６７８９＋', '0123456789+'), '[^0-9+]', '', 'g'), '')
+{%- endmacro %}
+
+{#- E.164 from a phone reduced to digits and '+' (strip_to_phone_chars). Chinese mobiles in every
+    common shape, Chinese landlines with their area code (trunk 0 or +86), and other countries'
+    numbers when they carry a country code. Anything else is NULL: never a wrong number. -#}
+{% macro phone_e164(digits) -%}
+    case
+        when {{ full_match(digits, '([+]86|0086)1[3-9][0-9]{9}') }} then concat('+86', substr({{ digits }}, length({{ digits }}) - 10))
+        when {{ full_match(digits, '861[3-9][0-9]{9}') }} then concat('+', {{ digits }})
+        when {{ full_match(digits, '1[3-9][0-9]{9}') }} then concat('+86', {{ digits }})
+        when {{ full_match(digits, '0[1-9][0-9]{8,10}') }} then concat('+86', substr({{ digits }}, 2))
+        when {{ full_match(digits, '[+]86[1-9][0-9]{8,10}') }} then {{ digits }}
+        when {{ full_match(digits, '0086[1-9][0-9]{8,10}') }} then concat('+', substr({{ digits }}, 3))
+        when {{ full_match(digits, '[+][1-9][0-9]{7,14}') }} then {{ digits }}
+        when {{ full_match(digits, '00[1-9][0-9]{7,14}') }} then concat('+', substr({{ digits }}, 3))
+    end
+{%- endmacro %}
+
+{% macro normalize_email(expr) -%}
+    nullif(lower(trim({{ expr }})), '')
+{%- endmacro %}
+
+{#- Misspellings of the big mail domains seen in sign-up forms; flagged, never corrected. -#}
+{% macro email_domain_is_typo(email) -%}
+    split_part({{ email }}, '@', 2) in (
+        'gmial.com', 'gmai.com', 'gmail.con', 'gmail.co', 'qq.con', 'qq.cm', '163.cm', '163.con', '126.con',
+        'outlok.com', 'outlook.con', 'hotmial.com', 'sina.cn.com', 'foxmial.com', 'yahooo.com'
+    )
+{%- endmacro %}
+
+{% macro email_is_valid(email) -%}
+    {{ full_match(email, '[^@ ]+@[^@ ]+[.][a-z]{2,}') }}
+{%- endmacro %}
+
+{#- Names: trimmed, inner spaces collapsed; romanized names in Title Case, Chinese names untouched. -#}
+{% macro clean_name(expr) -%}
+    {{ return(adapter.dispatch('clean_name', 'crm_warehouse')(expr)) }}
+{%- endmacro %}
+{% macro default__clean_name(expr) -%}
+    case when {{ full_match("regexp_replace(trim(" ~ expr ~ "), ' +', ' ')", "[A-Za-z .-]+") }}
+         then initcap(lower(regexp_replace(trim({{ expr }}), ' +', ' ')))
+         else nullif(regexp_replace(trim({{ expr }}), ' +', ' '), '') end
+{%- endmacro %}
+{% macro duckdb__clean_name(expr) -%}
+    case when {{ full_match("regexp_replace(trim(" ~ expr ~ "), ' +', ' ', 'g')", "[A-Za-z .-]+") }}
+         then array_to_string(list_transform(string_split(lower(regexp_replace(trim({{ expr }}), ' +', ' ', 'g')), ' '),
+                                             lambda w: concat(upper(left(w, 1)), substr(w, 2))), ' ')
+         else nullif(regexp_replace(trim({{ expr }}), ' +', ' ', 'g'), '') end
+{%- endmacro %}
+
+{#- Raw timestamps are instants (TIMESTAMPTZ); staging keeps them as UTC wall-clock TIMESTAMPs. -#}
+{% macro to_utc(expr) -%}
+    {{ return(adapter.dispatch('to_utc', 'crm_warehouse')(expr)) }}
+{%- endmacro %}
+{% macro default__to_utc(expr) -%}{{ dbt.cast(expr, api.Column.translate_type('timestamp')) }}{%- endmacro %}
+{% macro duckdb__to_utc(expr) -%}timezone('UTC', {{ expr }}){%- endmacro %}
+
+{% macro text(expr) -%}nullif(trim({{ expr }}), ''){%- endmacro %}
+{% macro code(expr) -%}nullif(lower(trim({{ expr }})), ''){%- endmacro %}

@@ -1,0 +1,66 @@
+with
+
+source as (
+    select * from {{ source('raw', 'call_center') }}
+),
+
+renamed as (
+    select
+        concat(_source, ':', call_id) as call_key,
+        _source as source_name,
+        {{ text('call_id') }} as call_id,
+        {{ to_utc('started_at') }} as started_at,
+        {{ to_utc('ended_at') }} as ended_at,
+        {{ text('phone') }} as phone_raw,
+        {{ strip_to_phone_chars('phone') }} as phone_digits,
+        {{ text('customer_ref') }} as customer_ref,
+        {{ code('queue') }} as queue,
+        {{ text('agent_id') }} as agent_id,
+        {{ code('reason') }} as reason,
+        {{ code('resolution') }} as resolution,
+        csat,
+        {{ text('notes') }} as notes,
+        _partition_date as started_local_date,
+        _file as source_file,
+        _row_number as source_row_number,
+        _loaded_at
+    from source
+),
+
+deduplicated as (
+    select
+        *,
+        row_number() over (
+            partition by call_key
+            order by _loaded_at desc, source_file desc, source_row_number desc
+        ) as delivery_rank
+    from renamed
+),
+
+final as (
+    select
+        call_key,
+        source_name,
+        call_id,
+        started_at,
+        ended_at,
+        cast(started_at as date) as started_date,
+        started_local_date,
+        {{ dbt.datediff('started_at', 'ended_at', 'second') }} as duration_seconds,
+        phone_raw,
+        {{ phone_e164('phone_digits') }} as phone_e164,
+        phone_digits is not null and {{ phone_e164('phone_digits') }} is null as has_unusable_phone,
+        customer_ref,
+        queue,
+        agent_id,
+        reason,
+        resolution,
+        csat,
+        notes,
+        source_file,
+        source_row_number
+    from deduplicated
+    where delivery_rank = 1
+)
+
+select * from final
