@@ -74,3 +74,22 @@
 
 {% macro text(expr) -%}nullif(trim({{ expr }}), ''){%- endmacro %}
 {% macro code(expr) -%}nullif(lower(trim({{ expr }})), ''){%- endmacro %}
+
+{#- Lineage columns every staging model carries from raw, and the ranking that keeps the latest
+    delivery of each key (the loader keeps one row per key and day; a corrected delivery that
+    moved a record to another day can leave two). -#}
+{% macro lineage_columns() -%}
+        _file as source_file,
+        _row_number as source_row_number,
+        _loaded_at
+{%- endmacro %}
+
+{% macro rank_deliveries(relation, key) -%}
+    select
+        *,
+        row_number() over (
+            partition by {{ key }}
+            order by _loaded_at desc, source_file desc, source_row_number desc
+        ) as delivery_rank
+    from {{ relation }}
+{%- endmacro %}

@@ -21,20 +21,12 @@ renamed as (
         csat,
         {{ text('notes') }} as notes,
         _partition_date as started_local_date,
-        _file as source_file,
-        _row_number as source_row_number,
-        _loaded_at
+        {{ lineage_columns() }}
     from source
 ),
 
 deduplicated as (
-    select
-        *,
-        row_number() over (
-            partition by call_key
-            order by _loaded_at desc, source_file desc, source_row_number desc
-        ) as delivery_rank
-    from renamed
+    {{ rank_deliveries('renamed', 'call_key') }}
 ),
 
 final as (

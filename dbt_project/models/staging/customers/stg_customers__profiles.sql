@@ -24,20 +24,12 @@ renamed as (
         signup_date,
         marketing_consent as has_marketing_consent,
         {{ to_utc('consent_updated_at') }} as consent_updated_at,
-        _file as source_file,
-        _row_number as source_row_number,
-        _loaded_at
+        {{ lineage_columns() }}
     from source
 ),
 
 deduplicated as (
-    select
-        *,
-        row_number() over (
-            partition by profile_version_id
-            order by _loaded_at desc, source_file desc, source_row_number desc
-        ) as delivery_rank
-    from renamed
+    {{ rank_deliveries('renamed', 'profile_version_id') }}
 ),
 
 final as (

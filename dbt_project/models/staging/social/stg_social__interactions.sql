@@ -18,20 +18,12 @@ renamed as (
         {{ strip_to_phone_chars('linked_phone') }} as linked_phone_digits,
         {{ normalize_email('linked_email') }} as linked_email,
         _partition_date as occurred_local_date,
-        _file as source_file,
-        _row_number as source_row_number,
-        _loaded_at
+        {{ lineage_columns() }}
     from source
 ),
 
 deduplicated as (
-    select
-        *,
-        row_number() over (
-            partition by interaction_key
-            order by _loaded_at desc, source_file desc, source_row_number desc
-        ) as delivery_rank
-    from renamed
+    {{ rank_deliveries('renamed', 'interaction_key') }}
 ),
 
 final as (

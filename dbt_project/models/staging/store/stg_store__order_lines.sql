@@ -26,22 +26,12 @@ renamed as (
         {{ code('payment_method') }} as payment_method,
         {{ text('country') }} as country,
         _partition_date as ordered_local_date,
-        _file as source_file,
-        _row_number as source_row_number,
-        _loaded_at
+        {{ lineage_columns() }}
     from source
 ),
 
--- The loader keeps one row per key and partition; a corrected delivery that moved a line to
--- another day can leave two: keep the latest load.
 deduplicated as (
-    select
-        *,
-        row_number() over (
-            partition by order_line_id
-            order by _loaded_at desc, source_file desc, source_row_number desc
-        ) as delivery_rank
-    from renamed
+    {{ rank_deliveries('renamed', 'order_line_id') }}
 ),
 
 final as (

@@ -27,20 +27,12 @@ renamed as (
         {{ code('utm_campaign') }} as utm_campaign,
         {{ text('user_agent') }} as user_agent,
         _partition_date as event_local_date,
-        _file as source_file,
-        _row_number as source_row_number,
-        _loaded_at
+        {{ lineage_columns() }}
     from source
 ),
 
 deduplicated as (
-    select
-        *,
-        row_number() over (
-            partition by web_event_id
-            order by _loaded_at desc, source_file desc, source_row_number desc
-        ) as delivery_rank
-    from renamed
+    {{ rank_deliveries('renamed', 'web_event_id') }}
 ),
 
 final as (
