@@ -138,6 +138,13 @@ def test_online_retail_through_dagster(tmp_path: Path) -> None:
         ).fetchall()[0]
         # A store-only deployment: the other channels' views and staging models exist, empty.
         assert con.execute("SELECT count(*) FROM staging.stg_web__events").fetchall()[0][0] == 0
+        # A source that carries only customer_ref still gets customers, orders and lines.
+        fact_lines, fact_revenue, customers, orders = con.execute(
+            "SELECT count(*), sum(quantity * unit_price), count(DISTINCT customer_key), count(DISTINCT order_key) FROM marts.fct_order_lines"
+        ).fetchall()[0]
+        non_products = con.execute("SELECT count(*) FROM marts.dim_product WHERE is_non_product").fetchall()[0][0]
+    assert (fact_lines, fact_revenue) == (541_909, revenue)
+    assert (customers, orders) == (4_372, 25_900) and non_products >= 4
     assert float(revenue) == pytest.approx(9_747_747.93, abs=0.01)
     assert (staged, staged_revenue) == (541_909, revenue) and returns > 9_000
 

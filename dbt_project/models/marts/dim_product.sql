@@ -1,0 +1,39 @@
+-- One row per SKU sold, with its most recent name and category, and whether it is a product at all.
+with
+
+lines as (
+    select * from {{ ref('stg_store__order_lines') }}
+),
+
+web_events as (
+    select * from {{ ref('stg_web__events') }}
+),
+
+skus as (
+    select sku, product_name, category, ordered_at as seen_at, order_line_id as tie_breaker from lines where sku is not null
+    union all
+    select sku, cast(null as {{ dbt.type_string() }}), cast(null as {{ dbt.type_string() }}), event_at, web_event_id
+    from web_events where sku is not null
+),
+
+ranked as (
+    select
+        *,
+        row_number() over (
+            partition by sku
+            order by case when product_name is null then 1 else 0 end, seen_at desc, tie_breaker desc
+        ) as name_rank
+    from skus
+),
+
+final as (
+    select
+        sku,
+        product_name,
+        category,
+        upper(sku) in ({{ "'" ~ var('non_product_skus') | join("', '") ~ "'" }}) as is_non_product
+    from ranked
+    where name_rank = 1
+)
+
+select * from final

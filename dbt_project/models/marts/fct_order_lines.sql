@@ -1,0 +1,97 @@
+-- One row per receipt line (store) or web-order line (purchase event), both channels in one grain.
+with
+
+store_lines as (
+    select * from {{ ref('stg_store__order_lines') }}
+),
+
+web_events as (
+    select * from {{ ref('stg_web__events') }}
+),
+
+identity as (
+    select * from {{ ref('customer_identity_map') }}
+),
+
+store as (
+    select
+        order_line_id,
+        concat(source_name, ':', order_id) as order_key,
+        order_id,
+        'store' as channel,
+        source_name,
+        line_number,
+        ordered_at,
+        ordered_date,
+        ordered_local_date,
+        store_id,
+        sku,
+        quantity,
+        unit_price,
+        discount,
+        currency,
+        payment_method,
+        concat('order:', source_name, ':', order_id) as identity_record_key
+    from store_lines
+),
+
+web as (
+    select
+        concat(source_name, ':', order_id, ':', cast(line_number as {{ dbt.type_string() }})) as order_line_id,
+        concat(source_name, ':', order_id) as order_key,
+        order_id,
+        'web' as channel,
+        source_name,
+        line_number,
+        event_at as ordered_at,
+        event_date as ordered_date,
+        event_local_date as ordered_local_date,
+        cast(null as {{ dbt.type_string() }}) as store_id,
+        sku,
+        quantity,
+        unit_price,
+        cast(0 as decimal(18, 4)) as discount,
+        currency,
+        cast(null as {{ dbt.type_string() }}) as payment_method,
+        concat('web_cookie:', cookie_id) as identity_record_key
+    from (
+        select
+            *,
+            row_number() over (partition by source_name, order_id order by event_at, web_event_id) as line_number
+        from web_events
+        where event_type = 'purchase' and order_id is not null
+    ) as purchases
+),
+
+lines as (
+    select * from store
+    union all
+    select * from web
+),
+
+final as (
+    select
+        lines.order_line_id,
+        lines.order_key,
+        lines.order_id,
+        lines.channel,
+        lines.source_name,
+        lines.line_number,
+        lines.ordered_at,
+        lines.ordered_date,
+        lines.ordered_local_date,
+        lines.store_id,
+        lines.sku,
+        lines.quantity,
+        lines.unit_price,
+        lines.discount,
+        cast(lines.quantity * lines.unit_price - lines.discount as decimal(18, 4)) as net_amount,
+        lines.currency,
+        lines.payment_method,
+        lines.quantity < 0 as is_return,
+        identity.customer_key
+    from lines
+    left join identity on lines.identity_record_key = identity.record_key
+)
+
+select * from final

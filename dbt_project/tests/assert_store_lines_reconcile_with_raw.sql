@@ -1,0 +1,18 @@
+-- Every loaded, non-quarantined store line is in fct_order_lines exactly once, with the same revenue.
+with
+
+raw_lines as (
+    select count(*) as lines, sum(quantity * unit_price) as revenue from {{ source('raw', 'store') }}
+),
+
+mart_lines as (
+    select count(*) as lines, count(distinct order_line_id) as distinct_lines, sum(quantity * unit_price) as revenue
+    from {{ ref('fct_order_lines') }}
+    where channel = 'store'
+)
+
+select *
+from raw_lines cross join mart_lines
+where raw_lines.lines <> mart_lines.lines
+   or mart_lines.distinct_lines <> mart_lines.lines
+   or coalesce(raw_lines.revenue, 0) <> coalesce(mart_lines.revenue, 0)
