@@ -328,10 +328,10 @@ def load_source(
             f"source {source.name!r}: files loaded before are gone from {source.path}: "
             f"{[g[0] for g in gone][:5]}; restore them (re-loading would drop their rows)"
         )
-    new_catalog = [
-        (source.name, f, Path(f).stat().st_size, Path(f).stat().st_mtime_ns, _sha256(Path(f)), *v)
-        for f, v in info.items()
-    ]
+    new_catalog = []
+    for f, v in info.items():
+        stat = Path(f).stat()
+        new_catalog.append((source.name, f, stat.st_size, stat.st_mtime_ns, _sha256(Path(f)), *v))
 
     _rank_staged(con, source)
     in_range = "_partition_date = ANY(?)"

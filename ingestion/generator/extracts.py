@@ -158,7 +158,7 @@ class ExtractWriter:
 
     # ---- store -----------------------------------------------------------------------------
     def store(self, day: Day) -> None:
-        cfg, p, c, rng, m = self.cfg, self.p, self.c, self.rng, self.m
+        p, c, rng, m = self.p, self.c, self.rng, self.m
         ymd = f"{day.date:%Y%m%d}"
         lines = day.lines.filter(~pl.col("is_web"))
         orders = lines.select("order_seq", "person", "store").unique("order_seq", maintain_order=True)
