@@ -66,6 +66,9 @@ class SourcesConfig:
     start_date: dt.date
     timezone: str
     sources: tuple[Source, ...]
+    # Optional labelled truth (record_type, source_record_id, person_id) to score identity resolution
+    # against; only evaluation reads it, never matching. The generated sample ships one.
+    identity_truth: Path | None = None
 
     def source(self, name: str) -> Source:
         for s in self.sources:
@@ -155,4 +158,7 @@ def load_sources(path: str | Path) -> SourcesConfig:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise SourcesError(f"{path}: source names must be unique; repeated: {dupes}")
-    return SourcesConfig(path, start, tz, sources)
+    truth = doc.get("identity_truth")
+    if truth is not None and not isinstance(truth, str):
+        raise SourcesError(f"{path}: identity_truth must be a path to a CSV file")
+    return SourcesConfig(path, start, tz, sources, (path.parent / truth).resolve() if truth else None)

@@ -2,17 +2,21 @@
 its dbt tests as asset checks, and the raw channel views as its upstream sources."""
 
 
+import contextlib
 import functools
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_duckdb import DuckDBResource
 
 from orchestration.environment import DUCKDB_POOL, REPO_ROOT
+from orchestration.identity_report import identity_report
 
 DBT_DIR = REPO_ROOT / "dbt_project"
+IDENTITY_MAP = dg.AssetKey(["marts", "customer_identity_map"])
 
 
 @functools.cache
@@ -45,17 +49,45 @@ class WarehouseTranslator(DagsterDbtTranslator):
 
 
 @functools.cache
-def dbt_models() -> dg.AssetsDefinition:
+def dbt_models(identity_truth: Path | None = None) -> dg.AssetsDefinition:
+    """All dbt models; the identity map's materialization carries the identity figures."""
     project = dbt_project()
     if not project.manifest_path.exists():
         raise FileNotFoundError(f"{project.manifest_path} is missing: run `make setup` (it parses the dbt project)")
 
     @dbt_assets(manifest=project.manifest_path, project=project, dagster_dbt_translator=WarehouseTranslator(),
                 pool=DUCKDB_POOL, name="dbt_models")
-    def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-        yield from dbt.cli(["build"], context=context).stream()
+    def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: DuckDBResource):
+        invocation = dbt.cli(["build"], context=context, raise_on_error=False)
+        # From the identity map on, events wait until dbt has released the warehouse file (and
+        # keep their order: Dagster wants a multi-asset's outputs in dependency order).
+        held: list = []
+        for event in invocation.stream():
+            if held or _asset_key(context, event) == IDENTITY_MAP:
+                held.append(event)
+            else:
+                yield event
+        yield from _with_identity_report(context, held, warehouse, identity_truth)
+        if not invocation.is_successful():
+            raise invocation.get_error()
 
     return _models
+
+
+def _asset_key(context: dg.AssetExecutionContext, event: object) -> dg.AssetKey | None:
+    if isinstance(event, dg.Output):
+        return context.asset_key_for_output(event.output_name)
+    return getattr(event, "asset_key", None)
+
+
+def _with_identity_report(context: dg.AssetExecutionContext, events: list, warehouse: DuckDBResource,
+                          truth: Path | None) -> Iterator[object]:
+    for event in events:
+        if isinstance(event, dg.Output) and _asset_key(context, event) == IDENTITY_MAP:
+            with warehouse.get_connection() as con, contextlib.closing(con):
+                report = identity_report(con, truth)
+            event = event.with_metadata({**event.metadata, **{f"identity/{k}": v for k, v in report.items()}})
+        yield event
 
 
 def dbt_resource() -> DbtCliResource:

@@ -30,7 +30,7 @@ def defs() -> dg.Definitions:
         assets=[
             *(ingestion_asset(s, partitions) for s in config.sources),
             *(channel_view_asset(c, [s for s in config.sources if s.channel == c]) for c in CONTRACTS),
-            dbt_models(),
+            dbt_models(config.identity_truth),
         ],
         jobs=[job],
         schedules=[daily_schedule(job)],

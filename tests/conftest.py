@@ -31,6 +31,7 @@ def sources_for(extracts: Path, dest: Path) -> Path:
     for source in doc["sources"]:
         relative = source["path"].split("extracts/", 1)[1]
         source["path"] = str(extracts / relative)
+    doc["identity_truth"] = str(extracts.parent / "truth" / "identity.csv")
     dest.write_text(yaml.safe_dump(doc, sort_keys=False))
     return dest
 
@@ -48,6 +49,7 @@ def sample_copy(sample: GeneratorConfig, tmp_path: Path) -> tuple[Path, Path]:
     """(extracts folder, sources file) on a private copy of the sample, for tests that change files."""
     extracts = tmp_path / "extracts"
     shutil.copytree(sample.extracts, extracts)  # copy2 keeps delivery times (mtimes)
+    shutil.copytree(sample.truth, tmp_path / "truth")
     return extracts, sources_for(extracts, tmp_path / "sources.yml")
 
 

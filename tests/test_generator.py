@@ -126,6 +126,8 @@ def test_mess_rates_match_the_documentation(medium: GeneratorConfig) -> None:
     members = profiles["member_id"].unique()
     duplicates = members.filter(members.str.slice(1).cast(pl.Int64) > medium.customers).len()
     within(duplicates / medium.customers, RATES.duplicate_registration, medium.customers, "duplicate registrations")
+    unlinked = profiles.filter(pl.col("card_no").str.starts_with("9"))["member_id"].n_unique()
+    within(unlinked / duplicates, RATES.duplicate_unlinked, duplicates, "unlinked duplicate registrations")
 
 
 def test_planted_rules_have_their_recorded_lift(medium: GeneratorConfig) -> None:

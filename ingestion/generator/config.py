@@ -26,6 +26,7 @@ class MessRates:
     """Share of records (or files) that get each kind of mess. Tests measure them back."""
 
     duplicate_registration: float = 0.02  # persons registered twice (second member id, name typo, other email case)
+    duplicate_unlinked: float = 0.5  # of those, share registered with a new phone and card and no email
     email_case_or_space: float = 0.10  # emails written with upper case or stray spaces
     email_domain_typo: float = 0.01  # gmial.com, qq.con, ...
     phone_other_format: float = 0.60  # phones written in a format other than plain 11 digits

@@ -149,7 +149,16 @@ class ExtractWriter:
         dups = np.flatnonzero((p.dup_member_id != "") & (dup_day == d) & (p.signup_day <= d))
         if len(dups):
             names = np.asarray([name_typo(n, rng) if rng.random() < 0.7 else n for n in p.name[dups]], object)
-            frames.append(self._profiles(dups, at(len(dups), 15), member=p.dup_member_id[dups], names=names))
+            dup = self._profiles(dups, at(len(dups), 15), member=p.dup_member_id[dups], names=names)
+            # Some sign up again with a new number and card and no email: only name, birthday and city link them.
+            unlinked = pl.Series(rng.random(len(dups)) < self.m.duplicate_unlinked)
+            self.truth.count("duplicate_unlinked", int(unlinked.sum()), len(dups))
+            new_phone = pl.Series([f"1{x}" for x in rng.integers(3 * 10**9, 10**10, len(dups))], dtype=pl.String)
+            frames.append(dup.with_columns(
+                mobile=pl.when(unlinked).then(new_phone).otherwise(pl.col("mobile")),
+                card_no=pl.when(unlinked).then(pl.lit("9") + pl.col("card_no").str.slice(1)).otherwise(pl.col("card_no")),
+                email=pl.when(unlinked).then(None).otherwise(pl.col("email")),
+            ))
         out = pl.concat(frames)
         if len(out):
             path = self.cfg.extracts / "customers" / f"customers_{day.date}.csv"
@@ -443,3 +452,28 @@ class ExtractWriter:
         (t.root / "mess.json").write_text(json.dumps(mess, indent=2))
         persons = self.p.frame(self.cfg.start).with_columns(cookie=pl.Series(self.p.cookie), handle=pl.Series(self.p.handles))
         persons.write_parquet(t.root / "persons.parquet")
+        self._identity_truth(persons).write_csv(t.root / "identity.csv")
+
+    def _identity_truth(self, persons: pl.DataFrame) -> pl.DataFrame:
+        """The true person of every record identity resolution sees, keyed as the records' own systems key them."""
+        root = self.truth.root
+        def read(name: str, record_type: str, id_column: str) -> pl.DataFrame:
+            path = root / f"{name}.csv"
+            if not path.exists():
+                return pl.DataFrame(schema={"record_type": pl.String, "source_record_id": pl.String, "person_id": pl.Int64})
+            frame = pl.read_csv(path, columns=[id_column, "person_id"], schema_overrides={id_column: pl.String})
+            return frame.filter(pl.col("person_id") >= 0).select(
+                record_type=pl.lit(record_type), source_record_id=id_column, person_id="person_id")
+        members = pl.concat([persons.select("person_id", source_record_id="member_id"),
+                             persons.select("person_id", source_record_id="duplicate_member_id")])
+        social = persons.with_columns(platform=pl.Series(self.p.platform)).filter(pl.col("handle") != "")
+        return pl.concat([
+            members.filter(pl.col("source_record_id") != "").select(
+                record_type=pl.lit("profile"), source_record_id="source_record_id", person_id="person_id"),
+            read("store_orders", "order", "order_id"),
+            read("web_cookies", "web_cookie", "cookie"),
+            read("calls", "call", "call_id"),
+            social.select(record_type=pl.lit("social_account"),
+                          source_record_id=pl.concat_str(pl.col("platform").str.to_lowercase(), pl.lit(":"), pl.col("handle").str.to_lowercase()),
+                          person_id="person_id"),
+        ]).unique(maintain_order=True)

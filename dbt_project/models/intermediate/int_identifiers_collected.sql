@@ -24,6 +24,11 @@ social as (
     select * from {{ ref('stg_social__interactions') }}
 ),
 
+profile_matches as (
+    select * from {{ ref('int_profiles_matched') }}
+    where is_accepted
+),
+
 -- A cookie that logged in as more than one account is a shared device: it links nobody.
 -- (Emails with a misspelt domain are the same person typing badly, not another account.)
 single_account_cookies as (
@@ -66,6 +71,10 @@ identifiers as (
     select 'social_account', concat(platform, ':', handle), 'phone', linked_phone_e164 from social
     union all
     select 'social_account', concat(platform, ':', handle), 'email', linked_email from social
+    union all
+    select 'profile', customer_ref_l, 'fuzzy_profile_match', concat(customer_ref_l, '~', customer_ref_r) from profile_matches
+    union all
+    select 'profile', customer_ref_r, 'fuzzy_profile_match', concat(customer_ref_l, '~', customer_ref_r) from profile_matches
 ),
 
 final as (

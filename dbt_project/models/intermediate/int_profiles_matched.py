@@ -1,0 +1,83 @@
+"""Fuzzy matching of registry profiles that share no strong identifier (Splink on DuckDB).
+
+Someone who registers twice with a new phone, a new card and no email is linked only by name,
+birth date, city and gender. Splink scores every pair of current profiles that share a birth date
+(or a name and city) with a Fellegi-Sunter model: the u-probabilities (how often two different
+people agree by chance) are measured on this data by random sampling; the m-probabilities (how
+often one person's two registrations agree) are set below from how registries garble people
+(docs/identity.md), because a registry has too few known duplicates to learn them from. Pairs at
+or above var('fuzzy_match_threshold') are accepted as links; those between 0.5 and the threshold
+are kept for clerical review but link nobody, so precision comes first.
+"""
+
+import logging
+
+import pandas as pd
+
+COLUMNS = ["customer_ref_l", "customer_ref_r", "match_probability", "match_weight", "is_accepted",
+           "full_name_l", "full_name_r", "birth_date", "city_l", "city_r"]
+REVIEW_THRESHOLD = 0.5
+# One character off: a substitution counted in characters (DuckDB's edit distances count UTF-8
+# bytes, so 何明/何铭 would be 3 apart) or a transposition of romanized letters.
+ONE_CHARACTER_OFF = (
+    "(length(full_name_l) = length(full_name_r) and length(full_name_l) >= 2 and list_count(list_filter("
+    "range(1, length(full_name_l) + 1), lambda i: substring(full_name_l, i, 1) <> substring(full_name_r, i, 1))) = 1)"
+    " or damerau_levenshtein(full_name_l, full_name_r) <= 1"
+)
+
+
+def settings(n_profiles: int):
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+    from splink import SettingsCreator, block_on
+
+    name_levels = [
+        cll.NullLevel("full_name"),
+        cll.ExactMatchLevel("full_name").configure(m_probability=0.75),
+        cll.CustomLevel(ONE_CHARACTER_OFF, "One character off").configure(m_probability=0.20),
+        cll.JaroWinklerLevel("full_name", 0.9).configure(m_probability=0.03),
+        cll.ElseLevel().configure(m_probability=0.02),
+    ]
+    return SettingsCreator(
+        link_type="dedupe_only",
+        # Until estimated below: one duplicate among all pairs.
+        probability_two_random_records_match=2 / (n_profiles * (n_profiles - 1)),
+        unique_id_column_name="customer_ref",
+        blocking_rules_to_generate_predictions=[block_on("birth_date"), block_on("full_name", "city")],
+        comparisons=[
+            cl.CustomComparison(output_column_name="full_name", comparison_levels=name_levels),
+            cl.ExactMatch("birth_date").configure(m_probabilities=[0.98, 0.02]),
+            cl.ExactMatch("city").configure(m_probabilities=[0.90, 0.10]),  # people move
+            cl.ExactMatch("gender").configure(m_probabilities=[0.98, 0.02]),
+        ],
+    )
+
+
+def predict(profiles: pd.DataFrame) -> pd.DataFrame:
+    from splink import DuckDBAPI, Linker, block_on
+
+    linker = Linker(DuckDBAPI().register(profiles), settings(len(profiles)), log_level=logging.WARNING)
+    exact_duplicates = profiles.duplicated(["full_name", "birth_date", "city"]).sum()
+    if exact_duplicates:  # else Splink cannot estimate the prior and the default above stays
+        linker.training.estimate_probability_two_random_records_match(
+            [block_on("full_name", "birth_date", "city")], recall=0.5)
+    linker.training.estimate_u_using_random_sampling(max_pairs=2e6, seed=42)
+    return linker.inference.predict(threshold_match_probability=REVIEW_THRESHOLD).as_pandas_dataframe()
+
+
+def model(dbt, session):
+    dbt.config(materialized="table")
+    threshold = float(dbt.config.get("fuzzy_match_threshold") or 0.99)
+    profiles = dbt.ref("stg_customers__profiles").df()
+    profiles = (
+        profiles.sort_values(["customer_ref", "updated_at", "profile_version_id"])
+        .drop_duplicates("customer_ref", keep="last")  # the current version of each member
+        .dropna(subset=["full_name", "birth_date"])
+        [["customer_ref", "full_name", "birth_date", "city", "gender"]]
+    )
+    if len(profiles) < 2:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS})
+    pairs = predict(profiles.reset_index(drop=True))
+    pairs["is_accepted"] = pairs["match_probability"] >= threshold
+    pairs["birth_date"] = pairs["birth_date_l"]
+    return pairs[COLUMNS].sort_values(["customer_ref_l", "customer_ref_r"]).reset_index(drop=True)
