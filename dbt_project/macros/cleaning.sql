@@ -93,3 +93,10 @@
         ) as delivery_rank
     from {{ relation }}
 {%- endmacro %}
+
+{#- ISO day of week, Monday 1 .. Sunday 7. -#}
+{% macro day_of_week_iso(expr) -%}
+    {{ return(adapter.dispatch('day_of_week_iso')(expr)) }}
+{%- endmacro %}
+{% macro duckdb__day_of_week_iso(expr) -%}cast(isodow({{ expr }}) as integer){%- endmacro %}
+{% macro default__day_of_week_iso(expr) -%}cast(((dayofweek({{ expr }}) + 5) % 7) + 1 as integer){%- endmacro %}

@@ -10,7 +10,7 @@ final as (
         store_id,
         min(ordered_local_date) as first_sale_date,
         max(ordered_local_date) as last_sale_date,
-        count(distinct order_id) as receipts
+        cast(count(distinct order_id) as bigint) as receipts
     from lines
     where store_id is not null
     group by store_id

@@ -1,4 +1,7 @@
 -- One row per receipt line (store) or web-order line (purchase event), both channels in one grain.
+-- Incremental by local order date (see macros/incremental.sql).
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='ordered_local_date', on_schema_change='fail') }}
+
 with
 
 store_lines as (
@@ -31,7 +34,8 @@ store as (
         discount,
         currency,
         payment_method,
-        concat('order:', source_name, ':', order_id) as identity_record_key
+        concat('order:', source_name, ':', order_id) as identity_record_key,
+        source_loaded_at
     from store_lines
 ),
 
@@ -53,11 +57,12 @@ web as (
         cast(0 as decimal(18, 4)) as discount,
         currency,
         cast(null as {{ dbt.type_string() }}) as payment_method,
-        concat('web_cookie:', cookie_id) as identity_record_key
+        concat('web_cookie:', cookie_id) as identity_record_key,
+        source_loaded_at
     from (
         select
             *,
-            row_number() over (partition by source_name, order_id order by event_at, web_event_id) as line_number
+            row_number() over (partition by source_name, order_id order by event_at asc, web_event_id asc) as line_number
         from web_events
         where event_type = 'purchase' and order_id is not null
     ) as purchases
@@ -89,9 +94,12 @@ final as (
         lines.currency,
         lines.payment_method,
         lines.quantity < 0 as is_return,
-        identity.customer_key
+        lines.identity_record_key,
+        identity.customer_key,
+        lines.source_loaded_at
     from lines
     left join identity on lines.identity_record_key = identity.record_key
+    {{ incremental_dates_filter('ordered_local_date', 'lines', 'identity') }}
 )
 
 select * from final

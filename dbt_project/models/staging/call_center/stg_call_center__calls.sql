@@ -50,7 +50,8 @@ final as (
         csat,
         notes,
         source_file,
-        source_row_number
+        source_row_number,
+        _loaded_at as source_loaded_at
     from deduplicated
     where delivery_rank = 1
 )

@@ -56,7 +56,8 @@ final as (
         has_marketing_consent,
         consent_updated_at,
         source_file,
-        source_row_number
+        source_row_number,
+        _loaded_at as source_loaded_at
     from deduplicated
     where delivery_rank = 1
 )

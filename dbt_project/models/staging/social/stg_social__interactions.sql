@@ -42,7 +42,8 @@ final as (
         {{ phone_e164('linked_phone_digits') }} as linked_phone_e164,
         linked_email,
         source_file,
-        source_row_number
+        source_row_number,
+        _loaded_at as source_loaded_at
     from deduplicated
     where delivery_rank = 1
 )

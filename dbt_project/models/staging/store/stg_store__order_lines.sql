@@ -60,7 +60,8 @@ final as (
         payment_method,
         country,
         source_file,
-        source_row_number
+        source_row_number,
+        _loaded_at as source_loaded_at
     from deduplicated
     where delivery_rank = 1
 )

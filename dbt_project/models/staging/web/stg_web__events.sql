@@ -61,7 +61,8 @@ final as (
         utm_campaign,
         user_agent,
         source_file,
-        source_row_number
+        source_row_number,
+        _loaded_at as source_loaded_at
     from deduplicated
     where delivery_rank = 1
 )

@@ -1,0 +1,34 @@
+-- One row per order (store receipt or web order), summed from its lines. A table rebuilt from
+-- fct_order_lines each run: an order's lines can arrive on several days (a late line, a return
+-- receipt is its own order), and the aggregate is cheap next to the lines.
+with
+
+lines as (
+    select * from {{ ref('fct_order_lines') }}
+),
+
+final as (
+    select
+        order_key,
+        min(order_id) as order_id,
+        min(channel) as channel,
+        min(source_name) as source_name,
+        min(ordered_at) as ordered_at,
+        min(ordered_date) as ordered_date,
+        min(ordered_local_date) as ordered_local_date,
+        min(store_id) as store_id,
+        min(customer_key) as customer_key,
+        min(currency) as currency,
+        min(payment_method) as payment_method,
+        cast(count(*) as bigint) as lines,
+        cast(sum(quantity) as bigint) as units,
+        cast(sum(quantity * unit_price) as decimal(18, 4)) as gross_amount,
+        cast(sum(discount) as decimal(18, 4)) as discount_amount,
+        cast(sum(net_amount) as decimal(18, 4)) as net_amount,
+        cast(max(case when is_return then 1 else 0 end) = 1 as boolean) as has_returns,
+        cast(sum(net_amount) < 0 as boolean) as is_refund
+    from lines
+    group by order_key
+)
+
+select * from final
