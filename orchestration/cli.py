@@ -72,6 +72,7 @@ def run(
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="Load nothing after this date (default: the latest event date in the data).")] = None,
     from_: Annotated[Optional[str], typer.Option("--from", help="First partition to (re)load (default: the sources file's start_date).")] = None,
     to: Annotated[Optional[str], typer.Option("--to", help="Last partition to (re)load (default: --as-of, else today).")] = None,
+    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Rebuild dbt's incremental models from scratch.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Dagster's step logs.")] = False,
 ) -> None:
     """Materialize every asset through Dagster (in-process) for a range of daily partitions."""
@@ -85,7 +86,7 @@ def run(
                 sources, warehouse, as_of=_date(as_of, "--as-of"), start=_date(from_, "--from"),
                 end=_date(to, "--to") or _date(as_of, "--as-of"),
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-                log_level="INFO" if verbose else "CRITICAL",
+                log_level="INFO" if verbose else "CRITICAL", full_refresh=full_refresh,
             )
     except (SourcesError, RunFailed, ValueError, OSError) as e:
         _fail(e)
@@ -98,7 +99,7 @@ def run(
         rows = meta.get("rows_loaded", meta.get("dagster/row_count", ""))
         table.add_row(asset, f"{rows}", f"{meta.get('rows_quarantined', '')}", f"{meta.get('duplicates_skipped', '')}",
                       f"{meta.get('rows_superseded', '')}", f"{sum(checks)}/{len(checks)} passed" if checks else "")
-    Console(width=max(100, Console().width)).print(table)
+    Console(width=max(120, Console().width)).print(table)
 
 
 @app.command()

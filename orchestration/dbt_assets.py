@@ -48,6 +48,12 @@ class WarehouseTranslator(DagsterDbtTranslator):
         return None if dbt_resource_props["resource_type"] == "source" else "dbt"
 
 
+class DbtBuildConfig(dg.Config):
+    """Launch-time options of the dbt build (the launchpad shows them)."""
+
+    full_refresh: bool = False  # rebuild incremental models from scratch (after a model's columns change)
+
+
 @functools.cache
 def dbt_models(identity_truth: Path | None = None) -> dg.AssetsDefinition:
     """All dbt models; the identity map's materialization carries the identity figures."""
@@ -57,8 +63,9 @@ def dbt_models(identity_truth: Path | None = None) -> dg.AssetsDefinition:
 
     @dbt_assets(manifest=project.manifest_path, project=project, dagster_dbt_translator=WarehouseTranslator(),
                 pool=DUCKDB_POOL, name="dbt_models")
-    def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: DuckDBResource):
-        invocation = dbt.cli(["build"], context=context, raise_on_error=False)
+    def _models(context: dg.AssetExecutionContext, config: DbtBuildConfig, dbt: DbtCliResource, warehouse: DuckDBResource):
+        args = ["build", *(["--full-refresh"] if config.full_refresh else [])]
+        invocation = dbt.cli(args, context=context, raise_on_error=False)
         # From the identity map on, events wait until dbt has released the warehouse file (and
         # keep their order: Dagster wants a multi-asset's outputs in dependency order).
         held: list = []

@@ -59,6 +59,7 @@ def run_pipeline(
     end: dt.date | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     log_level: str = "WARNING",
+    full_refresh: bool = False,
 ) -> RunSummary:
     """Materialize every asset for partitions start..end.
 
@@ -106,7 +107,10 @@ def run_pipeline(
         def execute() -> None:
             try:
                 outcome["result"] = job.execute_in_process(
-                    run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                    run_config={
+                        "loggers": {"console": {"config": {"log_level": log_level}}},
+                        "ops": {"dbt_models": {"config": {"full_refresh": full_refresh}}},
+                    },
                     instance=instance, run_id=run_id, tags=tags, raise_on_error=False,
                 )
             except BaseException as e:  # surfaced below, in the caller's thread

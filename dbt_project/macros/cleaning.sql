@@ -89,7 +89,7 @@
         *,
         row_number() over (
             partition by {{ key }}
-            order by _loaded_at desc, source_file desc, source_row_number desc
+            order by _loaded_at desc nulls last, source_file desc nulls last, source_row_number desc nulls last
         ) as delivery_rank
     from {{ relation }}
 {%- endmacro %}

@@ -10,7 +10,7 @@ events as (
 gaps as (
     select
         *,
-        lag(event_at) over (partition by cookie_id order by event_at, web_event_id) as previous_event_at
+        lag(event_at) over (partition by cookie_id order by event_at asc nulls last, web_event_id asc) as previous_event_at
     from events
 ),
 
@@ -29,7 +29,7 @@ numbered as (
     select
         *,
         sum(is_session_start) over (
-            partition by cookie_id order by event_at, web_event_id rows between unbounded preceding and current row
+            partition by cookie_id order by event_at asc nulls last, web_event_id asc rows between unbounded preceding and current row
         ) as session_number
     from starts
 ),
@@ -37,7 +37,7 @@ numbered as (
 final as (
     select
         concat(cookie_id, ':', first_value(web_event_id) over (
-            partition by cookie_id, session_number order by event_at, web_event_id
+            partition by cookie_id, session_number order by event_at asc nulls last, web_event_id asc
             rows between unbounded preceding and unbounded following
         )) as web_session_id,
         web_event_id,

@@ -51,7 +51,7 @@ last_touch as (
         select
             customer_key,
             channel,
-            row_number() over (partition by customer_key order by occurred_at desc, interaction_id desc) as recency_rank
+            row_number() over (partition by customer_key order by occurred_at desc nulls last, interaction_id desc) as recency_rank
         from interactions
         where customer_key is not null
     ) as ranked

@@ -61,7 +61,7 @@ changes as (
     select
         *,
         lag(tracked_attributes_hash) over (
-            partition by customer_key order by updated_at asc, profile_version_id asc
+            partition by customer_key order by updated_at asc nulls last, profile_version_id asc
         ) as previous_hash
     from member_versions
 ),
@@ -120,8 +120,8 @@ all_versions as (
 numbered as (
     select
         *,
-        row_number() over (partition by customer_key order by changed_at asc, customer_ref asc nulls last) as version_number,
-        lead(changed_at) over (partition by customer_key order by changed_at asc, customer_ref asc nulls last) as next_changed_at
+        row_number() over (partition by customer_key order by changed_at asc nulls last, customer_ref asc nulls last) as version_number,
+        lead(changed_at) over (partition by customer_key order by changed_at asc nulls last, customer_ref asc nulls last) as next_changed_at
     from all_versions
 ),
 

@@ -21,7 +21,7 @@ ranked as (
         *,
         row_number() over (
             partition by sku
-            order by case when product_name is null then 1 else 0 end, seen_at desc, tie_breaker desc
+            order by case when product_name is null then 1 else 0 end asc, seen_at desc nulls last, tie_breaker desc
         ) as name_rank
     from skus
 ),

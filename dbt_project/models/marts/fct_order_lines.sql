@@ -62,7 +62,7 @@ web as (
     from (
         select
             *,
-            row_number() over (partition by source_name, order_id order by event_at asc, web_event_id asc) as line_number
+            row_number() over (partition by source_name, order_id order by event_at asc nulls last, web_event_id asc) as line_number
         from web_events
         where event_type = 'purchase' and order_id is not null
     ) as purchases
