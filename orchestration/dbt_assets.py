@@ -31,7 +31,7 @@ def prepare_manifest() -> Path:
     """
     project = dbt_project()
     manifest = project.manifest_path
-    sources = [p for d in ("models", "macros") for p in (DBT_DIR / d).rglob("*") if p.is_file()]
+    sources = [p for d in ("models", "macros", "tests", "seeds") for p in (DBT_DIR / d).rglob("*") if p.is_file()]
     sources += [DBT_DIR / "dbt_project.yml", DBT_DIR / "profiles.yml"]
     if not manifest.exists() or max(p.stat().st_mtime for p in sources) > manifest.stat().st_mtime:
         DbtCliResource(project_dir=project).cli(["parse", "--quiet"], target_path=project.target_path).wait()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,30 @@ def dbt_manifest() -> Path:
     from orchestration.dbt_assets import prepare_manifest
 
     return prepare_manifest()
+
+
+@dataclass(frozen=True)
+class Grown:
+    """The sample loaded in two runs, as a deployment grows: its first 20 days, then the rest."""
+
+    warehouse: Path
+    midway: Path  # a copy of the warehouse after the first run
+    sources: Path
+    identity_metadata: dict
+
+
+@pytest.fixture(scope="session")
+def grown(sample: GeneratorConfig, tmp_path_factory: pytest.TempPathFactory) -> Grown:
+    from orchestration.run import run_pipeline
+
+    root = tmp_path_factory.mktemp("grown")
+    shutil.copytree(sample.extracts, root / "extracts")
+    shutil.copytree(sample.truth, root / "truth")
+    sources = sources_for(root / "extracts", root / "sources.yml")
+    warehouse = root / "crm.duckdb"
+    run_pipeline(sources, warehouse, as_of=sample.start + dt.timedelta(days=20))
+    shutil.copyfile(warehouse, root / "midway.duckdb")
+    summary = run_pipeline(sources, warehouse)  # the rest arrives: incremental marts, identity merges
+    assert all(summary.checks.values()), {k: v for k, v in summary.checks.items() if not v}
+    metadata = summary.materialized["marts/customer_identity_map"]
+    return Grown(warehouse, root / "midway.duckdb", sources, metadata)

@@ -143,8 +143,14 @@ def test_online_retail_through_dagster(tmp_path: Path) -> None:
             "SELECT count(*), sum(quantity * unit_price), count(DISTINCT customer_key), count(DISTINCT order_key) FROM marts.fct_order_lines"
         ).fetchall()[0]
         non_products = con.execute("SELECT count(*) FROM marts.dim_product WHERE is_non_product").fetchall()[0][0]
+        customer_rows = con.execute(
+            "SELECT count(*), count(customer_ref), count(*) FILTER (WHERE is_current) FROM marts.dim_customer").fetchall()[0]
+        known = con.execute("SELECT count(*), sum(net_revenue) FROM marts.customer_360 WHERE orders > 0").fetchall()[0]
+        order_count = con.execute("SELECT count(*) FROM marts.fct_orders").fetchall()[0][0]
     assert (fact_lines, fact_revenue) == (541_909, revenue)
     assert (customers, orders) == (4_372, 25_900) and non_products >= 4
+    assert customer_rows == (4_372, 4_372, 4_372) and order_count == 25_900
+    assert known[0] > 4_300 and float(known[1]) > 0.8 * float(revenue)  # a sixth of lines carry no customer
     assert float(revenue) == pytest.approx(9_747_747.93, abs=0.01)
     assert (staged, staged_revenue) == (541_909, revenue) and returns > 9_000
 

@@ -1,8 +1,10 @@
-"""The dbt project stands alone: `dbt build` with the repo's profile, on a warehouse the pipeline loaded."""
+"""The dbt project stands alone (`dbt build` with the repo's profile), and its incremental facts
+equal a full refresh after the warehouse grew run by run."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,25 +12,37 @@ from pathlib import Path
 import duckdb
 
 from orchestration.dbt_assets import DBT_DIR
-from orchestration.run import run_pipeline
+from tests.conftest import Grown
+
+INCREMENTAL_FACTS = ["fct_order_lines", "fct_web_sessions", "fct_interactions"]
 
 
-def test_dbt_build_runs_standalone_with_exact_schema_names(sample_copy: tuple[Path, Path], tmp_path: Path) -> None:
+def dbt(*args: str, warehouse: Path, target: Path) -> subprocess.CompletedProcess:
+    run = subprocess.run(
+        [str(Path(sys.executable).with_name("dbt")), *args, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
+         "--target-path", str(target)],
+        capture_output=True, text=True, env={**os.environ, "CRM_WAREHOUSE": str(warehouse)}, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    return run
+
+
+def test_dbt_build_standalone_and_full_refresh_equals_incremental(grown: Grown, tmp_path: Path) -> None:
     warehouse = tmp_path / "crm.duckdb"
-    run_pipeline(sample_copy[1], warehouse)
-    dbt = Path(sys.executable).with_name("dbt")
-    build = subprocess.run(
-        [str(dbt), "build", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR), "--target-path", str(tmp_path / "target")],
-        capture_output=True, text=True, env={**os.environ, "CRM_WAREHOUSE": str(warehouse)}, timeout=600,
-    )
-    assert build.returncode == 0, build.stdout[-3000:]
-    assert "1 unit test" in build.stdout  # the phone / email / name normalization unit test ran
-    docs = subprocess.run(
-        [str(dbt), "docs", "generate", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR), "--target-path", str(tmp_path / "target")],
-        capture_output=True, text=True, env={**os.environ, "CRM_WAREHOUSE": str(warehouse)}, timeout=600,
-    )
-    assert docs.returncode == 0, docs.stdout[-3000:]
-    assert (tmp_path / "target" / "catalog.json").exists()
+    shutil.copyfile(grown.warehouse, warehouse)
+    build = dbt("build", "--full-refresh", warehouse=warehouse, target=tmp_path / "target")
+    assert "3 unit tests" in build.stdout  # phones/emails/names, identity rules, sessionization
+
+    # Built run by run (midway, then the rest: new dates, late rows, re-keyed customers) = built at once.
     with duckdb.connect(str(warehouse), read_only=True) as con:
+        con.execute(f"ATTACH '{grown.warehouse}' AS grown (READ_ONLY)").fetchall()
+        for fact in INCREMENTAL_FACTS:
+            rows = con.execute(f"SELECT count(*) FROM marts.{fact}").fetchall()[0][0]
+            only_full = con.execute(f"SELECT count(*) FROM (FROM marts.{fact} EXCEPT ALL FROM grown.marts.{fact})").fetchall()[0][0]
+            only_incremental = con.execute(f"SELECT count(*) FROM (FROM grown.marts.{fact} EXCEPT ALL FROM marts.{fact})").fetchall()[0][0]
+            assert rows > 0 and (only_full, only_incremental) == (0, 0), (fact, rows, only_full, only_incremental)
         schemas = {r[0] for r in con.execute("SELECT DISTINCT table_schema FROM information_schema.tables").fetchall()}
-    assert {"raw", "staging"} <= schemas and not any(s.startswith("main_") for s in schemas)
+    assert {"raw", "staging", "intermediate", "marts"} <= schemas and not any(s.startswith("main_") for s in schemas)
+
+    dbt("docs", "generate", warehouse=warehouse, target=tmp_path / "target")
+    assert (tmp_path / "target" / "catalog.json").exists()

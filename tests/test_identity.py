@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from pathlib import Path
-
-import dagster as dg
 import duckdb
 
-from ingestion.generator import GeneratorConfig
-from orchestration.run import run_pipeline
+from tests.conftest import Grown
 
 KEYS = "SELECT concat(identifier_type, ':', identifier_value), customer_key FROM intermediate.int_customer_keys_assigned"
 
 
-def test_identity_precision_recall_and_stable_keys(sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path) -> None:
-    warehouse = tmp_path / "crm.duckdb"
-    midway = sample.start + dt.timedelta(days=20)
-    run_pipeline(sample_copy[1], warehouse, as_of=midway)
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+def test_identity_precision_recall_and_stable_keys(grown: Grown) -> None:
+    with duckdb.connect(str(grown.midway), read_only=True) as con:
         before = dict(con.execute(KEYS).fetchall())
-
-    run_pipeline(sample_copy[1], warehouse)  # the rest of the window arrives
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with duckdb.connect(str(grown.warehouse), read_only=True) as con:
         after = dict(con.execute(KEYS).fetchall())
         merges = dict(con.execute("SELECT merged_customer_key, surviving_customer_key FROM intermediate.int_customer_merges").fetchall())
         fuzzy_only = con.execute("SELECT count(*) FROM marts.customer_identity_map WHERE matched_by = 'fuzzy_profile_match'").fetchall()[0][0]
@@ -37,9 +27,8 @@ def test_identity_precision_recall_and_stable_keys(sample: GeneratorConfig, samp
     # The planted re-registrations with a new phone and card and no email are found by Splink alone.
     assert fuzzy_only >= 5
 
-    # The figures against the generator's truth land in the identity map's asset metadata.
-    event = dg.DagsterInstance.get().get_latest_materialization_event(dg.AssetKey(["marts", "customer_identity_map"]))
-    figures = {k.removeprefix("identity/"): v.value for k, v in event.asset_materialization.metadata.items() if k.startswith("identity/")}
+    # The figures against the generator's truth are in the identity map's asset metadata.
+    figures = {k.removeprefix("identity/"): v for k, v in grown.identity_metadata.items() if k.startswith("identity/")}
     print(f"identity: {figures}")
     assert figures["records_scored"] > 0.95 * figures["records_mapped"]  # nearly every mapped record has a known truth
     assert figures["pairwise_precision"] >= 0.99 and figures["pairwise_recall"] >= 0.95

@@ -1,4 +1,5 @@
 -- customer_360 holds every known customer's revenue and orders, as fct_orders sums them.
+{{ config(meta={'dagster': {'ref': {'name': 'customer_360'}}}) }}  -- shown as an asset check of customer_360
 with
 
 orders as (

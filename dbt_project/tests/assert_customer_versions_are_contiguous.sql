@@ -1,4 +1,5 @@
 -- Each customer's versions follow one another without gap or overlap, and exactly the last is current.
+{{ config(meta={'dagster': {'ref': {'name': 'dim_customer'}}}) }}  -- shown as an asset check of dim_customer
 with
 
 versions as (

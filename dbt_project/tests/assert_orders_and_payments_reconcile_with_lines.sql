@@ -1,4 +1,5 @@
 -- Orders and payments carry exactly the lines' revenue: every order of the lines once, same net amount.
+{{ config(meta={'dagster': {'ref': {'name': 'fct_payments'}}}) }}  -- shown as an asset check of fct_payments
 with
 
 lines as (

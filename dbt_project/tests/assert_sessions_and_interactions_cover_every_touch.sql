@@ -1,4 +1,5 @@
 -- Every web event is in exactly one session; every session, call and social interaction is one interaction.
+{{ config(meta={'dagster': {'ref': {'name': 'fct_interactions'}}}) }}  -- shown as an asset check of fct_interactions
 with
 
 events as (

@@ -1,4 +1,5 @@
 -- Every loaded, non-quarantined store line is in fct_order_lines exactly once, with the same revenue.
+{{ config(meta={'dagster': {'ref': {'name': 'fct_order_lines'}}}) }}  -- shown as an asset check of fct_order_lines
 with
 
 raw_lines as (

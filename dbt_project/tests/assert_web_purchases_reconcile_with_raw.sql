@@ -1,4 +1,5 @@
 -- Every distinct purchase event loaded from the web is one line of fct_order_lines.
+{{ config(meta={'dagster': {'ref': {'name': 'fct_order_lines'}}}) }}  -- shown as an asset check of fct_order_lines
 with
 
 raw_purchases as (

@@ -38,7 +38,8 @@ def model(dbt, session):
     columns = ["identifier_type", "identifier_value", "customer_key", "assigned_at", "previous_customer_key",
                "merged_at", "component_records"]
     if edges.empty:
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+        types = {"assigned_at": "datetime64[us]", "merged_at": "datetime64[us]", "component_records": "int64"}
+        return pd.DataFrame({c: pd.Series(dtype=types.get(c, "string")) for c in columns})  # typed, even when empty
 
     records = edges["record_type"] + "|" + edges["record_id"]
     identifiers = edges["identifier_type"] + "|" + edges["identifier_value"]

@@ -14,8 +14,9 @@ import logging
 
 import pandas as pd
 
-COLUMNS = ["customer_ref_l", "customer_ref_r", "match_probability", "match_weight", "is_accepted",
-           "full_name_l", "full_name_r", "birth_date", "city_l", "city_r"]
+COLUMNS = {"customer_ref_l": "string", "customer_ref_r": "string", "match_probability": "float64",
+           "match_weight": "float64", "is_accepted": "bool", "full_name_l": "string", "full_name_r": "string",
+           "birth_date": "datetime64[us]", "city_l": "string", "city_r": "string"}
 REVIEW_THRESHOLD = 0.5
 # One character off: a substitution counted in characters (DuckDB's edit distances count UTF-8
 # bytes, so 何明/何铭 would be 3 apart) or a transposition of romanized letters.
@@ -76,8 +77,8 @@ def model(dbt, session):
         [["customer_ref", "full_name", "birth_date", "city", "gender"]]
     )
     if len(profiles) < 2:
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()})  # typed, even when empty
     pairs = predict(profiles.reset_index(drop=True))
     pairs["is_accepted"] = pairs["match_probability"] >= threshold
     pairs["birth_date"] = pairs["birth_date_l"]
-    return pairs[COLUMNS].sort_values(["customer_ref_l", "customer_ref_r"]).reset_index(drop=True)
+    return pairs[list(COLUMNS)].astype(COLUMNS).sort_values(["customer_ref_l", "customer_ref_r"]).reset_index(drop=True)
