@@ -1,15 +1,24 @@
--- Every distinct purchase event loaded from the web is one line of fct_order_lines.
+-- Every distinct purchase event loaded from the web is one line of fct_order_lines, with the same revenue.
 {{ config(meta={'dagster': {'ref': {'name': 'fct_order_lines'}}}) }}  -- shown as an asset check of fct_order_lines
 with
 
 raw_purchases as (
-    select count(distinct concat(_source, ':', event_id)) as lines
-    from {{ source('raw', 'web') }}
-    where lower(trim(event_type)) = 'purchase' and order_id is not null
+    select count(*) as lines, sum(quantity * unit_price) as revenue
+    from (
+        select _source, event_id, min(quantity) as quantity, min(unit_price) as unit_price
+        from {{ source('raw', 'web') }}
+        where lower(trim(event_type)) = 'purchase' and order_id is not null
+        group by _source, event_id
+    ) as purchases
 ),
 
 mart_lines as (
-    select count(*) as lines from {{ ref('fct_order_lines') }} where channel = 'web'
+    select count(*) as lines, sum(quantity * unit_price) as revenue
+    from {{ ref('fct_order_lines') }}
+    where channel = 'web'
 )
 
-select * from raw_purchases cross join mart_lines where raw_purchases.lines <> mart_lines.lines
+select *
+from raw_purchases cross join mart_lines
+where raw_purchases.lines <> mart_lines.lines
+   or coalesce(raw_purchases.revenue, 0) <> coalesce(mart_lines.revenue, 0)
