@@ -1,0 +1,83 @@
+"""Settings of the ML tables: dataclass defaults, overridable from a YAML file ($CRM_ML_CONFIG).
+
+The YAML mirrors these classes, e.g.
+
+    churn: {horizon_days: 60}
+    baskets: {basket: customer, item: category, min_support: 0.02}
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import yaml
+
+
+@dataclass(frozen=True)
+class ChurnConfig:
+    horizon_days: int = 90  # churned = no purchase in this many days after the cut-off ...
+    active_days: int = 365  # ... among customers who bought in this many days before it
+    training_cutoffs: int = 6  # earlier cut-offs to train on, each step_days apart
+    step_days: int = 30
+    medium_risk: float = 0.3  # churn_probability >= this: medium risk band
+    high_risk: float = 0.6  # >= this: high
+
+
+@dataclass(frozen=True)
+class BasketConfig:
+    basket: str = "order"  # or "customer": all of a customer's purchases are one basket
+    item: str = "sku"  # or "category"
+    min_support: float = 0.01  # share of baskets holding the itemset
+    min_confidence: float = 0.1  # rules kept at this confidence or more
+    max_len: int | None = None  # longest itemset mined (None: no limit)
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    k_min: int = 3
+    k_max: int = 8  # k chosen in k_min..k_max by the highest silhouette score
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class LifecycleConfig:
+    new_days: int = 90  # first purchase within this many days: new
+    active_days: int = 90  # last purchase within: active (or loyal with loyal_orders orders)
+    loyal_orders: int = 4
+    churned_days: int = 365  # no purchase for longer: churned; in between: at risk
+
+
+@dataclass(frozen=True)
+class ValueConfig:
+    horizon_months: int = 12
+    annual_discount_rate: float = 0.10
+
+
+@dataclass(frozen=True)
+class MLConfig:
+    churn: ChurnConfig = field(default_factory=ChurnConfig)
+    baskets: BasketConfig = field(default_factory=BasketConfig)
+    segments: SegmentConfig = field(default_factory=SegmentConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    value: ValueConfig = field(default_factory=ValueConfig)
+
+
+def load_config(path: Path | str | None = None) -> MLConfig:
+    """Defaults, with the sections of a YAML file (default: $CRM_ML_CONFIG, if set) laid over them."""
+    path = path or os.environ.get("CRM_ML_CONFIG")
+    config = MLConfig()
+    if not path:
+        return config
+    doc = yaml.safe_load(Path(path).read_text()) or {}
+    for section, values in doc.items():
+        current = getattr(config, section, None)
+        if current is None or not isinstance(values, dict):
+            raise ValueError(f"{path}: unknown section {section!r}; expected one of {[f.name for f in fields(MLConfig)]}")
+        known = {f.name for f in fields(current)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{path}: {section}: unknown keys {unknown}; expected {sorted(known)}")
+        config = replace(config, **{section: replace(current, **values)})
+    return config

@@ -1,0 +1,58 @@
+"""Point-in-time reads of the marts: only what had happened by the end of the as-of day.
+
+Dates are local dates (the partitions the loader and the facts use), so `as_of` means the same
+day everywhere. Every ML feature, label and score reads the warehouse through these functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import polars as pl
+
+
+def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> pl.DataFrame:
+    return con.sql(sql, params=params).pl()
+
+
+def orders(con: duckdb.DuckDBPyConnection, as_of: dt.date, since: dt.date | None = None) -> pl.DataFrame:
+    """Orders of known customers placed on or before `as_of` (and on or after `since`)."""
+    return _frame(con, """
+        select customer_key, order_key, channel, ordered_local_date as order_date, cast(net_amount as double) as net_amount
+        from marts.fct_orders
+        where customer_key is not null and ordered_local_date <= ? and ordered_local_date >= coalesce(?, date '1900-01-01')
+        order by customer_key, order_date, order_key
+    """, [as_of, since])
+
+
+def order_lines(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
+    """Purchased product lines (positive quantity, real products) on or before `as_of`."""
+    return _frame(con, """
+        select l.order_key, l.customer_key, l.sku, p.category
+        from marts.fct_order_lines as l
+        inner join marts.dim_product as p on l.sku = p.sku
+        where l.ordered_local_date <= ? and l.quantity > 0 and not p.is_non_product
+    """, [as_of])
+
+
+def interactions(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
+    """Web sessions, calls and social touches of known customers on or before `as_of`."""
+    return _frame(con, """
+        select i.customer_key, i.channel, i.occurred_local_date as interaction_date, i.is_complaint, i.csat,
+               i.sentiment_score, i.outcome = 'cart_abandoned' as is_cart_abandoned
+        from marts.fct_interactions as i
+        where i.customer_key is not null and i.occurred_local_date <= ?
+    """, [as_of])
+
+
+def customers(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
+    """Every customer first seen by `as_of`, with the dim_customer version in force at its end."""
+    end_of_day = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time())
+    return _frame(con, """
+        select customer_key, cast(first_seen_at as date) as first_seen_date, signup_date,
+               coalesce(has_marketing_consent, false) as has_marketing_consent, region, tier
+        from marts.dim_customer
+        where first_seen_at < ? and valid_from < ? and (valid_to is null or valid_to >= ?)
+        order by customer_key
+    """, [end_of_day, end_of_day, end_of_day])

@@ -1,0 +1,22 @@
+"""Who is writing: the as-of date and run id every ML table and metric carries."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import duckdb
+
+
+@dataclass(frozen=True)
+class RunContext:
+    as_of: dt.date  # nothing after this day may influence a feature, label or score
+    run_id: str
+
+
+def latest_order_date(con: duckdb.DuckDBPyConnection) -> dt.date:
+    """The default as-of date: the last local day with an order in the warehouse."""
+    day = con.execute("select max(ordered_local_date) from marts.fct_orders").fetchall()[0][0]
+    if day is None:
+        raise ValueError("marts.fct_orders is empty: load orders before the ML tables")
+    return day
