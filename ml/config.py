@@ -29,8 +29,9 @@ class ChurnConfig:
 class BasketConfig:
     basket: str = "order"  # or "customer": all of a customer's purchases are one basket
     item: str = "sku"  # or "category"
-    min_support: float = 0.01  # share of baskets holding the itemset
-    min_confidence: float = 0.1  # rules kept at this confidence or more
+    min_support: float = 0.005  # share of baskets holding the itemset
+    min_confidence: float = 0.1  # rules kept at this confidence or more ...
+    min_lift: float | None = 1.0  # ... and this lift or more (None: keep negative associations too)
     max_len: int | None = None  # longest itemset mined (None: no limit)
 
 

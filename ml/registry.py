@@ -4,6 +4,7 @@ their cards under models/<model>/<as_of>-<run>/ (git-ignored)."""
 from __future__ import annotations
 
 import json
+import os
 import platform
 from dataclasses import asdict, is_dataclass
 from importlib import metadata
@@ -15,7 +16,7 @@ import polars as pl
 
 from ml.run_context import RunContext
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 LIBRARIES = ["duckdb", "polars", "numpy", "scikit-learn", "scipy"]
 
 
@@ -63,10 +64,10 @@ def _plain(value: object) -> object:
     return asdict(value) if is_dataclass(value) else value
 
 
-def save_artifact(model: str, ctx: RunContext, artifact: object | None, card: dict, root: Path = MODELS_DIR) -> Path:
+def save_artifact(model: str, ctx: RunContext, artifact: object | None, card: dict) -> Path:
     """Write the fitted object (joblib) and its card (JSON and Markdown): features, training window,
-    metrics, configuration and library versions."""
-    folder = root / model / f"{ctx.as_of}-{ctx.run_id[:8]}"
+    metrics, configuration and library versions. Root: $CRM_MODELS_DIR, default models/."""
+    folder = Path(os.environ.get("CRM_MODELS_DIR", DEFAULT_MODELS_DIR)) / model / f"{ctx.as_of}-{ctx.run_id[:8]}"
     folder.mkdir(parents=True, exist_ok=True)
     if artifact is not None:
         joblib.dump(artifact, folder / "model.joblib")

@@ -13,6 +13,7 @@ from orchestration import environment
 from orchestration.dbt_assets import dbt_models, dbt_project, dbt_resource
 from orchestration.automation import daily_schedule, ingest_job, new_files_sensor
 from orchestration.ingestion_assets import channel_view_asset, daily_partitions, ingestion_asset
+from orchestration.ml_assets import ml_assets
 
 
 @dg.definitions
@@ -31,6 +32,7 @@ def defs() -> dg.Definitions:
             *(ingestion_asset(s, partitions) for s in config.sources),
             *(channel_view_asset(c, [s for s in config.sources if s.channel == c]) for c in CONTRACTS),
             dbt_models(config.identity_truth),
+            *ml_assets(),
         ],
         jobs=[job],
         schedules=[daily_schedule(job)],

@@ -1,0 +1,140 @@
+"""Each ML table: what it reads from the marts, how it is built, what it writes.
+
+`build(con, name, ctx, config)` computes one table as of `ctx.as_of` from the marts, then writes
+`ml.<name>` (rows for that as-of date), its metrics to `ml.model_metrics` and its artifact and card
+under models/. The Dagster assets in orchestration/ml_assets.py are thin wrappers over it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import duckdb
+import polars as pl
+
+from ml import data
+from ml.baskets import association_rules, encode, frequent_itemsets
+from ml.churn import churn_scores
+from ml.clv import customer_value
+from ml.config import MLConfig
+from ml.features import FEATURES, customer_features
+from ml.lifecycle import HEALTH_WEIGHTS, health_scores, lifecycle_stages
+from ml.registry import save_artifact, write_metrics, write_table
+from ml.rfm import SEGMENT_GRID, rfm_table
+from ml.run_context import RunContext
+from ml.segments import SEGMENT_FEATURES, segment_customers
+
+
+@dataclass
+class TableOutput:
+    frame: pl.DataFrame
+    metrics: dict[str, float]
+    artifact: object | None = None
+    card: dict = field(default_factory=dict)
+    evaluated_on: str = ""
+
+
+def _features(con: duckdb.DuckDBPyConnection, ctx: RunContext) -> pl.DataFrame:
+    return customer_features(data.orders(con, ctx.as_of), data.interactions(con, ctx.as_of),
+                             data.customers(con, ctx.as_of), ctx.as_of)
+
+
+def build_rfm_segments(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+    frame = rfm_table(data.orders(con, ctx.as_of), ctx.as_of)
+    shares = frame["segment"].value_counts(normalize=True)
+    metrics = {"customers": float(frame.height), **{f"share/{s}": float(v) for s, v in shares.iter_rows()}}
+    return TableOutput(frame, metrics, card={"segment_grid": SEGMENT_GRID, "scores": "1 + floor(5 (rank - 1) / n), ties share the lowest rank"})
+
+
+def build_churn_scores(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+    result = churn_scores(data.orders(con, ctx.as_of), data.interactions(con, ctx.as_of),
+                          data.customers(con, ctx.as_of), ctx.as_of, cfg.churn)
+    metrics = {**result.metrics, **{f"baseline/{k}": v for k, v in result.baseline_metrics.items()}}
+    card = {"features": FEATURES, "config": cfg.churn, "training_cutoffs": result.training_cutoffs,
+            "held_out_cutoff": result.held_out_cutoff, "training_rows": result.training_rows,
+            "model": "StandardScaler + LogisticRegression, sigmoid-calibrated on the latest training cut-off",
+            "metrics": result.metrics, "baseline (recency only)": result.baseline_metrics}
+    return TableOutput(result.scores, metrics, result.model, card, evaluated_on=f"cut-off {result.held_out_cutoff}")
+
+
+def build_association_rules(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+    b = cfg.baskets
+    lines = data.order_lines(con, ctx.as_of)
+    basket = {"order": "order_key", "customer": "customer_key"}[b.basket]
+    item = {"sku": "sku", "category": "category"}[b.item]
+    baskets, items, names, n = encode(lines.select(basket=basket, item=item))
+    started = time.perf_counter()
+    itemsets = frequent_itemsets(baskets, items, names, n, b.min_support, b.max_len)
+    rules = association_rules(itemsets, b.min_confidence)
+    if b.min_lift is not None:
+        rules = rules.filter(pl.col("lift") >= b.min_lift)
+    metrics = {"baskets": float(n), "items": float(len(names)), "itemsets": float(len(itemsets.sets)),
+               "rules": float(rules.height), "mining_seconds": time.perf_counter() - started}
+    return TableOutput(rules.with_columns(basket=pl.lit(b.basket), item=pl.lit(b.item)), metrics, card={"config": b})
+
+
+def build_customer_segments(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+    features = _features(con, ctx)
+    seg = segment_customers(features, cfg.segments)
+    frame = seg.assignments.join(seg.profiles.select(
+        "segment_id", segment_customers="customers", segment_revenue_share="revenue_share",
+        segment_mean_recency_days="recency_days", segment_mean_frequency="frequency", segment_mean_monetary="monetary",
+    ), on="segment_id").join(features.select("customer_key", "recency_days", "frequency", "monetary"), on="customer_key")
+    metrics = {"k": float(seg.k), "silhouette": seg.silhouette, "inertia": float(seg.model.inertia_),
+               **{f"silhouette/k={k}": v for k, v in seg.silhouettes.items()}}
+    card = {"features": SEGMENT_FEATURES, "config": cfg.segments, "k_criterion": "highest silhouette",
+            "profiles": seg.profiles.to_dicts()}
+    return TableOutput(frame.sort("customer_key"), metrics, seg.model, card)
+
+
+def build_customer_lifecycle(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+    frame = lifecycle_stages(_features(con, ctx), data.orders(con, ctx.as_of), ctx.as_of, cfg.lifecycle)
+    shares = frame["stage"].value_counts(normalize=True)
+    return TableOutput(frame, {"customers": float(frame.height), **{f"share/{s}": float(v) for s, v in shares.iter_rows()}},
+                       card={"config": cfg.lifecycle})
+
+
+def build_customer_health(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+    frame = health_scores(_features(con, ctx))
+    return TableOutput(frame, {"customers": float(frame.height), "mean_health": float(frame["health_score"].mean() or 0)},
+                       card={"weights": HEALTH_WEIGHTS})
+
+
+def build_customer_value(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+    frame, bgnbd, gg = customer_value(data.orders(con, ctx.as_of), ctx.as_of, cfg.value)
+    params = {**{f"bgnbd/{k}": v for k, v in asdict(bgnbd).items()}, **{f"gamma_gamma/{k}": v for k, v in asdict(gg).items()}}
+    metrics = {"customers": float(frame.height), "predicted_value_total": float(frame["predicted_value"].sum()),
+               "mean_p_alive": float(frame["p_alive"].mean()), **params}
+    return TableOutput(frame, metrics, {"bgnbd": bgnbd, "gamma_gamma": gg}, {"config": cfg.value, "parameters": params})
+
+
+TABLES: dict[str, Callable[[duckdb.DuckDBPyConnection, RunContext, MLConfig], TableOutput]] = {
+    "rfm_segments": build_rfm_segments,
+    "churn_scores": build_churn_scores,
+    "association_rules": build_association_rules,
+    "customer_segments": build_customer_segments,
+    "customer_lifecycle": build_customer_lifecycle,
+    "customer_health": build_customer_health,
+    "customer_value": build_customer_value,
+}
+CUSTOMER_MARTS = ["fct_orders", "fct_interactions", "dim_customer"]
+MART_INPUTS: dict[str, list[str]] = {
+    "rfm_segments": ["fct_orders"],
+    "churn_scores": CUSTOMER_MARTS,
+    "association_rules": ["fct_order_lines", "dim_product"],
+    "customer_segments": CUSTOMER_MARTS,
+    "customer_lifecycle": CUSTOMER_MARTS,
+    "customer_health": CUSTOMER_MARTS,
+    "customer_value": ["fct_orders"],
+}
+
+
+def build(con: duckdb.DuckDBPyConnection, name: str, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+    """Compute ml.<name> as of ctx.as_of and write it, its metrics, artifact and card."""
+    out = TABLES[name](con, ctx, cfg)
+    write_table(con, name, out.frame, ctx)
+    write_metrics(con, name, out.metrics, ctx, out.evaluated_on)
+    save_artifact(name, ctx, out.artifact, {**out.card, "metrics": out.metrics, "rows": out.frame.height})
+    return out

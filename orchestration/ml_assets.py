@@ -1,0 +1,35 @@
+"""The ML tables as Dagster assets keyed ["ml", table] in group `ml`, each a thin wrapper over
+ml.tables.build, downstream of the marts it reads; as-of date from the run's crm/as_of tag, else
+the last order date."""
+
+import contextlib
+import datetime as dt
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from ml.config import load_config
+from ml.run_context import RunContext, latest_order_date
+from ml.tables import MART_INPUTS, TABLES, build
+from orchestration.environment import DUCKDB_POOL
+from orchestration.run import AS_OF_TAG
+
+
+def ml_asset(name: str) -> dg.AssetsDefinition:
+    @dg.asset(key=["ml", name], group_name="ml", pool=DUCKDB_POOL, description=TABLES[name].__doc__ or f"ml.{name}",
+              deps=[dg.AssetKey(["marts", mart]) for mart in MART_INPUTS[name]], kinds={"python", "duckdb"})
+    def _table(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+        tag = context.run.tags.get(AS_OF_TAG)
+        with warehouse.get_connection() as con, contextlib.closing(con):
+            ctx = RunContext(dt.date.fromisoformat(tag) if tag else latest_order_date(con), context.run_id)
+            out = build(con, name, ctx, load_config())
+        return dg.MaterializeResult(metadata={
+            "as_of_date": str(ctx.as_of), "dagster/row_count": out.frame.height,
+            **{f"metric/{k}": float(v) for k, v in out.metrics.items()},
+        })
+
+    return _table
+
+
+def ml_assets() -> list[dg.AssetsDefinition]:
+    return [ml_asset(name) for name in TABLES]
