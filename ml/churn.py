@@ -26,6 +26,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ml.config import ChurnConfig
 from ml.features import FEATURES, customer_features
+from ml.run_context import NotEnoughHistory
 
 
 @dataclass
@@ -58,7 +59,7 @@ def _model(columns: list[str]) -> Pipeline:
 
 def _fit(train: pl.DataFrame, calibrate: pl.DataFrame, columns: list[str]) -> CalibratedClassifierCV:
     if train["is_churned"].n_unique() < 2 or calibrate["is_churned"].n_unique() < 2:
-        raise ValueError("churn training needs churners and buyers at every training cut-off; load more history")
+        raise NotEnoughHistory("churn training needs churners and buyers at every training cut-off; load more history")
     base = _model(columns).fit(train.select(columns).to_numpy(), train["is_churned"].to_numpy())
     return CalibratedClassifierCV(FrozenEstimator(base), method="sigmoid").fit(
         calibrate.select(columns).to_numpy(), calibrate["is_churned"].to_numpy())
@@ -88,7 +89,7 @@ def churn_scores(orders: pl.DataFrame, interactions: pl.DataFrame, customers: pl
     first_order = orders["order_date"].min()
     cutoffs = [c for c in cutoffs if first_order is not None and c > first_order]
     if len(cutoffs) < 2:
-        raise ValueError(f"churn needs at least {2 * cfg.horizon_days + 2 * cfg.step_days} days of orders before "
+        raise NotEnoughHistory(f"churn needs at least {2 * cfg.horizon_days + 2 * cfg.step_days} days of orders before "
                          f"{as_of} (two training cut-offs and a held-out one); the orders start {first_order}")
     frames = {c: labelled(orders, interactions, customers, c, cfg) for c in cutoffs}
     train = pl.concat([frames[c] for c in cutoffs[1:]])

@@ -17,6 +17,7 @@ from scipy.optimize import minimize
 from scipy.special import gammaln, hyp2f1
 
 from ml.config import ValueConfig
+from ml.run_context import NotEnoughHistory
 
 DAYS_PER_MONTH = 365.25 / 12
 
@@ -67,7 +68,7 @@ def _fit(negative_log_likelihood, start: np.ndarray) -> np.ndarray:
 
 def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BgNbd:
     if len(x) < 10 or not (x > 0).any():
-        raise ValueError(f"BG/NBD needs repeat buyers among at least 10 customers; got {len(x)} customers, {(x > 0).sum()} repeaters")
+        raise NotEnoughHistory(f"BG/NBD needs repeat buyers among at least 10 customers; got {len(x)} customers, {(x > 0).sum()} repeaters")
 
     def nll(log_params: np.ndarray) -> float:
         r, alpha, a, b = np.exp(log_params)
@@ -84,7 +85,7 @@ def fit_gamma_gamma(x: np.ndarray, mean_spend: np.ndarray) -> GammaGamma:
     keep = (x > 0) & (mean_spend > 0)
     x, m = x[keep], mean_spend[keep]
     if len(x) < 10:
-        raise ValueError(f"Gamma-Gamma needs at least 10 repeat buyers with positive spend; got {len(x)}")
+        raise NotEnoughHistory(f"Gamma-Gamma needs at least 10 repeat buyers with positive spend; got {len(x)}")
 
     def nll(log_params: np.ndarray) -> float:
         p, q, gamma = np.exp(log_params)

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 import duckdb
 
 
+class NotEnoughHistory(ValueError):
+    """The warehouse holds too little data, as of this date, to fit this model: say what is missing."""
+
+
 @dataclass(frozen=True)
 class RunContext:
     as_of: dt.date  # nothing after this day may influence a feature, label or score

@@ -17,6 +17,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
 
 from ml.config import SegmentConfig
+from ml.run_context import NotEnoughHistory
 
 SEGMENT_FEATURES = ["recency_days", "frequency", "monetary", "avg_order_value", "web_sessions_90", "calls_90",
                     "tenure_days", "web_order_share"]
@@ -50,7 +51,7 @@ def _label(profile: dict, overall: dict, value_rank: int, k: int) -> str:
 def segment_customers(features: pl.DataFrame, cfg: SegmentConfig) -> Segmentation:
     buyers = features.filter(pl.col("frequency") > 0).sort("customer_key")
     if buyers.height < cfg.k_max * 10:
-        raise ValueError(f"segmentation needs at least {cfg.k_max * 10} customers who bought; got {buyers.height}")
+        raise NotEnoughHistory(f"segmentation needs at least {cfg.k_max * 10} customers who bought; got {buyers.height}")
     x = StandardScaler().fit_transform(_matrix(buyers))
     rng = np.random.default_rng(cfg.seed)
     sample = rng.choice(len(x), size=min(5000, len(x)), replace=False)

@@ -42,6 +42,7 @@ def _features(con: duckdb.DuckDBPyConnection, ctx: RunContext) -> pl.DataFrame:
 
 
 def build_rfm_segments(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+    """Recency, frequency, monetary scores (quintiles) and the 11-segment RFM map, per customer who bought."""
     frame = rfm_table(data.orders(con, ctx.as_of), ctx.as_of)
     shares = frame["segment"].value_counts(normalize=True)
     metrics = {"customers": float(frame.height), **{f"share/{s}": float(v) for s, v in shares.iter_rows()}}
@@ -49,6 +50,7 @@ def build_rfm_segments(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLC
 
 
 def build_churn_scores(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+    """Churn probability, risk band and top reasons per active customer; metrics next to a recency-only baseline."""
     result = churn_scores(data.orders(con, ctx.as_of), data.interactions(con, ctx.as_of),
                           data.customers(con, ctx.as_of), ctx.as_of, cfg.churn)
     metrics = {**result.metrics, **{f"baseline/{k}": v for k, v in result.baseline_metrics.items()}}
@@ -60,6 +62,7 @@ def build_churn_scores(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLC
 
 
 def build_association_rules(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+    """Association rules between products (or categories) bought together, with support, confidence, lift, leverage, conviction."""
     b = cfg.baskets
     lines = data.order_lines(con, ctx.as_of)
     basket = {"order": "order_key", "customer": "customer_key"}[b.basket]
@@ -76,6 +79,7 @@ def build_association_rules(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg
 
 
 def build_customer_segments(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+    """Behaviour segments (k-means, k by silhouette) with a readable label and profile per segment."""
     features = _features(con, ctx)
     seg = segment_customers(features, cfg.segments)
     frame = seg.assignments.join(seg.profiles.select(
@@ -90,6 +94,7 @@ def build_customer_segments(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg
 
 
 def build_customer_lifecycle(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+    """Lifecycle stage per known customer: prospect, new, active, loyal, at risk, churned."""
     frame = lifecycle_stages(_features(con, ctx), data.orders(con, ctx.as_of), ctx.as_of, cfg.lifecycle)
     shares = frame["stage"].value_counts(normalize=True)
     return TableOutput(frame, {"customers": float(frame.height), **{f"share/{s}": float(v) for s, v in shares.iter_rows()}},
@@ -97,12 +102,14 @@ def build_customer_lifecycle(con: duckdb.DuckDBPyConnection, ctx: RunContext, cf
 
 
 def build_customer_health(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+    """A 0-100 health score per known customer from recency, trend, engagement, complaints and CSAT."""
     frame = health_scores(_features(con, ctx))
     return TableOutput(frame, {"customers": float(frame.height), "mean_health": float(frame["health_score"].mean() or 0)},
                        card={"weights": HEALTH_WEIGHTS})
 
 
 def build_customer_value(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+    """Expected purchases, P(alive) and discounted value over the horizon (BG/NBD + Gamma-Gamma)."""
     frame, bgnbd, gg = customer_value(data.orders(con, ctx.as_of), ctx.as_of, cfg.value)
     params = {**{f"bgnbd/{k}": v for k, v in asdict(bgnbd).items()}, **{f"gamma_gamma/{k}": v for k, v in asdict(gg).items()}}
     metrics = {"customers": float(frame.height), "predicted_value_total": float(frame["predicted_value"].sum()),

@@ -9,7 +9,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from ml.config import load_config
-from ml.run_context import RunContext, latest_order_date
+from ml.run_context import NotEnoughHistory, RunContext, latest_order_date
 from ml.tables import MART_INPUTS, TABLES, build
 from orchestration.environment import DUCKDB_POOL
 from orchestration.run import AS_OF_TAG
@@ -17,13 +17,18 @@ from orchestration.run import AS_OF_TAG
 
 def ml_asset(name: str) -> dg.AssetsDefinition:
     @dg.asset(key=["ml", name], group_name="ml", pool=DUCKDB_POOL, description=TABLES[name].__doc__ or f"ml.{name}",
-              deps=[dg.AssetKey(["marts", mart]) for mart in MART_INPUTS[name]], kinds={"python", "duckdb"})
-    def _table(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+              deps=[dg.AssetKey(["marts", mart]) for mart in MART_INPUTS[name]], kinds={"python", "duckdb"},
+              output_required=False)
+    def _table(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         tag = context.run.tags.get(AS_OF_TAG)
         with warehouse.get_connection() as con, contextlib.closing(con):
             ctx = RunContext(dt.date.fromisoformat(tag) if tag else latest_order_date(con), context.run_id)
-            out = build(con, name, ctx, load_config())
-        return dg.MaterializeResult(metadata={
+            try:
+                out = build(con, name, ctx, load_config())
+            except NotEnoughHistory as e:  # not materialized (and said so), rather than a made-up table
+                context.log.warning(f"ml.{name} not built as of {ctx.as_of}: {e}")
+                return
+        yield dg.MaterializeResult(metadata={
             "as_of_date": str(ctx.as_of), "dagster/row_count": out.frame.height,
             **{f"metric/{k}": float(v) for k, v in out.metrics.items()},
         })

@@ -17,6 +17,7 @@ from ingestion.generator import GeneratorConfig
 from ingestion.sources import load_sources
 from orchestration.environment import DUCKDB_POOL, REPO_ROOT
 from orchestration.run import RunFailed, run_pipeline
+from ml.tables import TABLES
 from tests.conftest import ONLINE_RETAIL_SOURCES
 
 
@@ -147,9 +148,12 @@ def test_online_retail_through_dagster(tmp_path: Path) -> None:
             "SELECT count(*), count(customer_ref), count(*) FILTER (WHERE is_current) FROM marts.dim_customer").fetchall()[0]
         known = con.execute("SELECT count(*), sum(net_revenue) FROM marts.customer_360 WHERE orders > 0").fetchall()[0]
         order_count = con.execute("SELECT count(*) FROM marts.fct_orders").fetchall()[0][0]
+        # A store file with only customer ref, order, date, SKU, quantity and price still gets every ML table.
+        ml_rows = {t: con.execute(f"SELECT count(*) FROM ml.{t}").fetchall()[0][0] for t in TABLES}
     assert (fact_lines, fact_revenue) == (541_909, revenue)
     assert (customers, orders) == (4_372, 25_900) and non_products >= 4
     assert customer_rows == (4_372, 4_372, 4_372) and order_count == 25_900
+    assert all(rows > 0 for rows in ml_rows.values()), ml_rows
     assert known[0] > 4_300 and float(known[1]) > 0.8 * float(revenue)  # a sixth of lines carry no customer
     assert float(revenue) == pytest.approx(9_747_747.93, abs=0.01)
     assert (staged, staged_revenue) == (541_909, revenue) and returns > 9_000

@@ -159,7 +159,7 @@ class ExtractWriter:
                 card_no=pl.when(unlinked).then(pl.lit("9") + pl.col("card_no").str.slice(1)).otherwise(pl.col("card_no")),
                 email=pl.when(unlinked).then(None).otherwise(pl.col("email")),
             ))
-        out = pl.concat(frames)
+        out = pl.concat(frames, how="vertical_relaxed")  # an empty frame may type a column Null
         if len(out):
             path = self.cfg.extracts / "customers" / f"customers_{day.date}.csv"
             out.write_csv(path)

@@ -1,0 +1,167 @@
+"""ML tables: RFM against independent SQL, rules equal to mlxtend, CLV fits equal to the published
+CDNOW parameters, the churn model beats its baseline, planted rules are found, and every table
+as of a date stays put when later data arrives."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+from ingestion.generator import GeneratorConfig, generate
+from ingestion.generator.config import MessRates
+from ml.baskets import association_rules, encode, frequent_itemsets
+from ml.clv import fit_bgnbd, fit_gamma_gamma
+from ml.config import MLConfig
+from ml.rfm import rfm_table
+from ml.run_context import RunContext
+from ml.tables import TABLES, build
+from ml import data
+from orchestration.run import run_pipeline
+from tests.conftest import Grown, sources_for
+
+DATA = Path(__file__).parent / "data"
+
+
+@dataclasses.dataclass(frozen=True)
+class Year:
+    cfg: GeneratorConfig
+    warehouse: Path
+    as_of_first_run: dt.date
+
+
+@pytest.fixture(scope="module")
+def year(tmp_path_factory: pytest.TempPathFactory) -> Year:
+    """3,000 persons over a year, loaded as of day 300 (ML tables as of then), then to its end.
+
+    As of D means events dated D or earlier: a receipt synced late or a price corrected later still
+    belongs to its own day and rightly moves the past. This sample plants neither, so that every
+    row the second run adds is dated after D.
+    """
+    mess = dataclasses.replace(MessRates(), store_late_receipt=0.0, store_corrected_file=0.0)
+    cfg = GeneratorConfig(out=tmp_path_factory.mktemp("year"), customers=3000, days=365, seed=5, mess=mess)
+    generate(cfg)
+    sources = sources_for(cfg.extracts, cfg.out / "sources.yml")
+    warehouse = cfg.out / "crm.duckdb"
+    first = cfg.start + dt.timedelta(days=299)
+    run_pipeline(sources, warehouse, as_of=first)
+    run_pipeline(sources, warehouse)
+    return Year(cfg, warehouse, first)
+
+
+def test_rfm_matches_an_independent_sql_computation(grown: Grown) -> None:
+    with duckdb.connect(str(grown.warehouse), read_only=True) as con:
+        as_of = con.execute("SELECT max(ordered_local_date) FROM marts.fct_orders").fetchall()[0][0]
+        ours = rfm_table(data.orders(con, as_of), as_of)
+        sql = con.sql("""
+            WITH per AS (
+                SELECT customer_key,
+                       date_diff('day', max(ordered_local_date) FILTER (WHERE net_amount > 0), ?) AS recency_days,
+                       count(DISTINCT order_key) FILTER (WHERE net_amount > 0) AS frequency,
+                       sum(net_amount) AS monetary
+                FROM marts.fct_orders WHERE customer_key IS NOT NULL GROUP BY customer_key)
+            SELECT customer_key, recency_days, frequency, round(monetary, 4) AS monetary,
+                   1 + (5 * (rank() OVER (ORDER BY recency_days DESC) - 1)) // count(*) OVER () AS r_score,
+                   1 + (5 * (rank() OVER (ORDER BY frequency) - 1)) // count(*) OVER () AS f_score,
+                   1 + (5 * (rank() OVER (ORDER BY monetary) - 1)) // count(*) OVER () AS m_score
+            FROM per WHERE frequency > 0 ORDER BY customer_key""", params=[as_of]).pl()
+    assert ours.height == sql.height > 300
+    for column in ("recency_days", "frequency", "r_score", "f_score", "m_score"):
+        assert ours[column].cast(pl.Int64).to_list() == sql[column].cast(pl.Int64).to_list(), column
+    assert np.allclose(ours["monetary"].to_numpy(), sql["monetary"].cast(pl.Float64).to_numpy())
+    assert ours["segment"].null_count() == 0 and ours["segment"].n_unique() >= 8
+
+
+def test_itemsets_and_rules_equal_mlxtend_on_generated_baskets() -> None:
+    from mlxtend.frequent_patterns import association_rules as mlxtend_rules, fpgrowth
+
+    rng = np.random.default_rng(3)
+    sizes = np.r_[rng.integers(1, 8, 3000), [60, 75, 90]]  # a few huge baskets (mlxtend issue #909)
+    pairs = pl.DataFrame({
+        "basket": np.repeat(np.arange(len(sizes)), sizes).astype(str),
+        "item": [f"P{int(x)}" for x in np.minimum(rng.zipf(1.6, sizes.sum()), 120)],
+    })
+    baskets, items, names, n = encode(pairs)
+    ours = frequent_itemsets(baskets, items, names, n, 0.004)
+    rules = association_rules(ours, 0.05)
+
+    onehot = pd.crosstab(pd.Series(baskets), pd.Series(items)).astype(bool)
+    onehot.columns = [names[c] for c in onehot.columns]
+    theirs = fpgrowth(onehot, min_support=0.004, use_colnames=True)
+    their_rules = mlxtend_rules(theirs, num_itemsets=n, metric="confidence", min_threshold=0.05)
+
+    assert {frozenset(names[i] for i in s): c / n for s, c in zip(ours.sets, ours.counts)} == dict(zip(theirs["itemsets"], theirs["support"]))
+    assert max(map(len, ours.sets)) >= 3
+    key = lambda a, c: (tuple(sorted(a)), tuple(sorted(c)))  # noqa: E731
+    mine = {key(a, c): r for a, c, r in zip(rules["antecedents"], rules["consequents"], rules.iter_rows(named=True))}
+    assert len(mine) == len(their_rules) > 100
+    for row in their_rules.itertuples():
+        r = mine[key(row.antecedents, row.consequents)]
+        for metric in ("support", "confidence", "lift", "leverage", "conviction"):
+            assert r[metric] == pytest.approx(getattr(row, metric), rel=1e-9), metric
+
+
+def test_bgnbd_and_gamma_gamma_fit_the_published_cdnow_parameters() -> None:
+    cdnow = pl.read_csv(DATA / "cdnow_summary.csv")
+    x, t_x, T, zbar = (cdnow[c].cast(pl.Float64).to_numpy() for c in ("x", "t_x", "T", "zbar"))
+    bgnbd = fit_bgnbd(x, t_x, T)
+    assert (bgnbd.r, bgnbd.alpha, bgnbd.a, bgnbd.b) == pytest.approx((0.243, 4.414, 0.793, 2.426), abs=2e-3)
+    gg = fit_gamma_gamma(x, zbar)
+    assert (gg.p, gg.q, gg.gamma) == pytest.approx((6.25, 3.74, 15.44), abs=0.02)
+    # Fader, Hardie & Lee: customer 1 (x = 2, t_x = 30.43, T = 38.86) expects 1.226 purchases in the next 39 weeks.
+    assert bgnbd.expected_purchases(39, np.array([2.0]), np.array([30.43]), np.array([38.86]))[0] == pytest.approx(1.226, abs=2e-3)
+
+
+def test_every_ml_table_is_built_by_crm_run_and_churn_beats_its_baseline(year: Year) -> None:
+    with duckdb.connect(str(year.warehouse), read_only=True) as con:
+        as_of = con.execute("SELECT max(as_of_date) FROM ml.churn_scores").fetchall()[0][0]
+        for table in TABLES:
+            rows, runs = con.execute(f"SELECT count(*), count(DISTINCT run_id) FROM ml.{table} WHERE as_of_date = ?", [as_of]).fetchall()[0]
+            assert rows > 0 and runs == 1, table
+        metrics = dict(con.execute("SELECT metric, value FROM ml.model_metrics WHERE model = 'churn_scores' AND as_of_date = ?", [as_of]).fetchall())
+        bands = dict(con.execute("SELECT risk_band, count(*) FROM ml.churn_scores WHERE as_of_date = ? GROUP BY 1", [as_of]).fetchall())
+    print({k: round(v, 4) for k, v in metrics.items()})
+    assert metrics["roc_auc"] > metrics["baseline/roc_auc"] and metrics["pr_auc"] > metrics["baseline/pr_auc"]
+    assert metrics["brier"] < metrics["baseline/brier"] and metrics["roc_auc"] > 0.65
+    assert set(bands) == {"low", "medium", "high"}
+
+
+def test_planted_rules_are_found_with_their_lift(year: Year, tmp_path: Path) -> None:
+    planted = json.loads((year.cfg.truth / "planted_rules.json").read_text())
+    warehouse = tmp_path / "crm.duckdb"
+    shutil.copyfile(year.warehouse, warehouse)
+    cfg = dataclasses.replace(MLConfig(), baskets=dataclasses.replace(MLConfig().baskets, min_support=0.001))  # 12 of 12,154 baskets
+    with duckdb.connect(str(warehouse)) as con:
+        out = build(con, "association_rules", RunContext(year.cfg.end, "test"), cfg)
+    found = {(a[0], c[0]): lift for a, c, lift in out.frame.select("antecedents", "consequents", "lift").iter_rows() if len(a) == len(c) == 1}
+    for rule in planted:
+        lift = found.get((rule["antecedent"], rule["consequent"]))
+        assert lift == pytest.approx(rule["lift"], rel=0.2), rule
+
+
+def test_tables_as_of_a_date_do_not_move_when_later_data_arrives(year: Year, tmp_path: Path) -> None:
+    warehouse = tmp_path / "crm.duckdb"
+    shutil.copyfile(year.warehouse, warehouse)  # holds ML rows as of day 300, computed before later data was loaded
+    ctx = RunContext(year.as_of_first_run, "again")
+    with duckdb.connect(str(warehouse)) as con:
+        for table in TABLES:
+            before = con.sql(f"SELECT * EXCLUDE (run_id) FROM ml.{table} WHERE as_of_date = ?", params=[ctx.as_of]).pl()
+            build(con, table, ctx, MLConfig())  # now with a quarter more data in the warehouse
+            after = con.sql(f"SELECT * EXCLUDE (run_id) FROM ml.{table} WHERE as_of_date = ?", params=[ctx.as_of]).pl()
+            assert before.height > 0, table
+            sort = [c for c in ("customer_key", "antecedents", "consequents") if c in before.columns]
+            before, after = before.sort(sort), after.sort(sort)
+            assert before.columns == after.columns and before.height == after.height, table
+            for column in before.columns:
+                if before[column].dtype.is_float():
+                    assert np.allclose(before[column].to_numpy(), after[column].to_numpy(), equal_nan=True), (table, column)
+                else:
+                    assert before[column].to_list() == after[column].to_list(), (table, column)
