@@ -11,7 +11,7 @@ setup:
 # Generate the sample extracts, then materialize every asset into warehouse/crm.duckdb.
 demo: setup
 	$(UV) run crm generate
-	$(UV) run crm run
+	$(UV) run crm run --full-refresh
 
 test: setup
 	$(UV) run pytest

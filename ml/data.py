@@ -37,22 +37,44 @@ def order_lines(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
 
 
 def interactions(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
-    """Web sessions, calls and social touches of known customers on or before `as_of`."""
+    """Touches of known customers on or before `as_of`, as they were known then.
+
+    A touch counts for its customer only if its record (cookie, social account, call) had named
+    the customer by `as_of`: the sessions of a cookie that logs in later are anonymous as of now.
+    Web sessions count from the day after they start, when no later event can still join them.
+    """
     return _frame(con, """
+        with known as (
+            select distinct identity_record_key
+            from marts.fct_interactions
+            where carries_identifier and occurred_local_date <= ?
+        )
         select i.customer_key, i.channel, i.occurred_local_date as interaction_date, i.is_complaint, i.csat,
                i.sentiment_score, i.outcome = 'cart_abandoned' as is_cart_abandoned
         from marts.fct_interactions as i
-        where i.customer_key is not null and i.occurred_local_date <= ?
-    """, [as_of])
+        inner join known on i.identity_record_key = known.identity_record_key
+        where i.customer_key is not null
+          and (i.occurred_local_date < ? or (i.occurred_local_date = ? and i.channel <> 'web'))
+    """, [as_of, as_of, as_of])
 
 
 def customers(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
-    """Every customer first seen by `as_of`, with the dim_customer version in force at its end."""
+    """Every customer known by `as_of` (a registry export, an order, or a touch naming them, dated
+    then or before), with the dim_customer version in force at the end of that day."""
     end_of_day = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time())
     return _frame(con, """
-        select customer_key, cast(first_seen_at as date) as first_seen_date, signup_date,
-               coalesce(has_marketing_consent, false) as has_marketing_consent, region, tier
-        from marts.dim_customer
-        where first_seen_at < ? and valid_from < ? and (valid_to is null or valid_to >= ?)
-        order by customer_key
-    """, [end_of_day, end_of_day, end_of_day])
+        with known as (
+            select customer_key from marts.fct_orders where customer_key is not null and ordered_local_date <= ?
+            union
+            select customer_key from marts.fct_interactions
+            where customer_key is not null and carries_identifier and occurred_local_date <= ?
+            union
+            select customer_key from marts.dim_customer where registered_local_date <= ?
+        )
+        select c.customer_key, cast(c.first_seen_at as date) as first_seen_date, c.signup_date,
+               coalesce(c.has_marketing_consent, false) as has_marketing_consent, c.region, c.tier
+        from marts.dim_customer as c
+        inner join known on c.customer_key = known.customer_key
+        where c.valid_from < ? and (c.valid_to is null or c.valid_to >= ?)
+        order by c.customer_key
+    """, [as_of, as_of, as_of, end_of_day, end_of_day])

@@ -41,6 +41,13 @@ first_seen as (
     group by customer_key
 ),
 
+registered as (
+    select identity.customer_key, min(profiles.updated_local_date) as registered_local_date
+    from profiles
+    inner join identity on identity.record_key = concat('profile:', profiles.customer_ref)
+    group by identity.customer_key
+),
+
 customer_refs as (
     select customer_key, min(identifier_value) as customer_ref
     from keys
@@ -151,9 +158,11 @@ final as (
         numbered.signup_date,
         numbered.has_marketing_consent,
         numbered.consent_updated_at,
-        first_seen.first_seen_at
+        first_seen.first_seen_at,
+        registered.registered_local_date
     from numbered
     left join first_seen on numbered.customer_key = first_seen.customer_key
+    left join registered on numbered.customer_key = registered.customer_key
 )
 
 select * from final

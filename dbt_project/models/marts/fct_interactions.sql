@@ -35,6 +35,7 @@ touches as (
         cast(null as integer) as sentiment_score,
         cast(null as {{ dbt.type_string() }}) as sentiment,
         duration_seconds,
+        has_login as carries_identifier,
         identity_record_key,
         source_loaded_at
     from sessions
@@ -52,6 +53,7 @@ touches as (
         cast(null as integer),
         cast(null as {{ dbt.type_string() }}),
         cast(duration_seconds as bigint),
+        phone_e164 is not null or customer_ref is not null,
         concat('call:', call_key),
         source_loaded_at
     from calls
@@ -69,6 +71,7 @@ touches as (
         sentiment_score,
         sentiment,
         cast(null as bigint),
+        linked_phone_e164 is not null or linked_email is not null,
         concat('social_account:', platform, ':', handle),
         source_loaded_at
     from social

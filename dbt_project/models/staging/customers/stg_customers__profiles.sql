@@ -24,6 +24,7 @@ renamed as (
         signup_date,
         marketing_consent as has_marketing_consent,
         {{ to_utc('consent_updated_at') }} as consent_updated_at,
+        _partition_date as updated_local_date,
         {{ lineage_columns() }}
     from source
 ),
@@ -55,6 +56,7 @@ final as (
         signup_date,
         has_marketing_consent,
         consent_updated_at,
+        updated_local_date,
         source_file,
         source_row_number,
         _loaded_at as source_loaded_at
