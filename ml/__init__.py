@@ -1,0 +1,1 @@
+"""The ML tables of the warehouse: plain Python over the marts (no Dagster); see docs/ml.md."""
