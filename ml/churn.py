@@ -52,7 +52,7 @@ def labelled(orders: pl.DataFrame, interactions: pl.DataFrame, customers: pl.Dat
         is_churned=pl.col("bought_again").is_null(), cutoff=pl.lit(cutoff)).drop("bought_again")
 
 
-def _model(columns: list[str]) -> Pipeline:
+def _model() -> Pipeline:
     return make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
                          LogisticRegression(max_iter=2000))
 
@@ -60,7 +60,7 @@ def _model(columns: list[str]) -> Pipeline:
 def _fit(train: pl.DataFrame, calibrate: pl.DataFrame, columns: list[str]) -> CalibratedClassifierCV:
     if train["is_churned"].n_unique() < 2 or calibrate["is_churned"].n_unique() < 2:
         raise NotEnoughHistory("churn training needs churners and buyers at every training cut-off; load more history")
-    base = _model(columns).fit(train.select(columns).to_numpy(), train["is_churned"].to_numpy())
+    base = _model().fit(train.select(columns).to_numpy(), train["is_churned"].to_numpy())
     return CalibratedClassifierCV(FrozenEstimator(base), method="sigmoid").fit(
         calibrate.select(columns).to_numpy(), calibrate["is_churned"].to_numpy())
 

@@ -118,7 +118,7 @@ def customer_value(orders: pl.DataFrame, as_of: dt.date, cfg: ValueConfig) -> tu
     bgnbd, gg = fit_bgnbd(x, t_x, T), fit_gamma_gamma(x, m)
     spend = gg.expected_spend(x, m)
     monthly_rate = (1 + cfg.annual_discount_rate) ** (1 / 12) - 1
-    purchases, value, previous = np.zeros(len(x)), np.zeros(len(x)), np.zeros(len(x))
+    value, previous = np.zeros(len(x)), np.zeros(len(x))
     for month in range(1, cfg.horizon_months + 1):  # discount each month's expected purchases
         cumulative = bgnbd.expected_purchases(month * DAYS_PER_MONTH, x, t_x, T)
         value += (cumulative - previous) * spend / (1 + monthly_rate) ** month
