@@ -20,15 +20,14 @@ DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 LIBRARIES = ["duckdb", "polars", "numpy", "scikit-learn", "scipy"]
 
 
-def write_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, ctx: RunContext) -> int:
-    """Replace the rows of `ml.<table>` for this as-of date with `frame` (plus as_of_date, run_id)."""
-    frame = frame.with_columns(as_of_date=pl.lit(ctx.as_of, dtype=pl.Date), run_id=pl.lit(ctx.run_id))
+def _replace_rows(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, where: str, params: list) -> None:
+    """Write `frame` into ml.<table> in one transaction, first deleting the rows `where` selects."""
     con.execute("create schema if not exists ml").fetchall()
     con.register("ml_frame", frame.to_arrow())
     try:
         con.execute("begin transaction").fetchall()
         con.execute(f"create table if not exists ml.{table} as select * from ml_frame limit 0").fetchall()
-        con.execute(f"delete from ml.{table} where as_of_date = ?", [ctx.as_of]).fetchall()
+        con.execute(f"delete from ml.{table} where {where}", params).fetchall()
         con.execute(f"insert into ml.{table} by name select * from ml_frame").fetchall()
         con.execute("commit").fetchall()
     except Exception:
@@ -36,6 +35,15 @@ def write_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame,
         raise
     finally:
         con.unregister("ml_frame")
+
+
+def _stamped(frame: pl.DataFrame, ctx: RunContext) -> pl.DataFrame:
+    return frame.with_columns(as_of_date=pl.lit(ctx.as_of, dtype=pl.Date), run_id=pl.lit(ctx.run_id))
+
+
+def write_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, ctx: RunContext) -> int:
+    """Replace the rows of `ml.<table>` for this as-of date with `frame` (plus as_of_date, run_id)."""
+    _replace_rows(con, table, _stamped(frame, ctx), "as_of_date = ?", [ctx.as_of])
     return frame.height
 
 
@@ -48,16 +56,7 @@ def write_metrics(con: duckdb.DuckDBPyConnection, model: str, metrics: dict[str,
         "value": [float(v) for v in metrics.values()],
         "evaluated_on": [evaluated_on] * len(metrics),
     }, schema={"model": pl.String, "metric": pl.String, "value": pl.Float64, "evaluated_on": pl.String})
-    frame = frame.with_columns(as_of_date=pl.lit(ctx.as_of, dtype=pl.Date), run_id=pl.lit(ctx.run_id))
-    con.execute("create schema if not exists ml").fetchall()
-    con.execute("""create table if not exists ml.model_metrics (
-        model varchar, metric varchar, value double, evaluated_on varchar, as_of_date date, run_id varchar)""").fetchall()
-    con.register("metrics_frame", frame.to_arrow())
-    try:
-        con.execute("delete from ml.model_metrics where model = ? and as_of_date = ?", [model, ctx.as_of]).fetchall()
-        con.execute("insert into ml.model_metrics by name select * from metrics_frame").fetchall()
-    finally:
-        con.unregister("metrics_frame")
+    _replace_rows(con, "model_metrics", _stamped(frame, ctx), "model = ? and as_of_date = ?", [model, ctx.as_of])
 
 
 def _plain(value: object) -> object:
