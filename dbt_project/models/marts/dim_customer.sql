@@ -26,6 +26,12 @@ interactions as (
     select * from {{ ref('fct_interactions') }}
 ),
 
+customer_profiles as (
+    select identity.customer_key, profiles.*
+    from profiles
+    inner join identity on identity.record_key = concat('profile:', profiles.customer_ref)
+),
+
 first_seen as (
     select customer_key, min(seen_at) as first_seen_at
     from (
@@ -33,19 +39,16 @@ first_seen as (
         union all
         select customer_key, occurred_at from interactions
         union all
-        select identity.customer_key, cast(profiles.signup_date as timestamp)
-        from profiles
-        inner join identity on identity.record_key = concat('profile:', profiles.customer_ref)
+        select customer_key, cast(signup_date as timestamp) from customer_profiles
     ) as seen
     where customer_key is not null
     group by customer_key
 ),
 
 registered as (
-    select identity.customer_key, min(profiles.updated_local_date) as registered_local_date
-    from profiles
-    inner join identity on identity.record_key = concat('profile:', profiles.customer_ref)
-    group by identity.customer_key
+    select customer_key, min(updated_local_date) as registered_local_date
+    from customer_profiles
+    group by customer_key
 ),
 
 customer_refs as (
@@ -57,11 +60,9 @@ customer_refs as (
 
 member_versions as (
     select
-        identity.customer_key,
-        profiles.*,
-        {{ dbt.hash("concat_ws('|', coalesce(profiles.region, ''), coalesce(profiles.city, ''), coalesce(profiles.tier, ''), coalesce(cast(profiles.has_marketing_consent as " ~ dbt.type_string() ~ "), ''), coalesce(profiles.full_name, ''), coalesce(profiles.email, ''), coalesce(profiles.phone_e164, ''))") }} as tracked_attributes_hash
-    from profiles
-    inner join identity on identity.record_key = concat('profile:', profiles.customer_ref)
+        *,
+        {{ dbt.hash("concat_ws('|', coalesce(region, ''), coalesce(city, ''), coalesce(tier, ''), coalesce(cast(has_marketing_consent as " ~ dbt.type_string() ~ "), ''), coalesce(full_name, ''), coalesce(email, ''), coalesce(phone_e164, ''))") }} as tracked_attributes_hash
+    from customer_profiles
 ),
 
 changes as (
