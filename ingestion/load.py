@@ -42,6 +42,7 @@ class LoadResult:
     rows_quarantined: int = 0
     duplicates_skipped: int = 0
     rows_superseded: int = 0
+    rows_suppressed: int = 0  # rows of erased persons (on the suppression list), not loaded again
     failed_files: dict[str, str] = field(default_factory=dict)  # file -> cause
     failed_dates: list[dt.date] = field(default_factory=list)  # partitions left untouched
     extra_dates: list[dt.date] = field(default_factory=list)  # other days reloaded for late rows
@@ -252,11 +253,14 @@ def load_source(
     end: dt.date,
     partitions: tuple[dt.date, dt.date],
     batch_id: str | None = None,
+    suppression: Path | None = None,
 ) -> LoadResult:
     """Replace partitions `start`..`end` (inclusive) of `raw.<source>` from the files on disk now.
 
     `partitions` is the first and last partition date that exist; rows dated outside go to
     quarantine. Days that new files also feed are reloaded too (see `LoadResult.extra_dates`).
+    `suppression` is the erasure suppression list (a CSV with `row_hash`): rows and quarantined
+    records whose hash is on it are counted as suppressed and not loaded (serving/erasure.py).
     """
     result = LoadResult(source.name, start, end, batch_id or uuid.uuid4().hex)
     # Dates of instants must not depend on the session's zone; DuckDB's progress bar would
@@ -334,19 +338,25 @@ def load_source(
         new_catalog.append((source.name, f, stat.st_size, stat.st_mtime_ns, _sha256(Path(f)), *v))
 
     _rank_staged(con, source)
+    _suppress(con, suppression)
     in_range = "_partition_date = ANY(?)"
     counts = con.execute(
         f"""
-        SELECT count(*) FILTER (WHERE _delivery_rank = 1),
+        SELECT count(*) FILTER (WHERE _delivery_rank = 1 AND NOT _suppressed),
                count(*) FILTER (WHERE _delivery_rank > 1 AND _row_hash = _kept_hash),
-               count(*) FILTER (WHERE _delivery_rank > 1 AND _row_hash <> _kept_hash)
+               count(*) FILTER (WHERE _delivery_rank > 1 AND _row_hash <> _kept_hash),
+               count(*) FILTER (WHERE _delivery_rank = 1 AND _suppressed)
         FROM _ranked WHERE {in_range}
         """,
         [dates],
     ).fetchall()[0]
-    result.rows_loaded, result.duplicates_skipped, result.rows_superseded = counts
-    result.rows_quarantined = con.execute("SELECT count(*) FROM _staged_q WHERE partition_date = ANY(?)", [dates]).fetchall()[0][0]
-    result.rows_read = sum(counts) + result.rows_quarantined
+    result.rows_loaded, result.duplicates_skipped, result.rows_superseded, suppressed_rows = counts
+    quarantined = con.execute(
+        "SELECT count(*) FILTER (WHERE NOT _suppressed), count(*) FILTER (WHERE _suppressed) FROM _staged_q "
+        "WHERE partition_date = ANY(?)", [dates]).fetchall()[0]
+    result.rows_quarantined = quarantined[0]
+    result.rows_suppressed = suppressed_rows + quarantined[1]
+    result.rows_read = sum(counts) + sum(quarantined)
 
     names = source.contract.names
     con.execute("BEGIN TRANSACTION")
@@ -358,7 +368,7 @@ def load_source(
             INSERT INTO {source.table} BY NAME
             SELECT {', '.join(names)}, '{source.name}' AS _source, _file, _row_number, _row_hash, _partition_date,
                    ? AS _batch_id, now() AS _loaded_at
-            FROM _ranked WHERE _delivery_rank = 1 AND {in_range}
+            FROM _ranked WHERE _delivery_rank = 1 AND NOT _suppressed AND {in_range}
             ORDER BY _partition_date, _file, _row_number
             """,
             [result.batch_id, dates],
@@ -368,7 +378,7 @@ def load_source(
             INSERT INTO raw.quarantine BY NAME
             SELECT ? AS source, ? AS channel, file, row_number, field, reason, raw_record, partition_date,
                    ? AS batch_id, now() AS loaded_at
-            FROM _staged_q WHERE {in_range.replace('_partition_date', 'partition_date')}
+            FROM _staged_q WHERE NOT _suppressed AND {in_range.replace('_partition_date', 'partition_date')}
             ORDER BY partition_date, file, row_number
             """,
             [source.name, source.channel, result.batch_id, dates],
@@ -392,6 +402,18 @@ def load_source(
     finally:
         con.execute("DROP TABLE IF EXISTS _staged; DROP TABLE IF EXISTS _staged_q; DROP TABLE IF EXISTS _ranked")
     return result
+
+
+def _suppress(con: duckdb.DuckDBPyConnection, suppression: Path | None) -> None:
+    """Mark staged rows whose hash is on the suppression list (after ranking: an erased row's older
+    deliveries must not take its place)."""
+    hashes = (f"SELECT row_hash FROM read_csv('{suppression}', header = true, columns = {{'erasure_id': 'VARCHAR', 'row_hash': 'VARCHAR'}})"
+              if suppression else "SELECT NULL::VARCHAR AS row_hash WHERE false")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _suppressed AS {hashes}")
+    con.execute("ALTER TABLE _ranked ADD COLUMN _suppressed BOOLEAN; ALTER TABLE _staged_q ADD COLUMN _suppressed BOOLEAN")
+    con.execute("UPDATE _ranked SET _suppressed = _row_hash IN (SELECT row_hash FROM _suppressed)")
+    con.execute("UPDATE _staged_q SET _suppressed = md5(raw_record) IN (SELECT row_hash FROM _suppressed)")
+    con.execute("DROP TABLE _suppressed")
 
 
 def days_between(start: dt.date, end: dt.date) -> list[dt.date]:

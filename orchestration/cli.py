@@ -116,5 +116,137 @@ def contracts(
         print(text)
 
 
+def _serving_env(warehouse: Optional[Path]) -> "environment.Environment":
+    if warehouse:
+        import os
+
+        os.environ["CRM_WAREHOUSE"] = str(warehouse.resolve())
+    env = environment.current()
+    environment.ensure_masking_key(env)
+    return env
+
+
+def _personal_columns() -> dict[str, set[str]]:
+    from orchestration.dbt_assets import dbt_project, prepare_manifest
+    from serving.masking import personal_columns
+
+    prepare_manifest()
+    return personal_columns(dbt_project().manifest_path)
+
+
+WAREHOUSE_OPTION = typer.Option(help="Build warehouse file; published versions and exports sit beside it (default: $CRM_WAREHOUSE or warehouse/crm.duckdb).")
+
+
+@app.command()
+def sql(
+    query: Annotated[Optional[str], typer.Argument(help="SQL to run; leave out for an interactive shell.")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+    warehouse: Annotated[Optional[Path], WAREHOUSE_OPTION] = None,
+) -> None:
+    """Query the published warehouse read-only (never the file a run is writing)."""
+    import duckdb
+
+    from serving import publish
+    from serving.query import render, shell
+
+    env = _serving_env(warehouse)
+    try:
+        con = publish.connect(env.published_dir)
+    except (publish.NothingPublished, duckdb.Error) as e:
+        _fail(e)
+    with con:
+        if query is None:
+            version = con.execute("SELECT version, as_of_date FROM serving.publication").fetchall()[0]
+            console.print(f"published version {version[0]} (as of {version[1]}), read-only; end statements with ;  .quit leaves")
+            shell(con, input, print, fmt)
+            return
+        try:
+            print(render(con, query, fmt))
+        except (duckdb.Error, ValueError) as e:
+            _fail(e)
+
+
+@app.command()
+def export(
+    region: Annotated[Optional[str], typer.Option(help="Only this region's customers and their rows (exports_region/<R>/).")] = None,
+    unmasked: Annotated[bool, typer.Option("--unmasked", help="Export personal data in clear (logged in the audit log).")] = False,
+    warehouse: Annotated[Optional[Path], WAREHOUSE_OPTION] = None,
+) -> None:
+    """Export every mart and ML table of the published version as Parquet for BI tools."""
+    from serving.export import ExportSpec
+
+    _write_export(ExportSpec(region=region, masked=not unmasked), warehouse)
+
+
+@app.command()
+def audience(
+    segment: Annotated[str, typer.Option(help="RFM segment, e.g. champions (see ml.rfm_segments).")],
+    channel: Annotated[str, typer.Option(help="email, sms or phone.")] = "email",
+    region: Annotated[Optional[str], typer.Option(help="Only this region's customers.")] = None,
+    unmasked: Annotated[bool, typer.Option("--unmasked", help="Contact points in clear, for the campaign tool (logged).")] = False,
+    warehouse: Annotated[Optional[Path], WAREHOUSE_OPTION] = None,
+) -> None:
+    """Export a marketing audience: the segment's customers whose consent as of the as-of date allows contact."""
+    from serving.export import ExportSpec
+
+    _write_export(ExportSpec(kind="audience", segment=segment, channel=channel, region=region, masked=not unmasked), warehouse)
+
+
+def _write_export(spec, warehouse: Optional[Path]) -> None:
+    import getpass
+    import os
+
+    import duckdb
+
+    from serving.erasure import write_audit
+    from serving.export import write_export
+    from serving.publish import NothingPublished
+
+    env = _serving_env(warehouse)
+    if not spec.masked:
+        console.print("[yellow]warning:[/yellow] exporting personal data unmasked; recorded in the audit log")
+        write_audit(env.governance_dir, {"event": "unmasked_export", "at": dt.datetime.now(dt.UTC).isoformat(),
+                                         "by": getpass.getuser(), "spec": vars(spec)})
+    try:
+        done = write_export(env.published_dir, env.warehouse.parent, spec, _personal_columns(), os.environ.get(environment.MASKING_KEY))
+    except (NothingPublished, ValueError, FileExistsError, duckdb.Error) as e:
+        _fail(e)
+    tables = done.manifest["tables"]
+    console.print(f"exported {len(tables)} table(s), {sum(t['rows'] for t in tables.values()):,} rows, of published version "
+                  f"{done.manifest['version']} to {done.path} ({'masked' if spec.masked else 'UNMASKED'})")
+
+
+@app.command()
+def forget(
+    email: Annotated[Optional[str], typer.Option(help="The person's email.")] = None,
+    phone: Annotated[Optional[str], typer.Option(help="The person's phone, any format.")] = None,
+    customer_key: Annotated[Optional[str], typer.Option("--customer-key", help="The person's customer key.")] = None,
+    by: Annotated[Optional[str], typer.Option(help="Who asks (for the audit log; default: the login name).")] = None,
+    sources: Annotated[Optional[Path], typer.Option(help="Sources file (default: $CRM_SOURCES or the generated sample's).")] = None,
+    warehouse: Annotated[Optional[Path], WAREHOUSE_OPTION] = None,
+) -> None:
+    """Erase one person everywhere (raw to exports), keep them out of re-loads, and audit it."""
+    import getpass
+    import os
+
+    from ingestion.sources import SourcesError, load_sources
+    from serving.erasure import ErasureRequest, PersonNotFound, forget as erase_person
+
+    if sources:
+        os.environ["CRM_SOURCES"] = str(sources.resolve())
+    env = _serving_env(warehouse)
+    try:
+        request = ErasureRequest(email, phone, customer_key, by or getpass.getuser())
+        request.identifier()
+        done = erase_person(request, env.warehouse, env.published_dir, env.governance_dir,
+                            load_sources(env.sources_file).sources, os.environ[environment.MASKING_KEY], _personal_columns())
+    except (PersonNotFound, ValueError, RuntimeError, SourcesError) as e:
+        _fail(e)
+    console.print(f"erasure {done.erasure_id}: {len(done.customer_keys)} customer(s), "
+                  f"{sum(done.removed.values()):,} rows removed from {len(done.removed)} tables, "
+                  f"{done.suppressed:,} row hashes on the suppression list; published version {done.published_version}, "
+                  f"{len(done.versions_deleted)} older version(s) deleted, {len(done.exports_rewritten)} export(s) rewritten")
+
+
 if __name__ == "__main__":
     app()

@@ -11,9 +11,10 @@ from ingestion.contracts import CONTRACTS
 from ingestion.sources import load_sources
 from orchestration import environment
 from orchestration.dbt_assets import dbt_models, dbt_project, dbt_resource
-from orchestration.automation import daily_schedule, ingest_job, new_files_sensor
+from orchestration.automation import build_after_ingest, build_job, daily_schedule, ingest_job, new_files_sensor
 from orchestration.ingestion_assets import channel_view_asset, daily_partitions, ingestion_asset
 from orchestration.ml_assets import ml_assets
+from orchestration.serving_assets import MaskingKey, bi_exports, published_warehouse
 
 
 @dg.definitions
@@ -23,22 +24,28 @@ def defs() -> dg.Definitions:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     env = environment.current()
     environment.export(env)  # dbt runs in a subprocess: it reads the warehouse path from the environment
+    environment.ensure_masking_key(env)
     dbt_project().prepare_if_dev()  # `dagster dev` re-parses the project; elsewhere set-up did
     config = load_sources(env.sources_file)
     partitions = daily_partitions(config)
-    job = ingest_job(partitions)
+    job, build = ingest_job(partitions), build_job()
+    models, ml = dbt_models(config.identity_truth), ml_assets()
+    served = [k for k in models.keys if k.path[0] == "marts"] + [k for a in ml for k in a.keys]
     return dg.Definitions(
         assets=[
             *(ingestion_asset(s, partitions) for s in config.sources),
             *(channel_view_asset(c, [s for s in config.sources if s.channel == c]) for c in CONTRACTS),
-            dbt_models(config.identity_truth),
-            *ml_assets(),
+            models,
+            *ml,
+            published_warehouse(served),
+            bi_exports,
         ],
-        jobs=[job],
+        jobs=[job, build],
         schedules=[daily_schedule(job)],
-        sensors=[new_files_sensor(config, job, partitions)],
+        sensors=[new_files_sensor(config, job, partitions), build_after_ingest(job, build)],
         resources={
             "warehouse": DuckDBResource(database=str(env.warehouse), connection_config=env.duckdb_config),
             "dbt": dbt_resource(),
+            "masking": MaskingKey(key=dg.EnvVar(environment.MASKING_KEY)),
         },
     )

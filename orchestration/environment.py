@@ -4,6 +4,9 @@ CRM_SOURCES      sources file (default: the generated sample's, ingestion/exampl
 CRM_WAREHOUSE    DuckDB warehouse file (default: warehouse/crm.duckdb)
 CRM_DUCKDB_MEMORY_LIMIT, CRM_DUCKDB_THREADS   DuckDB limits (default 4GB, all cores); DuckDB
                  spills to a temp folder beside the warehouse beyond the memory limit.
+CRM_KEEP_VERSIONS  published warehouse versions kept (default 3; see serving/publish.py)
+CRM_MASKING_KEY  the deployment's secret for keyed hashes of personal data in exports and the
+                 erasure suppression list; `crm` creates one in warehouse/governance/ if unset
 CRM_ML_CONFIG    YAML overriding the ML settings (ml/config.py); CRM_MODELS_DIR where ML artifacts
                  and cards go (default: models/)
 DAGSTER_HOME     Dagster instance folder holding dagster.yaml (default: .dagster/, set up by `crm`)
@@ -12,6 +15,7 @@ DAGSTER_HOME     Dagster instance folder holding dagster.yaml (default: .dagster
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,22 @@ class Environment:
     warehouse: Path
     memory_limit: str
     threads: int
+    keep_versions: int = 3
+
+    @property
+    def published_dir(self) -> Path:
+        """Read-only versions analysts and exports use (serving/publish.py)."""
+        return self.warehouse.parent / "published"
+
+    @property
+    def exports_dir(self) -> Path:
+        """The BI export of the current version (serving/export.py)."""
+        return self.warehouse.parent / "exports"
+
+    @property
+    def governance_dir(self) -> Path:
+        """Erasure audit log, suppression list and the generated masking key (serving/erasure.py)."""
+        return self.warehouse.parent / "governance"
 
     @property
     def duckdb_config(self) -> dict[str, object]:
@@ -45,6 +65,7 @@ def current() -> Environment:
         warehouse=Path(os.environ.get("CRM_WAREHOUSE", DEFAULT_WAREHOUSE)).resolve(),
         memory_limit=os.environ.get("CRM_DUCKDB_MEMORY_LIMIT", "4GB"),
         threads=int(os.environ.get("CRM_DUCKDB_THREADS", os.cpu_count() or 2)),
+        keep_versions=int(os.environ.get("CRM_KEEP_VERSIONS", 3)),
     )
 
 
@@ -63,3 +84,21 @@ def ensure_dagster_home() -> Path:
     if source.exists() and (not target.exists() or target.read_bytes() != source.read_bytes()):
         shutil.copyfile(source, target)
     return home
+
+
+MASKING_KEY = "CRM_MASKING_KEY"
+
+
+def ensure_masking_key(env: Environment) -> None:
+    """Give this deployment a masking secret when the environment has none: a random key kept in
+    governance/masking.key (mode 600), read into $CRM_MASKING_KEY. Set the variable to manage it
+    yourself; it must not change once exports or erasures used it (their hashes depend on it)."""
+    if os.environ.get(MASKING_KEY):
+        return
+    path = env.governance_dir / "masking.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    os.environ[MASKING_KEY] = path.read_text().strip()

@@ -10,7 +10,9 @@ from ingestion.channels import create_channel_view
 from ingestion.load import LoadError, days_between, load_source
 from ingestion.quality import check_names, validate
 from ingestion.sources import Source, SourcesConfig
+from orchestration import environment
 from orchestration.environment import DUCKDB_POOL
+from serving.erasure import suppression_list
 
 
 def daily_partitions(config: SourcesConfig) -> dg.DailyPartitionsDefinition:
@@ -44,7 +46,8 @@ def ingestion_asset(source: Source, partitions: dg.DailyPartitionsDefinition) ->
         # keep the file open in this process after a failed step.
         with warehouse.get_connection() as con, contextlib.closing(con):
             try:
-                result = load_source(con, source, start, end, bounds, batch_id=context.run.run_id)
+                result = load_source(con, source, start, end, bounds, batch_id=context.run.run_id,
+                                     suppression=suppression_list(environment.current().governance_dir))
             except LoadError as e:
                 raise dg.Failure(description=str(e)) from None
             if result.failed_files:
@@ -63,6 +66,7 @@ def ingestion_asset(source: Source, partitions: dg.DailyPartitionsDefinition) ->
                 "rows_quarantined": result.rows_quarantined,
                 "duplicates_skipped": result.duplicates_skipped,
                 "rows_superseded": result.rows_superseded,
+                "rows_suppressed": result.rows_suppressed,
                 "quarantine_rate": round(result.quarantine_rate, 6),
                 "late_partitions_reloaded": len(result.extra_dates),
                 "batch_id": result.batch_id,

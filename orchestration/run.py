@@ -16,7 +16,7 @@ import dagster as dg
 from ingestion.probe import latest_event_date
 from ingestion.sources import load_sources
 from orchestration import environment
-from orchestration.automation import range_tags
+from orchestration.automation import BUILD_JOB, INGEST_JOB, range_tags
 
 AS_OF_TAG = "crm/as_of"
 
@@ -96,47 +96,56 @@ def run_pipeline(
     if start < config.start_date or end > last:
         raise ValueError(f"partitions run from {config.start_date} to {last}; asked for {start}..{end}")
 
-    job = definitions.resolve_implicit_global_asset_job_def()
-    run_id = str(uuid.uuid4())
-    tags = {**range_tags(start, end), **({AS_OF_TAG: as_of.isoformat()} if as_of else {})}
+    as_of_tag = {AS_OF_TAG: as_of.isoformat()} if as_of else {}
+    runs = [  # ingestion over the partition range, then everything downstream (see automation.py)
+        (definitions.resolve_job_def(INGEST_JOB), {**range_tags(start, end), **as_of_tag}, {}),
+        (definitions.resolve_job_def(BUILD_JOB), as_of_tag, {"ops": {"dbt_models": {"config": {"full_refresh": full_refresh}}}}),
+    ]
+    total = sum(len(job.graph.node_defs) for job, _, _ in runs)
+    results: list[dg.ExecuteInProcessResult] = []
     with dg.DagsterInstance.get() as instance:
-        total = len(job.graph.node_defs)
-        done = threading.Event()
-        outcome: dict[str, object] = {}
+        for job, tags, run_config in runs:
+            done_before = sum(len(j.graph.node_defs) for j, _, _ in runs[: len(results)])
+            result = _execute(instance, job, tags, {"loggers": {"console": {"config": {"log_level": log_level}}}, **run_config},
+                              lambda n: on_progress and on_progress(done_before + n, total))
+            results.append(result)
+            if not result.success:
+                raise RunFailed(_failure_message(result))
+    if on_progress:
+        on_progress(total, total)
 
-        def execute() -> None:
-            try:
-                outcome["result"] = job.execute_in_process(
-                    run_config={
-                        "loggers": {"console": {"config": {"log_level": log_level}}},
-                        "ops": {"dbt_models": {"config": {"full_refresh": full_refresh}}},
-                    },
-                    instance=instance, run_id=run_id, tags=tags, raise_on_error=False,
-                )
-            except BaseException as e:  # surfaced below, in the caller's thread
-                outcome["error"] = e
-            finally:
-                done.set()
-
-        worker = threading.Thread(target=execute, daemon=True)
-        worker.start()
-        while not done.wait(0.5):
-            if on_progress:
-                if instance.has_run(run_id):
-                    stats = instance.get_run_stats(run_id)
-                    on_progress(stats.steps_succeeded + stats.steps_failed, total)
-        if "error" in outcome:
-            raise outcome["error"]  # type: ignore[misc]
-        if on_progress:
-            on_progress(total, total)
-        result: dg.ExecuteInProcessResult = outcome["result"]  # type: ignore[assignment]
-        if not result.success:
-            raise RunFailed(_failure_message(result))
-
-    summary = RunSummary(run_id, start, end, as_of)
-    for event in result.get_asset_materialization_events():
-        mat = event.step_materialization_data.materialization
-        summary.materialized["/".join(mat.asset_key.path)] = {k: v.value for k, v in mat.metadata.items()}
-    for event in result.get_asset_check_evaluations():
-        summary.checks[f"{'/'.join(event.asset_key.path)}:{event.check_name}"] = event.passed
+    summary = RunSummary(results[-1].run_id, start, end, as_of)
+    for result in results:
+        for event in result.get_asset_materialization_events():
+            mat = event.step_materialization_data.materialization
+            summary.materialized["/".join(mat.asset_key.path)] = {k: v.value for k, v in mat.metadata.items()}
+        for event in result.get_asset_check_evaluations():
+            summary.checks[f"{'/'.join(event.asset_key.path)}:{event.check_name}"] = event.passed
     return summary
+
+
+def _execute(instance: dg.DagsterInstance, job: dg.JobDefinition, tags: dict[str, str], run_config: dict,
+             on_steps: Callable[[int], None]) -> dg.ExecuteInProcessResult:
+    """Run `job` in a worker thread, reporting finished steps from the instance meanwhile."""
+    run_id = str(uuid.uuid4())
+    done = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def execute() -> None:
+        try:
+            outcome["result"] = job.execute_in_process(run_config=run_config, instance=instance, run_id=run_id,
+                                                       tags=tags, raise_on_error=False)
+        except BaseException as e:  # surfaced below, in the caller's thread
+            outcome["error"] = e
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=execute, daemon=True)
+    worker.start()
+    while not done.wait(0.5):
+        if instance.has_run(run_id):
+            stats = instance.get_run_stats(run_id)
+            on_steps(stats.steps_succeeded + stats.steps_failed)
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["result"]  # type: ignore[return-value]

@@ -63,7 +63,8 @@ def test_crm_run_materializes_every_asset_through_dagster(sample: GeneratorConfi
             schema, name = table.split("/")
             count = con.execute(f"SELECT count(*) FROM {schema}.{name}").fetchall()[0][0]
             assert count == meta["rows_loaded"] == meta["dagster/row_count"] > 0
-            assert meta["rows_read"] == meta["rows_loaded"] + meta["rows_quarantined"] + meta["duplicates_skipped"] + meta["rows_superseded"]
+            assert meta["rows_read"] == (meta["rows_loaded"] + meta["rows_quarantined"] + meta["duplicates_skipped"]
+                                     + meta["rows_superseded"] + meta["rows_suppressed"])
         assert con.execute("SELECT count(*) FROM raw.quarantine").fetchall()[0][0] > 0
         # Staging keeps every loaded line (one per key) and reads phones in every shape.
         lines = con.execute("SELECT count(*) FROM staging.stg_store__order_lines").fetchall()[0][0]

@@ -1,0 +1,157 @@
+"""Parquet exports of a published version for BI tools, switched in atomically.
+
+An export is a folder of `<table>/` Parquet (zstd) datasets plus `manifest.json`, written last.
+It is written into a new folder beside the old one; then the export's path, a symlink, is renamed
+over to point at it. A BI tool that resolved the old folder keeps reading it: the previous export
+is kept until the next switch. Facts are hive-partitioned by the month of their local date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from serving import publish
+from serving.masking import define_mask, masked_select
+from serving.scopes import scoped_view_name, set_region
+
+MANIFEST = "manifest.json"
+KEEP_EXPORTS = 2  # the current export and the one before it, for readers still on it
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What an export holds; kept in its manifest so an erasure can write it again."""
+
+    kind: str = "bi"  # "bi": every mart and ML table; "audience": one marketing audience
+    region: str | None = None
+    masked: bool = True
+    segment: str | None = None  # audience only
+    channel: str | None = None  # audience only
+
+
+@dataclass
+class Export:
+    path: Path
+    folder: Path
+    manifest: dict = field(default_factory=dict)
+
+
+def _partition_column(name: str, columns: list[tuple[str, str]]) -> str | None:
+    """Facts are partitioned by month of their first local date column."""
+    if not name.startswith("fct_"):
+        return None
+    return next((c for c, t in columns if c.endswith("_local_date") and t == "DATE"), None)
+
+
+def table_queries(con: duckdb.DuckDBPyConnection, spec: ExportSpec, personal: dict[str, set[str]]) -> dict[str, tuple[str, list[str]]]:
+    """table name -> (query, masked columns) for a BI export: every served table, scoped if asked."""
+    queries = {}
+    for schema, table in publish.served_tables(con):
+        if table in queries:
+            raise ValueError(f"two served tables are called {table}: export folders are named by table")
+        relation = scoped_view_name(schema, table) if spec.region else f'"{schema}"."{table}"'
+        queries[table] = masked_select(con, relation, personal.get(f"{schema}.{table}", set()), spec.masked)
+    return queries
+
+
+def write_export(published_dir: Path, warehouse_dir: Path, spec: ExportSpec, personal: dict[str, set[str]],
+                 key: str | None) -> Export:
+    """Export the current published version to its path under `warehouse_dir` (a symlink it owns)."""
+    from serving.audience import audience_query
+
+    queries = audience_query if spec.kind == "audience" else table_queries
+    path = export_path(warehouse_dir, spec)
+    if path.exists() and not path.is_symlink():
+        raise FileExistsError(f"{path} is a real folder: exports own their path; move it away first")
+    source = publish.current(published_dir)
+    root = path.parent / f".{path.name}.versions"
+    folder = root / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True)
+    try:
+        with duckdb.connect(str(source), read_only=True) as con:
+            if spec.masked:
+                define_mask(con, key or "")
+            if spec.region:
+                set_region(con, spec.region)
+            manifest = _write_tables(con, folder, queries(con, spec, personal))
+            pub = con.execute("SELECT version, run_id, as_of_date, published_at FROM serving.publication").fetchall()[0]
+        manifest = {
+            "spec": asdict(spec),
+            "version": pub[0], "run_id": pub[1], "as_of_date": str(pub[2]) if pub[2] else None,
+            "published_at": pub[3].isoformat(), "created_at": dt.datetime.now(dt.UTC).isoformat(),
+            **manifest,
+        }
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")  # last: its presence means complete
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    publish.switch_link(path, folder.relative_to(path.parent))
+    _prune(root, folder)
+    return Export(path, folder, manifest)
+
+
+def _write_tables(con: duckdb.DuckDBPyConnection, folder: Path, queries: dict[str, tuple[str, list[str]]]) -> dict:
+    tables = {}
+    for name, (query, masked_columns) in queries.items():
+        columns = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {query}").fetchall()]
+        by = _partition_column(name, columns)
+        target = folder / name
+        if by:
+            query = f"SELECT *, strftime({by}, '%Y-%m') AS month FROM ({query})"
+            options = "FORMAT parquet, COMPRESSION zstd, PARTITION_BY (month)"
+            out = target
+        else:
+            target.mkdir()
+            options = "FORMAT parquet, COMPRESSION zstd"
+            out = target / "data.parquet"
+        rows = con.execute(f"COPY ({query}) TO '{out}' ({options})").fetchall()[0][0]
+        tables[name] = {
+            "path": f"{name}/", "rows": rows, "partitioned_by": "month" if by else None,
+            "columns": [{"name": c, "type": t} for c, t in columns], "masked_columns": masked_columns,
+        }
+    return {"tables": tables}
+
+
+def _prune(root: Path, keep: Path) -> None:
+    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name)
+    for old in [p for p in folders if p != keep][: max(len(folders) - KEEP_EXPORTS, 0)]:
+        shutil.rmtree(old)
+
+
+def read_manifest(path: Path) -> dict:
+    return json.loads((path / MANIFEST).read_text())
+
+
+def known_exports(warehouse_dir: Path) -> list[Path]:
+    """Every export path under the warehouse folder (each a symlink to a folder with a manifest)."""
+    found = []
+    for link in [warehouse_dir / "exports", *warehouse_dir.glob("exports_region/*"), *warehouse_dir.glob("audiences/*")]:
+        if link.is_symlink() and (link / MANIFEST).exists():
+            found.append(link)
+    return found
+
+
+def drop_all_but_current(path: Path) -> None:
+    """After an erasure: older exports still hold the person, so only the current one stays."""
+    current = path.resolve()
+    root = path.parent / f".{path.name}.versions"
+    for old in root.iterdir():
+        if old.is_dir() and old.resolve() != current:
+            shutil.rmtree(old)
+
+
+def export_path(warehouse_dir: Path, spec: ExportSpec) -> Path:
+    """Where an export of this spec lives: exports/, exports_region/<region>/, audiences/<segment>_<channel>/."""
+    if spec.kind == "audience":
+        return warehouse_dir / "audiences" / f"{spec.segment}_{spec.channel}{'_' + spec.region if spec.region else ''}".replace("/", "-").replace(" ", "_")
+    if spec.region:
+        return warehouse_dir / "exports_region" / spec.region.replace("/", "-")
+    return warehouse_dir / "exports"
+

@@ -1,0 +1,145 @@
+"""Publish the build database as an immutable, read-only version, switched in atomically.
+
+DuckDB allows one writer per file and that writer locks readers out, so the pipeline writes
+`warehouse/crm.duckdb` (the build file) and analysts never open it. After a run's assets and checks
+succeed, the build file is copied to `published/versions/<version>.duckdb` and the symlink
+`published/current.duckdb` is replaced by one pointing at it (`rename` is atomic). A reader resolves
+the link once, so it sees one whole version; a failed or killed run never reaches this step and
+leaves `current.duckdb` as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+CURRENT = "current.duckdb"
+VERSIONS = "versions"
+# Tables a published version describes in serving.table_counts: what analysts and exports read.
+SERVED_SCHEMAS = ("marts", "ml")
+
+
+@dataclass(frozen=True)
+class Publication:
+    version: int
+    path: Path
+    run_id: str
+    as_of_date: dt.date | None
+    published_at: dt.datetime
+    row_counts: dict[str, int]  # "schema.table" -> rows
+    size_bytes: int
+    pruned: list[str]
+
+
+class NothingPublished(FileNotFoundError):
+    """No version has been published in this folder yet."""
+
+
+def current(published_dir: Path) -> Path:
+    """The file of the current version (the link resolved), for one consistent read."""
+    link = published_dir / CURRENT
+    if not link.is_symlink():
+        raise NothingPublished(f"nothing published in {published_dir} yet: run `crm run` first")
+    return link.resolve(strict=True)
+
+
+def connect(published_dir: Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the current version; it keeps reading that version to the end."""
+    return duckdb.connect(str(current(published_dir)), read_only=True)
+
+
+def served_tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    """(schema, table) of every base table analysts and BI tools are served, in a stable order."""
+    return con.execute(
+        "SELECT table_schema, table_name FROM information_schema.tables "
+        "WHERE table_type = 'BASE TABLE' AND table_schema = ANY(?) ORDER BY 1, 2",
+        [list(SERVED_SCHEMAS)],
+    ).fetchall()
+
+
+def publish(build: Path, published_dir: Path, run_id: str, as_of_date: dt.date | None, keep: int = 3,
+            prepare=None) -> Publication:
+    """Copy the build file to a new version, describe it inside, switch `current.duckdb` to it, prune.
+
+    `prepare(con)` may add to the copy before it is switched in (the region views). The caller
+    guarantees no one writes the build file meanwhile (the writer pool does).
+    """
+    with duckdb.connect(str(build)) as con:
+        con.execute("CHECKPOINT")  # everything in the main file, nothing left in the WAL
+    return add_version(build, published_dir, run_id, as_of_date, keep, change=prepare)
+
+
+def add_version(source: Path, published_dir: Path, run_id: str, as_of_date: dt.date | None, keep: int = 3,
+                change=None) -> Publication:
+    """Copy `source` to the next version, let `change(con)` edit the copy (erasure does), record
+    what it holds in `serving.publication`/`serving.table_counts`, then switch to it and prune."""
+    versions = published_dir / VERSIONS
+    versions.mkdir(parents=True, exist_ok=True)
+    with open(published_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a publish and an erasure never number or switch at once
+        version = 1 + max((int(p.stem) for p in versions.glob("*.duckdb") if p.stem.isdigit()), default=0)
+        final = versions / f"{version:06d}.duckdb"
+        partial = versions / f".{version:06d}.partial"
+        shutil.copyfile(source, partial)
+        published_at = dt.datetime.now(dt.UTC)
+        try:
+            with duckdb.connect(str(partial)) as con:
+                if change is not None:
+                    change(con)
+                counts = _describe(con, version, run_id, as_of_date, published_at)
+                con.execute("CHECKPOINT")
+            with open(partial, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(partial, final)
+        finally:
+            partial.unlink(missing_ok=True)
+        switch_link(published_dir / CURRENT, Path(VERSIONS) / final.name)
+        pruned = prune(published_dir, keep)
+    return Publication(version, final, run_id, as_of_date, published_at, counts, final.stat().st_size, pruned)
+
+
+def _describe(con: duckdb.DuckDBPyConnection, version: int, run_id: str, as_of_date: dt.date | None,
+              published_at: dt.datetime) -> dict[str, int]:
+    counts = {f"{s}.{t}": con.execute(f'SELECT count(*) FROM "{s}"."{t}"').fetchall()[0][0] for s, t in served_tables(con)}
+    con.execute(
+        """
+        CREATE SCHEMA IF NOT EXISTS serving;
+        CREATE OR REPLACE TABLE serving.publication (
+            version INTEGER, run_id VARCHAR, as_of_date DATE, published_at TIMESTAMPTZ);
+        CREATE OR REPLACE TABLE serving.table_counts (table_name VARCHAR, row_count BIGINT);
+        """
+    )
+    con.execute("INSERT INTO serving.publication VALUES (?, ?, ?, ?)", [version, run_id, as_of_date, published_at])
+    if counts:
+        con.executemany("INSERT INTO serving.table_counts VALUES (?, ?)", list(counts.items()))
+    return counts
+
+
+def switch_link(link: Path, target: Path) -> None:
+    """Point `link` at `target` atomically: a new link renamed over the old one."""
+    temporary = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}")
+    os.symlink(target, temporary)
+    os.replace(temporary, link)
+
+
+def prune(published_dir: Path, keep: int) -> list[str]:
+    """Delete all but the newest `keep` versions (never the current one). A reader that has an old
+    version open keeps reading it: the file goes when the last reader closes it."""
+    kept = versions(published_dir)
+    live = current(published_dir)
+    doomed = [p for p in kept[: max(len(kept) - max(keep, 1), 0)] if p.resolve() != live]
+    for p in doomed:
+        p.unlink()
+    return [p.name for p in doomed]
+
+
+def versions(published_dir: Path) -> list[Path]:
+    """Every kept version, oldest first."""
+    return sorted(p for p in (published_dir / VERSIONS).glob("*.duckdb") if p.stem.isdigit())
