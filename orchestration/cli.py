@@ -140,6 +140,7 @@ WAREHOUSE_OPTION = typer.Option(help="Build warehouse file; published versions a
 @app.command()
 def sql(
     query: Annotated[Optional[str], typer.Argument(help="SQL to run; leave out for an interactive shell.")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", help="Run the SQL in this file (e.g. warehouse/queries/*.sql).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
     warehouse: Annotated[Optional[Path], WAREHOUSE_OPTION] = None,
 ) -> None:
@@ -150,6 +151,8 @@ def sql(
     from serving.query import render, shell
 
     env = _serving_env(warehouse)
+    if file:
+        query = file.read_text()
     try:
         con = publish.connect(env.published_dir)
     except (publish.NothingPublished, duckdb.Error) as e:

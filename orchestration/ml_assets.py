@@ -25,7 +25,7 @@ def ml_asset(name: str) -> dg.AssetsDefinition:
     def _table(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         tag = context.run.tags.get(AS_OF_TAG)
         with warehouse.get_connection() as con, contextlib.closing(con):
-            ctx = RunContext(dt.date.fromisoformat(tag) if tag else latest_order_date(con), context.run_id)
+            ctx = RunContext(dt.date.fromisoformat(tag) if tag else latest_order_date(con), context.run.run_id)
             try:
                 out = build(con, name, ctx, load_config())
             except NotEnoughHistory as e:  # nothing written (and said so), rather than a made-up table

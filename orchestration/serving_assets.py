@@ -32,7 +32,7 @@ def published_warehouse(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
         env = environment.current()
         tag = context.run.tags.get(AS_OF_TAG)
         personal = personal_columns(dbt_project().manifest_path)
-        pub = publish(env.warehouse, env.published_dir, context.run_id, dt.date.fromisoformat(tag) if tag else None,
+        pub = publish(env.warehouse, env.published_dir, context.run.run_id, dt.date.fromisoformat(tag) if tag else None,
                       keep=env.keep_versions, prepare=lambda con: create_scope_views(con, personal))
         return dg.MaterializeResult(metadata={
             "version": pub.version, "path": dg.MetadataValue.path(str(pub.path)),

@@ -23,7 +23,7 @@ def render(con: duckdb.DuckDBPyConnection, query: str, fmt: str = "table") -> st
     if fmt == "table":
         return str(relation)
     frame = relation.pl()
-    return frame.write_csv() if fmt == "csv" else frame.write_json()
+    return frame.write_csv().rstrip("\n") if fmt == "csv" else frame.write_json()
 
 
 def shell(con: duckdb.DuckDBPyConnection, read: Callable[[str], str], write: Callable[[str], None], fmt: str = "table") -> None:

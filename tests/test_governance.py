@@ -1,0 +1,290 @@
+"""Protection of customer data, on the grown sample after real Dagster runs: masked Parquet exports
+read back with pyarrow, region scopes, consent audiences from SCD2 history, and erasure."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hmac
+import json
+import os
+import shutil
+from hashlib import sha256
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import polars.selectors as cs
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+
+from ingestion.generator import GeneratorConfig
+from orchestration.dbt_assets import dbt_project
+from orchestration.run import run_pipeline
+from serving import publish
+from serving.audience import audience_query
+from serving.erasure import ErasureRequest, find_customer_keys
+from serving.export import ExportSpec, known_exports, read_manifest, write_export
+from serving.masking import MaskingKeyMissing, personal_columns
+from tests.conftest import Grown, sources_for
+from tests.test_serving import crm
+
+
+@pytest.fixture(scope="module")
+def deployment(grown: Grown, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of the grown deployment: build file, published versions, exports, extracts."""
+    root = tmp_path_factory.mktemp("governed") / "w"
+    shutil.copytree(grown.warehouse.parent, root, symlinks=True)
+    sources_for(root / "extracts", root / "sources.yml")
+    # The loader remembers the files it read by path: point its lineage at the copied extracts.
+    with duckdb.connect(str(root / "crm.duckdb")) as con:
+        old, new = str(grown.warehouse.parent / "extracts"), str(root / "extracts")
+        for table, column in con.execute("SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'raw' "
+                                         "AND column_name IN ('_file', 'file') AND table_name IN (SELECT table_name FROM "
+                                         "information_schema.tables WHERE table_schema = 'raw' AND table_type = 'BASE TABLE')").fetchall():
+            con.execute(f"UPDATE raw.{table} SET {column} = replace({column}, ?, ?)", [old, new])
+    return root
+
+
+@pytest.fixture(scope="module")
+def env(deployment: Path) -> dict[str, str]:
+    return {"CRM_WAREHOUSE": str(deployment / "crm.duckdb"), "CRM_SOURCES": str(deployment / "sources.yml")}
+
+
+def read_export(folder: Path) -> pa.Table:
+    partitioning = "hive" if any(p.name.startswith("month=") for p in folder.iterdir()) else None
+    return ds.dataset(folder, format="parquet", partitioning=partitioning).to_table()
+
+
+def _same_type(got: pa.DataType, expected: pa.DataType) -> bool:
+    """Equal types; zone-aware timestamps agree whatever the zone's name (UTC, Etc/UTC)."""
+    if pa.types.is_timestamp(got) and pa.types.is_timestamp(expected):
+        return got.unit == expected.unit and (got.tz is None) == (expected.tz is None)
+    if pa.types.is_large_string(got) or pa.types.is_string_view(got):
+        got = pa.string()
+    return got == expected
+
+
+def _utc(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(cs.datetime(time_zone="*").dt.convert_time_zone("UTC"))
+
+
+def published(deployment: Path, sql: str, params: list | None = None) -> list[tuple]:
+    with publish.connect(deployment / "published") as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def test_bi_export_reads_back_with_its_types_and_personal_data_masked(deployment: Path) -> None:
+    exports = deployment / "exports"
+    manifest = read_manifest(exports)
+    key = os.environ["CRM_MASKING_KEY"]
+    personal = personal_columns(dbt_project().manifest_path)
+    assert manifest["version"] == published(deployment, "SELECT version FROM serving.publication")[0][0]
+    with publish.connect(deployment / "published") as con:
+        tables = publish.served_tables(con)
+        assert sorted(manifest["tables"]) == sorted(t for _, t in tables) and len(tables) >= 17
+        for schema, table in tables:
+            exported = read_export(exports / table)
+            if manifest["tables"][table]["partitioned_by"]:
+                assert exported.column_names[-1] == "month"
+                exported = exported.drop_columns(["month"])
+            original = con.sql(f'SELECT * FROM "{schema}"."{table}"').arrow()
+            if hasattr(original, "read_all"):
+                original = original.read_all()
+            assert exported.num_rows == original.num_rows == manifest["tables"][table]["rows"]
+            masked = set(manifest["tables"][table]["masked_columns"])
+            assert masked == personal.get(f"{schema}.{table}", set()) & set(original.column_names)
+            for name in original.column_names:  # types intact; masked columns are hex strings
+                expected = pa.string() if name in masked else original.schema.field(name).type
+                assert _same_type(exported.schema.field(name).type, expected), (table, name)
+            clear = _utc(pl.from_arrow(original.drop_columns(sorted(masked))))
+            back = _utc(pl.from_arrow(exported.select(clear.columns)))
+            assert clear.sort(clear.columns, nulls_last=True).equals(back.sort(back.columns, nulls_last=True)), table
+        lines = read_export(exports / "fct_order_lines")
+        assert lines.schema.field("net_amount").type == pa.decimal128(18, 4)
+        assert lines.schema.field("ordered_local_date").type == pa.date32()
+        # Keyed hashes: HMAC-SHA256 with the deployment's key, the same in every table.
+        emails = dict(con.execute("SELECT customer_version_key, email FROM marts.dim_customer WHERE email IS NOT NULL").fetchall())
+        clear_names = {r[0] for r in con.execute("SELECT full_name FROM marts.dim_customer WHERE full_name IS NOT NULL").fetchall()}
+    customers = pl.from_arrow(read_export(exports / "dim_customer"))
+    for version_key, email in list(emails.items())[:50]:
+        masked_email = customers.filter(pl.col("customer_version_key") == version_key)["email"][0]
+        assert masked_email == hmac.new(key.encode(), email.encode(), sha256).hexdigest()
+    # No clear email or name anywhere in any exported file.
+    for table in manifest["tables"]:
+        frame = pl.from_arrow(read_export(exports / table))
+        for name, dtype in frame.schema.items():
+            if dtype == pl.String:
+                values = set(frame[name].drop_nulls())
+                assert not values & set(emails.values()) and not values & clear_names, (table, name)
+
+
+def test_unmasked_export_needs_its_flag_and_is_audited(deployment: Path, env: dict[str, str]) -> None:
+    personal = personal_columns(dbt_project().manifest_path)
+    with pytest.raises(MaskingKeyMissing):
+        write_export(deployment / "published", deployment, ExportSpec(region="Sichuan"), personal, key=None)
+    done = crm("export", "--region", "Sichuan", "--unmasked", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "unmasked" in done.stderr.lower()
+    audit = [json.loads(line) for line in (deployment / "governance" / "audit.jsonl").read_text().splitlines()]
+    assert audit[-1]["event"] == "unmasked_export" and audit[-1]["spec"]["region"] == "Sichuan" and audit[-1]["by"]
+    customers = pl.from_arrow(read_export(deployment / "exports_region" / "Sichuan" / "dim_customer"))
+    assert customers["email"].drop_nulls().str.contains("@").all()
+    assert read_manifest(deployment / "exports_region" / "Sichuan")["tables"]["dim_customer"]["masked_columns"] == []
+    again = crm("export", "--region", "Sichuan", env=env)  # masked again: the default
+    assert again.returncode == 0 and not read_export(deployment / "exports_region" / "Sichuan" / "dim_customer").column("email").to_pylist()[0].count("@")
+
+
+def test_region_export_holds_only_that_regions_customers(deployment: Path, env: dict[str, str]) -> None:
+    regions = published(deployment, "SELECT region, count(*) FROM marts.dim_customer WHERE is_current AND region IS NOT NULL "
+                                     "GROUP BY 1 ORDER BY 2 DESC, 1")
+    region = regions[0][0]
+    assert len(regions) > 3
+    done = crm("export", "--region", region, env=env)
+    assert done.returncode == 0, done.stderr
+    theirs = {r[0] for r in published(deployment, "SELECT customer_key FROM marts.dim_customer WHERE is_current AND region = ?", [region])}
+    everyone = {r[0] for r in published(deployment, "SELECT customer_key FROM marts.dim_customer")}
+    folder = deployment / "exports_region" / region
+    manifest = read_manifest(folder)
+    keyed = 0
+    for table in manifest["tables"]:
+        frame = read_export(folder / table)
+        if "customer_key" in frame.column_names:
+            keys = set(frame.column("customer_key").to_pylist())
+            assert keys <= theirs, f"{table}: {len(keys - theirs)} keys of other regions"
+            keyed += 1
+    assert keyed >= 10 and len(everyone - theirs) > 0
+    assert set(read_export(folder / "dim_customer").column("customer_key").to_pylist()) == theirs
+    orders = published(deployment, "SELECT count(*) FROM marts.fct_orders WHERE customer_key IN "
+                                   "(SELECT customer_key FROM marts.dim_customer WHERE is_current AND region = ?)", [region])[0][0]
+    assert manifest["tables"]["fct_orders"]["rows"] == orders > 0
+    assert crm("export", "--region", "Atlantis", env=env).stderr.count(region) == 1  # an unknown region lists the known ones
+    # The same rule as SQL views for analysts.
+    scoped = published(deployment, f"SET VARIABLE crm_region = '{region}'; SELECT count(*) FROM scoped.fct_orders")
+    assert scoped[0][0] == orders
+
+
+def _expected_audience(con: duckdb.DuckDBPyConnection, segment: str, as_of: dt.date) -> set[str]:
+    """Independently: the segment's customers whose version in force at the end of `as_of` consents and has an email."""
+    rfm = con.sql("SELECT customer_key, as_of_date FROM ml.rfm_segments WHERE segment = ?", params=[segment]).pl()
+    rfm = rfm.filter(pl.col("as_of_date") == rfm.filter(pl.col("as_of_date") <= as_of)["as_of_date"].max())
+    versions = con.sql("SELECT customer_key, valid_from, valid_to, has_marketing_consent, email FROM marts.dim_customer").pl()
+    end = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time())
+    in_force = versions.filter((pl.col("valid_from") < end) & (pl.col("valid_to").is_null() | (pl.col("valid_to") >= end)))
+    allowed = in_force.filter(pl.col("has_marketing_consent") & pl.col("email").is_not_null())
+    return set(rfm["customer_key"]) & set(allowed["customer_key"])
+
+
+def test_audience_uses_consent_as_of_the_as_of_date(deployment: Path, env: dict[str, str], sample: GeneratorConfig,
+                                                    tmp_path: Path) -> None:
+    segment = published(deployment, "SELECT segment FROM ml.rfm_segments GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1")[0][0]
+    done = crm("audience", "--segment", segment, "--channel", "email", env=env)
+    assert done.returncode == 0, done.stderr
+    folder = next(p for p in (deployment / "audiences").iterdir() if p.is_symlink())
+    audience = pl.from_arrow(read_export(folder / "audience"))
+    as_of = dt.date.fromisoformat(read_manifest(folder)["as_of_date"])
+    with publish.connect(deployment / "published") as con:
+        expected = _expected_audience(con, segment, as_of)
+        in_segment = {r[0] for r in con.execute(
+            "SELECT customer_key FROM ml.rfm_segments WHERE segment = ? AND as_of_date = ?", [segment, as_of]).fetchall()}
+    assert set(audience["customer_key"]) == expected and 0 < len(expected) < len(in_segment)  # consent excludes some
+    assert audience["contact"].str.len_chars().eq(64).all()  # masked
+    # As of an earlier date, the consent then in force decides, not today's.
+    copy = tmp_path / "earlier.duckdb"
+    shutil.copyfile(publish.current(deployment / "published"), copy)
+    earlier = sample.start + dt.timedelta(days=20)
+    with duckdb.connect(str(copy)) as con:
+        con.execute("UPDATE serving.publication SET as_of_date = ?", [earlier])
+        query, _ = audience_query(con, ExportSpec(kind="audience", segment=segment, channel="email", masked=False), {})["audience"]
+        then = {r[0] for r in con.execute(f"SELECT customer_key FROM ({query})").fetchall()}
+        assert then == _expected_audience(con, segment, earlier) and then
+        changed = con.execute("""
+            SELECT count(DISTINCT customer_key) FROM marts.dim_customer
+            GROUP BY customer_key HAVING count(DISTINCT has_marketing_consent) > 1""").fetchall()
+    assert changed, "the sample has customers whose consent changed"
+    bad = crm("audience", "--segment", "Nobody", env=env)
+    assert bad.returncode == 1 and segment in bad.stderr
+
+
+def test_forget_erases_one_person_everywhere_and_keeps_them_out(deployment: Path, env: dict[str, str],
+                                                                sample: GeneratorConfig, tmp_path: Path) -> None:
+    build = deployment / "crm.duckdb"
+    truth = pl.read_csv(deployment / "truth" / "identity.csv", infer_schema_length=0)
+    with duckdb.connect(str(build), read_only=True) as con:
+        # A customer seen in several channels, with an email and a phone, history first.
+        key, email, ref = con.execute("""
+            SELECT c.customer_key, c.email, c.customer_ref FROM marts.customer_360 AS s
+            INNER JOIN marts.dim_customer AS c ON c.customer_key = s.customer_key AND c.is_current
+            WHERE s.channel_count >= 2 AND c.email IS NOT NULL AND c.phone_e164 IS NOT NULL AND c.customer_ref IS NOT NULL
+            ORDER BY c.version_number DESC, s.channel_count DESC, s.calls + s.social_interactions DESC, c.customer_key
+            LIMIT 1""").fetchall()[0]
+        phone = con.execute("SELECT phone_e164 FROM marts.dim_customer WHERE customer_key = ? AND is_current", [key]).fetchall()[0][0]
+        spaced = f"{phone[:3]} {phone[3:6]}-{phone[6:10]}-{phone[10:]}"
+        assert find_customer_keys(con, ErasureRequest(phone=spaced)) == [key]  # any phone format finds them
+        assert find_customer_keys(con, ErasureRequest(email=email.upper())) == [key]
+    person = truth.filter((pl.col("record_type") == "profile") & (pl.col("source_record_id") == ref))["person_id"][0]
+    records = truth.filter(pl.col("person_id") == person)
+    before = tmp_path / "before.duckdb"
+    shutil.copyfile(build, before)
+
+    done = crm("forget", "--email", email, "--by", "dpo@example.com", env=env)
+    assert done.returncode == 0, done.stderr
+
+    with duckdb.connect(str(build), read_only=True) as con:
+        con.execute(f"ATTACH '{before}' AS before (READ_ONLY)")
+        tables = con.execute("""SELECT table_schema, table_name FROM information_schema.tables
+                                WHERE table_catalog = 'crm' AND table_type = 'BASE TABLE' AND table_schema <> 'serving'""").fetchall()
+        removed_keyed = 0
+        for schema, table in tables:
+            added = con.execute(f'SELECT count(*) FROM (SELECT * FROM crm."{schema}"."{table}" EXCEPT ALL '
+                                f'SELECT * FROM before."{schema}"."{table}")').fetchall()[0][0]
+            assert added == 0, f"{schema}.{table} has rows it did not have"  # nobody else's rows change
+            gone = con.sql(f'SELECT * FROM before."{schema}"."{table}" EXCEPT ALL SELECT * FROM crm."{schema}"."{table}"').pl()
+            if "customer_key" in gone.columns:
+                assert set(gone["customer_key"]) <= {key}, f"{schema}.{table} lost other customers' rows"
+                left = con.execute(f'SELECT count(*) FROM crm."{schema}"."{table}" WHERE customer_key = ?', [key]).fetchall()[0][0]
+                assert left == 0, f"{schema}.{table} still holds the person"
+                removed_keyed += gone.height
+        assert removed_keyed > 20
+        # Raw: every removed row is one of the person's true records, and none of theirs is left.
+        theirs = {(r["record_type"], r["source_record_id"].lower()) for r in records.iter_rows(named=True)}
+        raw = {"pos_receipt_lines": ("order", "order_id"), "web_events": ("web_cookie", "cookie_id"),
+               "call_center_calls": ("call", "call_id"), "customer_profiles": ("profile", "customer_ref"),
+               "social_interactions": ("social_account", "platform || ':' || handle")}
+        for table, (record_type, record_id) in raw.items():
+            def ids(catalog: str, table=table, record_id=record_id, record_type=record_type) -> list[tuple[str, str]]:
+                return [(record_type, str(r[0]).strip().lower()) for r in con.execute(
+                    f"SELECT {record_id} FROM {catalog}.raw.{table} WHERE {record_id} IS NOT NULL").fetchall()]
+            removed = set(ids("before")) - set(ids("crm"))
+            assert removed <= theirs, f"raw.{table} lost records of other persons: {sorted(removed - theirs)[:3]}"
+            assert not set(ids("crm")) & theirs, f"raw.{table} still holds the person's records"
+        assert con.execute("SELECT count(*) FROM raw.web_events WHERE lower(email) LIKE ?", [f"%{email}%"]).fetchall()[0][0] == 0
+
+    # Published versions and exports: one new version, no trace of the person, audit without their data.
+    assert [p.name for p in publish.versions(deployment / "published")] == [publish.current(deployment / "published").name]
+    assert published(deployment, "SELECT count(*) FROM marts.dim_customer WHERE customer_key = ? OR email = ?", [key, email])[0][0] == 0
+    masked_email = hmac.new(os.environ["CRM_MASKING_KEY"].encode(), email.encode(), sha256).hexdigest()
+    for manifest in (deployment).glob("**/manifest.json"):
+        for table in json.loads(manifest.read_text())["tables"]:
+            frame = pl.from_arrow(read_export(manifest.parent / table))
+            for column in ("customer_key", "email", "contact"):
+                if column in frame.columns:
+                    assert not frame[column].is_in([key, masked_email, email]).any(), (manifest, table, column)
+    for folder in known_exports(deployment):
+        assert len(list((folder.parent / f".{folder.name}.versions").iterdir())) == 1  # older exports deleted
+    audit_text = (deployment / "governance" / "audit.jsonl").read_text()
+    entry = [json.loads(line) for line in audit_text.splitlines()][-1]
+    assert entry["event"] == "erasure" and entry["requested_by"] == "dpo@example.com" and entry["customers"] == 1
+    assert entry["identifier"]["keyed_hash"] == masked_email and sum(entry["rows_removed"].values()) > 20
+    assert email not in audit_text and key not in audit_text
+    with (deployment / "governance" / "suppression.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == entry["rows_suppressed"] > 0
+
+    # Re-loading every landed file does not bring them back.
+    summary = run_pipeline(deployment / "sources.yml", build, start=sample.start)
+    assert sum(m.get("rows_suppressed", 0) for m in summary.materialized.values()) == entry["rows_suppressed"]
+    with duckdb.connect(str(build), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM raw.customer_profiles WHERE customer_ref = ?", [ref]).fetchall()[0][0] == 0
+        assert con.execute("SELECT count(*) FROM marts.dim_customer WHERE email = ?", [email]).fetchall()[0][0] == 0
+    assert published(deployment, "SELECT count(*) FROM marts.dim_customer WHERE email = ?", [email])[0][0] == 0
