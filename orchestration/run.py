@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from orchestration import environment
 from orchestration.automation import BUILD_JOB, INGEST_JOB, range_tags
 
 AS_OF_TAG = "crm/as_of"
+PID_TAG, HOST_TAG = "crm/pid", "crm/host"  # which process runs it, to notice when one was killed
 
 
 class RunFailed(RuntimeError):
@@ -104,6 +106,7 @@ def run_pipeline(
     total = sum(len(job.graph.node_defs) for job, _, _ in runs)
     results: list[dg.ExecuteInProcessResult] = []
     with dg.DagsterInstance.get() as instance:
+        release_abandoned_runs(instance)
         for job, tags, run_config in runs:
             done_before = sum(len(j.graph.node_defs) for j, _, _ in runs[: len(results)])
             result = _execute(instance, job, tags, {"loggers": {"console": {"config": {"log_level": log_level}}}, **run_config},
@@ -124,9 +127,43 @@ def run_pipeline(
     return summary
 
 
+def release_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed the in-process runs whose process is gone (killed, crashed) and free their slots.
+
+    A run in the `duckdb_writer` pool holds the pool's one slot until it ends; a killed `crm run`
+    never ends, so without this every later run would wait for that slot forever. (Runs launched
+    by the Dagster daemon are watched by its run monitoring instead.)
+    """
+    released = []
+    records = instance.get_run_records(filters=dg.RunsFilter(
+        statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING], tags={HOST_TAG: socket.gethostname()}))
+    for record in records:
+        run = record.dagster_run
+        pid = int(run.tags.get(PID_TAG, "0"))
+        if pid and pid != os.getpid() and not _alive(pid):
+            instance.report_run_failed(run, f"the process that ran it (pid {pid}) is gone: killed or crashed")
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            released.append(run.run_id)
+    return released
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _execute(instance: dg.DagsterInstance, job: dg.JobDefinition, tags: dict[str, str], run_config: dict,
              on_steps: Callable[[int], None]) -> dg.ExecuteInProcessResult:
     """Run `job` in a worker thread, reporting finished steps from the instance meanwhile."""
+    # Both threads query the instance's SQLite storage; SQLAlchemy's ORM imports parts of itself on
+    # first use, and two threads doing that at once fail with a circular import. Import it here.
+    import sqlalchemy.orm  # noqa: F401
+
     run_id = str(uuid.uuid4())
     done = threading.Event()
     outcome: dict[str, object] = {}
@@ -140,6 +177,7 @@ def _execute(instance: dg.DagsterInstance, job: dg.JobDefinition, tags: dict[str
         finally:
             done.set()
 
+    tags = {**tags, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     worker = threading.Thread(target=execute, daemon=True)
     worker.start()
     while not done.wait(0.5):

@@ -47,6 +47,15 @@ def test_definitions_expose_every_source_as_a_checked_asset(definitions: dg.Defi
     assert checks["keys_not_null"] and checks["quarantine_rate"] and not checks["row_count_positive"]
     assert definitions.resolve_schedule_def("ingest_daily").cron_schedule == "0 2 * * *"
     assert definitions.resolve_sensor_def("new_extract_files") is not None
+    # Everything downstream of ingestion runs as its own unpartitioned job, started after ingestion.
+    assert definitions.resolve_sensor_def("build_after_ingest") is not None
+    build = definitions.resolve_job_def("build_warehouse")
+    publish = definitions.resolve_assets_def(dg.AssetKey(["serving", "published_warehouse"]))
+    assert publish.op.pool == DUCKDB_POOL and specs[("serving", "published_warehouse")].group_name == "serving"
+    upstream = {d.asset_key for d in specs[("serving", "published_warehouse")].deps}
+    assert {dg.AssetKey(["marts", "fct_orders"]), dg.AssetKey(["ml", "churn_scores"])} <= upstream
+    assert dg.AssetKey(["serving", "published_warehouse"]) in {d.asset_key for d in specs[("serving", "bi_exports")].deps}
+    assert "raw__web_events" not in {n.name for n in build.graph.node_defs}
 
 
 def test_crm_run_materializes_every_asset_through_dagster(sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path) -> None:

@@ -13,12 +13,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
 
 from ingestion.generator import GeneratorConfig
 from orchestration.environment import REPO_ROOT
-from orchestration.run import run_pipeline
+from orchestration.run import PID_TAG, run_pipeline
 from serving import publish
 from tests.conftest import Grown, sources_for
 
@@ -106,6 +107,9 @@ def test_analysts_read_whole_versions_during_a_run_and_a_killed_run_publishes_no
     again = crm("run", env=env)
     assert again.returncode == 0, again.stderr
     assert publish.current(published).name == "000003.duckdb"
+    with dg.DagsterInstance.get() as instance:  # the killed run was marked failed and its pool slot freed
+        killed_runs = instance.get_runs(filters=dg.RunsFilter(tags={PID_TAG: str(killed.pid)}))
+        assert {r.job_name: r.status for r in killed_runs}["build_warehouse"] == dg.DagsterRunStatus.FAILURE
     marts = lambda sums: {t: v for t, v in sums.items() if t.startswith("marts.")}  # ML rows carry their run's id
     assert marts(checksum(publish.current(published))) == marts(before)  # same data, same marts
 
