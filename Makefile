@@ -1,7 +1,7 @@
 # Everything installs itself: uv (from PyPI, if missing), then the locked environment (uv.lock).
 UV := python3 -m uv
 
-.PHONY: setup demo test dev clean
+.PHONY: setup demo test dev bench clean
 
 setup:
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv>=0.9"
@@ -21,5 +21,13 @@ dev: setup
 	mkdir -p .dagster && cp dagster.yaml .dagster/dagster.yaml
 	DAGSTER_HOME=$(CURDIR)/.dagster $(UV) run dagster dev -m orchestration.definitions
 
+# The pipeline benchmark (bench/pipeline.py): SCALE=S (10k customers), M (100k) or L (1M).
+SCALE ?= S
+bench: setup
+	$(UV) run python bench/pipeline.py --scale $(SCALE)
+
+# Removes the demo's data and history; keeps warehouse/governance/ (audit log, suppression list, key).
 clean:
-	rm -rf warehouse/crm.duckdb warehouse/crm.duckdb.wal warehouse/sample warehouse/.duckdb_tmp .dagster
+	rm -rf warehouse/crm.duckdb warehouse/crm.duckdb.wal warehouse/sample warehouse/.duckdb_tmp .dagster \
+		warehouse/published warehouse/exports warehouse/.exports.versions warehouse/exports_region \
+		warehouse/audiences

@@ -50,7 +50,7 @@ def generate(
     out: Annotated[Path, typer.Option(help="Output folder: extracts/ and truth/ are written in it.")] = environment.DEFAULT_SAMPLE_OUT,
 ) -> None:
     """Write realistic sample extracts of all five channels, with planted structure, mess and ground truth."""
-    from ingestion.generator import GeneratorConfig, generate as run_generator
+    from ingestion.generator import GeneratorConfig, generate as run_generator, sources_file_for
 
     try:
         cfg = GeneratorConfig(out=out.resolve(), customers=customers, days=days, seed=seed, start=_date(start, "--start"))
@@ -59,9 +59,10 @@ def generate(
             summary = run_generator(cfg, on_day=lambda d: progress.update(task, completed=d + 1))
     except (OSError, ValueError) as e:
         _fail(e)
+    sources = sources_file_for(cfg.extracts, cfg.out / "sources.yml")
     console.print(
         f"Wrote {summary['files']:,} files ({summary['bytes'] / 2**20:,.0f} MiB) to {cfg.extracts}; "
-        f"ground truth in {cfg.truth}"
+        f"ground truth in {cfg.truth}; run them with `crm run --sources {sources}`"
     )
 
 
@@ -96,7 +97,7 @@ def run(
         table.add_column(col, justify="left" if col == "asset" else "right", no_wrap=True)
     for asset, meta in summary.materialized.items():
         checks = [ok for name, ok in summary.checks.items() if name.startswith(asset + ":")]
-        rows = meta.get("rows_loaded", meta.get("dagster/row_count", ""))
+        rows = meta.get("rows_loaded", meta.get("dagster/row_count", "not built" if meta.get("built") is False else ""))
         table.add_row(asset, f"{rows}", f"{meta.get('rows_quarantined', '')}", f"{meta.get('duplicates_skipped', '')}",
                       f"{meta.get('rows_superseded', '')}", f"{sum(checks)}/{len(checks)} passed" if checks else "")
     Console(width=max(120, Console().width)).print(table)

@@ -35,6 +35,7 @@ class RunSummary:
     as_of: dt.date | None
     materialized: dict[str, dict] = field(default_factory=dict)  # asset key -> metadata
     checks: dict[str, bool] = field(default_factory=dict)  # "asset:check" -> passed
+    run_ids: list[str] = field(default_factory=list)  # the ingestion run, then the build run
 
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -117,7 +118,7 @@ def run_pipeline(
     if on_progress:
         on_progress(total, total)
 
-    summary = RunSummary(results[-1].run_id, start, end, as_of)
+    summary = RunSummary(results[-1].run_id, start, end, as_of, run_ids=[r.run_id for r in results])
     for result in results:
         for event in result.get_asset_materialization_events():
             mat = event.step_materialization_data.materialization

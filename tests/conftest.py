@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
-from ingestion.generator import GeneratorConfig, generate
+from ingestion.generator import GeneratorConfig, generate, sources_file_for
 from orchestration.environment import REPO_ROOT
 
 SAMPLE_SOURCES = REPO_ROOT / "ingestion" / "examples" / "sample" / "sources.yml"
@@ -29,13 +28,7 @@ def dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def sources_for(extracts: Path, dest: Path) -> Path:
     """A copy of the sample sources file whose paths point at `extracts` (a generator's output)."""
-    doc = yaml.safe_load(SAMPLE_SOURCES.read_text())
-    for source in doc["sources"]:
-        relative = source["path"].split("extracts/", 1)[1]
-        source["path"] = str(extracts / relative)
-    doc["identity_truth"] = str(extracts.parent / "truth" / "identity.csv")
-    dest.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return dest
+    return sources_file_for(extracts, dest)
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from ml.rfm import rfm_table
 from ml.run_context import RunContext
 from ml.tables import TABLES, build
 from ml import data
+from orchestration.environment import REPO_ROOT
 from orchestration.run import run_pipeline
 from tests.conftest import Grown, sources_for
 
@@ -165,3 +166,19 @@ def test_tables_as_of_a_date_do_not_move_when_later_data_arrives(year: Year, tmp
                     assert np.allclose(before[column].to_numpy(), after[column].to_numpy(), equal_nan=True), (table, column)
                 else:
                     assert before[column].to_list() == after[column].to_list(), (table, column)
+
+
+def test_the_ten_documented_queries_run_on_the_published_version(year: Year) -> None:
+    """Every query in warehouse/queries/ is listed in docs/serving.md and answers through `crm sql`
+    on the published version of a year of data (every ML table built)."""
+    from tests.test_serving import crm
+
+    files = sorted((REPO_ROOT / "warehouse" / "queries").glob("*.sql"))
+    docs = (REPO_ROOT / "docs" / "serving.md").read_text()
+    env = {"CRM_WAREHOUSE": str(year.warehouse), "CRM_SOURCES": str(year.cfg.out / "sources.yml")}
+    assert len(files) == 10
+    for path in files:
+        assert f"warehouse/queries/{path.name}" in docs, f"{path.name} is not in docs/serving.md"
+        result = crm("sql", "--file", str(path), "--format", "json", env=env)
+        assert result.returncode == 0, f"{path.name}: {result.stderr}"
+        assert json.loads(result.stdout), f"{path.name} returned no rows"

@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 from ingestion.generator.config import GeneratorConfig, MessRates
 from ingestion.generator.extracts import ExtractWriter
 from ingestion.generator.population import make_catalog, make_persons
 from ingestion.generator.simulate import simulate_day
 
-__all__ = ["GeneratorConfig", "MessRates", "generate"]
+__all__ = ["GeneratorConfig", "MessRates", "generate", "sources_file_for"]
+
+SAMPLE_SOURCES = Path(__file__).resolve().parents[1] / "examples" / "sample" / "sources.yml"
 
 
 def generate(cfg: GeneratorConfig, on_day: Callable[[int], None] | None = None) -> dict:
@@ -46,3 +50,14 @@ def generate(cfg: GeneratorConfig, on_day: Callable[[int], None] | None = None) 
     (cfg.truth / "config.json").write_text(json.dumps(cfg.as_dict(), indent=2))
     files = sorted(p for p in cfg.extracts.rglob("*") if p.is_file())
     return {"files": len(files), "bytes": sum(p.stat().st_size for p in files), "baskets": baskets}
+
+
+def sources_file_for(extracts: Path, dest: Path) -> Path:
+    """Write the sample's sources file with its paths pointing at `extracts` (a generator's output
+    folder) and its identity truth beside them, so the generated data can be run from anywhere."""
+    doc = yaml.safe_load(SAMPLE_SOURCES.read_text())
+    for source in doc["sources"]:
+        source["path"] = str(extracts / source["path"].split("extracts/", 1)[1])
+    doc["identity_truth"] = str(extracts.parent / "truth" / "identity.csv")
+    dest.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return dest

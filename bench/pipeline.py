@@ -1,0 +1,279 @@
+"""Benchmark: the whole pipeline at a named scale, stage by stage, and what one more day costs.
+
+Generates the sample at scale S (10,000 customers), M (100,000) or L (1,000,000) over a year plus
+one day, then runs `crm run` through Dagster as of the year's last day (the full build) and again
+for the extra day (the incremental run). Stage times come from Dagster's step events; peak memory
+is the RSS of this process and every child (dbt), sampled every 0.1 s. Side by side, on the same
+data in the same run: our association rules against mlxtend `fpgrowth` (in a subprocess with a
+memory cap and a time limit: it may stop), and our ingestion + RFM against plain pandas.
+Prints a table and writes the figures as JSON to bench/results/.
+
+    python3 -m uv run python bench/pipeline.py [--scale S|M|L] [--days 365]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SCALES = {"S": 10_000, "M": 100_000, "L": 1_000_000}
+MLXTEND_MEMORY = 8 * 2**30  # mlxtend's one-hot frame is dense: cap it rather than swap the machine
+MLXTEND_SECONDS = 600
+
+
+class TreeRSS:
+    """Samples the resident memory of this process and all its descendants."""
+
+    def __init__(self, every: float = 0.1) -> None:
+        self.every, self.samples, self._stop = every, [], threading.Event()
+
+    def __enter__(self) -> "TreeRSS":
+        threading.Thread(target=self._run, daemon=True).start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._stop.wait(self.every):
+            self.samples.append((time.time(), _tree_rss(me)))
+
+    def peak(self, start: float, end: float) -> int:
+        return max((r for t, r in self.samples if start <= t <= end), default=0)
+
+
+def _tree_rss(root: int) -> int:
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [c for c, p in parents.items() if p == pid and c not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    total = 0
+    for pid in tree:
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float
+    rows: int
+    peak_rss_mib: float
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+def step_windows(run_ids: list[str]) -> dict[str, tuple[float, float]]:
+    """Step key -> (start, end) wall-clock seconds, from the runs' Dagster events."""
+    import dagster as dg
+
+    windows: dict[str, list[float]] = {}
+    with dg.DagsterInstance.get() as instance:
+        for run_id in run_ids:
+            for record in instance.get_records_for_run(run_id, of_type={
+                    dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}).records:
+                entry = record.event_log_entry
+                windows.setdefault(entry.step_key, []).append(entry.timestamp)
+    return {k: (min(v), max(v)) for k, v in windows.items()}
+
+
+def pipeline_stages(summary, windows: dict[str, tuple[float, float]], rss: TreeRSS) -> list[Stage]:
+    """Group the steps into stages: ingestion, dbt, each ML table, publish, export."""
+    groups: dict[str, list[str]] = {"ingestion": [k for k in windows if k.startswith("raw__")], "dbt build": ["dbt_models"]}
+    groups.update({f"ml {k[4:]}": [k] for k in windows if k.startswith("ml__")})
+    groups.update({"publish": ["serving__published_warehouse"], "export": ["serving__bi_exports"]})
+    meta = summary.materialized
+    published = meta.get("serving/published_warehouse", {}).get("row_counts", {}) or {}
+    rows = {
+        "ingestion": sum(m.get("rows_read", 0) for k, m in meta.items() if "rows_read" in m),
+        "dbt build": sum(v for k, v in published.items() if k.startswith("marts.")),
+        "publish": sum(published.values()),
+        "export": sum((meta.get("serving/bi_exports", {}).get("rows") or {}).values()),
+    }
+    stages = []
+    for name, keys in groups.items():
+        spans = [windows[k] for k in keys if k in windows]
+        if not spans:
+            continue
+        start, end = min(s for s, _ in spans), max(e for _, e in spans)
+        count = rows.get(name, meta.get(f"ml/{name[3:]}", {}).get("dagster/row_count", 0))
+        stages.append(Stage(name, end - start, int(count or 0), rss.peak(start, end) / 2**20))
+    return stages
+
+
+def timed(name: str, rss: TreeRSS, fn, rows=lambda result: 0) -> tuple[object, Stage]:
+    start = time.time()
+    result = fn()
+    end = time.time()
+    return result, Stage(name, end - start, rows(result), rss.peak(start, end) / 2**20)
+
+
+def pandas_rfm(extracts: Path, as_of: dt.date) -> pd.DataFrame:
+    """The peer: plain pandas reads the store and web extracts and scores RFM by customer_ref."""
+    store = pd.concat([pd.read_csv(p, dtype=str) for p in sorted((extracts / "store").rglob("*.csv"))], ignore_index=True)
+    store = store.drop_duplicates(["order_id", "line_number"], keep="last")
+    store["amount"] = pd.to_numeric(store["quantity"], errors="coerce") * pd.to_numeric(store["unit_price"], errors="coerce")
+    store["day"] = pd.to_datetime(store["ordered_at"], errors="coerce", format="mixed", utc=True).dt.date
+    web = pd.concat([pd.read_json(p, lines=True, dtype=str) for p in sorted((extracts / "web").rglob("*.json*"))], ignore_index=True)
+    web = web[web["event_type"] == "purchase"].drop_duplicates("event_id", keep="last")
+    web["amount"] = pd.to_numeric(web["quantity"], errors="coerce") * pd.to_numeric(web["unit_price"], errors="coerce")
+    web["day"] = pd.to_datetime(web["event_at"], errors="coerce", utc=True).dt.date
+    lines = pd.concat([store[["customer_ref", "order_id", "day", "amount"]], web[["customer_ref", "order_id", "day", "amount"]]])
+    lines = lines.dropna(subset=["customer_ref", "day"])
+    lines = lines[lines["day"] <= as_of]
+    rfm = lines.groupby("customer_ref").agg(last=("day", "max"), frequency=("order_id", "nunique"), monetary=("amount", "sum"))
+    rfm["recency_days"] = [(as_of - d).days for d in rfm["last"]]
+    for col, ascending in (("recency_days", False), ("frequency", True), ("monetary", True)):
+        rfm[col[0] + "_score"] = pd.qcut(rfm[col].rank(method="first", ascending=ascending), 5, labels=False) + 1
+    return rfm
+
+
+def mlxtend_vs_ours(warehouse: Path, min_support: float) -> dict:
+    """Baskets of the marts' order lines, mined by us in-process and by mlxtend in a capped subprocess."""
+    import polars as pl
+
+    from ml.baskets import association_rules, encode, frequent_itemsets
+
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        lines = con.sql("SELECT DISTINCT order_key AS basket, sku AS item FROM marts.fct_order_lines "
+                        "WHERE NOT is_return AND sku IS NOT NULL").pl()
+    baskets, items, names, n = encode(lines)
+    start = time.perf_counter()
+    itemsets = frequent_itemsets(baskets, items, names, n, min_support)
+    rules = association_rules(itemsets, 0.0)
+    ours_s = time.perf_counter() - start
+    out = {"baskets": n, "items": len(names), "min_support": min_support, "ours_seconds": ours_s,
+           "ours_itemsets": len(itemsets.sets), "ours_rules": rules.height}
+    path = warehouse.parent / "baskets.parquet"
+    lines.write_parquet(path)
+    code = f"""
+import json, resource, time, pandas as pd, polars as pl
+resource.setrlimit(resource.RLIMIT_AS, ({MLXTEND_MEMORY}, {MLXTEND_MEMORY}))
+from mlxtend.frequent_patterns import association_rules, fpgrowth
+lines = pl.read_parquet({str(path)!r}).to_pandas()
+start = time.perf_counter()
+onehot = pd.crosstab(lines['basket'], lines['item']).astype(bool)
+sets = fpgrowth(onehot, min_support={min_support}, use_colnames=True)
+rules = association_rules(sets, num_itemsets=len(onehot), metric='confidence', min_threshold=0.0)
+print(json.dumps({{'seconds': time.perf_counter() - start, 'itemsets': len(sets), 'rules': len(rules),
+                  'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=MLXTEND_SECONDS)
+        if done.returncode == 0:
+            theirs = json.loads(done.stdout.strip().splitlines()[-1])
+            out.update({f"mlxtend_{k}": v for k, v in theirs.items()})
+            out["equal"] = (theirs["itemsets"], theirs["rules"]) == (out["ours_itemsets"], out["ours_rules"])
+            out["ratio"] = theirs["seconds"] / ours_s
+        else:
+            out["mlxtend_stopped"] = f"failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+    except subprocess.TimeoutExpired:
+        out["mlxtend_stopped"] = f"no result within {MLXTEND_SECONDS} s"
+    finally:
+        path.unlink(missing_ok=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=SCALES, default="S")
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--work", type=Path, default=ROOT / "bench" / "results", help="where data and results go")
+    args = parser.parse_args()
+
+    from ingestion.generator import GeneratorConfig, generate, sources_file_for
+    from ml.config import load_config
+    from orchestration.environment import ensure_dagster_home
+    from orchestration.run import run_pipeline
+
+    work = args.work / f"work-{args.scale}"
+    if work.exists():
+        import shutil
+
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    os.environ.setdefault("DAGSTER_HOME", str(work / "dagster"))
+    ensure_dagster_home()
+    start_day = dt.date(2025, 1, 1)
+    full_as_of, extra_day = start_day + dt.timedelta(days=args.days - 1), start_day + dt.timedelta(days=args.days)
+    cfg = GeneratorConfig(out=work / "sample", customers=SCALES[args.scale], days=args.days + 1, seed=42, start=start_day)
+    sources, warehouse = sources_file_for(cfg.extracts, work / "sources.yml"), work / "crm.duckdb"
+
+    stages: list[Stage] = []
+    with TreeRSS() as rss:
+        _, gen = timed("generation", rss, lambda: generate(cfg))
+        full, total = timed("full build (crm run)", rss, lambda: run_pipeline(sources, warehouse, as_of=full_as_of))
+        run_stages = pipeline_stages(full, step_windows(full.run_ids), rss)
+        gen.rows = next((s.rows for s in run_stages if s.name == "ingestion"), 0)
+        total.rows = gen.rows
+        stages += [gen, *run_stages, total]
+        incremental, inc = timed("one more day (incremental crm run)", rss,
+                                 lambda: run_pipeline(sources, warehouse, as_of=extra_day, start=extra_day))
+        inc.rows = sum(m.get("rows_read", 0) for m in incremental.materialized.values())
+        stages.append(inc)
+        rfm_ours = sum(s.seconds for s in run_stages if s.name in ("ingestion", "ml rfm_segments"))
+        peer, peer_stage = timed("pandas peer: read extracts + RFM", rss, lambda: pandas_rfm(cfg.extracts, full_as_of), rows=len)
+        stages.append(peer_stage)
+    rules = mlxtend_vs_ours(warehouse, load_config().baskets.min_support)
+
+    report = {
+        "scale": args.scale, "customers": cfg.customers, "days": args.days, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(), "stages": [{**asdict(s), "rows_per_second": s.rows_per_second} for s in stages],
+        "peak_rss_mib": max(s.peak_rss_mib for s in stages),
+        "ratios": {
+            "incremental_share_of_full_build": inc.seconds / total.seconds,
+            "ingestion_plus_rfm_vs_pandas": {"ours_seconds": rfm_ours, "pandas_seconds": peer_stage.seconds,
+                                             "pandas_over_ours": peer_stage.seconds / rfm_ours, "pandas_customers": peer_stage.rows},
+            "association_rules_vs_mlxtend": rules,
+        },
+    }
+    out = args.work / f"{args.scale}-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nScale {args.scale}: {cfg.customers:,} customers × {args.days} days (+1 day incremental), {os.cpu_count()} cores")
+    print(f"{'stage':<40}{'seconds':>10}{'rows':>14}{'rows/s':>12}{'peak RSS MiB':>14}")
+    for s in stages:
+        print(f"{s.name:<40}{s.seconds:>10.1f}{s.rows:>14,}{s.rows_per_second:>12,.0f}{s.peak_rss_mib:>14,.0f}")
+    print(f"\none more day costs {100 * inc.seconds / total.seconds:.1f} % of the full build")
+    print(f"ingestion + RFM: ours {rfm_ours:.1f} s, pandas {peer_stage.seconds:.1f} s ({peer_stage.seconds / rfm_ours:.2f}× ours; "
+          f"pandas scores {peer_stage.rows:,} customer_refs, no identity resolution, no checks)")
+    if "ratio" in rules:
+        print(f"association rules ({rules['baskets']:,} baskets × {rules['items']:,} items, support {rules['min_support']}): ours "
+              f"{rules['ours_seconds']:.2f} s, mlxtend {rules['mlxtend_seconds']:.2f} s = {rules['ratio']:.1f}×, "
+              f"{'identical' if rules['equal'] else 'DIFFERENT'} ({rules['ours_itemsets']} itemsets, {rules['ours_rules']} rules)")
+    else:
+        print(f"association rules: ours {rules['ours_seconds']:.2f} s; mlxtend stopped: {rules['mlxtend_stopped']}")
+    print(f"figures written to {out}")
+
+
+if __name__ == "__main__":
+    main()
