@@ -111,7 +111,8 @@ def _write_tables(con: duckdb.DuckDBPyConnection, folder: Path, queries: dict[st
             target.mkdir()
             options = "FORMAT parquet, COMPRESSION zstd"
             out = target / "data.parquet"
-        rows = con.execute(f"COPY ({query}) TO '{out}' ({options})").fetchall()[0][0]
+        target_sql = str(out).replace("'", "''")  # e.g. the audience of "Can't Lose Them"
+        rows = con.execute(f"COPY ({query}) TO '{target_sql}' ({options})").fetchall()[0][0]
         tables[name] = {
             "path": f"{name}/", "rows": rows, "partitioned_by": "month" if by else None,
             "columns": [{"name": c, "type": t} for c, t in columns], "masked_columns": masked_columns,
