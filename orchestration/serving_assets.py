@@ -36,6 +36,7 @@ def published_warehouse(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
                       keep=env.keep_versions, prepare=lambda con: create_scope_views(con, personal))
         return dg.MaterializeResult(metadata={
             "version": pub.version, "path": dg.MetadataValue.path(str(pub.path)),
+            "dagster/row_count": sum(pub.row_counts.values()),
             "size_mib": round(pub.size_bytes / 2**20, 1), "pruned": ", ".join(pub.pruned) or "none",
             "row_counts": dg.MetadataValue.json(pub.row_counts),
         })
@@ -52,6 +53,7 @@ def bi_exports(masking: MaskingKey) -> dg.MaterializeResult:
     tables = export.manifest["tables"]
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(export.path)), "version": export.manifest["version"],
+        "dagster/row_count": sum(v["rows"] for v in tables.values()),
         "tables": len(tables), "rows": dg.MetadataValue.json({t: v["rows"] for t, v in tables.items()}),
         "masked_columns": dg.MetadataValue.json({t: v["masked_columns"] for t, v in tables.items() if v["masked_columns"]}),
     })
