@@ -8,14 +8,19 @@ the channel. The registry has one marketing consent for all channels (see docs/c
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import duckdb
 
 from serving.masking import masked_select
 
+if TYPE_CHECKING:
+    from serving.export import ExportSpec
+
 CHANNEL_CONTACT = {"email": "email", "sms": "phone_e164", "phone": "phone_e164"}
 
 
-def audience_query(con: duckdb.DuckDBPyConnection, spec, personal: dict[str, set[str]]) -> dict[str, tuple[str, list[str]]]:
+def audience_query(con: duckdb.DuckDBPyConnection, spec: ExportSpec, personal: dict[str, set[str]]) -> dict[str, tuple[str, list[str]]]:
     """{"audience": (query, masked columns)} for `write_export`; the contact is masked unless asked not to be."""
     if spec.channel not in CHANNEL_CONTACT:
         raise ValueError(f"unknown channel {spec.channel!r}; channels: {', '.join(CHANNEL_CONTACT)}")
