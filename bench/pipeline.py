@@ -3,7 +3,7 @@
 Generates the sample at scale S (10,000 customers), M (100,000) or L (1,000,000) over a year plus
 one day, then runs `crm run` through Dagster as of the year's last day (the full build) and again
 for the extra day (the incremental run). Stage times come from Dagster's step events; peak memory
-is the RSS of this process and every child (dbt), sampled every 0.1 s. Side by side, on the same
+is the RSS of this process and every child (dbt), sampled every 0.1 s by a separate process. Side by side, on the same
 data in the same run: our association rules against mlxtend `fpgrowth` (in a subprocess with a
 memory cap and a time limit: it may stop), and our ingestion + RFM against plain pandas.
 Prints a table and writes the figures as JSON to bench/results/.
@@ -20,7 +20,6 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,54 +30,11 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.rss import TreeRSS  # noqa: E402
+
 SCALES = {"S": 10_000, "M": 100_000, "L": 1_000_000}
 MLXTEND_MEMORY = 8 * 2**30  # mlxtend's one-hot frame is dense: cap it rather than swap the machine
 MLXTEND_SECONDS = 600
-
-
-class TreeRSS:
-    """Samples the resident memory of this process and all its descendants."""
-
-    def __init__(self, every: float = 0.1) -> None:
-        self.every, self.samples, self._stop = every, [], threading.Event()
-
-    def __enter__(self) -> "TreeRSS":
-        threading.Thread(target=self._run, daemon=True).start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        me = os.getpid()
-        while not self._stop.wait(self.every):
-            self.samples.append((time.time(), _tree_rss(me)))
-
-    def peak(self, start: float, end: float) -> int:
-        return max((r for t, r in self.samples if start <= t <= end), default=0)
-
-
-def _tree_rss(root: int) -> int:
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            parents[int(stat.parent.name)] = int(fields[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    tree, frontier = {root}, [root]
-    while frontier:
-        pid = frontier.pop()
-        children = [c for c, p in parents.items() if p == pid and c not in tree]
-        tree.update(children)
-        frontier.extend(children)
-    total = 0
-    for pid in tree:
-        try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
 
 
 @dataclass

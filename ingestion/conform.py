@@ -23,10 +23,11 @@ def _json_path(column: str) -> str:
     return "$." + ".".join(_quote_ident(part) for part in column.split("."))
 
 
-def _source_value(read: FilesRead, column: str) -> tuple[str, str]:
-    """(SQL expression, DuckDB type) of a mapped column; JSON keys may be dotted paths."""
-    if read.is_json_lines:  # parsed once, where valid
-        return f"json_extract_string(_json, {_quote_str(_json_path(column))})", "VARCHAR"
+def _source_value(read: FilesRead, column: str, json_columns: list[str]) -> tuple[str, str]:
+    """(SQL expression, DuckDB type) of a mapped column; JSON keys may be dotted paths, read from
+    `_values`, the list every line's mapped keys were extracted into with one parse."""
+    if read.is_json_lines:
+        return f"_values[{json_columns.index(column) + 1}]", "VARCHAR"
     return _quote_ident(column), read.columns[column]
 
 
@@ -90,6 +91,7 @@ def conform_sql(source: Source, read: FilesRead) -> str:
     `_errors` is a list of {field, reason} structs, empty for a good record.
     """
     contract = source.contract
+    json_columns = list(dict.fromkeys(source.columns.values()))
     selects, checks = [], []
     for f in contract.fields:
         column = source.columns.get(f.name)
@@ -100,7 +102,7 @@ def conform_sql(source: Source, read: FilesRead) -> str:
                 value = f"CAST(NULL AS {f.duckdb_type})"
             selects.append(f"{value} AS {f.name}")
             continue
-        expr, type_ = _source_value(read, column)
+        expr, type_ = _source_value(read, column, json_columns)
         parsed = _parse(f, expr, type_, source)
         selects.append(f"{parsed} AS {f.name}")
         text = _text(expr, type_)
@@ -118,7 +120,10 @@ def conform_sql(source: Source, read: FilesRead) -> str:
             "CASE WHEN _json IS NULL THEN [{'field': NULL, 'reason': 'malformed JSON line'}] "
             f"ELSE list_filter([{', '.join(checks) or 'NULL'}], lambda e: e IS NOT NULL) END"
         )
-        relation = f"(SELECT *, CASE WHEN json_valid(_line) THEN _line END AS _json FROM {read.table})"
+        # json_extract_string with a list of paths parses each line once, not once per field.
+        paths = ", ".join(_quote_str(_json_path(c)) for c in json_columns) or "'$.none'"
+        relation = (f"(SELECT *, json_extract_string(_json, [{paths}]) AS _values FROM "
+                    f"(SELECT *, CASE WHEN json_valid(_line) THEN _line END AS _json FROM {read.table}))")
     else:
         errors = f"list_filter([{', '.join(checks) or 'NULL'}], lambda e: e IS NOT NULL)"
         relation = read.table

@@ -161,9 +161,7 @@ def _stage(
         home = min(max(name_date(Path(file)) or lo or p_start, p_start), p_end)
         info[file] = (home, lo, hi, records)
     con.execute("CREATE OR REPLACE TEMP TABLE _homes (_file VARCHAR, _home DATE, _file_mtime BIGINT)")
-    con.executemany(
-        "INSERT INTO _homes VALUES (?, ?, ?)", [(f, v[0], Path(f).stat().st_mtime_ns) for f, v in info.items()]
-    )
+    insert_rows(con, "_homes", [(f, v[0], Path(f).stat().st_mtime_ns) for f, v in info.items()])
     out_of_range = (
         f"CASE WHEN _event_date NOT BETWEEN DATE '{p_start}' AND DATE '{p_end}' THEN "
         f"[{{'field': '{event}', 'reason': 'event date ' || _event_date || ' outside the partitions "
@@ -384,9 +382,7 @@ def load_source(
             [source.name, source.channel, result.batch_id, dates],
         )
         if new_catalog:
-            con.executemany(
-                "INSERT OR REPLACE INTO raw._file_catalog VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())", new_catalog
-            )
+            insert_rows(con, "raw._file_catalog", new_catalog, verb="INSERT OR REPLACE", extra="now()")
         con.execute(
             "INSERT INTO raw._load_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
             [
@@ -414,6 +410,16 @@ def _suppress(con: duckdb.DuckDBPyConnection, suppression: Path | None) -> None:
     con.execute("UPDATE _ranked SET _suppressed = _row_hash IN (SELECT row_hash FROM _suppressed)")
     con.execute("UPDATE _staged_q SET _suppressed = md5(raw_record) IN (SELECT row_hash FROM _suppressed)")
     con.execute("DROP TABLE _suppressed")
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple], verb: str = "INSERT",
+                extra: str = "") -> None:
+    """Insert Python tuples as one statement of column lists (executemany costs ~2 ms a row)."""
+    if not rows:
+        return
+    columns = [list(c) for c in zip(*rows)]
+    selects = [f"unnest(${i + 1})" for i in range(len(columns))] + ([extra] if extra else [])
+    con.execute(f"{verb} INTO {table} SELECT {', '.join(selects)}", columns)
 
 
 def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
