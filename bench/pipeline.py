@@ -3,12 +3,13 @@
 Generates the sample at scale S (10,000 customers), M (100,000) or L (1,000,000) over a year plus
 one day, then runs `crm run` through Dagster as of the year's last day (the full build) and again
 for the extra day (the incremental run). Stage times come from Dagster's step events; peak memory
-is the RSS of this process and every child (dbt), sampled every 0.1 s by a separate process. Side by side, on the same
-data in the same run: our association rules against mlxtend `fpgrowth` (in a subprocess with a
-memory cap and a time limit: it may stop), and our ingestion + RFM against plain pandas.
-Prints a table and writes the figures as JSON to bench/results/.
+is the RSS of this process and every child (dbt), sampled by a separate process (bench/rss.py).
+Side by side, on the same data in the same run: our dbt layer against its SQL floor (bench/floor.py),
+our association rules against mlxtend `fpgrowth` (in a subprocess with a memory cap and a time
+limit: it may stop), and our ingestion + RFM against plain pandas. Prints a table, the ratios and
+the latest figures of every scale, and writes the figures as JSON to bench/results/.
 
-    python3 -m uv run python bench/pipeline.py [--scale S|M|L] [--days 365]
+    make bench [SCALE=S|M|L]    (= python3 -m uv run python bench/pipeline.py --scale S)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.floor import floor_vs_built  # noqa: E402
 from bench.rss import TreeRSS  # noqa: E402
 
 SCALES = {"S": 10_000, "M": 100_000, "L": 1_000_000}
@@ -211,6 +213,10 @@ def main() -> None:
         gen.rows = next((s.rows for s in run_stages if s.name == "ingestion"), 0)
         total.rows = gen.rows
         stages += [gen, *run_stages, total]
+        floor, floor_stage = timed("SQL floor of the dbt layer", rss, lambda: floor_vs_built(warehouse, work / "floor"))
+        floor_stage.seconds = floor["floor_seconds"]  # the script's own run, without copying inputs or compiling
+        floor_stage.rows = next((s.rows for s in run_stages if s.name == "dbt build"), 0)
+        stages.append(floor_stage)
         incremental, inc = timed("one more day (incremental crm run)", rss,
                                  lambda: run_pipeline(sources, warehouse, as_of=extra_day, start=extra_day))
         inc.rows = sum(m.get("rows_read", 0) for m in incremental.materialized.values())
@@ -220,6 +226,7 @@ def main() -> None:
         stages.append(peer_stage)
     rules = mlxtend_vs_ours(warehouse, load_config().baskets.min_support)
 
+    dbt_s = next(s.seconds for s in run_stages if s.name == "dbt build")
     report = {
         "scale": args.scale, "customers": cfg.customers, "days": args.days, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "measured_at": dt.datetime.now(dt.UTC).isoformat(), "stages": [{**asdict(s), "rows_per_second": s.rows_per_second} for s in stages],
@@ -229,6 +236,8 @@ def main() -> None:
             "ingestion_plus_rfm_vs_pandas": {"ours_seconds": rfm_ours, "pandas_seconds": peer_stage.seconds,
                                              "pandas_over_ours": peer_stage.seconds / rfm_ours, "pandas_customers": peer_stage.rows},
             "association_rules_vs_mlxtend": rules,
+            "dbt_layer_vs_sql_floor": {"dbt_seconds": dbt_s, "floor_seconds": floor_stage.seconds,
+                                       "dbt_over_floor": dbt_s / floor_stage.seconds, **floor},
         },
     }
     out = args.work / f"{args.scale}-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
@@ -246,7 +255,24 @@ def main() -> None:
               f"{'identical' if rules['equal'] else 'DIFFERENT'} ({rules['ours_itemsets']} itemsets, {rules['ours_rules']} rules)")
     else:
         print(f"association rules: ours {rules['ours_seconds']:.2f} s; mlxtend stopped: {rules['mlxtend_stopped']}")
-    print(f"figures written to {out}")
+    print(f"dbt layer (dbt build in Dagster, {len(floor['marts'])} marts, tests included): {dbt_s:.1f} s, SQL floor "
+          f"{floor_stage.seconds:.1f} s = {dbt_s / floor_stage.seconds:.2f}× the floor; marts "
+          f"{'identical' if floor['equal'] else 'DIFFERENT'} (script: {floor['script']})")
+    print(f"figures written to {out}\n")
+    print_scaling(args.work)
+
+
+def print_scaling(results: Path) -> None:
+    """The latest run of each scale side by side: is cost linear in rows?"""
+    latest = {}
+    for path in sorted(results.glob("[SML]-*.json")):
+        latest[path.name[0]] = json.loads(path.read_text())
+    print(f"{'scale':<7}{'rows':>13}{'full build s':>14}{'µs per row':>12}{'one more day s':>16}{'peak RSS MiB':>14}")
+    for scale in (s for s in SCALES if s in latest):
+        stages = {s["name"]: s for s in latest[scale]["stages"]}
+        full, day = stages["full build (crm run)"], stages["one more day (incremental crm run)"]
+        print(f"{scale:<7}{full['rows']:>13,}{full['seconds']:>14.1f}{1e6 * full['seconds'] / max(full['rows'], 1):>12.1f}"
+              f"{day['seconds']:>16.1f}{latest[scale]['peak_rss_mib']:>14,.0f}")
 
 
 if __name__ == "__main__":

@@ -56,18 +56,19 @@ class GammaGamma:
         return np.where(x > 0, conditional, population)
 
 
-# Log-parameters stay within ±LOG_BOUND. Without heterogeneity in spend between customers the
-# Gamma-Gamma likelihood has no interior maximum: q and gamma run off to infinity together (their
-# ratio fixed) and an unbounded search took 20,000 steps (26 s) to give up. At the bound the model
-# says what the data says: every customer's expected spend is the population mean.
+# Log-parameters stay within ±LOG_BOUND. Where spend hardly varies between customers, the
+# Gamma-Gamma likelihood is a long flat ridge (q and gamma grow together, their ratio fixed): a
+# Nelder-Mead search to 1e-10 crawled along it for 20,000 steps (30 s on 7,000 customers). A
+# coarse Nelder-Mead (robust start) polished by L-BFGS-B (gradient, fast on ridges) reaches the
+# published CDNOW parameters in well under a second.
 LOG_BOUND = 15.0
 
 
 def _fit(negative_log_likelihood, start: np.ndarray) -> np.ndarray:
-    """Minimize over log-parameters (keeps them positive); Nelder-Mead then L-BFGS-B polish."""
+    """Minimize over log-parameters (keeps them positive); coarse Nelder-Mead, then L-BFGS-B."""
     bounds = [(-LOG_BOUND, LOG_BOUND)] * len(start)
     result = minimize(negative_log_likelihood, np.log(start), method="Nelder-Mead", bounds=bounds,
-                      options={"maxiter": 20_000, "xatol": 1e-10, "fatol": 1e-10})
+                      options={"maxiter": 5_000, "xatol": 1e-6, "fatol": 1e-8})
     result = minimize(negative_log_likelihood, result.x, method="L-BFGS-B", bounds=bounds)
     if not np.all(np.isfinite(result.x)):
         raise ValueError("the likelihood did not converge")
@@ -78,13 +79,16 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BgNbd:
     if len(x) < 10 or not (x > 0).any():
         raise NotEnoughHistory(f"BG/NBD needs repeat buyers among at least 10 customers; got {len(x)} customers, {(x > 0).sum()} repeaters")
 
+    # Customers with the same (x, t_x, T) add the same term: fit on the distinct triples, weighted.
+    (x, t_x, T), weight = np.unique(np.stack([x, t_x, T]), axis=1, return_counts=True)
+
     def nll(log_params: np.ndarray) -> float:
         r, alpha, a, b = np.exp(log_params)
         a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
         a2 = gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
         a3 = -(r + x) * np.log(alpha + T)
         a4 = np.where(x > 0, np.log(a) - np.log(np.maximum(b + x - 1, 1e-12)) - (r + x) * np.log(alpha + t_x), -np.inf)
-        return -float(np.sum(a1 + a2 + np.logaddexp(a3, a4)))
+        return -float(np.sum(weight * (a1 + a2 + np.logaddexp(a3, a4))))
 
     return BgNbd(*map(float, _fit(nll, np.array([1.0, float(np.mean(T)), 1.0, 1.0]))))
 
