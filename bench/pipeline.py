@@ -35,7 +35,7 @@ from bench.floor import floor_vs_built  # noqa: E402
 from bench.rss import TreeRSS  # noqa: E402
 
 SCALES = {"S": 10_000, "M": 100_000, "L": 1_000_000}
-MLXTEND_MEMORY = 8 * 2**30  # mlxtend's one-hot frame is dense: cap it rather than swap the machine
+MLXTEND_MEMORY = 12 * 2**30  # address space; mlxtend's one-hot frame is dense: cap it rather than swap the machine
 MLXTEND_SECONDS = 600
 
 
@@ -135,7 +135,8 @@ def _json_lines(paths: list[Path]) -> list[dict]:
 
 
 def mlxtend_vs_ours(warehouse: Path, min_support: float) -> dict:
-    """Baskets of the marts' order lines, mined by us in-process and by mlxtend in a capped subprocess."""
+    """Baskets of the marts' order lines, mined by us in-process and by mlxtend in a capped
+    subprocess; every itemset's support and every rule's confidence and lift compared."""
     import polars as pl
 
     from ml.baskets import association_rules, encode, frequent_itemsets
@@ -143,33 +144,46 @@ def mlxtend_vs_ours(warehouse: Path, min_support: float) -> dict:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         lines = con.sql("SELECT DISTINCT order_key AS basket, sku AS item FROM marts.fct_order_lines "
                         "WHERE NOT is_return AND sku IS NOT NULL").pl()
+    start = time.perf_counter()  # both sides timed from the same (basket, item) rows to the rules
     baskets, items, names, n = encode(lines)
-    start = time.perf_counter()
     itemsets = frequent_itemsets(baskets, items, names, n, min_support)
     rules = association_rules(itemsets, 0.0)
     ours_s = time.perf_counter() - start
     out = {"baskets": n, "items": len(names), "min_support": min_support, "ours_seconds": ours_s,
            "ours_itemsets": len(itemsets.sets), "ours_rules": rules.height}
-    path = warehouse.parent / "baskets.parquet"
+    ours = {
+        "itemsets": {tuple(sorted(names[i] for i in s)): c / n for s, c in zip(itemsets.sets, itemsets.counts)},
+        "rules": {(tuple(sorted(r["antecedents"])), tuple(sorted(r["consequents"]))): (r["confidence"], r["lift"])
+                  for r in rules.iter_rows(named=True)},
+    }
+    path, result = warehouse.parent / "baskets.parquet", warehouse.parent / "mlxtend.json"
     lines.write_parquet(path)
     code = f"""
 import json, resource, time, pandas as pd, polars as pl
 resource.setrlimit(resource.RLIMIT_AS, ({MLXTEND_MEMORY}, {MLXTEND_MEMORY}))
 from mlxtend.frequent_patterns import association_rules, fpgrowth
-lines = pl.read_parquet({str(path)!r}).to_pandas()
+from mlxtend.preprocessing import TransactionEncoder
+lines = pl.read_parquet({str(path)!r})
 start = time.perf_counter()
-onehot = pd.crosstab(lines['basket'], lines['item']).astype(bool)
+transactions = lines.group_by('basket').agg('item').get_column('item').to_list()
+encoder = TransactionEncoder()  # mlxtend's own one-hot encoder (dense bool), as its docs do it
+onehot = pd.DataFrame(encoder.fit(transactions).transform(transactions), columns=encoder.columns_)
 sets = fpgrowth(onehot, min_support={min_support}, use_colnames=True)
 rules = association_rules(sets, num_itemsets=len(onehot), metric='confidence', min_threshold=0.0)
-print(json.dumps({{'seconds': time.perf_counter() - start, 'itemsets': len(sets), 'rules': len(rules),
-                  'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+seconds = time.perf_counter() - start
+with open({str(result)!r}, 'w') as f:
+    json.dump({{'seconds': seconds, 'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               'itemsets': [[sorted(s), v] for s, v in zip(sets['itemsets'], sets['support'])],
+               'rules': [[sorted(a), sorted(c), f, l] for a, c, f, l in zip(rules['antecedents'], rules['consequents'],
+                                                                         rules['confidence'], rules['lift'])]}}, f)
 """
     try:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=MLXTEND_SECONDS)
         if done.returncode == 0:
-            theirs = json.loads(done.stdout.strip().splitlines()[-1])
-            out.update({f"mlxtend_{k}": v for k, v in theirs.items()})
-            out["equal"] = (theirs["itemsets"], theirs["rules"]) == (out["ours_itemsets"], out["ours_rules"])
+            theirs = json.loads(result.read_text())
+            out.update({"mlxtend_seconds": theirs["seconds"], "mlxtend_peak_rss_mib": theirs["peak_rss_mib"],
+                        "mlxtend_itemsets": len(theirs["itemsets"]), "mlxtend_rules": len(theirs["rules"])})
+            out["equal"] = _same_rules(ours, theirs)
             out["ratio"] = theirs["seconds"] / ours_s
         else:
             out["mlxtend_stopped"] = f"failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
@@ -177,7 +191,20 @@ print(json.dumps({{'seconds': time.perf_counter() - start, 'itemsets': len(sets)
         out["mlxtend_stopped"] = f"no result within {MLXTEND_SECONDS} s"
     finally:
         path.unlink(missing_ok=True)
+        result.unlink(missing_ok=True)
     return out
+
+
+def _same_rules(ours: dict, theirs: dict, rel: float = 1e-9) -> bool:
+    """Same itemsets with the same support, same rules with the same confidence and lift."""
+    def close(a: float, b: float) -> bool:
+        return abs(a - b) <= rel * max(abs(a), abs(b), 1e-300)
+
+    sets = {tuple(s): v for s, v in theirs["itemsets"]}
+    rules = {(tuple(a), tuple(c)): (f, lift) for a, c, f, lift in theirs["rules"]}
+    return (sets.keys() == ours["itemsets"].keys() and rules.keys() == ours["rules"].keys()
+            and all(close(v, ours["itemsets"][k]) for k, v in sets.items())
+            and all(close(f, ours["rules"][k][0]) and close(lift, ours["rules"][k][1]) for k, (f, lift) in rules.items()))
 
 
 def main() -> None:

@@ -82,14 +82,16 @@ def _read_csv(con: duckdb.DuckDBPyConnection, source: Source, files: list[str], 
 
 def _read_jsonl(con: duckdb.DuckDBPyConnection, files: list[str], table: str) -> None:
     # read_text + split keeps the exact line number of every line, including broken JSON that
-    # read_json would reject or (with ignore_errors) drop silently.
+    # read_json would reject or (with ignore_errors) drop silently. Blank lines (spaces, tabs, CR)
+    # are skipped. Two unnests in one SELECT advance together (line, number). No trim() or
+    # rtrim(): DuckDB scans the whole string for them, which took 27 s on 3 million events.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {table} AS
-        SELECT _file, _row_number, rtrim(_line, chr(13)) AS _line FROM (
-            SELECT filename AS _file, generate_subscripts(lines, 1) AS _row_number, unnest(lines) AS _line
+        SELECT _file, _row_number, CASE WHEN ends_with(_line, chr(13)) THEN left(_line, -1) ELSE _line END AS _line FROM (
+            SELECT filename AS _file, unnest(lines) AS _line, unnest(range(1, len(lines) + 1)) AS _row_number
             FROM (SELECT filename, string_split(content, chr(10)) AS lines FROM read_text(?))
-        ) WHERE trim(_line) <> ''
+        ) WHERE regexp_matches(_line, '[^ \t\r]')
         """,
         [files],
     )

@@ -4,6 +4,7 @@ its dbt tests as asset checks, and the raw channel views as its upstream sources
 
 import contextlib
 import functools
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -75,10 +76,23 @@ def dbt_models(identity_truth: Path | None = None) -> dg.AssetsDefinition:
             else:
                 yield event
         yield from _with_identity_report(context, held, warehouse, identity_truth)
+        _prune_invocation_targets(invocation.target_path)
         if not invocation.is_successful():
             raise invocation.get_error()
 
     return _models
+
+
+KEEP_INVOCATION_TARGETS = 5
+
+
+def _prune_invocation_targets(current: Path) -> None:
+    """dagster-dbt gives every invocation its own target folder (30-70 MB of logs, manifest and
+    compiled SQL, more with the data); keep the newest few, for debugging, not one per run forever."""
+    runs = sorted(current.parent.glob("dbt_models-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in runs[KEEP_INVOCATION_TARGETS:]:
+        if old != current:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _asset_key(context: dg.AssetExecutionContext, event: object) -> dg.AssetKey | None:

@@ -4,7 +4,8 @@ The person is found through the identity graph (an email, a phone or a customer 
 customer key, and that to every identifier and source record they have). Removed:
 - raw rows of their records or carrying their identifiers (every delivery of those business keys),
   and quarantined rows whose values carry their identifiers;
-- every row with their customer key in intermediate, marts and ml tables (SCD2 history included);
+- every row with their customer key in intermediate, marts and ml tables (SCD2 history included),
+  and their web events in intermediate tables keyed by event (the sessionized events);
   staging views follow raw by themselves.
 The same removal makes a new published version from the current one; older versions and exports,
 which still hold the person, are deleted and the exports written again. The hashes of the removed
@@ -112,7 +113,7 @@ def erase(con: duckdb.DuckDBPyConnection, keys: list[str], sources: list[Source]
         raise
     finally:
         con.execute("DROP TABLE IF EXISTS _erase_keys; DROP TABLE IF EXISTS _erase_ids; DROP TABLE IF EXISTS _erase_records; "
-                    "DROP TABLE IF EXISTS _erase_rows")
+                    "DROP TABLE IF EXISTS _erase_rows; DROP TABLE IF EXISTS _erase_web_events")
     return out
 
 
@@ -135,6 +136,11 @@ def _collect_person(con: duckdb.DuckDBPyConnection, keys: list[str]) -> None:
             SELECT source_name AS source, source_file AS file, source_row_number AS row_number FROM staging.{view}
             WHERE {record_id} IN (SELECT record_id FROM _erase_records WHERE record_type = '{record_type}') OR {carries}""")
     con.execute(f"CREATE OR REPLACE TEMP TABLE _erase_rows AS {' UNION '.join(rows)}")
+    # Read now: once raw is erased, the staging view no longer shows which events were theirs.
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _erase_web_events AS
+        SELECT s.web_event_id FROM staging.stg_web__events AS s INNER JOIN _erase_rows AS e
+            ON s.source_name = e.source AND s.source_file = e.file AND s.source_row_number = e.row_number""")
 
 
 def _erase_raw(con: duckdb.DuckDBPyConnection, source: Source, out: Footprint) -> None:
@@ -196,6 +202,8 @@ def _erase_keyed_tables(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
             where = "customer_key IN (SELECT customer_key FROM _erase_keys)"
         elif {"customer_ref_l", "customer_ref_r"} <= set(columns):
             where = f"customer_ref_l IN {refs} OR customer_ref_r IN {refs}"
+        elif "web_event_id" in columns:
+            where = "web_event_id IN (SELECT web_event_id FROM _erase_web_events)"
         else:
             continue
         removed = con.execute(f'DELETE FROM "{schema}"."{table}" WHERE {where}').fetchall()[0][0]

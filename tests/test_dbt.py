@@ -14,7 +14,8 @@ import duckdb
 from orchestration.dbt_assets import DBT_DIR
 from tests.conftest import Grown
 
-INCREMENTAL_FACTS = ["fct_order_lines", "fct_web_sessions", "fct_interactions"]
+INCREMENTAL = ["marts.fct_order_lines", "marts.fct_web_sessions", "marts.fct_interactions",
+               "intermediate.int_web_events_sessionized"]
 
 
 def dbt(*args: str, warehouse: Path, target: Path) -> subprocess.CompletedProcess:
@@ -36,11 +37,11 @@ def test_dbt_build_standalone_and_full_refresh_equals_incremental(grown: Grown, 
     # Built run by run (midway, then the rest: new dates, late rows, re-keyed customers) = built at once.
     with duckdb.connect(str(warehouse), read_only=True) as con:
         con.execute(f"ATTACH '{grown.warehouse}' AS grown (READ_ONLY)").fetchall()
-        for fact in INCREMENTAL_FACTS:
-            rows = con.execute(f"SELECT count(*) FROM marts.{fact}").fetchall()[0][0]
-            only_full = con.execute(f"SELECT count(*) FROM (FROM marts.{fact} EXCEPT ALL FROM grown.marts.{fact})").fetchall()[0][0]
-            only_incremental = con.execute(f"SELECT count(*) FROM (FROM grown.marts.{fact} EXCEPT ALL FROM marts.{fact})").fetchall()[0][0]
-            assert rows > 0 and (only_full, only_incremental) == (0, 0), (fact, rows, only_full, only_incremental)
+        for table in INCREMENTAL:
+            rows = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+            only_full = con.execute(f"SELECT count(*) FROM (FROM {table} EXCEPT ALL FROM grown.{table})").fetchall()[0][0]
+            only_incremental = con.execute(f"SELECT count(*) FROM (FROM grown.{table} EXCEPT ALL FROM {table})").fetchall()[0][0]
+            assert rows > 0 and (only_full, only_incremental) == (0, 0), (table, rows, only_full, only_incremental)
         schemas = {r[0] for r in con.execute("SELECT DISTINCT table_schema FROM information_schema.tables").fetchall()}
     assert {"raw", "staging", "intermediate", "marts"} <= schemas and not any(s.startswith("main_") for s in schemas)
 

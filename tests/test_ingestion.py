@@ -91,9 +91,10 @@ def test_every_malformed_kind_lands_in_quarantine_while_good_rows_load(sample_co
     ]) + "\n")
     web_file = extracts / "web" / f"events_{D}.jsonl"
     web_file.write_text("\n".join([
-        '{"event_id":"e1","ts":"2025-03-01T10:00:00+08:00","type":"page_view","cookie":"c1","utm":{"source":"baidu"}}',
+        '{"event_id":"e1","ts":"2025-03-01T10:00:00+08:00","type":"page_view","cookie":"c1","utm":{"source":"baidu"}}\r',
         '{"event_id":"e2","ts":"2025-03-01T10:01:00+08:00","type":"page_view","cookie":"c1"',  # broken JSON
         '{"event_id":"e3","ts":"yesterday","type":"page_view","cookie":"c1"}',  # unparsable date
+        ' \t\r',  # a blank line: skipped, and the lines after it keep their numbers
         '{"event_id":"e4","ts":"2025-03-01T02:02:00Z","type":"page_view"}',  # missing required cookie
         '{"event_id":"e5","ts":"2025-03-01T02:03:00Z","type":"purchase","cookie":"c2","qty":"2","price":"x"}',  # bad decimal
     ]) + "\n")
@@ -124,7 +125,7 @@ def test_every_malformed_kind_lands_in_quarantine_while_good_rows_load(sample_co
         "SELECT row_number, field, reason, raw_record FROM raw.quarantine WHERE file = ? ORDER BY row_number", [str(web_file)]
     ).fetchall()}
     assert wq[2][1] == "malformed JSON line" and wq[2][2].endswith('"cookie":"c1"')
-    assert wq[3][0] == "event_at" and wq[4][0] == "cookie_id" and wq[5][0] == "unit_price"
+    assert wq[3][0] == "event_at" and wq[5][0] == "cookie_id" and wq[6][0] == "unit_price" and set(wq) == {2, 3, 5, 6}
     loaded = con.execute("SELECT event_id, utm_source FROM raw.web_events WHERE _file = ?", [str(web_file)]).fetchall()
     assert loaded == [("e1", "baidu")]
     assert store.rows_quarantined >= 6 and web.rows_quarantined >= 4
