@@ -37,6 +37,7 @@ from bench.rss import TreeRSS  # noqa: E402
 SCALES = {"S": 10_000, "M": 100_000, "L": 1_000_000}
 MLXTEND_MEMORY = 12 * 2**30  # address space; mlxtend's one-hot frame is dense: cap it rather than swap the machine
 MLXTEND_SECONDS = 600
+PEER_MEMORY, PEER_SECONDS = 16 * 2**30, 1200  # the pandas peer's address space and time
 
 
 @dataclass
@@ -123,6 +124,22 @@ def pandas_rfm(extracts: Path, as_of: dt.date) -> pd.DataFrame:
     return rfm
 
 
+def pandas_peer(extracts: Path, as_of: dt.date) -> dict:
+    """`pandas_rfm` in a subprocess capped like mlxtend: pandas holds every extract in memory at
+    once (10 GiB at M), and at L it may stop; the report says where."""
+    code = (f"import sys, json; sys.path.insert(0, {str(ROOT)!r}); import resource; "
+            f"resource.setrlimit(resource.RLIMIT_AS, ({PEER_MEMORY}, {PEER_MEMORY})); import datetime as dt; "
+            f"from pathlib import Path; from bench.pipeline import pandas_rfm; "
+            f"print(json.dumps({{'customers': len(pandas_rfm(Path({str(extracts)!r}), dt.date.fromisoformat({as_of.isoformat()!r})))}}))")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=PEER_SECONDS)
+    except subprocess.TimeoutExpired:
+        return {"stopped": f"no result within {PEER_SECONDS} s"}
+    if done.returncode != 0:
+        return {"stopped": f"failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def _json_lines(paths: list[Path]) -> list[dict]:
     records = []
     for path in paths:
@@ -172,7 +189,9 @@ sets = fpgrowth(onehot, min_support={min_support}, use_colnames=True)
 rules = association_rules(sets, num_itemsets=len(onehot), metric='confidence', min_threshold=0.0)
 seconds = time.perf_counter() - start
 with open({str(result)!r}, 'w') as f:
-    json.dump({{'seconds': seconds, 'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    # VmHWM starts afresh at exec; ru_maxrss would carry the forking parent's peak over.
+    peak = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')) / 1024
+    json.dump({{'seconds': seconds, 'peak_rss_mib': peak,
                'itemsets': [[sorted(s), v] for s, v in zip(sets['itemsets'], sets['support'])],
                'rules': [[sorted(a), sorted(c), f, l] for a, c, f, l in zip(rules['antecedents'], rules['consequents'],
                                                                          rules['confidence'], rules['lift'])]}}, f)
@@ -249,7 +268,8 @@ def main() -> None:
         inc.rows = sum(m.get("rows_read", 0) for m in incremental.materialized.values())
         stages.append(inc)
         rfm_ours = sum(s.seconds for s in run_stages if s.name in ("ingestion", "ml rfm_segments"))
-        peer, peer_stage = timed("pandas peer: read extracts + RFM", rss, lambda: pandas_rfm(cfg.extracts, full_as_of), rows=len)
+        peer, peer_stage = timed("pandas peer: read extracts + RFM", rss, lambda: pandas_peer(cfg.extracts, full_as_of),
+                                 rows=lambda r: r.get("customers", 0))
         stages.append(peer_stage)
     rules = mlxtend_vs_ours(warehouse, load_config().baskets.min_support)
 
@@ -261,7 +281,8 @@ def main() -> None:
         "ratios": {
             "incremental_share_of_full_build": inc.seconds / total.seconds,
             "ingestion_plus_rfm_vs_pandas": {"ours_seconds": rfm_ours, "pandas_seconds": peer_stage.seconds,
-                                             "pandas_over_ours": peer_stage.seconds / rfm_ours, "pandas_customers": peer_stage.rows},
+                                             "pandas_over_ours": peer_stage.seconds / rfm_ours, "pandas_customers": peer_stage.rows,
+                                             **({"pandas_stopped": peer["stopped"]} if "stopped" in peer else {})},
             "association_rules_vs_mlxtend": rules,
             "dbt_layer_vs_sql_floor": {"dbt_seconds": dbt_s, "floor_seconds": floor_stage.seconds,
                                        "dbt_over_floor": dbt_s / floor_stage.seconds, **floor},
@@ -274,11 +295,15 @@ def main() -> None:
     for s in stages:
         print(f"{s.name:<40}{s.seconds:>10.1f}{s.rows:>14,}{s.rows_per_second:>12,.0f}{s.peak_rss_mib:>14,.0f}")
     print(f"\none more day costs {100 * inc.seconds / total.seconds:.1f} % of the full build")
-    print(f"ingestion + RFM: ours {rfm_ours:.1f} s, pandas {peer_stage.seconds:.1f} s ({peer_stage.seconds / rfm_ours:.2f}× ours; "
-          f"pandas scores {peer_stage.rows:,} registry ids, no identity resolution, quarantine or checks)")
+    if "stopped" in peer:
+        print(f"ingestion + RFM: ours {rfm_ours:.1f} s; the pandas peer stopped after {peer_stage.seconds:.0f} s: {peer['stopped']}")
+    else:
+        print(f"ingestion + RFM: ours {rfm_ours:.1f} s, pandas {peer_stage.seconds:.1f} s ({peer_stage.seconds / rfm_ours:.2f}× ours; "
+              f"pandas scores {peer_stage.rows:,} registry ids, no identity resolution, quarantine or checks)")
     if "ratio" in rules:
         print(f"association rules ({rules['baskets']:,} baskets × {rules['items']:,} items, support {rules['min_support']}): ours "
-              f"{rules['ours_seconds']:.2f} s, mlxtend {rules['mlxtend_seconds']:.2f} s = {rules['ratio']:.1f}×, "
+              f"{rules['ours_seconds']:.2f} s, mlxtend {rules['mlxtend_seconds']:.2f} s ({rules['mlxtend_peak_rss_mib']:,.0f} MiB peak) "
+              f"= {rules['ratio']:.1f}×, "
               f"{'identical' if rules['equal'] else 'DIFFERENT'} ({rules['ours_itemsets']} itemsets, {rules['ours_rules']} rules)")
     else:
         print(f"association rules: ours {rules['ours_seconds']:.2f} s; mlxtend stopped: {rules['mlxtend_stopped']}")

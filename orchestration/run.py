@@ -20,6 +20,7 @@ from orchestration import environment
 from orchestration.automation import BUILD_JOB, INGEST_JOB, range_tags
 
 AS_OF_TAG = "crm/as_of"
+PROGRESS_POLL_SECONDS = 2.0
 PID_TAG, HOST_TAG = "crm/pid", "crm/host"  # which process runs it, to notice when one was killed
 
 
@@ -111,7 +112,7 @@ def run_pipeline(
         for job, tags, run_config in runs:
             done_before = sum(len(j.graph.node_defs) for j, _, _ in runs[: len(results)])
             result = _execute(instance, job, tags, {"loggers": {"console": {"config": {"log_level": log_level}}}, **run_config},
-                              lambda n: on_progress and on_progress(done_before + n, total))
+                              (lambda n: on_progress(done_before + n, total)) if on_progress else None)
             results.append(result)
             if not result.success:
                 raise RunFailed(_failure_message(result))
@@ -159,8 +160,9 @@ def _alive(pid: int) -> bool:
 
 
 def _execute(instance: dg.DagsterInstance, job: dg.JobDefinition, tags: dict[str, str], run_config: dict,
-             on_steps: Callable[[int], None]) -> dg.ExecuteInProcessResult:
-    """Run `job` in a worker thread, reporting finished steps from the instance meanwhile."""
+             on_steps: Callable[[int], None] | None) -> dg.ExecuteInProcessResult:
+    """Run `job` in a worker thread, reporting finished steps from the instance meanwhile (every
+    2 s, and only when asked: each poll reads the run's event log while the run writes to it)."""
     # Both threads query the instance's SQLite storage; SQLAlchemy's ORM imports parts of itself on
     # first use, and two threads doing that at once fail with a circular import. Import it here.
     import sqlalchemy.orm  # noqa: F401
@@ -181,8 +183,8 @@ def _execute(instance: dg.DagsterInstance, job: dg.JobDefinition, tags: dict[str
     tags = {**tags, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     worker = threading.Thread(target=execute, daemon=True)
     worker.start()
-    while not done.wait(0.5):
-        if instance.has_run(run_id):
+    while not done.wait(PROGRESS_POLL_SECONDS if on_steps else None):
+        if on_steps and instance.has_run(run_id):
             stats = instance.get_run_stats(run_id)
             on_steps(stats.steps_succeeded + stats.steps_failed)
     if "error" in outcome:
