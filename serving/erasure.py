@@ -5,7 +5,8 @@ customer key, and that to every identifier and source record they have). Removed
 - raw rows of their records or carrying their identifiers (every delivery of those business keys),
   and quarantined rows whose values carry their identifiers;
 - every row with their customer key in intermediate, marts and ml tables (SCD2 history included),
-  and their web events in intermediate tables keyed by event (the sessionized events);
+  their web events in intermediate tables keyed by event (the sessionized events), and the
+  identity graph's edges of their records and identifiers;
   staging views follow raw by themselves.
 The same removal makes a new published version from the current one; older versions and exports,
 which still hold the person, are deleted and the exports written again. The hashes of the removed
@@ -189,7 +190,8 @@ def _erase_quarantine(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
 
 
 def _erase_keyed_tables(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
-    """Every base table outside raw with a customer_key column; the fuzzy-match pairs by customer_ref."""
+    """Every base table outside raw with a customer_key column; the fuzzy-match pairs by customer_ref;
+    the sessionized web events by event; the identity graph's edges by record and identifier."""
     tables = con.execute("""
         SELECT t.table_schema, t.table_name, list(c.column_name) AS columns
         FROM information_schema.tables AS t
@@ -204,6 +206,9 @@ def _erase_keyed_tables(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
             where = f"customer_ref_l IN {refs} OR customer_ref_r IN {refs}"
         elif "web_event_id" in columns:
             where = "web_event_id IN (SELECT web_event_id FROM _erase_web_events)"
+        elif {"record_type", "record_id", "identifier_type", "identifier_value"} <= set(columns):  # the graph's edges
+            where = ("(record_type, record_id) IN (SELECT (record_type, record_id) FROM _erase_records) OR "
+                     "(identifier_type, identifier_value) IN (SELECT (identifier_type, identifier_value) FROM _erase_ids)")
         else:
             continue
         removed = con.execute(f'DELETE FROM "{schema}"."{table}" WHERE {where}').fetchall()[0][0]

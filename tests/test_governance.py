@@ -249,6 +249,8 @@ def test_forget_erases_one_person_everywhere_and_keeps_them_out(deployment: Path
         assert removed_keyed > 20
         assert con.execute("""SELECT count(*) FROM intermediate.int_web_events_sessionized WHERE web_event_id NOT IN
                               (SELECT web_event_id FROM staging.stg_web__events)""").fetchall()[0][0] == 0
+        assert con.execute("SELECT count(*) FROM intermediate.int_identifiers_collected WHERE identifier_value = ?",
+                           [email]).fetchall()[0][0] == 0
         # Raw: every removed row is one of the person's true records, and none of theirs is left.
         theirs = {(r["record_type"], r["source_record_id"].lower()) for r in records.iter_rows(named=True)}
         raw = {"pos_receipt_lines": ("order", "order_id"), "web_events": ("web_cookie", "cookie_id"),
