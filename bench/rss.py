@@ -72,6 +72,6 @@ def tree_rss(root: int, exclude: int) -> int:
 
 if __name__ == "__main__":  # the sampler: `python rss.py ROOT_PID SECONDS` prints "time rss" lines
     root, every, me = int(sys.argv[1]), float(sys.argv[2]), os.getpid()
-    while True:
+    while Path(f"/proc/{root}").exists():  # a killed benchmark leaves no sampler behind
         print(f"{time.time():.3f} {tree_rss(root, me)}", flush=True)
         time.sleep(every)
