@@ -26,8 +26,6 @@ import duckdb
 ROOT = Path(__file__).resolve().parents[1]
 DBT_DIR = ROOT / "dbt_project"
 BUILT_SCHEMAS = ("staging", "intermediate", "marts")
-# Set by the identity step when it runs (when a key was assigned or merged): not data.
-BUILD_TIME_COLUMNS = {"assigned_at", "merged_at", "key_assigned_at"}
 
 
 @dataclass(frozen=True)
@@ -146,7 +144,7 @@ class _Config(dict):
 
 
 def compare_marts(floor: Path, built: Path) -> dict[str, dict]:
-    """Per mart: row counts in both, and the columns whose checksums differ (build-time columns aside)."""
+    """Per mart: row counts in both, and the columns whose checksums differ."""
     out: dict[str, dict] = {}
     with duckdb.connect(str(floor), read_only=True) as con:
         con.execute(f"ATTACH '{str(built).replace(chr(39), chr(39) * 2)}' AS built (READ_ONLY)")
@@ -154,7 +152,7 @@ def compare_marts(floor: Path, built: Path) -> dict[str, dict]:
             "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'marts' "
             "ORDER BY 1").fetchall()]
         for table in tables:
-            columns = [r[0] for r in con.execute(f"DESCRIBE marts.{table}").fetchall() if r[0] not in BUILD_TIME_COLUMNS]
+            columns = [r[0] for r in con.execute(f"DESCRIBE marts.{table}").fetchall()]
             sums = ", ".join(f'sum(hash("{c}"))' for c in columns)
             ours = con.execute(f"SELECT count(*), {sums} FROM marts.{table}").fetchall()[0]
             theirs = con.execute(f"SELECT count(*), {sums} FROM built.marts.{table}").fetchall()[0]

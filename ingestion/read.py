@@ -84,7 +84,7 @@ def _read_jsonl(con: duckdb.DuckDBPyConnection, files: list[str], table: str) ->
     # read_text + split keeps the exact line number of every line, including broken JSON that
     # read_json would reject or (with ignore_errors) drop silently. Blank lines (spaces, tabs, CR)
     # are skipped. Two unnests in one SELECT advance together (line, number). No trim() or
-    # rtrim(): DuckDB scans the whole string for them, which took 27 s on 3 million events.
+    # rtrim(): DuckDB scans the whole string for them, which took 29 s on 3 million events.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {table} AS
