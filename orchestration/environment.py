@@ -10,6 +10,8 @@ CRM_MASKING_KEY  the deployment's secret for keyed hashes of personal data in ex
 CRM_ML_CONFIG    YAML overriding the ML settings (ml/config.py); CRM_MODELS_DIR where ML artifacts
                  and cards go (default: models/)
 DAGSTER_HOME     Dagster instance folder holding dagster.yaml (default: .dagster/, set up by `crm`)
+DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS   `crm` sets it to true unless set: one planned
+                 event per asset of a partition-range run (see ensure_dagster_home)
 """
 
 from __future__ import annotations
