@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,7 @@ def compile_models(warehouse: Path, work: Path) -> list[Model]:
     incremental models compile to their full select), in dependency order."""
     target = work / "target"
     env = {**os.environ, "CRM_WAREHOUSE": str(warehouse)}
-    subprocess.run(["dbt", "compile", "--quiet", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
+    subprocess.run([str(Path(sys.executable).with_name("dbt")), "compile", "--quiet", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
                     "--target-path", str(target)], check=True, env=env, capture_output=True)
     nodes = json.loads((target / "manifest.json").read_text())["nodes"]
     models = {uid: n for uid, n in nodes.items() if n["resource_type"] == "model"}

@@ -124,20 +124,28 @@ def pandas_rfm(extracts: Path, as_of: dt.date) -> pd.DataFrame:
     return rfm
 
 
-def pandas_peer(extracts: Path, as_of: dt.date) -> dict:
-    """`pandas_rfm` in a subprocess capped like mlxtend: pandas holds every extract in memory at
-    once (10 GiB at M), and at L it may stop; the report says where."""
-    code = (f"import sys, json; sys.path.insert(0, {str(ROOT)!r}); import resource; "
-            f"resource.setrlimit(resource.RLIMIT_AS, ({PEER_MEMORY}, {PEER_MEMORY})); import datetime as dt; "
-            f"from pathlib import Path; from bench.pipeline import pandas_rfm; "
-            f"print(json.dumps({{'customers': len(pandas_rfm(Path({str(extracts)!r}), dt.date.fromisoformat({as_of.isoformat()!r})))}}))")
+def run_capped(code: str, memory: int, seconds: int) -> tuple[str | None, str | None]:
+    """Run Python `code` in a subprocess with its address space and time capped, as a peer may run
+    out of either: (stdout, None), or (None, where it stopped)."""
+    capped = f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({memory}, {memory}))\n{code}"
     try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=PEER_SECONDS)
+        done = subprocess.run([sys.executable, "-c", capped], capture_output=True, text=True, timeout=seconds)
     except subprocess.TimeoutExpired:
-        return {"stopped": f"no result within {PEER_SECONDS} s"}
+        return None, f"no result within {seconds} s"
     if done.returncode != 0:
-        return {"stopped": f"failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        return None, f"failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+    return done.stdout, None
+
+
+def pandas_peer(extracts: Path, as_of: dt.date) -> dict:
+    """`pandas_rfm` in a capped subprocess: pandas holds every extract in memory at once (10 GiB
+    at M), and at L it may stop; the report says where."""
+    out, stopped = run_capped(
+        f"import sys, json, datetime as dt; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path\n"
+        f"from bench.pipeline import pandas_rfm\n"
+        f"print(json.dumps({{'customers': len(pandas_rfm(Path({str(extracts)!r}), dt.date.fromisoformat({as_of.isoformat()!r})))}}))",
+        PEER_MEMORY, PEER_SECONDS)
+    return {"stopped": stopped} if stopped else json.loads(out.strip().splitlines()[-1])
 
 
 def _json_lines(paths: list[Path]) -> list[dict]:
@@ -176,8 +184,7 @@ def mlxtend_vs_ours(warehouse: Path, min_support: float) -> dict:
     path, result = warehouse.parent / "baskets.parquet", warehouse.parent / "mlxtend.json"
     lines.write_parquet(path)
     code = f"""
-import json, resource, time, pandas as pd, polars as pl
-resource.setrlimit(resource.RLIMIT_AS, ({MLXTEND_MEMORY}, {MLXTEND_MEMORY}))
+import json, time, pandas as pd, polars as pl
 from mlxtend.frequent_patterns import association_rules, fpgrowth
 from mlxtend.preprocessing import TransactionEncoder
 lines = pl.read_parquet({str(path)!r})
@@ -197,17 +204,15 @@ with open({str(result)!r}, 'w') as f:
                                                                          rules['confidence'], rules['lift'])]}}, f)
 """
     try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=MLXTEND_SECONDS)
-        if done.returncode == 0:
+        _, stopped = run_capped(code, MLXTEND_MEMORY, MLXTEND_SECONDS)
+        if stopped:
+            out["mlxtend_stopped"] = stopped
+        else:
             theirs = json.loads(result.read_text())
             out.update({"mlxtend_seconds": theirs["seconds"], "mlxtend_peak_rss_mib": theirs["peak_rss_mib"],
                         "mlxtend_itemsets": len(theirs["itemsets"]), "mlxtend_rules": len(theirs["rules"])})
             out["equal"] = _same_rules(ours, theirs)
             out["ratio"] = theirs["seconds"] / ours_s
-        else:
-            out["mlxtend_stopped"] = f"failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
-    except subprocess.TimeoutExpired:
-        out["mlxtend_stopped"] = f"no result within {MLXTEND_SECONDS} s"
     finally:
         path.unlink(missing_ok=True)
         result.unlink(missing_ok=True)
