@@ -79,6 +79,12 @@ def compile_models(warehouse: Path, work: Path) -> list[Model]:
             for n in (models[uid] for uid in order)]
 
 
+def _create(m: Model, catalog: str, select: str) -> str:
+    """The statement building model `m` from `select`: a view, or a table (incremental facts too)."""
+    kind = "VIEW" if m.materialized == "view" else "TABLE"
+    return f'CREATE OR REPLACE {kind} "{catalog}"."{m.schema}"."{m.name}" AS\n{select.strip()}'
+
+
 def script(models: list[Model], catalog: str) -> str:
     """The SQL part of the floor as one script (Python models appear as comments where they run)."""
     parts = [f"CREATE SCHEMA IF NOT EXISTS {s};" for s in BUILT_SCHEMAS]
@@ -86,28 +92,24 @@ def script(models: list[Model], catalog: str) -> str:
         if m.language == "python":
             parts.append(f"-- {m.schema}.{m.name}: Python model {Path(m.code).relative_to(ROOT)}, run as is")
         else:
-            kind = "VIEW" if m.materialized == "view" else "TABLE"
-            parts.append(f'CREATE OR REPLACE {kind} "{catalog}"."{m.schema}"."{m.name}" AS\n{m.code.strip()};')
+            parts.append(_create(m, catalog, m.code) + ";")
     return "\n\n".join(parts) + "\n"
 
 
 def run(warehouse: Path, models: list[Model]) -> float:
-    """Build every model into `warehouse`; returns the seconds it took."""
+    """Build every model into `warehouse` (prepared: its schemas exist); returns the seconds it took."""
     catalog = warehouse.stem
     start = time.perf_counter()
     with duckdb.connect(str(warehouse)) as con:
         con.execute("SET enable_progress_bar = false")
-        for schema in BUILT_SCHEMAS:
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         for m in models:
             if m.language == "python":
                 frame = _load_python_model(m.code).model(_DbtShim(con, m, models), con)
                 con.register("_python_model_frame", frame)
-                con.execute(f'CREATE OR REPLACE TABLE "{catalog}"."{m.schema}"."{m.name}" AS SELECT * FROM _python_model_frame')
+                con.execute(_create(m, catalog, "SELECT * FROM _python_model_frame"))
                 con.unregister("_python_model_frame")
             else:
-                kind = "VIEW" if m.materialized == "view" else "TABLE"
-                con.execute(f'CREATE OR REPLACE {kind} "{catalog}"."{m.schema}"."{m.name}" AS {m.code}')
+                con.execute(_create(m, catalog, m.code))
     return time.perf_counter() - start
 
 

@@ -31,6 +31,7 @@ class TreeRSS:
     def __exit__(self, *_: object) -> None:
         self._sampler.terminate()
         self._sampler.wait()
+        self._log.close()
         self.read()
         Path(self._log.name).unlink(missing_ok=True)
 
