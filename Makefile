@@ -18,9 +18,7 @@ test: setup
 
 # The Dagster UI on http://127.0.0.1:3000 with this repo's dagster.yaml (history in .dagster/).
 dev: setup
-	mkdir -p .dagster && cp dagster.yaml .dagster/dagster.yaml
-	DAGSTER_HOME=$(CURDIR)/.dagster DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true \
-		$(UV) run dagster dev -m orchestration.definitions
+	$(UV) run crm dev
 
 # The pipeline benchmark (bench/pipeline.py): SCALE=S (10k customers), M (100k) or L (1M).
 SCALE ?= S

@@ -104,6 +104,16 @@ def run(
 
 
 @app.command()
+def dev() -> None:
+    """Start the Dagster UI and daemon (`dagster dev`) on this deployment's Dagster instance."""
+    import os
+    import sys
+
+    environment.ensure_dagster_home()  # the instance's dagster.yaml and Dagster's switches, as `crm run` has them
+    os.execv(sys.executable, [sys.executable, "-m", "dagster", "dev", "-m", "orchestration.definitions"])
+
+
+@app.command()
 def contracts(
     write: Annotated[Optional[Path], typer.Option(help="Write the Markdown reference to this file instead of printing it.")] = None,
 ) -> None:

@@ -4,6 +4,7 @@ its dbt tests as asset checks, and the raw channel views as its upstream sources
 
 import contextlib
 import functools
+import os
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -76,6 +77,7 @@ def dbt_models(identity_truth: Path | None = None) -> dg.AssetsDefinition:
             else:
                 yield event
         yield from _with_identity_report(context, held, warehouse, identity_truth)
+        _keep_parse_state(invocation.target_path, project.project_dir / project.target_path)
         _prune_invocation_targets(invocation.target_path)
         if not invocation.is_successful():
             raise invocation.get_error()
@@ -84,6 +86,7 @@ def dbt_models(identity_truth: Path | None = None) -> dg.AssetsDefinition:
 
 
 KEEP_INVOCATION_TARGETS = 5
+PARTIAL_PARSE = "partial_parse.msgpack"
 
 
 def _prune_invocation_targets(current: Path) -> None:
@@ -93,6 +96,18 @@ def _prune_invocation_targets(current: Path) -> None:
     for old in runs[KEEP_INVOCATION_TARGETS:]:
         if old != current:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _keep_parse_state(invocation: Path, project: Path) -> None:
+    """dagster-dbt seeds each invocation with the project's partial_parse.msgpack, which dbt throws
+    away when the profile differs (a deployment's warehouse path is not `make setup`'s) and parses
+    the whole project again: 3 s of every run. Handing the invocation's state back lets the next run
+    of this deployment parse only what changed (dbt checks every file's hash before reusing it)."""
+    state = invocation / PARTIAL_PARSE
+    if state.exists():
+        staged = project / f".{PARTIAL_PARSE}.{os.getpid()}"
+        shutil.copyfile(state, staged)
+        os.replace(staged, project / PARTIAL_PARSE)  # atomic: a concurrent run reads the old or the new
 
 
 def _asset_key(context: dg.AssetExecutionContext, event: object) -> dg.AssetKey | None:

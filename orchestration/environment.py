@@ -10,8 +10,9 @@ CRM_MASKING_KEY  the deployment's secret for keyed hashes of personal data in ex
 CRM_ML_CONFIG    YAML overriding the ML settings (ml/config.py); CRM_MODELS_DIR where ML artifacts
                  and cards go (default: models/)
 DAGSTER_HOME     Dagster instance folder holding dagster.yaml (default: .dagster/, set up by `crm`)
-DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS   `crm` sets it to true unless set: one planned
-                 event per asset of a partition-range run (see ensure_dagster_home)
+DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS, DAGSTER_EVENT_BATCH_SIZE   `crm` sets them unless
+                 set: one planned event per asset of a partition-range run, and its materializations
+                 written as a batch (see ensure_dagster_home)
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCES = REPO_ROOT / "ingestion" / "examples" / "sample" / "sources.yml"
 DEFAULT_WAREHOUSE = REPO_ROOT / "warehouse" / "crm.duckdb"
 DEFAULT_SAMPLE_OUT = REPO_ROOT / "warehouse" / "sample"
-PLANNED_EVENTS_FLAG = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+# Dagster's switches for partition-range runs, set for every process that runs or serves Dagster.
+# One "materialization planned" event per asset for a partition-range run, not one per day: a
+# year's ingestion planned 3,650 events, 40 s of SQLite writes before the first step. The price
+# (Dagster's note): a failed range run does not mark its partitions failed in the UI; the step's
+# `failed_partitions` metadata and the run's failure still say which days failed.
+# The range's materializations handed to the event log as batches of up to 1,000, which
+# orchestration/event_log.py (configured in dagster.yaml) writes in one transaction each.
+DAGSTER_FLAGS = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true", "DAGSTER_EVENT_BATCH_SIZE": "1000"}
 DUCKDB_POOL = "duckdb_writer"  # every DuckDB writer runs in this pool; dagster.yaml limits it to 1
 
 
@@ -81,11 +89,8 @@ def export(env: Environment) -> None:
 def ensure_dagster_home() -> Path:
     """Point DAGSTER_HOME at .dagster/ (git-ignored) with the repo's dagster.yaml, unless set."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster")))
-    # One "materialization planned" event per asset for a partition-range run, not one per day:
-    # a year's ingestion planned 3,650 events, 40 s of SQLite writes before the first step. The
-    # price (Dagster's note): a failed range run does not mark its partitions failed in the UI;
-    # the step's `failed_partitions` metadata and the run's failure still say which days failed.
-    os.environ.setdefault(PLANNED_EVENTS_FLAG, "true")
+    for name, value in DAGSTER_FLAGS.items():
+        os.environ.setdefault(name, value)
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
     source = REPO_ROOT / "dagster.yaml"

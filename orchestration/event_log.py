@@ -1,0 +1,59 @@
+"""Dagster's SQLite event log, writing a partition range's materializations in one transaction.
+
+A `crm run` over a year of daily partitions reports one materialization per day and source: 1,830
+for five sources. The stock SQLite storage writes each one on fresh connections to two databases
+(the run's and the cross-run index), about 12 ms apiece: 20 s of a 10,000-customer run, at any
+scale. When DAGSTER_EVENT_BATCH_SIZE is set (environment.ensure_dagster_home sets it), Dagster hands
+a step's partition materializations over as one batch; this storage writes such a batch with one
+statement per table and one transaction per database. The rows are the stock storage's, so the
+UI, sensors and `dagster` CLI read them unchanged; anything else is stored the stock way.
+"""
+
+import os
+from collections.abc import Sequence
+
+from dagster import _check as check
+from dagster._config import Field, StringSource
+from dagster._core.events import ASSET_EVENTS
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._serdes import ConfigurableClassData
+
+BATCH_SIZE_VARIABLE = "DAGSTER_EVENT_BATCH_SIZE"
+BATCH_SIZE = 1000  # events Dagster buffers before it writes: a 3-year backfill of one source is 2 batches
+
+
+class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
+    """The default SQLite event log (same files under $DAGSTER_HOME/history/runs/), batch-aware."""
+
+    def __init__(self, base_dir: str | None = None, inst_data: ConfigurableClassData | None = None):
+        home = check.not_none(os.environ.get("DAGSTER_HOME"), "DAGSTER_HOME is not set") if base_dir is None else ""
+        super().__init__(base_dir or os.path.join(home, "history", "runs", ""), inst_data=inst_data)
+
+    @classmethod
+    def config_type(cls) -> dict:
+        return {"base_dir": Field(StringSource, is_required=False)}
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: dict) -> "BatchingSqliteEventLogStorage":
+        return cls(inst_data=inst_data, **config_value)
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        if not _one_run_of_asset_events(events):
+            super().store_event_batch(events)  # one by one, as Dagster does
+            return
+        with self.run_connection(events[0].run_id) as conn:
+            conn.execute(self.prepare_insert_event_batch(events))
+        # The index mirrors each event under its own id; tags and the asset's latest record
+        # refer to those ids, so the inserts go one by one, inside one transaction.
+        with self.index_transaction() as conn:
+            ids = [conn.execute(self.prepare_insert_event(e)).inserted_primary_key[0] for e in events]
+            self._store_asset_event_tags(conn, events, ids)
+            for event, event_id in zip(events, ids):
+                self._store_asset_event(conn, event, event_id)
+
+
+def _one_run_of_asset_events(events: Sequence[EventLogEntry]) -> bool:
+    """What the stock store_event does with asset events, and only with them, this storage batches."""
+    return bool(events) and len({e.run_id for e in events}) == 1 and all(
+        e.is_dagster_event and e.dagster_event_type in ASSET_EVENTS and e.get_dagster_event().asset_key for e in events)
