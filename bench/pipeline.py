@@ -90,6 +90,26 @@ def pipeline_stages(summary, windows: dict[str, tuple[float, float]], rss: TreeR
     return stages
 
 
+def dbt_profile(run_ids: list[str], top: int = 6) -> dict:
+    """What the runs' dbt build spent its time on, from its run_results.json (dagster-dbt names the
+    invocation's target folder after the run): dbt's own elapsed time, the models' and tests'
+    execution time summed over dbt's threads, and the slowest nodes."""
+    from orchestration.dbt_assets import DBT_DIR
+
+    found = [f / "run_results.json" for run_id in run_ids for f in (DBT_DIR / "target").glob(f"dbt_models-{run_id[:7]}-*")]
+    found = [f for f in found if f.exists()]
+    if not found:
+        return {}
+    results = json.loads(found[0].read_text())
+    nodes = [(r["unique_id"].split(".")[0], r["unique_id"].split(".", 2)[-1], r["execution_time"]) for r in results["results"]]
+    return {
+        "dbt_elapsed_seconds": results["elapsed_time"],
+        "models_seconds": sum(t for kind, _, t in nodes if kind == "model"),
+        "tests_seconds": sum(t for kind, _, t in nodes if kind != "model"),
+        "slowest": [{"node": f"{kind.replace('_', ' ')} {name}", "seconds": t} for kind, name, t in sorted(nodes, key=lambda n: -n[2])[:top]],
+    }
+
+
 def timed(name: str, rss: TreeRSS, fn, rows=lambda result: 0) -> tuple[object, Stage]:
     start = time.time()
     result = fn()
@@ -272,6 +292,7 @@ def main() -> None:
                                  lambda: run_pipeline(sources, warehouse, as_of=extra_day, start=extra_day))
         inc.rows = sum(m.get("rows_read", 0) for m in incremental.materialized.values())
         stages.append(inc)
+        day_stages = {s.name: s for s in pipeline_stages(incremental, step_windows(incremental.run_ids), rss)}
         rfm_ours = sum(s.seconds for s in run_stages if s.name in ("ingestion", "ml rfm_segments"))
         peer, peer_stage = timed("pandas peer: read extracts + RFM", rss, lambda: pandas_peer(cfg.extracts, full_as_of),
                                  rows=lambda r: r.get("customers", 0))
@@ -282,6 +303,8 @@ def main() -> None:
     report = {
         "scale": args.scale, "customers": cfg.customers, "days": args.days, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "measured_at": dt.datetime.now(dt.UTC).isoformat(), "stages": [{**asdict(s), "rows_per_second": s.rows_per_second} for s in stages],
+        "one_more_day_stages": [asdict(s) for s in day_stages.values()],
+        "dbt_nodes": {"full_build": dbt_profile(full.run_ids), "one_more_day": dbt_profile(incremental.run_ids)},
         "peak_rss_mib": max(s.peak_rss_mib for s in stages),
         "ratios": {
             "incremental_share_of_full_build": inc.seconds / total.seconds,
@@ -296,10 +319,16 @@ def main() -> None:
     out = args.work / f"{args.scale}-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nScale {args.scale}: {cfg.customers:,} customers × {args.days} days (+1 day incremental), {os.cpu_count()} cores")
-    print(f"{'stage':<40}{'seconds':>10}{'rows':>14}{'rows/s':>12}{'peak RSS MiB':>14}")
+    print(f"{'stage':<40}{'seconds':>10}{'rows':>14}{'rows/s':>12}{'peak RSS MiB':>14}{'one more day s':>16}")
     for s in stages:
-        print(f"{s.name:<40}{s.seconds:>10.1f}{s.rows:>14,}{s.rows_per_second:>12,.0f}{s.peak_rss_mib:>14,.0f}")
+        day = f"{day_stages[s.name].seconds:>16.1f}" if s.name in day_stages else ""
+        print(f"{s.name:<40}{s.seconds:>10.1f}{s.rows:>14,}{s.rows_per_second:>12,.0f}{s.peak_rss_mib:>14,.0f}{day}")
     print(f"\none more day costs {100 * inc.seconds / total.seconds:.1f} % of the full build")
+    for run, profile in report["dbt_nodes"].items():
+        if profile:
+            slowest = ", ".join(f"{n['node']} {n['seconds']:.1f} s" for n in profile["slowest"])
+            print(f"dbt build ({run.replace('_', ' ')}): dbt {profile['dbt_elapsed_seconds']:.1f} s of its Dagster step; models "
+                  f"{profile['models_seconds']:.1f} s and tests {profile['tests_seconds']:.1f} s over dbt's threads; slowest: {slowest}")
     if "stopped" in peer:
         print(f"ingestion + RFM: ours {rfm_ours:.1f} s; the pandas peer stopped after {peer_stage.seconds:.0f} s: {peer['stopped']}")
     else:
