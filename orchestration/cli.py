@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -36,7 +39,7 @@ def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
 
 
-def _fail(error: BaseException) -> None:
+def _fail(error: BaseException | str) -> None:
     console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
@@ -80,8 +83,11 @@ def run(
     from ingestion.sources import SourcesError
     from orchestration.run import RunFailed, run_pipeline
 
+    log = None if verbose else _run_log(warehouse)
     try:
-        with _progress() as progress:
+        # dagster-dbt echoes every dbt line to stdout: without -v they go to the run's log file.
+        with _progress() as progress, (log.open("w") if log else contextlib.nullcontext(sys.stdout)) as out, \
+                contextlib.redirect_stdout(out):
             task = progress.add_task("Materializing assets", total=None)
             summary = run_pipeline(
                 sources, warehouse, as_of=_date(as_of, "--as-of"), start=_date(from_, "--from"),
@@ -90,7 +96,10 @@ def run(
                 log_level="INFO" if verbose else "CRITICAL", full_refresh=full_refresh,
             )
     except (SourcesError, RunFailed, ValueError, OSError) as e:
-        _fail(e)
+        _fail(f"{e}" + (f" (dbt's output: {log})" if log and log.stat().st_size else ""))
+    finally:
+        if log and log.exists() and not log.stat().st_size:
+            log.unlink()  # the run stopped before dbt
     as_of = f", as of {summary.as_of}" if summary.as_of else ""
     table = Table(title=f"Run {summary.run_id[:8]}: partitions {summary.start}..{summary.end}{as_of}")
     for col in ("asset", "rows", "quarantined", "dupes", "superseded", "checks"):
@@ -101,14 +110,25 @@ def run(
         table.add_row(asset, f"{rows}", f"{meta.get('rows_quarantined', '')}", f"{meta.get('duplicates_skipped', '')}",
                       f"{meta.get('rows_superseded', '')}", f"{sum(checks)}/{len(checks)} passed" if checks else "")
     Console(width=max(120, Console().width)).print(table)
+    if log and log.exists():
+        console.print(f"dbt's output: {log}", highlight=False, soft_wrap=True)
+
+
+RUN_LOGS_KEPT = 10
+
+
+def _run_log(warehouse: Optional[Path]) -> Path:
+    """A new log file for this run's dbt output in logs/ beside the warehouse; the newest few are kept."""
+    folder = (warehouse.resolve() if warehouse else environment.current().warehouse).parent / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in sorted(folder.glob("crm-run-*.log"))[: -(RUN_LOGS_KEPT - 1)]:
+        old.unlink(missing_ok=True)
+    return folder / f"crm-run-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{os.getpid()}.log"
 
 
 @app.command()
 def dev() -> None:
     """Start the Dagster UI and daemon (`dagster dev`) on this deployment's Dagster instance."""
-    import os
-    import sys
-
     environment.ensure_dagster_home()  # the instance's dagster.yaml and Dagster's switches, as `crm run` has them
     os.execv(sys.executable, [sys.executable, "-m", "dagster", "dev", "-m", "orchestration.definitions"])
 
@@ -129,7 +149,6 @@ def contracts(
 
 def _serving_env(warehouse: Optional[Path]) -> "environment.Environment":
     if warehouse:
-        import os
 
         os.environ["CRM_WAREHOUSE"] = str(warehouse.resolve())
     env = environment.current()
@@ -208,7 +227,6 @@ def audience(
 
 def _write_export(spec, warehouse: Optional[Path]) -> None:
     import getpass
-    import os
 
     import duckdb
 
@@ -241,7 +259,6 @@ def forget(
 ) -> None:
     """Erase one person everywhere (raw to exports), keep them out of re-loads, and audit it."""
     import getpass
-    import os
 
     from ingestion.sources import SourcesError, load_sources
     from serving.erasure import ErasureRequest, PersonNotFound, forget as erase_person

@@ -74,6 +74,9 @@ def test_analysts_read_whole_versions_during_a_run_and_a_killed_run_publishes_no
     try:
         run = crm("run", env=env)  # the rest of the data, in another process
         assert run.returncode == 0, run.stderr
+        # dbt's lines went to the run's log beside the warehouse, not between crm's progress and table.
+        assert "PASS=" not in run.stdout + run.stderr and "dbt's output:" in run.stderr
+        assert "Completed successfully" in next((tmp_path / "logs").glob("crm-run-*.log")).read_text()
         time.sleep(1.0)  # a few reads of the new version
     finally:
         stop.touch()
