@@ -91,13 +91,11 @@ def pipeline_stages(summary, windows: dict[str, tuple[float, float]], rss: TreeR
 
 
 def dbt_profile(run_ids: list[str], top: int = 6) -> dict:
-    """What the runs' dbt build spent its time on, from its run_results.json (dagster-dbt names the
-    invocation's target folder after the run): dbt's own elapsed time, the models' and tests'
-    execution time summed over dbt's threads, and the slowest nodes."""
-    from orchestration.dbt_assets import DBT_DIR
+    """What the runs' dbt build spent its time on, from its run_results.json: dbt's own elapsed time,
+    the models' and tests' execution time summed over dbt's threads, and the slowest nodes."""
+    from orchestration.dbt_assets import invocation_target
 
-    found = [f / "run_results.json" for run_id in run_ids for f in (DBT_DIR / "target").glob(f"dbt_models-{run_id[:7]}-*")]
-    found = [f for f in found if f.exists()]
+    found = [t / "run_results.json" for t in map(invocation_target, run_ids) if t and (t / "run_results.json").exists()]
     if not found:
         return {}
     results = json.loads(found[0].read_text())

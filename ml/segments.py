@@ -1,9 +1,10 @@
 """Behaviour segments: k-means on standardized, log-scaled behaviour of the customers who bought.
 
 k is the one in k_min..k_max with the highest silhouette score, k-means fitted and scored on a fixed
-sample of up to 5,000 customers (so choosing stays cheap); the chosen k is then fitted on all. Each segment gets a profile (size, mean RFM, revenue share) and a
-label read off its centre: value tier by mean revenue rank among segments, then what stands out
-(recent / lapsed, frequent, web-first / store-first, in touch with the call center).
+sample of up to 5,000 customers (so choosing stays cheap); the chosen k is then fitted on all. Each
+segment gets a profile (size, mean RFM, revenue share) and a label read off its centre: value tier
+by mean revenue rank among segments, then what stands out (recent / lapsed, frequent, web-first /
+store-first, in touch with the call center).
 """
 
 from __future__ import annotations

@@ -149,7 +149,6 @@ def contracts(
 
 def _serving_env(warehouse: Optional[Path]) -> "environment.Environment":
     if warehouse:
-
         os.environ["CRM_WAREHOUSE"] = str(warehouse.resolve())
     env = environment.current()
     environment.ensure_masking_key(env)

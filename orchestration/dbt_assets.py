@@ -99,6 +99,11 @@ def _prune_invocation_targets(current: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def invocation_target(run_id: str) -> Path | None:
+    """The target folder dagster-dbt gave a run's dbt build (it names it after the run), while kept."""
+    return next(iter((DBT_DIR / "target").glob(f"dbt_models-{run_id[:7]}-*")), None)
+
+
 def _keep_parse_state(invocation: Path, project: Path) -> None:
     """dagster-dbt seeds each invocation with the project's partial_parse.msgpack, which dbt throws
     away when the profile differs (a deployment's warehouse path is not `make setup`'s) and parses

@@ -19,9 +19,6 @@ from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._serdes import ConfigurableClassData
 
-BATCH_SIZE_VARIABLE = "DAGSTER_EVENT_BATCH_SIZE"
-BATCH_SIZE = 1000  # events Dagster buffers before it writes: a 3-year backfill of one source is 2 batches
-
 
 class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
     """The default SQLite event log (same files under $DAGSTER_HOME/history/runs/), batch-aware."""

@@ -15,6 +15,7 @@ import pytest
 
 from ingestion.generator import GeneratorConfig
 from ingestion.sources import load_sources
+from orchestration.dbt_assets import invocation_target
 from orchestration.environment import DUCKDB_POOL, REPO_ROOT
 from orchestration.event_log import BatchingSqliteEventLogStorage
 from orchestration.run import RunFailed, run_pipeline
@@ -103,8 +104,7 @@ def test_crm_run_materializes_every_asset_through_dagster(sample: GeneratorConfi
     assert _counts(warehouse) == before
     assert again.materialized["raw/web_events"]["rows_loaded"] < before["web_events"]
     # ... and its dbt build reuses the first run's parse (dbt_assets._keep_parse_state).
-    newest = max((REPO_ROOT / "dbt_project" / "target").glob("dbt_models-*"), key=lambda p: p.stat().st_mtime)
-    assert "UnableToPartialParse" not in (newest / "dbt.log").read_text()
+    assert "UnableToPartialParse" not in (invocation_target(again.run_ids[-1]) / "dbt.log").read_text()
 
 
 def _counts(warehouse: Path) -> dict[str, int]:
