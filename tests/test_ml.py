@@ -19,7 +19,7 @@ import pytest
 from ingestion.generator import GeneratorConfig, generate
 from ingestion.generator.config import MessRates
 from ml.baskets import association_rules, encode, frequent_itemsets
-from ml.clv import fit_bgnbd, fit_gamma_gamma
+from ml.clv import fit_bgnbd, fit_gamma_gamma, fit_sample
 from ml.config import MLConfig
 from ml.rfm import rfm_table
 from ml.run_context import RunContext
@@ -119,6 +119,21 @@ def test_bgnbd_and_gamma_gamma_fit_the_published_cdnow_parameters() -> None:
     assert (gg.p, gg.q, gg.gamma) == pytest.approx((6.25, 3.74, 15.44), abs=0.02)
     # Fader, Hardie & Lee: customer 1 (x = 2, t_x = 30.43, T = 38.86) expects 1.226 purchases in the next 39 weeks.
     assert bgnbd.expected_purchases(39, np.array([2.0]), np.array([30.43]), np.array([38.86]))[0] == pytest.approx(1.226, abs=2e-3)
+
+
+def test_value_models_fitted_on_a_sample_stay_near_the_full_fit() -> None:
+    """Above FIT_SAMPLE customers the models are fitted on a fixed sample (ml.clv.fit_sample)."""
+    cdnow = pl.read_csv(DATA / "cdnow_summary.csv")
+    x, t_x, T, zbar = (cdnow[c].cast(pl.Float64).to_numpy() for c in ("x", "t_x", "T", "zbar"))
+    part = fit_sample(len(x), size=1500)
+    assert len(part) == 1500 and (np.diff(part) > 0).all() and (fit_sample(len(x), size=1500) == part).all()
+    assert (fit_sample(len(x)) == np.arange(len(x))).all()  # fewer customers than FIT_SAMPLE: all of them
+    full, sampled = fit_bgnbd(x, t_x, T), fit_bgnbd(x[part], t_x[part], T[part])
+    # Expected purchases of every customer in the next 39 weeks, by the two fits.
+    ahead = lambda m: m.expected_purchases(39, x, t_x, T)  # noqa: E731
+    assert ahead(sampled).sum() == pytest.approx(ahead(full).sum(), rel=0.05)
+    spend_full, spend_sampled = fit_gamma_gamma(x, zbar), fit_gamma_gamma(x[part], zbar[part])
+    assert spend_sampled.expected_spend(x, zbar).mean() == pytest.approx(spend_full.expected_spend(x, zbar).mean(), rel=0.05)
 
 
 def test_every_ml_table_is_built_by_crm_run_and_churn_beats_its_baseline(year: Year) -> None:
