@@ -18,6 +18,7 @@ from scipy.special import gammaln, hyp2f1
 
 from ml.config import ValueConfig
 from ml.run_context import NotEnoughHistory
+from ml.sampling import fixed_sample
 
 DAYS_PER_MONTH = 365.25 / 12
 # Customers the two models are fitted on (a fixed random sample above this; all of them below).
@@ -114,7 +115,7 @@ def fit_gamma_gamma(x: np.ndarray, mean_spend: np.ndarray) -> GammaGamma:
 
 def fit_sample(n: int, size: int = FIT_SAMPLE) -> np.ndarray:
     """Indices, in order, of the customers the models are fitted on: a fixed random `size` of `n`."""
-    return np.sort(np.random.default_rng(FIT_SEED).choice(n, size, replace=False)) if n > size else np.arange(n)
+    return fixed_sample(n, size, FIT_SEED)
 
 
 def purchase_history(orders: pl.DataFrame, as_of: dt.date) -> pl.DataFrame:
