@@ -24,6 +24,8 @@ from pathlib import Path
 
 import duckdb
 
+from orchestration.environment import DBT_EXECUTABLE
+
 ROOT = Path(__file__).resolve().parents[1]
 DBT_DIR = ROOT / "dbt_project"
 BUILT_SCHEMAS = ("staging", "intermediate", "marts")
@@ -68,7 +70,7 @@ def compile_models(warehouse: Path, work: Path) -> list[Model]:
     incremental models compile to their full select), in dependency order."""
     target = work / "target"
     env = {**os.environ, "CRM_WAREHOUSE": str(warehouse)}
-    subprocess.run([str(Path(sys.executable).with_name("dbt")), "compile", "--quiet", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
+    subprocess.run([DBT_EXECUTABLE, "compile", "--quiet", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
                     "--target-path", str(target)], check=True, env=env, capture_output=True)
     nodes = json.loads((target / "manifest.json").read_text())["nodes"]
     models = {uid: n for uid, n in nodes.items() if n["resource_type"] == "model"}

@@ -15,7 +15,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from dagster_duckdb import DuckDBResource
 from packaging.version import Version
 
-from orchestration.environment import DUCKDB_POOL, REPO_ROOT
+from orchestration.environment import DBT_EXECUTABLE, DUCKDB_POOL, REPO_ROOT
 from orchestration.identity_report import identity_report
 
 DBT_DIR = REPO_ROOT / "dbt_project"
@@ -37,7 +37,7 @@ def prepare_manifest() -> Path:
     sources = [p for d in ("models", "macros", "tests", "seeds") for p in (DBT_DIR / d).rglob("*") if p.is_file()]
     sources += [DBT_DIR / "dbt_project.yml", DBT_DIR / "profiles.yml"]
     if not manifest.exists() or max(p.stat().st_mtime for p in sources) > manifest.stat().st_mtime:
-        DbtCliResource(project_dir=project).cli(["parse", "--quiet"], target_path=project.target_path).wait()
+        DbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE).cli(["parse", "--quiet"], target_path=project.target_path).wait()
     return manifest
 
 
@@ -144,4 +144,4 @@ class InstalledDbtCli(DbtCliResource):
 
 
 def dbt_resource() -> DbtCliResource:
-    return InstalledDbtCli(project_dir=dbt_project(), profiles_dir=str(DBT_DIR))
+    return InstalledDbtCli(project_dir=dbt_project(), profiles_dir=str(DBT_DIR), dbt_executable=DBT_EXECUTABLE)

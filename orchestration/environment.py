@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,9 @@ DEFAULT_SAMPLE_OUT = REPO_ROOT / "warehouse" / "sample"
 # orchestration/event_log.py (configured in dagster.yaml) writes in one transaction each.
 DAGSTER_FLAGS = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true", "DAGSTER_EVENT_BATCH_SIZE": "1000"}
 DUCKDB_POOL = "duckdb_writer"  # every DuckDB writer runs in this pool; dagster.yaml limits it to 1
+# The dbt of this Python's environment (the locked one), so `.venv/bin/crm run` works without the
+# environment's bin/ on PATH; a dbt on PATH only where this environment has none.
+DBT_EXECUTABLE = str(dbt) if (dbt := Path(sys.executable).with_name("dbt")).exists() else "dbt"
 
 
 @dataclass(frozen=True)

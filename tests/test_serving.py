@@ -72,7 +72,10 @@ def test_analysts_read_whole_versions_during_a_run_and_a_killed_run_publishes_no
     reader = subprocess.Popen([sys.executable, "-c", READER, str(published), str(log), str(stop)], cwd=REPO_ROOT,
                               env={**os.environ, **env})
     try:
-        run = crm("run", env=env)  # the rest of the data, in another process
+        # The rest of the data, in another process, as `.venv/bin/crm run` without the environment's
+        # bin/ on PATH: dbt is found beside this Python.
+        run = crm("run", env={**env, "PATH": os.pathsep.join(
+            d for d in os.environ["PATH"].split(os.pathsep) if Path(d).resolve() != Path(sys.executable).parent.resolve())})
         assert run.returncode == 0, run.stderr
         # dbt's lines went to the run's log beside the warehouse, not between crm's progress and table.
         assert "PASS=" not in run.stdout + run.stderr and "dbt's output:" in run.stderr
