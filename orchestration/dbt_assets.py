@@ -6,7 +6,7 @@ import contextlib
 import functools
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,14 +133,21 @@ def _with_identity_report(context: dg.AssetExecutionContext, events: list, wareh
 
 
 class InstalledDbtCli(DbtCliResource):
-    """dagster-dbt's dbt resource, told dbt's version rather than asking `dbt --version` in a
-    subprocess before every build (2.2 s a run): dbt-core is installed in this environment."""
+    """dagster-dbt's dbt resource, without two costs of every build that this project does not use:
+    it is told dbt's version rather than asking `dbt --version` in a subprocess (2.2 s a run:
+    dbt-core is installed in this environment), and it opens no dbt adapter of its own in Dagster's
+    process (1.1 s a run: loading dbt's profile, project and DuckDB adapter), which dagster-dbt
+    needs only for `fetch_row_counts` and `fetch_column_metadata`. Its invocations then carry no
+    adapter, as they do under dbt Fusion."""
 
     @functools.cached_property
     def _cli_version(self) -> Version:
         from dbt.version import __version__
 
         return Version(__version__)
+
+    def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> None:
+        return None
 
 
 def dbt_resource() -> DbtCliResource:

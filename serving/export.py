@@ -4,12 +4,18 @@ An export is a folder of `<table>/` Parquet (zstd) datasets plus `manifest.json`
 It is written into a new folder beside the old one; then the export's path, a symlink, is renamed
 over to point at it. A BI tool that resolved the old folder keeps reading it: the previous export
 is kept until the next switch. Facts are hive-partitioned by the month of their local date.
+
+A daily run changes a month or two of each fact, so an export writes only the months whose rows
+differ from the previous export's (same count and the same sum of row hashes, masking included)
+and hard-links the previous export's files for the rest: they are the same bytes, and each export
+folder still stands alone when the older one is pruned.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -80,7 +86,8 @@ def write_export(published_dir: Path, warehouse_dir: Path, spec: ExportSpec, per
                 define_mask(con, key or "")
             if spec.region:
                 set_region(con, spec.region)
-            manifest = _write_tables(con, folder, queries(con, spec, personal))
+            previous = path.resolve() if path.is_symlink() and (path / MANIFEST).exists() else None
+            manifest = _write_tables(con, folder, queries(con, spec, personal), previous)
             pub = con.execute("SELECT version, run_id, as_of_date, published_at FROM serving.publication").fetchall()[0]
         manifest = {
             "spec": asdict(spec),
@@ -97,27 +104,48 @@ def write_export(published_dir: Path, warehouse_dir: Path, spec: ExportSpec, per
     return Export(path, folder, manifest)
 
 
-def _write_tables(con: duckdb.DuckDBPyConnection, folder: Path, queries: dict[str, tuple[str, list[str]]]) -> dict:
+def _write_tables(con: duckdb.DuckDBPyConnection, folder: Path, queries: dict[str, tuple[str, list[str]]],
+                  previous: Path | None = None) -> dict:
+    before = read_manifest(previous)["tables"] if previous else {}
     tables = {}
     for name, (query, masked_columns) in queries.items():
         columns = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {query}").fetchall()]
         by = _partition_column(name, columns)
         target = folder / name
+        entry = {"path": f"{name}/", "partitioned_by": "month" if by else None,
+                 "columns": [{"name": c, "type": t} for c, t in columns], "masked_columns": masked_columns}
         if by:
-            query = f"SELECT *, strftime({by}, '%Y-%m') AS month FROM ({query})"
-            options = "FORMAT parquet, COMPRESSION zstd, PARTITION_BY (month)"
-            out = target
+            old = before.get(name, {})
+            reusable = old.get("partitions", {}) if old.get("columns") == entry["columns"] and previous else {}
+            rows, entry["partitions"] = _write_months(con, f"SELECT *, strftime({by}, '%Y-%m') AS month FROM ({query})",
+                                                      target, reusable, previous / name if previous else None)
         else:
             target.mkdir()
-            options = "FORMAT parquet, COMPRESSION zstd"
-            out = target / "data.parquet"
-        target_sql = str(out).replace("'", "''")  # e.g. the audience of "Can't Lose Them"
-        rows = con.execute(f"COPY ({query}) TO '{target_sql}' ({options})").fetchall()[0][0]
-        tables[name] = {
-            "path": f"{name}/", "rows": rows, "partitioned_by": "month" if by else None,
-            "columns": [{"name": c, "type": t} for c, t in columns], "masked_columns": masked_columns,
-        }
+            rows = con.execute(f"COPY ({query}) TO '{_sql_path(target / 'data.parquet')}' (FORMAT parquet, COMPRESSION zstd)").fetchall()[0][0]
+        tables[name] = {**entry, "rows": rows}
     return {"tables": tables}
+
+
+def _write_months(con: duckdb.DuckDBPyConnection, query: str, target: Path, reusable: dict, previous: Path | None) -> tuple[int, dict]:
+    """Write the months whose fingerprint changed (or is new); hard-link the previous export's others."""
+    counts = con.execute(f"SELECT month, count(*), sum(hash(q)) FROM ({query}) AS q GROUP BY month").fetchall()
+    partitions = {month: {"rows": n, "fingerprint": str(fp)} for month, n, fp in counts if month is not None}
+    kept = sorted(m for m, p in partitions.items() if reusable.get(m) == p and (previous / f"month={m}").is_dir())
+    if len(kept) < len(counts):
+        listed = ", ".join(f"'{m}'" for m in kept)  # 'YYYY-MM', from strftime
+        only_changed = f"WHERE month IS NULL OR month NOT IN ({listed})" if kept else ""
+        con.execute(f"COPY (SELECT * FROM ({query}) {only_changed}) TO '{_sql_path(target)}' "
+                    "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (month))").fetchall()
+    target.mkdir(exist_ok=True)  # also for a fact without rows
+    for month in kept:
+        (target / f"month={month}").mkdir()
+        for file in (previous / f"month={month}").iterdir():
+            os.link(file, target / f"month={month}" / file.name)
+    return sum(n for _, n, _ in counts), partitions
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")  # e.g. the audience of "Can't Lose Them"
 
 
 def _prune(root: Path, keep: Path) -> None:

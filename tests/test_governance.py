@@ -120,6 +120,26 @@ def test_bi_export_reads_back_with_its_types_and_personal_data_masked(deployment
                 assert not values & set(emails.values()) and not values & clear_names, (table, name)
 
 
+def test_next_export_of_unchanged_months_links_their_files(deployment: Path) -> None:
+    """A fact's month whose rows did not change since the last export is hard-linked, not written again."""
+    exports = deployment / "exports"
+    first, first_manifest = exports.resolve(), read_manifest(exports)
+    personal = personal_columns(dbt_project().manifest_path)
+    again = write_export(deployment / "published", deployment, ExportSpec(), personal, os.environ["CRM_MASKING_KEY"])
+    assert again.folder != first and exports.resolve() == again.folder
+    months, facts = 0, 0
+    for table, entry in again.manifest["tables"].items():
+        assert entry["rows"] == first_manifest["tables"][table]["rows"]
+        if entry["partitioned_by"]:
+            facts += 1
+            assert entry["partitions"] == first_manifest["tables"][table]["partitions"]
+            for file in (again.folder / table).rglob("*.parquet"):
+                assert file.stat().st_ino == (first / file.relative_to(again.folder)).stat().st_ino, file
+                months += 1
+            assert read_export(again.folder / table).num_rows == entry["rows"]
+    assert facts >= 4 and months >= facts
+
+
 def test_unmasked_export_needs_its_flag_and_is_audited(deployment: Path, env: dict[str, str]) -> None:
     personal = personal_columns(dbt_project().manifest_path)
     with pytest.raises(MaskingKeyMissing):
