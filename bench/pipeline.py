@@ -10,6 +10,7 @@ limit: it may stop), and our ingestion + RFM against plain pandas. Prints a tabl
 the latest figures of every scale, and writes the figures as JSON to bench/results/.
 
     make bench [SCALE=S|M|L]    (= python3 -m uv run python bench/pipeline.py --scale S)
+    python3 -m uv run python bench/pipeline.py --scale L --no-peers    (the pipeline alone)
 """
 
 from __future__ import annotations
@@ -254,6 +255,8 @@ def main() -> None:
     parser.add_argument("--scale", choices=SCALES, default="S")
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "results", help="where data and results go")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="skip the SQL floor, pandas and mlxtend (at L they take as long again as the pipeline)")
     args = parser.parse_args()
 
     from ingestion.generator import GeneratorConfig, generate, sources_file_for
@@ -282,37 +285,41 @@ def main() -> None:
         gen.rows = next((s.rows for s in run_stages if s.name == "ingestion"), 0)
         total.rows = gen.rows
         stages += [gen, *run_stages, total]
-        floor, floor_stage = timed("SQL floor of the dbt layer", rss, lambda: floor_vs_built(warehouse, work / "floor"))
-        floor_stage.seconds = floor["floor_seconds"]  # the script's own run, without copying inputs or compiling
-        floor_stage.rows = next((s.rows for s in run_stages if s.name == "dbt build"), 0)
-        stages.append(floor_stage)
+        dbt_s = next(s.seconds for s in run_stages if s.name == "dbt build")
+        if not args.no_peers:
+            floor, floor_stage = timed("SQL floor of the dbt layer", rss, lambda: floor_vs_built(warehouse, work / "floor"))
+            floor_stage.seconds = floor["floor_seconds"]  # the script's own run, without copying inputs or compiling
+            floor_stage.rows = next((s.rows for s in run_stages if s.name == "dbt build"), 0)
+            stages.append(floor_stage)
         incremental, inc = timed("one more day (incremental crm run)", rss,
                                  lambda: run_pipeline(sources, warehouse, as_of=extra_day, start=extra_day))
         inc.rows = sum(m.get("rows_read", 0) for m in incremental.materialized.values())
         stages.append(inc)
         day_stages = {s.name: s for s in pipeline_stages(incremental, step_windows(incremental.run_ids), rss)}
         rfm_ours = sum(s.seconds for s in run_stages if s.name in ("ingestion", "ml rfm_segments"))
-        peer, peer_stage = timed("pandas peer: read extracts + RFM", rss, lambda: pandas_peer(cfg.extracts, full_as_of),
-                                 rows=lambda r: r.get("customers", 0))
-        stages.append(peer_stage)
-    rules = mlxtend_vs_ours(warehouse, load_config().baskets.min_support)
-
-    dbt_s = next(s.seconds for s in run_stages if s.name == "dbt build")
-    report = {
-        "scale": args.scale, "customers": cfg.customers, "days": args.days, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "measured_at": dt.datetime.now(dt.UTC).isoformat(), "stages": [{**asdict(s), "rows_per_second": s.rows_per_second} for s in stages],
-        "one_more_day_stages": [asdict(s) for s in day_stages.values()],
-        "dbt_nodes": {"full_build": dbt_profile(full.run_ids), "one_more_day": dbt_profile(incremental.run_ids)},
-        "peak_rss_mib": max(s.peak_rss_mib for s in stages),
-        "ratios": {
-            "incremental_share_of_full_build": inc.seconds / total.seconds,
+        if not args.no_peers:
+            peer, peer_stage = timed("pandas peer: read extracts + RFM", rss, lambda: pandas_peer(cfg.extracts, full_as_of),
+                                     rows=lambda r: r.get("customers", 0))
+            stages.append(peer_stage)
+    ratios: dict = {"incremental_share_of_full_build": inc.seconds / total.seconds}
+    if not args.no_peers:
+        rules = mlxtend_vs_ours(warehouse, load_config().baskets.min_support)
+        ratios.update({
             "ingestion_plus_rfm_vs_pandas": {"ours_seconds": rfm_ours, "pandas_seconds": peer_stage.seconds,
                                              "pandas_over_ours": peer_stage.seconds / rfm_ours, "pandas_customers": peer_stage.rows,
                                              **({"pandas_stopped": peer["stopped"]} if "stopped" in peer else {})},
             "association_rules_vs_mlxtend": rules,
             "dbt_layer_vs_sql_floor": {"dbt_seconds": dbt_s, "floor_seconds": floor_stage.seconds,
                                        "dbt_over_floor": dbt_s / floor_stage.seconds, **floor},
-        },
+        })
+
+    report = {
+        "scale": args.scale, "customers": cfg.customers, "days": args.days, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(), "stages": [{**asdict(s), "rows_per_second": s.rows_per_second} for s in stages],
+        "one_more_day_stages": [asdict(s) for s in day_stages.values()],
+        "dbt_nodes": {"full_build": dbt_profile(full.run_ids), "one_more_day": dbt_profile(incremental.run_ids)},
+        "peak_rss_mib": max(s.peak_rss_mib for s in stages),
+        "ratios": ratios,
     }
     out = args.work / f"{args.scale}-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -327,11 +334,22 @@ def main() -> None:
             slowest = ", ".join(f"{n['node']} {n['seconds']:.1f} s" for n in profile["slowest"])
             print(f"dbt build ({run.replace('_', ' ')}): dbt {profile['dbt_elapsed_seconds']:.1f} s of its Dagster step; models "
                   f"{profile['models_seconds']:.1f} s and tests {profile['tests_seconds']:.1f} s over dbt's threads; slowest: {slowest}")
-    if "stopped" in peer:
-        print(f"ingestion + RFM: ours {rfm_ours:.1f} s; the pandas peer stopped after {peer_stage.seconds:.0f} s: {peer['stopped']}")
+    if args.no_peers:
+        print("peers (SQL floor, pandas, mlxtend) not run: --no-peers")
     else:
-        print(f"ingestion + RFM: ours {rfm_ours:.1f} s, pandas {peer_stage.seconds:.1f} s ({peer_stage.seconds / rfm_ours:.2f}× ours; "
-              f"pandas scores {peer_stage.rows:,} registry ids, no identity resolution, quarantine or checks)")
+        print_peers(ratios, rfm_ours)
+    print(f"figures written to {out}\n")
+    print_scaling(args.work)
+
+
+def print_peers(ratios: dict, rfm_ours: float) -> None:
+    """The three side-by-side ratios of the run."""
+    pandas, rules, floor = (ratios[k] for k in ("ingestion_plus_rfm_vs_pandas", "association_rules_vs_mlxtend", "dbt_layer_vs_sql_floor"))
+    if "pandas_stopped" in pandas:
+        print(f"ingestion + RFM: ours {rfm_ours:.1f} s; the pandas peer stopped after {pandas['pandas_seconds']:.0f} s: {pandas['pandas_stopped']}")
+    else:
+        print(f"ingestion + RFM: ours {rfm_ours:.1f} s, pandas {pandas['pandas_seconds']:.1f} s ({pandas['pandas_seconds'] / rfm_ours:.2f}× ours; "
+              f"pandas scores {pandas['pandas_customers']:,} registry ids, no identity resolution, quarantine or checks)")
     if "ratio" in rules:
         print(f"association rules ({rules['baskets']:,} baskets × {rules['items']:,} items, support {rules['min_support']}): ours "
               f"{rules['ours_seconds']:.2f} s, mlxtend {rules['mlxtend_seconds']:.2f} s ({rules['mlxtend_peak_rss_mib']:,.0f} MiB peak) "
@@ -339,11 +357,9 @@ def main() -> None:
               f"{'identical' if rules['equal'] else 'DIFFERENT'} ({rules['ours_itemsets']} itemsets, {rules['ours_rules']} rules)")
     else:
         print(f"association rules: ours {rules['ours_seconds']:.2f} s; mlxtend stopped: {rules['mlxtend_stopped']}")
-    print(f"dbt layer (dbt build in Dagster, {len(floor['marts'])} marts, tests included): {dbt_s:.1f} s, SQL floor "
-          f"{floor_stage.seconds:.1f} s = {dbt_s / floor_stage.seconds:.2f}× the floor; marts "
+    print(f"dbt layer (dbt build in Dagster, {len(floor['marts'])} marts, tests included): {floor['dbt_seconds']:.1f} s, SQL floor "
+          f"{floor['floor_seconds']:.1f} s = {floor['dbt_over_floor']:.2f}× the floor; marts "
           f"{'identical' if floor['equal'] else 'DIFFERENT'} (script: {floor['script']})")
-    print(f"figures written to {out}\n")
-    print_scaling(args.work)
 
 
 def print_scaling(results: Path) -> None:
