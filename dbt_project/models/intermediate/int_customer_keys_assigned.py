@@ -31,30 +31,53 @@ def previous_keys(dbt, session) -> pd.DataFrame | None:
     ).df()
 
 
+def graph_edges(dbt, session) -> tuple[int, np.ndarray, np.ndarray, pd.DataFrame]:
+    """The graph as the number of records, two arrays of node numbers (record, identifier) per edge,
+    numbered in DuckDB, and the identifiers by number. The edges never become Python strings: at a million customers they
+    are tens of millions of rows, which as a pandas frame held more memory than DuckDB's limit."""
+    dbt.ref("int_identifiers_collected").create_view("_identity_edges", replace=True)
+    session.execute("""
+        create or replace temp table _identity_records as
+        select record_type, record_id, (row_number() over () - 1)::integer as record_idx
+        from (select distinct record_type, record_id from _identity_edges)
+    """).fetchall()
+    session.execute("""
+        create or replace temp table _identity_identifiers as
+        select identifier_type, identifier_value, (row_number() over () - 1)::integer as ident_idx
+        from (select distinct identifier_type, identifier_value from _identity_edges)
+    """).fetchall()
+    pairs = session.execute("""
+        select r.record_idx, i.ident_idx
+        from _identity_edges as e
+        inner join _identity_records as r using (record_type, record_id)
+        inner join _identity_identifiers as i using (identifier_type, identifier_value)
+    """).fetchnumpy()
+    identifiers = session.execute(
+        "select identifier_type, identifier_value from _identity_identifiers order by ident_idx").df()
+    records = session.execute("select count(*) from _identity_records").fetchall()[0][0]
+    for drop in ("table _identity_records", "table _identity_identifiers", "view _identity_edges"):
+        session.execute(f"drop {drop}").fetchall()
+    return records, np.asarray(pairs["record_idx"]), np.asarray(pairs["ident_idx"]), identifiers
+
+
 def model(dbt, session):
     dbt.config(materialized="table")
-    edges = dbt.ref("int_identifiers_collected").df()
-    now = pd.Timestamp(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).as_unit("us")
     columns = ["identifier_type", "identifier_value", "customer_key", "assigned_at", "previous_customer_key",
                "merged_at", "component_records"]
-    if edges.empty:
+    now = pd.Timestamp(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).as_unit("us")
+    n_rec, record_idx, ident_idx, identifiers = graph_edges(dbt, session)
+    if identifiers.empty:
         types = {"assigned_at": "datetime64[us]", "merged_at": "datetime64[us]", "component_records": "int64"}
         return pd.DataFrame({c: pd.Series(dtype=types.get(c, "string")) for c in columns})  # typed, even when empty
 
-    records = edges["record_type"] + "|" + edges["record_id"]
-    identifiers = edges["identifier_type"] + "|" + edges["identifier_value"]
-    record_idx, record_names = pd.factorize(records)
-    ident_idx, ident_names = pd.factorize(identifiers)
-    n_rec = len(record_names)
-    n = n_rec + len(ident_names)
-    graph = coo_matrix((np.ones(len(edges)), (record_idx, n_rec + ident_idx)), shape=(n, n))
+    n = n_rec + len(identifiers)
+    graph = coo_matrix((np.ones(len(record_idx), dtype=np.int8), (record_idx, n_rec + ident_idx)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
 
-    nodes = pd.DataFrame({"identifier": ident_names, "component": labels[n_rec:]})
-    nodes[["identifier_type", "identifier_value"]] = nodes["identifier"].str.split("|", n=1, expand=True)
+    nodes = identifiers.assign(component=labels[n_rec:])
+    nodes["identifier"] = nodes["identifier_type"] + "|" + nodes["identifier_value"]
     nodes["rank"] = nodes["identifier_type"].map({t: i for i, t in enumerate(CUSTOMER_IDENTIFIERS)})
-    component_records = pd.Series(labels[:n_rec]).value_counts()
-    nodes["component_records"] = nodes["component"].map(component_records).fillna(0).astype("int64")
+    nodes["component_records"] = np.bincount(labels[:n_rec], minlength=labels.max() + 1)[nodes["component"]].astype("int64")
 
     known = nodes.dropna(subset=["rank"]).sort_values(["component", "rank", "identifier_value"])
     anchors = known.groupby("component").first()

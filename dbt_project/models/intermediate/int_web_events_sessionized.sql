@@ -50,21 +50,20 @@ starts as (
     from gaps
 ),
 
-numbered as (
+-- A session is named after its first event: the latest session start up to each event, in the
+-- gaps' window order. (A third window, per session, sorted every event once more.)
+named as (
     select
         *,
-        sum(is_session_start) over (
+        last_value(case when is_session_start = 1 then web_event_id end ignore nulls) over (
             partition by cookie_id order by event_at asc nulls last, web_event_id asc rows between unbounded preceding and current row
-        ) as session_number
+        ) as session_first_event_id
     from starts
 ),
 
 final as (
     select
-        concat(cookie_id, ':', first_value(web_event_id) over (
-            partition by cookie_id, session_number order by event_at asc nulls last, web_event_id asc
-            rows between unbounded preceding and unbounded following
-        )) as web_session_id,
+        concat(cookie_id, ':', session_first_event_id) as web_session_id,
         web_event_id,
         source_name,
         event_id,
@@ -87,7 +86,7 @@ final as (
         user_agent,
         cast(is_session_start = 1 as boolean) as is_session_start,
         source_loaded_at
-    from numbered
+    from named
 )
 
 select * from final
