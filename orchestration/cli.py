@@ -239,7 +239,8 @@ def _write_export(spec, warehouse: Optional[Path]) -> None:
         write_audit(env.governance_dir, {"event": "unmasked_export", "at": dt.datetime.now(dt.UTC).isoformat(),
                                          "by": getpass.getuser(), "spec": vars(spec)})
     try:
-        done = write_export(env.published_dir, env.warehouse.parent, spec, _personal_columns(), os.environ.get(environment.MASKING_KEY))
+        done = write_export(env.published_dir, env.warehouse.parent, spec, _personal_columns(), os.environ.get(environment.MASKING_KEY),
+                            env.duckdb_config)
     except (NothingPublished, ValueError, FileExistsError, duckdb.Error) as e:
         _fail(e)
     tables = done.manifest["tables"]

@@ -49,7 +49,8 @@ def published_warehouse(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
                       "personal data as keyed hashes, manifest.json last, switched in atomically.")
 def bi_exports(masking: MaskingKey) -> dg.MaterializeResult:
     env = environment.current()
-    export = write_export(env.published_dir, env.warehouse.parent, ExportSpec(), personal_columns(dbt_project().manifest_path), masking.key)
+    export = write_export(env.published_dir, env.warehouse.parent, ExportSpec(), personal_columns(dbt_project().manifest_path),
+                          masking.key, env.duckdb_config)
     tables = export.manifest["tables"]
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(export.path)), "version": export.manifest["version"],

@@ -12,12 +12,14 @@ are kept for clerical review but link nobody, so precision comes first.
 
 import logging
 
+import duckdb
 import pandas as pd
 
 COLUMNS = {"customer_ref_l": "string", "customer_ref_r": "string", "match_probability": "float64",
            "match_weight": "float64", "is_accepted": "bool", "full_name_l": "string", "full_name_r": "string",
            "birth_date": "datetime64[us]", "city_l": "string", "city_r": "string"}
 REVIEW_THRESHOLD = 0.5
+SIZE_UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}  # as current_setting() prints them
 # One character off: a substitution counted in characters (DuckDB's edit distances count UTF-8
 # bytes, so 何明/何铭 would be 3 apart) or a transposition of romanized letters.
 ONE_CHARACTER_OFF = (
@@ -54,10 +56,21 @@ def settings(n_profiles: int):
     )
 
 
-def predict(profiles: pd.DataFrame) -> pd.DataFrame:
+def splink_connection(session) -> duckdb.DuckDBPyConnection:
+    """Splink's own in-memory DuckDB, with half the warehouse connection's memory limit and a spill
+    folder beside the warehouse's (DuckDB creates one level of folder, not its parents). Left to
+    its defaults it may take 80 % of the machine on top of the warehouse's own limit (2.5 GB more
+    at a million customers)."""
+    limit, temp = session.execute("select current_setting('memory_limit'), current_setting('temp_directory')").fetchall()[0]
+    number, unit = limit.split()
+    return duckdb.connect(config={"memory_limit": f"{int(float(number) * SIZE_UNITS[unit] / 2)}B",
+                                  "temp_directory": f"{temp}-splink"})
+
+
+def predict(profiles: pd.DataFrame, con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     from splink import DuckDBAPI, Linker, block_on
 
-    linker = Linker(DuckDBAPI().register(profiles), settings(len(profiles)), log_level=logging.WARNING)
+    linker = Linker(DuckDBAPI(con).register(profiles), settings(len(profiles)), log_level=logging.WARNING)
     exact_duplicates = profiles.duplicated(["full_name", "birth_date", "city"]).sum()
     if exact_duplicates:  # else Splink cannot estimate the prior and the default above stays
         linker.training.estimate_probability_two_random_records_match(
@@ -78,7 +91,8 @@ def model(dbt, session):
     )
     if len(profiles) < 2:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()})  # typed, even when empty
-    pairs = predict(profiles.reset_index(drop=True))
+    with splink_connection(session) as con:
+        pairs = predict(profiles.reset_index(drop=True), con)
     pairs["is_accepted"] = pairs["match_probability"] >= threshold
     pairs["birth_date"] = pairs["birth_date_l"]
     return pairs[list(COLUMNS)].astype(COLUMNS).sort_values(["customer_ref_l", "customer_ref_r"]).reset_index(drop=True)
