@@ -42,8 +42,10 @@ class TreeRSS:
         return self.samples
 
     def peak(self, start: float, end: float) -> int:
+        """The highest sample in [start, end]; for a stage shorter than a tick, the last one before it."""
         samples = self.read() if self._sampler.poll() is None else self.samples
-        return max((r for t, r in samples if start <= t <= end), default=0)
+        inside = [r for t, r in samples if start <= t <= end]
+        return max(inside) if inside else next((r for t, r in reversed(samples) if t <= end), 0)
 
 
 def tree_rss(root: int, exclude: int) -> int:

@@ -72,7 +72,7 @@ def write_export(published_dir: Path, warehouse_dir: Path, spec: ExportSpec, per
     """Export the current published version to its path under `warehouse_dir` (a symlink it owns).
 
     `duckdb_config`: the deployment's DuckDB limits (memory, threads, spill folder); without them
-    DuckDB may take 80 % of the machine's memory (7.3 GB of a million customers' export)."""
+    DuckDB may take 80 % of the machine's memory (7.2 GiB for a million customers' export)."""
     from serving.audience import audience_query
 
     queries = audience_query if spec.kind == "audience" else table_queries

@@ -96,8 +96,10 @@ def model(dbt, session):
             nodes[c] = None
         survivors = pd.DataFrame(columns=["customer_key", "assigned_at"])
     nodes = nodes.rename(columns={"customer_key": "old_key", "assigned_at": "old_assigned_at"})
-    nodes["customer_key"] = nodes["component"].map(survivors["customer_key"]).fillna(nodes["component"].map(fresh))
-    nodes["assigned_at"] = nodes["component"].map(survivors["assigned_at"]).fillna(now)
+    # Typed before filling: with no previous keys the lookups come back as float NaN, which pandas
+    # will stop filling with strings and timestamps.
+    nodes["customer_key"] = nodes["component"].map(survivors["customer_key"]).astype("string").fillna(nodes["component"].map(fresh))
+    nodes["assigned_at"] = nodes["component"].map(survivors["assigned_at"]).astype("datetime64[us]").fillna(now)
     merged = nodes["old_key"].notna() & (nodes["old_key"] != nodes["customer_key"])
     nodes.loc[merged, "previous_customer_key"] = nodes.loc[merged, "old_key"]
     nodes.loc[merged, "merged_at"] = now
