@@ -119,7 +119,7 @@ def _write_tables(con: duckdb.DuckDBPyConnection, folder: Path, queries: dict[st
                  "columns": [{"name": c, "type": t} for c, t in columns], "masked_columns": masked_columns}
         if by:
             old = before.get(name, {})
-            reusable = old.get("partitions", {}) if old.get("columns") == entry["columns"] and previous else {}
+            reusable = old.get("partitions", {}) if old.get("columns") == entry["columns"] else {}
             rows, entry["partitions"] = _write_months(con, f"SELECT *, strftime({by}, '%Y-%m') AS month FROM ({query})",
                                                       target, reusable, previous / name if previous else None)
         else:

@@ -33,8 +33,9 @@ def previous_keys(dbt, session) -> pd.DataFrame | None:
 
 def graph_edges(dbt, session) -> tuple[int, np.ndarray, np.ndarray, pd.DataFrame]:
     """The graph as the number of records, two arrays of node numbers (record, identifier) per edge,
-    numbered in DuckDB, and the identifiers by number. The edges never become Python strings: at a million customers they
-    are tens of millions of rows, which as a pandas frame held more memory than DuckDB's limit."""
+    numbered in DuckDB, and the identifiers by number. The edges never become Python strings: at a
+    million customers they are tens of millions of rows, which as a pandas frame held more memory
+    than DuckDB's limit."""
     dbt.ref("int_identifiers_collected").create_view("_identity_edges", replace=True)
     session.execute("""
         create or replace temp table _identity_records as
@@ -75,14 +76,14 @@ def model(dbt, session):
     _, labels = connected_components(graph, directed=False)
 
     nodes = identifiers.assign(component=labels[n_rec:])
-    nodes["identifier"] = nodes["identifier_type"] + "|" + nodes["identifier_value"]
     nodes["rank"] = nodes["identifier_type"].map({t: i for i, t in enumerate(CUSTOMER_IDENTIFIERS)})
     nodes["component_records"] = np.bincount(labels[:n_rec], minlength=labels.max() + 1)[nodes["component"]].astype("int64")
 
     known = nodes.dropna(subset=["rank"]).sort_values(["component", "rank", "identifier_value"])
     anchors = known.groupby("component").first()
     nodes = nodes[nodes["component"].isin(anchors.index)].copy()  # anonymous components: no customer
-    fresh = "C" + anchors["identifier"].map(lambda s: hashlib.md5(s.encode()).hexdigest()[:16])
+    fresh = "C" + (anchors["identifier_type"] + "|" + anchors["identifier_value"]).map(
+        lambda s: hashlib.md5(s.encode()).hexdigest()[:16])
 
     prev = previous_keys(dbt, session)
     if prev is not None and not prev.empty:
