@@ -37,9 +37,16 @@ DEFAULT_SAMPLE_OUT = REPO_ROOT / "warehouse" / "sample"
 # orchestration/event_log.py (configured in dagster.yaml) writes in one transaction each.
 DAGSTER_FLAGS = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true", "DAGSTER_EVENT_BATCH_SIZE": "1000"}
 DUCKDB_POOL = "duckdb_writer"  # every DuckDB writer runs in this pool; dagster.yaml limits it to 1
-# The dbt of this Python's environment (the locked one), so `.venv/bin/crm run` works without the
-# environment's bin/ on PATH; a dbt on PATH only where this environment has none.
-DBT_EXECUTABLE = str(dbt) if (dbt := Path(sys.executable).with_name("dbt")).exists() else "dbt"
+
+
+def _environment_dbt() -> str:
+    """The dbt of this Python's environment (the locked one), so `.venv/bin/crm run` works without
+    the environment's bin/ on PATH; a dbt on PATH only where this environment has none."""
+    dbt = Path(sys.executable).with_name("dbt")
+    return str(dbt) if dbt.exists() else "dbt"
+
+
+DBT_EXECUTABLE = _environment_dbt()
 
 
 @dataclass(frozen=True)
