@@ -27,6 +27,7 @@ bench: setup
 
 # Removes the demo's data and history; keeps warehouse/governance/ (audit log, suppression list, key).
 clean:
-	rm -rf warehouse/crm.duckdb warehouse/crm.duckdb.wal warehouse/sample warehouse/.duckdb_tmp .dagster \
+	rm -rf warehouse/crm.duckdb warehouse/crm.duckdb.wal warehouse/crm.duckdb.tmp warehouse/crm.duckdb.tmp-splink \
+		warehouse/sample warehouse/.duckdb_tmp .dagster \
 		warehouse/published warehouse/exports warehouse/.exports.versions warehouse/exports_region \
 		warehouse/audiences

@@ -270,7 +270,8 @@ def forget(
         request = ErasureRequest(email, phone, customer_key, by or getpass.getuser())
         request.identifier()
         done = erase_person(request, env.warehouse, env.published_dir, env.governance_dir,
-                            load_sources(env.sources_file).sources, os.environ[environment.MASKING_KEY], _personal_columns())
+                            load_sources(env.sources_file).sources, os.environ[environment.MASKING_KEY], _personal_columns(),
+                            env.duckdb_config)
     except (PersonNotFound, ValueError, RuntimeError, SourcesError) as e:
         _fail(e)
     console.print(f"erasure {done.erasure_id}: {len(done.customer_keys)} customer(s), "

@@ -259,17 +259,18 @@ class Erasure:
 
 
 def forget(request: ErasureRequest, build: Path, published_dir: Path, governance: Path, sources: list[Source],
-           key: str, personal: dict[str, set[str]]) -> Erasure:
+           key: str, personal: dict[str, set[str]], duckdb_config: dict | None = None) -> Erasure:
     """Erase one person from the build database, the published versions and every export; audit it.
 
     Fails before changing anything when a run holds the build database (DuckDB's lock).
+    `duckdb_config`: the deployment's DuckDB limits, for the build database and the exports.
     """
     from serving import export, publish
     from serving.masking import keyed_hash
 
     erasure_id = new_erasure_id()
     try:
-        con = duckdb.connect(str(build))
+        con = duckdb.connect(str(build), config=duckdb_config or {})
     except duckdb.IOException as e:
         raise RuntimeError(f"the warehouse {build} is being written (a run is in progress); try again when it ends: {e}") from None
     with con:
@@ -286,7 +287,7 @@ def forget(request: ErasureRequest, build: Path, published_dir: Path, governance
         version, deleted = pub.version, pub.pruned
         for path in export.known_exports(published_dir.parent):
             spec = export.ExportSpec(**export.read_manifest(path)["spec"])
-            export.write_export(published_dir, published_dir.parent, spec, personal, key)
+            export.write_export(published_dir, published_dir.parent, spec, personal, key, duckdb_config)
             export.drop_all_but_current(path)
             rewritten.append(str(path))
     result = Erasure(erasure_id, keys, footprint.removed, len(footprint.row_hashes), version, deleted, rewritten)
