@@ -285,11 +285,11 @@ def main() -> None:
         gen.rows = next((s.rows for s in run_stages if s.name == "ingestion"), 0)
         total.rows = gen.rows
         stages += [gen, *run_stages, total]
-        dbt_s = next(s.seconds for s in run_stages if s.name == "dbt build")
+        dbt_stage = next(s for s in run_stages if s.name == "dbt build")
         if not args.no_peers:
             floor, floor_stage = timed("SQL floor of the dbt layer", rss, lambda: floor_vs_built(warehouse, work / "floor"))
             floor_stage.seconds = floor["floor_seconds"]  # the script's own run, without copying inputs or compiling
-            floor_stage.rows = next((s.rows for s in run_stages if s.name == "dbt build"), 0)
+            floor_stage.rows = dbt_stage.rows
             stages.append(floor_stage)
         incremental, inc = timed("one more day (incremental crm run)", rss,
                                  lambda: run_pipeline(sources, warehouse, as_of=extra_day, start=extra_day))
@@ -309,8 +309,8 @@ def main() -> None:
                                              "pandas_over_ours": peer_stage.seconds / rfm_ours, "pandas_customers": peer_stage.rows,
                                              **({"pandas_stopped": peer["stopped"]} if "stopped" in peer else {})},
             "association_rules_vs_mlxtend": rules,
-            "dbt_layer_vs_sql_floor": {"dbt_seconds": dbt_s, "floor_seconds": floor_stage.seconds,
-                                       "dbt_over_floor": dbt_s / floor_stage.seconds, **floor},
+            "dbt_layer_vs_sql_floor": {"dbt_seconds": dbt_stage.seconds, "floor_seconds": floor_stage.seconds,
+                                       "dbt_over_floor": dbt_stage.seconds / floor_stage.seconds, **floor},
         })
 
     report = {
@@ -337,18 +337,18 @@ def main() -> None:
     if args.no_peers:
         print("peers (SQL floor, pandas, mlxtend) not run: --no-peers")
     else:
-        print_peers(ratios, rfm_ours)
+        print_peers(ratios)
     print(f"figures written to {out}\n")
     print_scaling(args.work)
 
 
-def print_peers(ratios: dict, rfm_ours: float) -> None:
+def print_peers(ratios: dict) -> None:
     """The three side-by-side ratios of the run."""
     pandas, rules, floor = (ratios[k] for k in ("ingestion_plus_rfm_vs_pandas", "association_rules_vs_mlxtend", "dbt_layer_vs_sql_floor"))
     if "pandas_stopped" in pandas:
-        print(f"ingestion + RFM: ours {rfm_ours:.1f} s; the pandas peer stopped after {pandas['pandas_seconds']:.0f} s: {pandas['pandas_stopped']}")
+        print(f"ingestion + RFM: ours {pandas['ours_seconds']:.1f} s; the pandas peer stopped after {pandas['pandas_seconds']:.0f} s: {pandas['pandas_stopped']}")
     else:
-        print(f"ingestion + RFM: ours {rfm_ours:.1f} s, pandas {pandas['pandas_seconds']:.1f} s ({pandas['pandas_seconds'] / rfm_ours:.2f}× ours; "
+        print(f"ingestion + RFM: ours {pandas['ours_seconds']:.1f} s, pandas {pandas['pandas_seconds']:.1f} s ({pandas['pandas_over_ours']:.2f}× ours; "
               f"pandas scores {pandas['pandas_customers']:,} registry ids, no identity resolution, quarantine or checks)")
     if "ratio" in rules:
         print(f"association rules ({rules['baskets']:,} baskets × {rules['items']:,} items, support {rules['min_support']}): ours "
