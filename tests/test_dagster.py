@@ -66,7 +66,7 @@ def test_crm_run_materializes_every_asset_through_dagster(sample: GeneratorConfi
     assert summary.as_of == sample.end  # the data's last day, not today
     assert all(summary.checks.values()), summary.checks
     assert {"staging/stg_store__order_lines", "staging/stg_customers__profiles", "raw/store"} <= set(summary.materialized)
-    assert "staging/stg_store__order_lines:unique_stg_store__order_lines_order_line_id" in summary.checks
+    assert "staging/stg_store__order_lines:not_null_stg_store__order_lines_order_line_id" in summary.checks
     with duckdb.connect(str(warehouse), read_only=True) as con:
         ingested = {t: m for t, m in summary.materialized.items() if "rows_loaded" in m}
         assert len(ingested) == 5

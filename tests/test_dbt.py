@@ -33,7 +33,7 @@ def test_dbt_build_standalone_and_full_refresh_equals_incremental(grown: Grown, 
     warehouse = tmp_path / "crm.duckdb"
     shutil.copyfile(grown.warehouse, warehouse)
     build = dbt("build", "--full-refresh", warehouse=warehouse, target=tmp_path / "target")
-    assert "3 unit tests" in build.stdout  # phones/emails/names, identity rules, sessionization
+    assert "4 unit tests" in build.stdout  # phones/emails/names, latest delivery, identity rules, sessionization
 
     # Built run by run (midway, then the rest: new dates, late rows, re-keyed customers) = built at once.
     with duckdb.connect(str(warehouse), read_only=True) as con:
