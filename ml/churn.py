@@ -110,17 +110,25 @@ def churn_scores(orders: pl.DataFrame, interactions: pl.DataFrame, customers: pl
         scores=current.select("customer_key", "recency_days", "frequency").with_columns(
             churn_probability=pl.Series(probability),
             baseline_probability=pl.Series(baseline.predict_proba(current.select("recency_days").to_numpy())[:, 1]),
-            top_features=pl.Series(_top_features(model, x), dtype=pl.List(pl.String)),
+            top_features=_top_features(model, x),
         ).with_columns(risk_band=risk_band(pl.col("churn_probability"), cfg)),
         metrics=metrics, baseline_metrics=baseline_metrics, model=model,
         training_cutoffs=cutoffs, held_out_cutoff=held_out_cutoff, training_rows=train.height + calibrate.height,
     )
 
 
-def _top_features(model: CalibratedClassifierCV, x: np.ndarray, k: int = 3) -> list[list[str]]:
-    """The k features adding most to each customer's log-odds of churn (coefficient × standardized value)."""
+def _top_features(model: CalibratedClassifierCV, x: np.ndarray, k: int = 3) -> pl.Series:
+    """The k features adding most to each customer's log-odds of churn (coefficient × standardized
+    value), those that add anything. Built column-wise: a Python list per customer took 2.6 GiB
+    and 2 s at 725,000 customers."""
     pipeline = model.calibrated_classifiers_[0].estimator.estimator
     imputer, scaler, logistic = pipeline.steps[0][1], pipeline.steps[1][1], pipeline.steps[2][1]
     contributions = scaler.transform(imputer.transform(x)) * logistic.coef_[0]
-    order = np.argsort(-contributions, axis=1)[:, :k]
-    return [[FEATURES[j] for j in row if contributions[i, j] > 0] for i, row in enumerate(order)]
+    top = np.argsort(-contributions, axis=1)[:, :k]
+    adds = np.take_along_axis(contributions, top, axis=1) > 0
+    ranks = pl.DataFrame({**{f"top_{j}": top[:, j] for j in range(top.shape[1])}, **{f"adds_{j}": adds[:, j] for j in range(top.shape[1])}})
+    names = pl.concat_list(
+        pl.when(pl.col(f"adds_{j}")).then(pl.col(f"top_{j}").replace_strict(list(range(len(FEATURES))), FEATURES, return_dtype=pl.String))
+        for j in range(top.shape[1])
+    ).list.drop_nulls()
+    return ranks.select(names.alias("top_features")).to_series()
