@@ -271,6 +271,7 @@ def main() -> None:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     os.environ.setdefault("DAGSTER_HOME", str(work / "dagster"))
+    os.environ.setdefault("CRM_MODELS_DIR", str(work / "models"))  # the runs' ML artifacts stay with their data
     ensure_dagster_home()
     start_day = dt.date(2025, 1, 1)
     full_as_of, extra_day = start_day + dt.timedelta(days=args.days - 1), start_day + dt.timedelta(days=args.days)
