@@ -5,8 +5,8 @@ CRM_WAREHOUSE    DuckDB warehouse file (default: warehouse/crm.duckdb)
 CRM_DUCKDB_MEMORY_LIMIT, CRM_DUCKDB_THREADS   DuckDB limits (default 4GB, all cores); DuckDB
                  spills to a temp folder beside the warehouse beyond the memory limit.
 CRM_DBT_THREADS  models dbt builds at once (default 2). Concurrent models share DuckDB's cores and
-                 memory limit: 1 suits warehouses that spill (1 million customers: 408 s for dbt
-                 against 445 s with 2), 2 small ones, whose many short tests then overlap.
+                 memory limit: 1 suits warehouses that spill (1 million customers: a 362 s dbt
+                 step against 457 s with 2), 2 small ones, whose many short tests then overlap.
 CRM_KEEP_VERSIONS  published warehouse versions kept (default 3; see serving/publish.py)
 CRM_MASKING_KEY  the deployment's secret for keyed hashes of personal data in exports and the
                  erasure suppression list; `crm` creates one in warehouse/governance/ if unset
