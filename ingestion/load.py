@@ -13,7 +13,8 @@ import datetime as dt
 import hashlib
 import re
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -23,6 +24,8 @@ from ingestion.contracts import LINEAGE_COLUMNS
 from ingestion.read import read_files
 from ingestion.sources import Source
 
+# About a quarter of DuckDB's default 4 GB limit: a chunk's temp tables then stay in memory.
+CHUNK_BYTES = 1 << 28
 _NAME_DATE = re.compile(r"(20\d{2}|19\d{2})-?(\d{2})-?(\d{2})")
 
 
@@ -213,7 +216,8 @@ def _create_staging(con: duckdb.DuckDBPyConnection, source: Source) -> None:
 
 
 def _rank_staged(con: duckdb.DuckDBPyConnection, source: Source) -> None:
-    """Number missing receipt lines, hash each row, and rank deliveries of the same business key."""
+    """Number missing receipt lines, hash each row, rank deliveries of the same business key and
+    mark rows on the suppression list."""
     contract = source.contract
     names = contract.names
     derived = [f for f in contract.fields if f.derivable and f.name not in source.columns]
@@ -228,17 +232,13 @@ def _rank_staged(con: duckdb.DuckDBPyConnection, source: Source) -> None:
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _ranked AS
-        SELECT *, md5(to_json(struct_pack({', '.join(f'{n} := {n}' for n in names)}))) AS _row_hash,
-        FROM _staged WHERE len(_errors) = 0
-        """
-    )
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _ranked AS
         SELECT *,
                row_number() OVER w AS _delivery_rank,
-               first_value(_row_hash) OVER w AS _kept_hash
-        FROM _ranked
+               first_value(_row_hash) OVER w AS _kept_hash,
+               -- marked, not filtered, before ranking: an erased row's older deliveries must not take its place
+               _row_hash IN (SELECT row_hash FROM _suppression_list) AS _suppressed
+        FROM (SELECT *, md5(to_json(struct_pack({', '.join(f'{n} := {n}' for n in names)}))) AS _row_hash
+              FROM _staged WHERE len(_errors) = 0)
         WINDOW w AS (PARTITION BY {key} ORDER BY _file_mtime DESC, _file DESC, _row_number)
         """
     )
@@ -252,6 +252,7 @@ def load_source(
     partitions: tuple[dt.date, dt.date],
     batch_id: str | None = None,
     suppression: Path | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> LoadResult:
     """Replace partitions `start`..`end` (inclusive) of `raw.<source>` from the files on disk now.
 
@@ -259,6 +260,8 @@ def load_source(
     quarantine. Days that new files also feed are reloaded too (see `LoadResult.extra_dates`).
     `suppression` is the erasure suppression list (a CSV with `row_hash`): rows and quarantined
     records whose hash is on it are counted as suppressed and not loaded (serving/erasure.py).
+    A long range is loaded in runs of days whose dated files total about `chunk_bytes`, one
+    transaction each: a failure keeps the runs committed before it, each a whole set of days.
     """
     result = LoadResult(source.name, start, end, batch_id or uuid.uuid4().hex)
     # Dates of instants must not depend on the session's zone; DuckDB's progress bar would
@@ -268,6 +271,99 @@ def load_source(
     files = source.files()
     if not files:
         raise LoadError(f"source {source.name!r}: path {source.path} matches no files")
+    _check_none_gone(con, source, files, days_between(start, end))  # before any chunk commits
+    requested = set(days_between(start, end))
+    files_read: set[str] = set()
+    failed_dates: set[dt.date] = set()
+    counts: dict[dt.date, tuple[int, ...]] = {}  # day -> its latest load's counts (see _DayCounts)
+    for chunk_start, chunk_end in _chunks(files, start, end, chunk_bytes):
+        chunk = _load_days(con, source, files, chunk_start, chunk_end, partitions, result.batch_id, suppression)
+        files_read |= chunk.files_read
+        counts.update(chunk.counts)  # a day reloaded by a later chunk (late rows) counts once
+        result.failed_files.update(chunk.failed_files)
+        failed_dates = (failed_dates - chunk.counts.keys()) | set(chunk.failed_dates)  # a day's latest outcome
+        result.extra_dates += [d for d in chunk.extra_dates if d not in requested]
+    result.failed_dates = sorted(failed_dates)
+    result.extra_dates = sorted(set(result.extra_dates))
+    result.files_read = len(files_read)
+    totals = _DayCounts.total(counts.values())
+    result.rows_loaded, result.duplicates_skipped, result.rows_superseded = totals.loaded, totals.duplicates, totals.superseded
+    result.rows_quarantined = totals.quarantined
+    result.rows_suppressed = totals.suppressed + totals.quarantined_suppressed
+    result.rows_read = totals.read
+    return result
+
+
+@dataclass
+class _DayCounts:
+    """What a load did with the rows of some days; every row read falls in exactly one field."""
+
+    loaded: int = 0
+    duplicates: int = 0
+    superseded: int = 0
+    suppressed: int = 0
+    quarantined: int = 0
+    quarantined_suppressed: int = 0
+
+    @property
+    def read(self) -> int:
+        return sum(astuple(self))
+
+    @staticmethod
+    def total(days: Iterable[tuple[int, ...]]) -> _DayCounts:
+        return _DayCounts(*(sum(column) for column in zip(*days)))  # no days: all zero
+
+
+@dataclass
+class _Chunk:
+    files_read: set[str]
+    counts: dict[dt.date, tuple[int, ...]]  # day -> _DayCounts fields, every day the chunk replaced
+    failed_files: dict[str, str]
+    failed_dates: list[dt.date]
+    extra_dates: list[dt.date]
+
+
+def _chunks(files: list[Path], start: dt.date, end: dt.date, chunk_bytes: int) -> list[tuple[dt.date, dt.date]]:
+    """Cut start..end into runs of days whose files (by the date in their name) total about
+    `chunk_bytes`: a year of L web events (13 GB of JSON) staged at once spilled every temp table."""
+    sizes: dict[dt.date, int] = {}
+    for p in files:
+        day = name_date(p)
+        if day is not None and start <= day <= end:
+            sizes[day] = sizes.get(day, 0) + p.stat().st_size
+    chunks, first, total = [], start, 0
+    for day in days_between(start, end):
+        total += sizes.get(day, 0)
+        if total >= chunk_bytes and day < end:
+            chunks.append((first, day))
+            first, total = day + dt.timedelta(days=1), 0
+    return chunks + [(first, end)]
+
+
+def _check_none_gone(con: duckdb.DuckDBPyConnection, source: Source, files: list[Path], dates: list[dt.date]) -> None:
+    present = sorted(str(p) for p in files)
+    gone = con.execute(
+        f"SELECT DISTINCT _file FROM {source.table} WHERE _partition_date = ANY(?) AND NOT list_contains(?, _file) ORDER BY 1",
+        [dates, present],
+    ).fetchall()
+    if gone:
+        raise LoadError(
+            f"source {source.name!r}: files loaded before are gone from {source.path}: "
+            f"{[g[0] for g in gone][:5]}; restore them (re-loading would drop their rows)"
+        )
+
+
+def _load_days(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    files: list[Path],
+    start: dt.date,
+    end: dt.date,
+    partitions: tuple[dt.date, dt.date],
+    batch_id: str,
+    suppression: Path | None,
+) -> _Chunk:
+    """Replace partitions `start`..`end`, and the days new files also feed, in one transaction."""
     catalog = _catalog(con, source)
     requested = set(days_between(start, end))
 
@@ -293,11 +389,12 @@ def load_source(
     info, failed = _stage(con, source, first, partitions)
     # New files may carry rows of other days (a till that synced late): reload those days too,
     # from every file that feeds them, so late rows arrive with the run that first sees them.
+    # Days after `end` wait for their own chunk, or run: `end` may be the run's as-of.
     extra: set[dt.date] = set()
     for f, (home, lo, hi, _) in info.items():
         if span(Path(f)) is None:
             extra.update(days_between(min(home, lo or home), max(home, hi or home)))
-    extra = {d for d in extra if d <= end} - requested  # never past `end`: it may be the run's as-of
+    extra = {d for d in extra if d <= end} - requested
     if extra:
         more = [p for p in files if p not in first and feeds(p, extra)]
         info2, failed2 = _stage(con, source, more, partitions)
@@ -307,7 +404,6 @@ def load_source(
 
     blocked: set[dt.date] = set()
     for path, cause in failed.items():
-        result.failed_files[str(path)] = cause
         known = span(path) if catalog.get(str(path)) else None
         if known:
             blocked.update(d for d in dates_all if known[0] <= d <= known[1])
@@ -316,45 +412,31 @@ def load_source(
         else:  # nothing tells which days it feeds: every day of this run waits for it
             blocked.update(dates_all)
     dates = sorted(dates_all - blocked)
-    result.failed_dates = sorted(blocked & dates_all)
-    result.extra_dates = sorted(extra - blocked)
-    result.files_read = len(info)
-
-    present = sorted(str(p) for p in files)
-    gone = con.execute(
-        f"SELECT DISTINCT _file FROM {source.table} WHERE _partition_date = ANY(?) AND NOT list_contains(?, _file) ORDER BY 1",
-        [dates, present],
-    ).fetchall()
-    if gone:
-        raise LoadError(
-            f"source {source.name!r}: files loaded before are gone from {source.path}: "
-            f"{[g[0] for g in gone][:5]}; restore them (re-loading would drop their rows)"
-        )
+    _check_none_gone(con, source, files, dates)
     new_catalog = []
     for f, v in info.items():
         stat = Path(f).stat()
         new_catalog.append((source.name, f, stat.st_size, stat.st_mtime_ns, _sha256(Path(f)), *v))
 
+    _load_suppression_list(con, suppression)
     _rank_staged(con, source)
-    _suppress(con, suppression)
-    in_range = "_partition_date = ANY(?)"
-    counts = con.execute(
-        f"""
-        SELECT count(*) FILTER (WHERE _delivery_rank = 1 AND NOT _suppressed),
+    counts = {day: (0,) * 6 for day in dates}
+    for day, *loaded in con.execute(
+        """
+        SELECT _partition_date, count(*) FILTER (WHERE _delivery_rank = 1 AND NOT _suppressed),
                count(*) FILTER (WHERE _delivery_rank > 1 AND _row_hash = _kept_hash),
                count(*) FILTER (WHERE _delivery_rank > 1 AND _row_hash <> _kept_hash),
                count(*) FILTER (WHERE _delivery_rank = 1 AND _suppressed)
-        FROM _ranked WHERE {in_range}
+        FROM _ranked WHERE _partition_date = ANY(?) GROUP BY ALL
         """,
         [dates],
-    ).fetchall()[0]
-    result.rows_loaded, result.duplicates_skipped, result.rows_superseded, suppressed_rows = counts
-    quarantined = con.execute(
-        "SELECT count(*) FILTER (WHERE NOT _suppressed), count(*) FILTER (WHERE _suppressed) FROM _staged_q "
-        "WHERE partition_date = ANY(?)", [dates]).fetchall()[0]
-    result.rows_quarantined = quarantined[0]
-    result.rows_suppressed = suppressed_rows + quarantined[1]
-    result.rows_read = sum(counts) + sum(quarantined)
+    ).fetchall():
+        counts[day] = (*loaded, 0, 0)
+    for day, *quarantined in con.execute(
+        "SELECT partition_date, count(*) FILTER (WHERE NOT _suppressed), count(*) FILTER (WHERE _suppressed) "
+        "FROM _staged_q WHERE partition_date = ANY(?) GROUP BY ALL", [dates]).fetchall():
+        counts[day] = (*counts[day][:4], *quarantined)
+    total = _DayCounts.total(counts.values())
 
     names = source.contract.names
     con.execute("BEGIN TRANSACTION")
@@ -366,29 +448,28 @@ def load_source(
             INSERT INTO {source.table} BY NAME
             SELECT {', '.join(names)}, '{source.name}' AS _source, _file, _row_number, _row_hash, _partition_date,
                    ? AS _batch_id, now() AS _loaded_at
-            FROM _ranked WHERE _delivery_rank = 1 AND NOT _suppressed AND {in_range}
+            FROM _ranked WHERE _delivery_rank = 1 AND NOT _suppressed AND _partition_date = ANY(?)
             ORDER BY _partition_date, _file, _row_number
             """,
-            [result.batch_id, dates],
+            [batch_id, dates],
         )
         con.execute(
-            f"""
+            """
             INSERT INTO raw.quarantine BY NAME
             SELECT ? AS source, ? AS channel, file, row_number, field, reason, raw_record, partition_date,
                    ? AS batch_id, now() AS loaded_at
-            FROM _staged_q WHERE NOT _suppressed AND {in_range.replace('_partition_date', 'partition_date')}
+            FROM _staged_q WHERE NOT _suppressed AND partition_date = ANY(?)
             ORDER BY partition_date, file, row_number
             """,
-            [source.name, source.channel, result.batch_id, dates],
+            [source.name, source.channel, batch_id, dates],
         )
         if new_catalog:
             insert_rows(con, "raw._file_catalog", new_catalog, verb="INSERT OR REPLACE", extra="now()")
         con.execute(
             "INSERT INTO raw._load_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
             [
-                result.batch_id, source.name, start, end, result.files_read, result.rows_read, result.rows_loaded,
-                result.rows_quarantined, result.duplicates_skipped, result.rows_superseded,
-                "; ".join(result.failed_files.values()) or None,
+                batch_id, source.name, start, end, len(info), total.read, total.loaded,
+                total.quarantined, total.duplicates, total.superseded, "; ".join(failed.values()) or None,
             ],
         )
         con.execute("COMMIT")
@@ -396,20 +477,18 @@ def load_source(
         con.execute("ROLLBACK")
         raise
     finally:
-        con.execute("DROP TABLE IF EXISTS _staged; DROP TABLE IF EXISTS _staged_q; DROP TABLE IF EXISTS _ranked")
-    return result
+        con.execute("DROP TABLE IF EXISTS _staged; DROP TABLE IF EXISTS _staged_q; DROP TABLE IF EXISTS _ranked; DROP TABLE IF EXISTS _suppression_list")
+    return _Chunk(set(info), counts, {str(p): c for p, c in failed.items()}, sorted(blocked & dates_all),
+                  sorted(extra - blocked))
 
 
-def _suppress(con: duckdb.DuckDBPyConnection, suppression: Path | None) -> None:
-    """Mark staged rows whose hash is on the suppression list (after ranking: an erased row's older
-    deliveries must not take its place)."""
+def _load_suppression_list(con: duckdb.DuckDBPyConnection, suppression: Path | None) -> None:
+    """`_suppression_list`: the row hashes of erased persons, which must not be loaded again."""
     hashes = (f"SELECT row_hash FROM read_csv('{suppression}', header = true, columns = {{'erasure_id': 'VARCHAR', 'row_hash': 'VARCHAR'}})"
               if suppression else "SELECT NULL::VARCHAR AS row_hash WHERE false")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _suppressed AS {hashes}")
-    con.execute("ALTER TABLE _ranked ADD COLUMN _suppressed BOOLEAN; ALTER TABLE _staged_q ADD COLUMN _suppressed BOOLEAN")
-    con.execute("UPDATE _ranked SET _suppressed = _row_hash IN (SELECT row_hash FROM _suppressed)")
-    con.execute("UPDATE _staged_q SET _suppressed = md5(raw_record) IN (SELECT row_hash FROM _suppressed)")
-    con.execute("DROP TABLE _suppressed")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _suppression_list AS {hashes}")
+    con.execute("ALTER TABLE _staged_q ADD COLUMN _suppressed BOOLEAN")
+    con.execute("UPDATE _staged_q SET _suppressed = md5(raw_record) IN (SELECT row_hash FROM _suppression_list)")
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple], verb: str = "INSERT",

@@ -167,6 +167,35 @@ def test_late_rows_and_vanished_files(sample: GeneratorConfig, sample_copy: tupl
         load_source(con, store, day, day, BOUNDS)
 
 
+def test_a_range_loaded_in_chunks_equals_one_load(sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path) -> None:
+    """Long ranges load in runs of days (one transaction each); rows, quarantine and counts must not
+    depend on where the runs are cut, also when a later run's file holds late rows of an earlier one."""
+    extracts, sources_file = sample_copy
+    day = sample.start + dt.timedelta(days=5)
+    late = extracts / "store" / "S03" / f"pos_S03_{day + dt.timedelta(days=9)}.late.csv"
+    late.write_text(CSV_HEADER + f"\nLATE-1,1,{day} 12:00:00,S03,SKU-10001,Tea,tea,1,10.00,0,CNY,cash,,\n")
+    for s in load_sources(sources_file).sources:
+        whole, chunked = tmp_path / f"{s.name}-whole.duckdb", tmp_path / f"{s.name}-chunked.duckdb"
+        with duckdb.connect(str(whole)) as con:
+            one = load_source(con, s, sample.start, sample.end, BOUNDS)
+        with duckdb.connect(str(chunked)) as con:
+            size = sum(f.stat().st_size for f in s.files())
+            many = load_source(con, s, sample.start, sample.end, BOUNDS, chunk_bytes=size // 8)
+            assert con.execute("SELECT count(*) FROM raw._load_log").fetchall()[0][0] > 3, s.name
+        probe = duckdb.connect()
+        probe.execute(f"ATTACH '{whole}' AS one (READ_ONLY); ATTACH '{chunked}' AS many (READ_ONLY)")
+        for table, run_columns in ((s.table, "_batch_id, _loaded_at"), ("raw.quarantine", "batch_id, loaded_at")):
+            a, b = (f"SELECT * EXCLUDE ({run_columns}) FROM {db}.{table}" for db in ("one", "many"))
+            differ = probe.execute(f"SELECT count(*) FROM (({a}) EXCEPT ALL ({b})) UNION ALL SELECT count(*) FROM (({b}) EXCEPT ALL ({a}))")
+            assert differ.fetchall() == [(0,), (0,)], (s.name, table)
+        counts = ("rows_read", "rows_loaded", "rows_quarantined", "duplicates_skipped", "rows_superseded", "files_read")
+        assert [getattr(many, c) for c in counts] == [getattr(one, c) for c in counts], s.name
+        assert one.extra_dates == many.extra_dates == []
+    with duckdb.connect(str(tmp_path / "pos_receipt_lines-chunked.duckdb"), read_only=True) as con:
+        late_row = "SELECT _partition_date FROM raw.pos_receipt_lines WHERE order_id = 'LATE-1'"
+        assert con.execute(late_row).fetchall() == [(day,)]
+
+
 def test_online_retail_cancellations_missing_ids_and_non_products(tmp_path: Path) -> None:
     from tests.conftest import ONLINE_RETAIL_SOURCES
 
