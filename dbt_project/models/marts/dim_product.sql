@@ -1,4 +1,6 @@
 -- One row per SKU sold, with its most recent name and category, and whether it is a product at all.
+-- Web SKUs come from the sessionized events (a table), not the staging view, which would
+-- de-duplicate every web delivery ever loaded again.
 with
 
 lines as (
@@ -6,7 +8,7 @@ lines as (
 ),
 
 web_events as (
-    select * from {{ ref('stg_web__events') }}
+    select * from {{ ref('int_web_events_sessionized') }}
 ),
 
 skus as (

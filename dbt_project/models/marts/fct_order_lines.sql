@@ -1,5 +1,7 @@
 -- One row per receipt line (store) or web-order line (purchase event), both channels in one grain.
 -- Incremental by local order date (see macros/incremental.sql).
+-- Web purchases come from the sessionized events (a table): the staging view would de-duplicate
+-- every web delivery ever loaded again (a window over 30 million events at 1 million customers).
 {{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='ordered_local_date', on_schema_change='fail') }}
 
 with
@@ -9,7 +11,7 @@ store_lines as (
 ),
 
 web_events as (
-    select * from {{ ref('stg_web__events') }}
+    select * from {{ ref('int_web_events_sessionized') }}
 ),
 
 identity as (
