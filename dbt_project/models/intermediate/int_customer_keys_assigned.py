@@ -8,9 +8,11 @@ recorded as merged into it. A component new to the warehouse gets 'C' + the MD5 
 identifier, so a rebuild from scratch gives the same keys as the first build did.
 """
 
+import contextlib
 import datetime as dt
 import hashlib
 
+import duckdb
 import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix
@@ -61,12 +63,40 @@ def graph_edges(dbt, session) -> tuple[int, np.ndarray, np.ndarray, pd.DataFrame
     return records, np.asarray(pairs["record_idx"]), np.asarray(pairs["ident_idx"]), identifiers
 
 
+@contextlib.contextmanager
+def duckdb_cache_released(session, limit: str = "1GB"):
+    """Lower DuckDB's memory limit while the model's pandas frames are alive, then restore it.
+
+    DuckDB keeps the blocks earlier models read cached up to its limit, and this process holds
+    them beside the frames: at a million customers the frames (the previous keys merged onto the
+    graph's identifiers) came on top of a full 4 GB cache. Lowering the limit evicts cached blocks
+    (temporary ones spill). If a model running beside this one holds too much to evict, the limit
+    stays as it was: the frames then cost what they did before.
+    """
+    before = session.execute("select current_setting('memory_limit')").fetchall()[0][0]  # e.g. 3.7 GiB for 4GB
+    try:
+        session.execute(f"set memory_limit = '{limit}'").fetchall()
+    except duckdb.OutOfMemoryException:
+        yield
+        return
+    try:
+        yield
+    finally:
+        session.execute(f"set memory_limit = '{before}'").fetchall()
+
+
 def model(dbt, session):
     dbt.config(materialized="table")
+    edges = graph_edges(dbt, session)
+    with duckdb_cache_released(session):  # from here on the work is in pandas and SciPy
+        keys = assign_keys(dbt, session, *edges)
+    return keys
+
+
+def assign_keys(dbt, session, n_rec: int, record_idx: np.ndarray, ident_idx: np.ndarray, identifiers: pd.DataFrame):
     columns = ["identifier_type", "identifier_value", "customer_key", "assigned_at", "previous_customer_key",
                "merged_at", "component_records"]
     now = pd.Timestamp(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).as_unit("us")
-    n_rec, record_idx, ident_idx, identifiers = graph_edges(dbt, session)
     if identifiers.empty:
         types = {"assigned_at": "datetime64[us]", "merged_at": "datetime64[us]", "component_records": "int64"}
         return pd.DataFrame({c: pd.Series(dtype=types.get(c, "string")) for c in columns})  # typed, even when empty
