@@ -10,6 +10,7 @@ CRM_DBT_THREADS  models dbt builds at once (default 2). Concurrent models share 
 CRM_KEEP_VERSIONS  published warehouse versions kept (default 3; see serving/publish.py)
 CRM_MASKING_KEY  the deployment's secret for keyed hashes of personal data in exports and the
                  erasure suppression list; `crm` creates one in warehouse/governance/ if unset
+ARROW_DEFAULT_MEMORY_POOL   set to "system" unless set (see export)
 CRM_ML_CONFIG    YAML overriding the ML settings (ml/config.py); CRM_MODELS_DIR where ML artifacts
                  and cards go (default: models/)
 DAGSTER_HOME     Dagster instance folder holding dagster.yaml (default: .dagster/, set up by `crm`)
@@ -101,6 +102,11 @@ def export(env: Environment) -> None:
     os.environ["CRM_WAREHOUSE"] = str(env.warehouse)
     os.environ["CRM_DUCKDB_MEMORY_LIMIT"] = env.memory_limit
     os.environ["CRM_DBT_THREADS"] = str(env.dbt_threads)
+    # pandas 3 keeps strings in Arrow buffers, and Arrow's default pool (mimalloc) keeps freed
+    # memory for reuse: after the identity models' frames, dbt's process held 2.3 GiB more for
+    # the rest of the build at a million customers, beside DuckDB's whole limit. The system
+    # allocator returns large buffers when they are freed (and was no slower on pandas merges).
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 
 def ensure_dagster_home() -> Path:
