@@ -11,6 +11,7 @@ identifier, so a rebuild from scratch gives the same keys as the first build did
 import contextlib
 import datetime as dt
 import hashlib
+import os
 
 import duckdb
 import numpy as np
@@ -67,13 +68,14 @@ def graph_edges(dbt, session) -> tuple[int, np.ndarray, np.ndarray, pd.DataFrame
 def duckdb_cache_released(session, limit: str = "1GB"):
     """Lower DuckDB's memory limit while the model's pandas frames are alive, then restore it.
 
-    DuckDB keeps the blocks earlier models read cached up to its limit, and this process holds
-    them beside the frames: at a million customers the frames (the previous keys merged onto the
-    graph's identifiers) came on top of a full 4 GB cache. Lowering the limit evicts cached blocks
-    (temporary ones spill). If a model running beside this one holds too much to evict, the limit
-    stays as it was: the frames then cost what they did before.
+    DuckDB keeps blocks cached up to its limit in this process, beside the frames (at a million
+    customers, the previous keys merged onto millions of identifiers). Lowering the limit evicts
+    cached blocks (temporary ones spill). If a model running beside this one holds too much to
+    evict, the limit stays as it was: the frames then cost what they did before.
     """
-    before = session.execute("select current_setting('memory_limit')").fetchall()[0][0]  # e.g. 3.7 GiB for 4GB
+    # The profile's own value: DuckDB shows the limit rounded down (3.7 GiB for 4GB).
+    before = os.environ.get("CRM_DUCKDB_MEMORY_LIMIT") or session.execute(
+        "select current_setting('memory_limit')").fetchall()[0][0]
     try:
         session.execute(f"set memory_limit = '{limit}'").fetchall()
     except duckdb.OutOfMemoryException:
