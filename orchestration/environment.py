@@ -107,6 +107,10 @@ def export(env: Environment) -> None:
     # the rest of the build at a million customers, beside DuckDB's whole limit. The system
     # allocator returns large buffers when they are freed (and was no slower on pandas merges).
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    if os.environ["ARROW_DEFAULT_MEMORY_POOL"] == "system":  # this process may have made its pool already
+        import pyarrow
+
+        pyarrow.set_memory_pool(pyarrow.system_memory_pool())
 
 
 def ensure_dagster_home() -> Path:
