@@ -84,14 +84,26 @@
         _loaded_at
 {%- endmacro %}
 
+{#- Ranks only the keys delivered more than once; every other row is its key's only delivery
+    (rank 1). A window over every row holds every column read at once: at 1 million customers it
+    was a third of the CPU time of sessionizing the web events, which spilled 9 GB. Counting keys
+    needs only the key. `relation` is read three times, so it
+    must be a `not materialized` CTE. Keys compare with `is not distinct from`: null keys rank
+    together, as in a window. -#}
 {% macro rank_deliveries(relation, key) -%}
+    with repeated as (
+        select {{ key }} as repeated_key from {{ relation }} group by {{ key }} having count(*) > 1
+    )
+    select {{ relation }}.*, 1 as delivery_rank
+    from {{ relation }} anti join repeated on {{ relation }}.{{ key }} is not distinct from repeated.repeated_key
+    union all
     select
-        *,
+        {{ relation }}.*,
         row_number() over (
-            partition by {{ key }}
+            partition by {{ relation }}.{{ key }}
             order by _loaded_at desc nulls last, source_file desc nulls last, source_row_number desc nulls last
         ) as delivery_rank
-    from {{ relation }}
+    from {{ relation }} semi join repeated on {{ relation }}.{{ key }} is not distinct from repeated.repeated_key
 {%- endmacro %}
 
 {#- ISO day of week, Monday 1 .. Sunday 7. -#}

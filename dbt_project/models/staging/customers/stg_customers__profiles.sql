@@ -4,7 +4,8 @@ source as (
     select * from {{ source('raw', 'customers') }}
 ),
 
-renamed as (
+-- not materialized: rank_deliveries reads it three times, each for its own columns
+renamed as not materialized (
     select
         concat(_source, ':', customer_ref, ':', cast({{ to_utc('updated_at') }} as {{ dbt.type_string() }})) as profile_version_id,
         _source as source_name,

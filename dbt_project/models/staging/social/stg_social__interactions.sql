@@ -4,7 +4,8 @@ source as (
     select * from {{ source('raw', 'social') }}
 ),
 
-renamed as (
+-- not materialized: rank_deliveries reads it three times, each for its own columns
+renamed as not materialized (
     select
         concat(_source, ':', interaction_id) as interaction_key,
         _source as source_name,

@@ -4,7 +4,8 @@ source as (
     select * from {{ source('raw', 'store') }}
 ),
 
-renamed as (
+-- not materialized: rank_deliveries reads it three times, each for its own columns
+renamed as not materialized (
     select
         concat(_source, ':', order_id, ':', cast(line_number as {{ dbt.type_string() }})) as order_line_id,
         _source as source_name,

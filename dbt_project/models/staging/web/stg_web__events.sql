@@ -4,7 +4,8 @@ source as (
     select * from {{ source('raw', 'web') }}
 ),
 
-renamed as (
+-- not materialized: rank_deliveries reads it three times, each for its own columns
+renamed as not materialized (
     select
         concat(_source, ':', event_id) as web_event_id,
         _source as source_name,
