@@ -13,6 +13,7 @@ import pytest
 
 from ingestion.generator import GeneratorConfig
 from ingestion.load import LoadError, load_source
+from ingestion.quality import validate
 from ingestion.sources import Source, load_sources
 
 BOUNDS = (dt.date(2025, 1, 1), dt.date(2025, 12, 31))
@@ -225,3 +226,32 @@ def test_as_of_loads_nothing_after_it(sample: GeneratorConfig, sample_copy: tupl
         assert latest <= as_of, s.name
         assert con.execute(f"SELECT count(*) FROM {s.table} WHERE _partition_date = ?", [as_of]).fetchall()[0][0] > 0
     assert con.execute("SELECT count(*) FROM raw.quarantine WHERE partition_date > ?", [as_of]).fetchall()[0][0] == 0
+
+
+def test_quality_checks_count_each_expectations_bad_rows_over_batches(sample: GeneratorConfig, sample_copy: tuple[Path, Path],
+                                                                     tmp_path: Path) -> None:
+    """Every expectation's unexpected rows are summed over batches and reported under its own field."""
+    _, sources_file = sample_copy
+    store = source(sources_file, "pos_receipt_lines")
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    result = load_source(con, store, sample.start, sample.start + dt.timedelta(days=13), BOUNDS)
+    clean = {o.name: o for o in validate(con, store, result, batch_rows=2048)}
+    assert all(o.passed for o in clean.values()), clean
+    assert clean["row_count_positive"].metadata["rows"] == result.rows_loaded
+    # Damage the loaded rows as a bad extract would: null keys, unknown codes, negative prices.
+    # (rowid picks rows spread over every batch.)
+    con.execute(f"UPDATE {store.table} SET order_id = NULL WHERE rowid % 1000 = 7")
+    con.execute(f"UPDATE {store.table} SET payment_method = 'bitcoin' WHERE rowid % 20 = 3")
+    con.execute(f"UPDATE {store.table} SET unit_price = -1 WHERE rowid % 100 = 5")
+    expected = {name: con.execute(f"SELECT count(*) FROM {store.table} WHERE {where}").fetchall()[0][0] for name, where in (
+        ("order_id", "order_id IS NULL"), ("payment_method", "payment_method = 'bitcoin'"), ("unit_price", "unit_price < 0"))}
+    assert min(expected.values()) > 0
+    damaged = {o.name: o for o in validate(con, store, result, batch_rows=2048)}
+    assert not damaged["keys_not_null"].passed and damaged["keys_not_null"].blocking
+    assert damaged["keys_not_null"].metadata["order_id_unexpected"] == expected["order_id"]
+    assert damaged["keys_not_null"].metadata["line_number_unexpected"] == 0
+    assert not damaged["values_in_set"].passed  # 5 % unknown codes, 1 % allowed
+    assert damaged["values_in_set"].metadata["payment_method_unexpected"] == expected["payment_method"]
+    assert not damaged["values_in_range"].passed  # 1 % negative prices, 0.1 % allowed
+    assert damaged["values_in_range"].metadata["unit_price_unexpected"] == expected["unit_price"]
+    assert damaged["row_count_positive"].passed and damaged["quarantine_rate"].passed
