@@ -1,10 +1,11 @@
 with
 
-source as (
+-- `not materialized` (this and `renamed`): rank_deliveries reads them three times, and DuckDB would
+-- otherwise hold every raw column of every row; inlined, each reader scans raw for its own columns.
+source as not materialized (
     select * from {{ source('raw', 'social') }}
 ),
 
--- not materialized: rank_deliveries reads it three times, each for its own columns
 renamed as not materialized (
     select
         concat(_source, ':', interaction_id) as interaction_key,
