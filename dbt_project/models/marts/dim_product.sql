@@ -18,24 +18,27 @@ skus as (
     from web_events where sku is not null
 ),
 
-ranked as (
+-- Each SKU's name and category from its latest named sighting (the latest sighting if never
+-- named), as one aggregate per SKU: a window sorted every sighting (10 million at 1 million
+-- customers) to keep one per SKU.
+latest as (
     select
-        *,
-        row_number() over (
-            partition by sku
-            order by case when product_name is null then 1 else 0 end asc, seen_at desc nulls last, tie_breaker desc
-        ) as name_rank
+        sku,
+        arg_max(
+            struct_pack(product_name := product_name, category := category),
+            struct_pack(is_named := product_name is not null, seen_at := coalesce(seen_at, cast('-infinity' as timestamp)), tie_breaker := tie_breaker)
+        ) as sighting
     from skus
+    group by sku
 ),
 
 final as (
     select
         sku,
-        product_name,
-        category,
+        sighting.product_name,
+        sighting.category,
         upper(sku) in ({{ "'" ~ var('non_product_skus') | join("', '") ~ "'" }}) as is_non_product
-    from ranked
-    where name_rank = 1
+    from latest
 )
 
 select * from final
