@@ -1,17 +1,19 @@
 -- One row per customer: purchases, revenue, channels, last touch, complaints, CSAT and consent,
 -- with the current registry attributes.
+-- The imports are `not materialized`: each is read more than once, and DuckDB would otherwise copy
+-- the whole table, every column, for its readers (at 1 million customers 10.2 s, inlined 5.7 s).
 with
 
-customers as (
+customers as not materialized (
     select * from {{ ref('dim_customer') }}
     where is_current
 ),
 
-orders as (
+orders as not materialized (
     select * from {{ ref('fct_orders') }}
 ),
 
-interactions as (
+interactions as not materialized (
     select * from {{ ref('fct_interactions') }}
 ),
 
