@@ -1,7 +1,6 @@
 with
 
--- `not materialized` (this and `renamed`): rank_deliveries reads them three times, and DuckDB would
--- otherwise hold every raw column of every row; inlined, each reader scans raw for its own columns.
+-- `not materialized` (this and `renamed`): see macro rank_deliveries.
 source as not materialized (
     select * from {{ source('raw', 'store') }}
 ),
