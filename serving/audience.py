@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from serving.masking import masked_select
+from serving.masking import MaskedSelect, masked_select
 
 if TYPE_CHECKING:
     from serving.export import ExportSpec
@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 CHANNEL_CONTACT = {"email": "email", "sms": "phone_e164", "phone": "phone_e164"}
 
 
-def audience_query(con: duckdb.DuckDBPyConnection, spec: ExportSpec, personal: dict[str, set[str]]) -> dict[str, tuple[str, list[str]]]:
-    """{"audience": (query, masked columns)} for `write_export`; the contact is masked unless asked not to be."""
+def audience_query(con: duckdb.DuckDBPyConnection, spec: ExportSpec, personal: dict[str, set[str]]) -> dict[str, MaskedSelect]:
+    """{"audience": its select} for `write_export`; the contact is masked unless asked not to be."""
     if spec.channel not in CHANNEL_CONTACT:
         raise ValueError(f"unknown channel {spec.channel!r}; channels: {', '.join(CHANNEL_CONTACT)}")
     as_of = con.execute("SELECT as_of_date FROM serving.publication").fetchall()[0][0]

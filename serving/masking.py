@@ -8,6 +8,7 @@ Which columns are personal is declared once, in dbt (`meta: {pii: true}` on the 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -55,12 +56,19 @@ def personal_columns(manifest: Path) -> dict[str, set[str]]:
     return found
 
 
-def masked_select(con: duckdb.DuckDBPyConnection, relation: str, personal: set[str], masked: bool) -> tuple[str, list[str]]:
+@dataclass(frozen=True)
+class MaskedSelect:
+    query: str  # every column of the relation, the personal ones through `crm_mask` when masked
+    plain: str  # the same rows unmasked: what an export fingerprints (a mask depends on value and key only)
+    masked_columns: list[str]
+
+
+def masked_select(con: duckdb.DuckDBPyConnection, relation: str, personal: set[str], masked: bool) -> MaskedSelect:
     """SELECT of every column of `relation`, the personal ones through `crm_mask` when `masked`."""
     columns = [r[0] for r in con.execute(f"DESCRIBE {relation}").fetchall()]
     masked_here = [c for c in columns if masked and c in personal]
     items = [f'{MASK_MACRO}("{c}") AS "{c}"' if c in masked_here else f'"{c}"' for c in columns]
-    return f"SELECT {', '.join(items)} FROM {relation}", masked_here
+    return MaskedSelect(f"SELECT {', '.join(items)} FROM {relation}", f"SELECT * FROM {relation}", masked_here)
 
 
 def keyed_hash(key: str, value: str) -> str:
