@@ -32,15 +32,17 @@ class Itemsets:
 
 
 def encode(pairs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str], int]:
-    """(basket, item) pairs -> distinct basket and item indices, the item names (sorted), the basket count."""
+    """(basket, item) pairs -> distinct basket and item indices, the item names (sorted), the basket count.
+
+    Items are numbered in name order (the mining order); baskets in any order, which no count
+    depends on. Numbering by hash join, not by a dense rank: ranking 10 million order keys is a
+    string sort (11.1 against 3.5 s at a million customers)."""
     pairs = pairs.select(pl.col("basket").cast(pl.String), pl.col("item").cast(pl.String)).drop_nulls().unique()
-    coded = pairs.select(
-        basket=(pl.col("basket").rank("dense") - 1).cast(pl.Int64),
-        item=(pl.col("item").rank("dense") - 1).cast(pl.Int64),
-    )
-    names = pairs["item"].unique().sort().to_list()
-    n_baskets = int(coded["basket"].max() + 1) if coded.height else 0
-    return coded["basket"].to_numpy(), coded["item"].to_numpy(), names, n_baskets
+    names = pairs["item"].unique().sort()
+    baskets = pairs.select("basket").unique().with_row_index("basket_index")
+    coded = pairs.join(baskets, on="basket").join(names.to_frame("item").with_row_index("item_index"), on="item")
+    return (coded["basket_index"].cast(pl.Int64).to_numpy(), coded["item_index"].cast(pl.Int64).to_numpy(),
+            names.to_list(), baskets.height)
 
 
 def _bitsets(baskets: np.ndarray, rows: np.ndarray, n_rows: int, n_baskets: int) -> np.ndarray:

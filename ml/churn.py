@@ -12,13 +12,14 @@ its score up most (coefficient × standardized value).
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
-from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -52,9 +53,27 @@ def labelled(orders: pl.DataFrame, interactions: pl.DataFrame, customers: pl.Dat
         is_churned=pl.col("bought_again").is_null(), cutoff=pl.lit(cutoff)).drop("bought_again")
 
 
+class MedianImputer(TransformerMixin, BaseEstimator):
+    """Missing values take the column's training median, 0 where a column has none: sklearn's
+    `SimpleImputer(strategy="median", keep_empty_features=True)`, whose median goes through masked
+    arrays (3.3 s against numpy's 0.2 s on 1.4 million customers × 19 features)."""
+
+    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> MedianImputer:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": that median is NaN, made 0 below
+            median = np.nanmedian(x, axis=0)
+        self.statistics_ = np.where(np.isnan(median), 0.0, median)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        return np.where(np.isnan(x), self.statistics_, x)
+
+
 def _model() -> Pipeline:
-    return make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
-                         LogisticRegression(max_iter=2000))
+    # Newton-Cholesky: many more customers than features, where sklearn advises it; it converges in
+    # 4 iterations where lbfgs took 18 and stopped at its looser tolerance (0.96 against 1.7 s).
+    return make_pipeline(MedianImputer(), StandardScaler(), LogisticRegression(solver="newton-cholesky", max_iter=2000))
 
 
 def _fit(train: pl.DataFrame, calibrate: pl.DataFrame, columns: list[str]) -> CalibratedClassifierCV:

@@ -20,28 +20,43 @@ def _days_before(cutoff: dt.date, days: int) -> dt.date:
     return cutoff - dt.timedelta(days=days)
 
 
+def _channel_bits(orders: pl.DataFrame, interactions: pl.DataFrame) -> pl.Expr:
+    """Each channel as one bit, so a customer's channels are an OR of bits and their count a
+    popcount: lists of unique channels per customer cost 0.5 s a cut-off at a million customers."""
+    channels = pl.concat([orders.get_column("channel"), interactions.get_column("channel")]).drop_nulls().unique().sort()
+    if len(channels) > 63:
+        raise ValueError(f"{len(channels)} channels: a channel bit set holds at most 63")
+    return pl.col("channel").replace_strict(channels.to_list(), [1 << k for k in range(len(channels))],
+                                            default=0, return_dtype=pl.Int64)
+
+
 def customer_features(orders: pl.DataFrame, interactions: pl.DataFrame, customers: pl.DataFrame,
                       cutoff: dt.date) -> pl.DataFrame:
-    """One row per customer first seen by `cutoff`; only orders and touches dated <= cutoff count."""
+    """One row per customer first seen by `cutoff`; only orders and touches dated <= cutoff count.
+
+    `orders` has one row per order (`data.orders`), so orders are counted as rows: counting
+    distinct order keys per customer took twice as long (1.1 against 0.5 s at a million customers).
+    """
     o = orders.filter(pl.col("order_date") <= cutoff)
     i = interactions.filter(pl.col("interaction_date") <= cutoff)
+    channel_bit = _channel_bits(o, i)
     d30, d90, d180 = (_days_before(cutoff, n) for n in (30, 90, 180))
     bought = pl.col("net_amount") > 0
     order_features = o.group_by("customer_key").agg(
         last_purchase_date=pl.col("order_date").filter(bought).max(),
-        frequency=pl.col("order_key").filter(bought).n_unique(),
+        frequency=bought.sum(),
         monetary=pl.col("net_amount").sum(),
-        orders_30=pl.col("order_key").filter(bought & (pl.col("order_date") > d30)).n_unique(),
-        orders_90=pl.col("order_key").filter(bought & (pl.col("order_date") > d90)).n_unique(),
-        orders_prior_90=pl.col("order_key").filter(bought & (pl.col("order_date") > d180) & (pl.col("order_date") <= d90)).n_unique(),
+        orders_30=(bought & (pl.col("order_date") > d30)).sum(),
+        orders_90=(bought & (pl.col("order_date") > d90)).sum(),
+        orders_prior_90=(bought & (pl.col("order_date") > d180) & (pl.col("order_date") <= d90)).sum(),
         revenue_90=pl.col("net_amount").filter(pl.col("order_date") > d90).sum(),
-        web_orders=pl.col("order_key").filter(bought & (pl.col("channel") == "web")).n_unique(),
-        order_channels=pl.col("channel").unique(),
+        web_orders=(bought & (pl.col("channel") == "web")).sum(),
+        order_channels=channel_bit.bitwise_or(),
     )
     recent = i.filter(pl.col("interaction_date") > d90)
     touch_features = i.group_by("customer_key").agg(
         avg_csat=pl.col("csat").cast(pl.Float64).mean(),
-        touch_channels=pl.col("channel").unique(),
+        touch_channels=channel_bit.bitwise_or(),
     ).join(recent.group_by("customer_key").agg(
         web_sessions_90=(pl.col("channel") == "web").sum(),
         cart_abandoned_90=pl.col("is_cart_abandoned").fill_null(False).sum(),
@@ -68,7 +83,7 @@ def customer_features(orders: pl.DataFrame, interactions: pl.DataFrame, customer
         .then(pl.col("cart_abandoned_90") / pl.col("web_sessions_90")).otherwise(0.0),
         tenure_days=(pl.lit(cutoff) - pl.col("first_seen_date")).dt.total_days().cast(pl.Float64),
         web_order_share=pl.when(pl.col("frequency") > 0).then(pl.col("web_orders") / pl.col("frequency")).otherwise(0.0),
-        channel_count=pl.concat_list(pl.col("order_channels").fill_null([]), pl.col("touch_channels").fill_null([]))
-        .list.unique().list.len().cast(pl.Float64),
+        channel_count=(pl.col("order_channels").fill_null(0) | pl.col("touch_channels").fill_null(0))
+        .bitwise_count_ones().cast(pl.Float64),
         has_marketing_consent=pl.col("has_marketing_consent").cast(pl.Float64),
     ).select("customer_key", "last_purchase_date", *FEATURES).sort("customer_key")
