@@ -451,7 +451,8 @@ def _load_days(
             SELECT {', '.join(names)}, '{source.name}' AS _source, _file, _row_number, _row_hash, _partition_date,
                    ? AS _batch_id, now() AS _loaded_at
             FROM _ranked WHERE _delivery_rank = 1 AND NOT _suppressed AND _partition_date = ANY(?)
-            """,  # in no order: sorting a run's rows by day, file and row cost 0.6 s of M's 15 s of web events
+            ORDER BY _partition_date, _file, _row_number
+            """,
             [batch_id, dates],
         )
         con.execute(
