@@ -131,9 +131,9 @@ def _write_tables(con: duckdb.DuckDBPyConnection, folder: Path, queries: dict[st
             old = before.get(name, {})
             same_shape = old.get("columns") == entry["columns"] and old.get("masking") == entry["masking"]
             month = f"strftime({by}, '%Y-%m') AS month"
-            rows, entry["partitions"] = _write_months(con, f"SELECT *, {month} FROM ({select.query})", f"SELECT *, {month} FROM ({select.plain})",
-                                                      target, old.get("partitions", {}) if same_shape else {},
-                                                      previous / name if previous else None)
+            rows, entry["partitions"] = _write_months(
+                con, f"SELECT *, {month} FROM ({select.query})", f"SELECT *, {month} FROM ({select.plain})",
+                target, old.get("partitions", {}) if same_shape else {}, previous / name if previous else None)
         else:
             target.mkdir()
             rows = con.execute(f"COPY ({select.query}) TO '{_sql_path(target / 'data.parquet')}' ({PARQUET})").fetchall()[0][0]
