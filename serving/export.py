@@ -88,7 +88,9 @@ def write_export(published_dir: Path, warehouse_dir: Path, spec: ExportSpec, per
         raise FileExistsError(f"{path} is a real folder: exports own their path; move it away first")
     source = publish.current(published_dir)
     root = path.parent / f".{path.name}.versions"
-    folder = root / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    # Microseconds: `_prune` keeps the newest by name, and two exports in one second sorted by
+    # their random suffix could prune the one before the current (seen in the test suite).
+    folder = root / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
     folder.mkdir(parents=True)
     try:
         with duckdb.connect(str(source), read_only=True, config=duckdb_config or {}) as con:
