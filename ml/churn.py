@@ -101,7 +101,8 @@ def risk_band(p: pl.Expr, cfg: ChurnConfig) -> pl.Expr:
 
 
 def churn_scores(orders: pl.DataFrame, interactions: pl.DataFrame, customers: pl.DataFrame, as_of: dt.date,
-                 cfg: ChurnConfig) -> ChurnResult:
+                 cfg: ChurnConfig, features_now: pl.DataFrame | None = None) -> ChurnResult:
+    """`features_now`: `customer_features` as of `as_of`, when the caller has them (the other tables share them)."""
     held_out_cutoff = as_of - dt.timedelta(days=cfg.horizon_days)
     last_training = held_out_cutoff - dt.timedelta(days=cfg.horizon_days)
     cutoffs = [last_training - dt.timedelta(days=cfg.step_days * k) for k in range(cfg.training_cutoffs)]
@@ -121,7 +122,9 @@ def churn_scores(orders: pl.DataFrame, interactions: pl.DataFrame, customers: pl
     metrics = evaluate(y, model.predict_proba(held_out.select(FEATURES).to_numpy())[:, 1])
     baseline_metrics = evaluate(y, baseline.predict_proba(held_out.select("recency_days").to_numpy())[:, 1])
 
-    current = customer_features(orders, interactions, customers, as_of).filter(
+    if features_now is None:
+        features_now = customer_features(orders, interactions, customers, as_of)
+    current = features_now.filter(
         pl.col("last_purchase_date") > as_of - dt.timedelta(days=cfg.active_days))
     x = current.select(FEATURES).to_numpy()
     probability = model.predict_proba(x)[:, 1]

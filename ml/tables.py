@@ -2,14 +2,18 @@
 
 `build(con, name, ctx, config)` computes one table as of `ctx.as_of` from the marts, then writes
 `ml.<name>` (rows for that as-of date), its metrics to `ml.model_metrics` and its artifact and card
-under models/. The Dagster assets in orchestration/ml_assets.py are thin wrappers over it.
+under models/. Tables built together share one `MartInputs`: the marts are read, and the customer
+features computed, once for all of them. The Dagster asset in orchestration/ml_assets.py is a thin
+wrapper over it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 import duckdb
 import polars as pl
@@ -36,23 +40,47 @@ class TableOutput:
     evaluated_on: str = ""
 
 
-def _features(con: duckdb.DuckDBPyConnection, ctx: RunContext) -> pl.DataFrame:
-    return customer_features(data.orders(con, ctx.as_of), data.interactions(con, ctx.as_of),
-                             data.customers(con, ctx.as_of), ctx.as_of)
+class MartInputs:
+    """The marts as of one date, each read on first use and then shared by the tables built with
+    it: six tables read the same orders, four the same touches and customers, and four use the
+    customer features as of the date (at a million customers, about 17 s of a 56 s ML stage went
+    to repeating them)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, as_of: dt.date):
+        self.con, self.as_of = con, as_of
+
+    @cached_property
+    def orders(self) -> pl.DataFrame:
+        return data.orders(self.con, self.as_of)
+
+    @cached_property
+    def interactions(self) -> pl.DataFrame:
+        return data.interactions(self.con, self.as_of)
+
+    @cached_property
+    def customers(self) -> pl.DataFrame:
+        return data.customers(self.con, self.as_of)
+
+    @cached_property
+    def features(self) -> pl.DataFrame:
+        return customer_features(self.orders, self.interactions, self.customers, self.as_of)
+
+    @cached_property
+    def order_lines(self) -> pl.DataFrame:
+        return data.order_lines(self.con, self.as_of)
 
 
-def build_rfm_segments(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_rfm_segments(inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
     """Recency, frequency, monetary scores (quintiles) and the 11-segment RFM map, per customer who bought."""
-    frame = rfm_table(data.orders(con, ctx.as_of), ctx.as_of)
+    frame = rfm_table(inputs.orders, ctx.as_of)
     shares = frame["segment"].value_counts(normalize=True)
     metrics = {"customers": float(frame.height), **{f"share/{s}": float(v) for s, v in shares.iter_rows()}}
     return TableOutput(frame, metrics, card={"segment_grid": SEGMENT_GRID, "scores": "1 + floor(5 (rank - 1) / n), ties share the lowest rank"})
 
 
-def build_churn_scores(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_churn_scores(inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
     """Churn probability, risk band and top reasons per active customer; metrics next to a recency-only baseline."""
-    result = churn_scores(data.orders(con, ctx.as_of), data.interactions(con, ctx.as_of),
-                          data.customers(con, ctx.as_of), ctx.as_of, cfg.churn)
+    result = churn_scores(inputs.orders, inputs.interactions, inputs.customers, ctx.as_of, cfg.churn, inputs.features)
     metrics = {**result.metrics, **{f"baseline/{k}": v for k, v in result.baseline_metrics.items()}}
     card = {"features": FEATURES, "config": cfg.churn, "training_cutoffs": result.training_cutoffs,
             "held_out_cutoff": result.held_out_cutoff, "training_rows": result.training_rows,
@@ -61,10 +89,10 @@ def build_churn_scores(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLC
     return TableOutput(result.scores, metrics, result.model, card, evaluated_on=f"cut-off {result.held_out_cutoff}")
 
 
-def build_association_rules(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_association_rules(inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
     """Association rules between products (or categories) bought together, with support, confidence, lift, leverage, conviction."""
     b = cfg.baskets
-    lines = data.order_lines(con, ctx.as_of)
+    lines = inputs.order_lines
     basket = {"order": "order_key", "customer": "customer_key"}[b.basket]
     item = {"sku": "sku", "category": "category"}[b.item]
     baskets, items, names, n = encode(lines.select(basket=basket, item=item))
@@ -78,9 +106,9 @@ def build_association_rules(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg
     return TableOutput(rules.with_columns(basket=pl.lit(b.basket), item=pl.lit(b.item)), metrics, card={"config": b})
 
 
-def build_customer_segments(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_customer_segments(inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
     """Behaviour segments (k-means, k by silhouette) with a readable label and profile per segment."""
-    features = _features(con, ctx)
+    features = inputs.features
     seg = segment_customers(features, cfg.segments)
     frame = seg.assignments.join(seg.profiles.select(
         "segment_id", segment_customers="customers", segment_revenue_share="revenue_share",
@@ -93,31 +121,31 @@ def build_customer_segments(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg
     return TableOutput(frame.sort("customer_key"), metrics, seg.model, card)
 
 
-def build_customer_lifecycle(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_customer_lifecycle(inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
     """Lifecycle stage per known customer: prospect, new, active, loyal, at risk, churned."""
-    frame = lifecycle_stages(_features(con, ctx), data.orders(con, ctx.as_of), ctx.as_of, cfg.lifecycle)
+    frame = lifecycle_stages(inputs.features, inputs.orders, ctx.as_of, cfg.lifecycle)
     shares = frame["stage"].value_counts(normalize=True)
     return TableOutput(frame, {"customers": float(frame.height), **{f"share/{s}": float(v) for s, v in shares.iter_rows()}},
                        card={"config": cfg.lifecycle})
 
 
-def build_customer_health(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_customer_health(inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
     """A 0-100 health score per known customer from recency, trend, engagement, complaints and CSAT."""
-    frame = health_scores(_features(con, ctx))
+    frame = health_scores(inputs.features)
     return TableOutput(frame, {"customers": float(frame.height), "mean_health": float(frame["health_score"].mean() or 0)},
                        card={"weights": HEALTH_WEIGHTS})
 
 
-def build_customer_value(con: duckdb.DuckDBPyConnection, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_customer_value(inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
     """Expected purchases, P(alive) and discounted value over the horizon (BG/NBD + Gamma-Gamma)."""
-    frame, bgnbd, gg = customer_value(data.orders(con, ctx.as_of), ctx.as_of, cfg.value)
+    frame, bgnbd, gg = customer_value(inputs.orders, ctx.as_of, cfg.value)
     params = {**{f"bgnbd/{k}": v for k, v in asdict(bgnbd).items()}, **{f"gamma_gamma/{k}": v for k, v in asdict(gg).items()}}
     metrics = {"customers": float(frame.height), "predicted_value_total": float(frame["predicted_value"].sum()),
                "mean_p_alive": float(frame["p_alive"].mean()), **params}
     return TableOutput(frame, metrics, {"bgnbd": bgnbd, "gamma_gamma": gg}, {"config": cfg.value, "parameters": params})
 
 
-TABLES: dict[str, Callable[[duckdb.DuckDBPyConnection, RunContext, MLConfig], TableOutput]] = {
+TABLES: dict[str, Callable[[MartInputs, RunContext, MLConfig], TableOutput]] = {
     "rfm_segments": build_rfm_segments,
     "churn_scores": build_churn_scores,
     "association_rules": build_association_rules,
@@ -138,9 +166,14 @@ MART_INPUTS: dict[str, list[str]] = {
 }
 
 
-def build(con: duckdb.DuckDBPyConnection, name: str, ctx: RunContext, cfg: MLConfig) -> TableOutput:
-    """Compute ml.<name> as of ctx.as_of and write it, its metrics, artifact and card."""
-    out = TABLES[name](con, ctx, cfg)
+def build(con: duckdb.DuckDBPyConnection, name: str, ctx: RunContext, cfg: MLConfig,
+          inputs: MartInputs | None = None) -> TableOutput:
+    """Compute ml.<name> as of ctx.as_of and write it, its metrics, artifact and card. `inputs`,
+    when given, must be as of ctx.as_of on this warehouse; pass one to several builds to share it."""
+    inputs = inputs or MartInputs(con, ctx.as_of)
+    if inputs.as_of != ctx.as_of:
+        raise ValueError(f"inputs as of {inputs.as_of} given to a build as of {ctx.as_of}")
+    out = TABLES[name](inputs, ctx, cfg)
     write_table(con, name, out.frame, ctx)
     write_metrics(con, name, out.metrics, ctx, out.evaluated_on)
     save_artifact(name, ctx, out.artifact, {**out.card, "metrics": out.metrics, "rows": out.frame.height})

@@ -30,13 +30,13 @@ def defs() -> dg.Definitions:
     partitions = daily_partitions(config)
     job, build = ingest_job(partitions), build_job()
     models, ml = dbt_models(config.identity_truth), ml_assets()
-    served = [k for k in models.keys if k.path[0] == "marts"] + [k for a in ml for k in a.keys]
+    served = [k for k in models.keys if k.path[0] == "marts"] + list(ml.keys)
     return dg.Definitions(
         assets=[
             *(ingestion_asset(s, partitions) for s in config.sources),
             *(channel_view_asset(c, [s for s in config.sources if s.channel == c]) for c in CONTRACTS),
             models,
-            *ml,
+            ml,
             published_warehouse(served),
             bi_exports,
         ],
