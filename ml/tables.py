@@ -13,7 +13,6 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
 
 import duckdb
 import polars as pl
@@ -41,46 +40,48 @@ class TableOutput:
 
 
 class MartInputs:
-    """The marts as of one date, each read on first use and then shared by the tables built with
-    it: six tables read the same orders, four the same touches and customers, and four use the
-    customer features as of the date (at a million customers, about 17 s of a 56 s ML stage went
-    to repeating them)."""
+    """The customer-level marts as of one date, each read on first use (through the connection of
+    the table that needs it) and then shared by the tables built with it: six tables read the same
+    orders, four the same touches and customers, and four use the customer features as of the date
+    (at a million customers, about 17 s of a 56 s ML stage went to repeating them). The order lines
+    of the association rules are not kept: only that table reads them, and 10 million lines at a
+    million customers would sit beside every later table's frames."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, as_of: dt.date):
-        self.con, self.as_of = con, as_of
+    def __init__(self, as_of: dt.date):
+        self.as_of = as_of
+        self._frames: dict[str, pl.DataFrame] = {}
 
-    @cached_property
-    def orders(self) -> pl.DataFrame:
-        return data.orders(self.con, self.as_of)
+    def _frame(self, name: str, read: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+        if name not in self._frames:
+            self._frames[name] = read()
+        return self._frames[name]
 
-    @cached_property
-    def interactions(self) -> pl.DataFrame:
-        return data.interactions(self.con, self.as_of)
+    def orders(self, con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+        return self._frame("orders", lambda: data.orders(con, self.as_of))
 
-    @cached_property
-    def customers(self) -> pl.DataFrame:
-        return data.customers(self.con, self.as_of)
+    def interactions(self, con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+        return self._frame("interactions", lambda: data.interactions(con, self.as_of))
 
-    @cached_property
-    def features(self) -> pl.DataFrame:
-        return customer_features(self.orders, self.interactions, self.customers, self.as_of)
+    def customers(self, con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+        return self._frame("customers", lambda: data.customers(con, self.as_of))
 
-    @cached_property
-    def order_lines(self) -> pl.DataFrame:
-        return data.order_lines(self.con, self.as_of)
+    def features(self, con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+        return self._frame("features", lambda: customer_features(
+            self.orders(con), self.interactions(con), self.customers(con), self.as_of))
 
 
-def build_rfm_segments(inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_rfm_segments(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
     """Recency, frequency, monetary scores (quintiles) and the 11-segment RFM map, per customer who bought."""
-    frame = rfm_table(inputs.orders, ctx.as_of)
+    frame = rfm_table(inputs.orders(con), ctx.as_of)
     shares = frame["segment"].value_counts(normalize=True)
     metrics = {"customers": float(frame.height), **{f"share/{s}": float(v) for s, v in shares.iter_rows()}}
     return TableOutput(frame, metrics, card={"segment_grid": SEGMENT_GRID, "scores": "1 + floor(5 (rank - 1) / n), ties share the lowest rank"})
 
 
-def build_churn_scores(inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_churn_scores(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
     """Churn probability, risk band and top reasons per active customer; metrics next to a recency-only baseline."""
-    result = churn_scores(inputs.orders, inputs.interactions, inputs.customers, ctx.as_of, cfg.churn, inputs.features)
+    result = churn_scores(inputs.orders(con), inputs.interactions(con), inputs.customers(con), ctx.as_of, cfg.churn,
+                          inputs.features(con))
     metrics = {**result.metrics, **{f"baseline/{k}": v for k, v in result.baseline_metrics.items()}}
     card = {"features": FEATURES, "config": cfg.churn, "training_cutoffs": result.training_cutoffs,
             "held_out_cutoff": result.held_out_cutoff, "training_rows": result.training_rows,
@@ -89,10 +90,10 @@ def build_churn_scores(inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> Ta
     return TableOutput(result.scores, metrics, result.model, card, evaluated_on=f"cut-off {result.held_out_cutoff}")
 
 
-def build_association_rules(inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_association_rules(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
     """Association rules between products (or categories) bought together, with support, confidence, lift, leverage, conviction."""
     b = cfg.baskets
-    lines = inputs.order_lines
+    lines = data.order_lines(con, ctx.as_of)
     basket = {"order": "order_key", "customer": "customer_key"}[b.basket]
     item = {"sku": "sku", "category": "category"}[b.item]
     baskets, items, names, n = encode(lines.select(basket=basket, item=item))
@@ -106,9 +107,9 @@ def build_association_rules(inputs: MartInputs, ctx: RunContext, cfg: MLConfig) 
     return TableOutput(rules.with_columns(basket=pl.lit(b.basket), item=pl.lit(b.item)), metrics, card={"config": b})
 
 
-def build_customer_segments(inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_customer_segments(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
     """Behaviour segments (k-means, k by silhouette) with a readable label and profile per segment."""
-    features = inputs.features
+    features = inputs.features(con)
     seg = segment_customers(features, cfg.segments)
     frame = seg.assignments.join(seg.profiles.select(
         "segment_id", segment_customers="customers", segment_revenue_share="revenue_share",
@@ -121,34 +122,35 @@ def build_customer_segments(inputs: MartInputs, ctx: RunContext, cfg: MLConfig) 
     return TableOutput(frame.sort("customer_key"), metrics, seg.model, card)
 
 
-def build_customer_lifecycle(inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_customer_lifecycle(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
     """Lifecycle stage per known customer: prospect, new, active, loyal, at risk, churned."""
-    frame = lifecycle_stages(inputs.features, inputs.orders, ctx.as_of, cfg.lifecycle)
+    frame = lifecycle_stages(inputs.features(con), inputs.orders(con), ctx.as_of, cfg.lifecycle)
     shares = frame["stage"].value_counts(normalize=True)
     return TableOutput(frame, {"customers": float(frame.height), **{f"share/{s}": float(v) for s, v in shares.iter_rows()}},
                        card={"config": cfg.lifecycle})
 
 
-def build_customer_health(inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_customer_health(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
     """A 0-100 health score per known customer from recency, trend, engagement, complaints and CSAT."""
-    frame = health_scores(inputs.features)
+    frame = health_scores(inputs.features(con))
     return TableOutput(frame, {"customers": float(frame.height), "mean_health": float(frame["health_score"].mean() or 0)},
                        card={"weights": HEALTH_WEIGHTS})
 
 
-def build_customer_value(inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_customer_value(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
     """Expected purchases, P(alive) and discounted value over the horizon (BG/NBD + Gamma-Gamma)."""
-    frame, bgnbd, gg = customer_value(inputs.orders, ctx.as_of, cfg.value)
+    frame, bgnbd, gg = customer_value(inputs.orders(con), ctx.as_of, cfg.value)
     params = {**{f"bgnbd/{k}": v for k, v in asdict(bgnbd).items()}, **{f"gamma_gamma/{k}": v for k, v in asdict(gg).items()}}
     metrics = {"customers": float(frame.height), "predicted_value_total": float(frame["predicted_value"].sum()),
                "mean_p_alive": float(frame["p_alive"].mean()), **params}
     return TableOutput(frame, metrics, {"bgnbd": bgnbd, "gamma_gamma": gg}, {"config": cfg.value, "parameters": params})
 
 
-TABLES: dict[str, Callable[[MartInputs, RunContext, MLConfig], TableOutput]] = {
+TABLES: dict[str, Callable[[duckdb.DuckDBPyConnection, MartInputs, RunContext, MLConfig], TableOutput]] = {
+    # The rules first: their order lines are freed before the customer frames are read.
+    "association_rules": build_association_rules,
     "rfm_segments": build_rfm_segments,
     "churn_scores": build_churn_scores,
-    "association_rules": build_association_rules,
     "customer_segments": build_customer_segments,
     "customer_lifecycle": build_customer_lifecycle,
     "customer_health": build_customer_health,
@@ -170,10 +172,10 @@ def build(con: duckdb.DuckDBPyConnection, name: str, ctx: RunContext, cfg: MLCon
           inputs: MartInputs | None = None) -> TableOutput:
     """Compute ml.<name> as of ctx.as_of and write it, its metrics, artifact and card. `inputs`,
     when given, must be as of ctx.as_of on this warehouse; pass one to several builds to share it."""
-    inputs = inputs or MartInputs(con, ctx.as_of)
+    inputs = inputs or MartInputs(ctx.as_of)
     if inputs.as_of != ctx.as_of:
         raise ValueError(f"inputs as of {inputs.as_of} given to a build as of {ctx.as_of}")
-    out = TABLES[name](inputs, ctx, cfg)
+    out = TABLES[name](con, inputs, ctx, cfg)
     write_table(con, name, out.frame, ctx)
     write_metrics(con, name, out.metrics, ctx, out.evaluated_on)
     save_artifact(name, ctx, out.artifact, {**out.card, "metrics": out.metrics, "rows": out.frame.height})

@@ -30,28 +30,31 @@ def ml_assets() -> dg.AssetsDefinition:
     @dg.multi_asset(specs=specs, name="ml_tables", pool=DUCKDB_POOL, can_subset=True)
     def _tables(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         tag = context.run.tags.get(AS_OF_TAG)
-        failed: list[str] = []
         with warehouse.get_connection() as con, contextlib.closing(con):
             ctx = RunContext(dt.date.fromisoformat(tag) if tag else latest_order_date(con), context.run.run_id)
-            inputs = MartInputs(con, ctx.as_of)
-            for name in (n for n in TABLES if dg.AssetKey(["ml", n]) in context.selected_asset_keys):
-                started = time.perf_counter()  # includes the shared reads this table is the first to need
-                try:
+        inputs, failed = MartInputs(ctx.as_of), []
+        for name in (n for n in TABLES if dg.AssetKey(["ml", n]) in context.selected_asset_keys):
+            started = time.perf_counter()  # includes the shared reads this table is the first to need
+            # A connection per table, as each had its own step: DuckDB's cache of what one table
+            # read does not stay beside the next one's frames (at a million customers the rules'
+            # order lines plus the customer frames went over 6 GiB).
+            try:
+                with warehouse.get_connection() as con, contextlib.closing(con):
                     out = build(con, name, ctx, load_config(), inputs)
-                except NotEnoughHistory as e:  # nothing written (and said so), rather than a made-up table
-                    context.log.warning(f"ml.{name} not built as of {ctx.as_of}: {e}")
-                    yield dg.MaterializeResult(asset_key=["ml", name], metadata={
-                        "as_of_date": str(ctx.as_of), "built": False, "not_built_because": str(e)})
-                    continue
-                except Exception:
-                    context.log.exception(f"ml.{name} failed as of {ctx.as_of}")
-                    failed.append(name)
-                    continue
+            except NotEnoughHistory as e:  # nothing written (and said so), rather than a made-up table
+                context.log.warning(f"ml.{name} not built as of {ctx.as_of}: {e}")
                 yield dg.MaterializeResult(asset_key=["ml", name], metadata={
-                    "as_of_date": str(ctx.as_of), "built": True, "dagster/row_count": out.frame.height,
-                    "seconds": round(time.perf_counter() - started, 3),
-                    **{f"metric/{k}": float(v) for k, v in out.metrics.items()},
-                })
+                    "as_of_date": str(ctx.as_of), "built": False, "not_built_because": str(e)})
+                continue
+            except Exception:
+                context.log.exception(f"ml.{name} failed as of {ctx.as_of}")
+                failed.append(name)
+                continue
+            yield dg.MaterializeResult(asset_key=["ml", name], metadata={
+                "as_of_date": str(ctx.as_of), "built": True, "dagster/row_count": out.frame.height,
+                "seconds": round(time.perf_counter() - started, 3),
+                **{f"metric/{k}": float(v) for k, v in out.metrics.items()},
+            })
         if failed:
             raise RuntimeError(f"ML tables failed: {', '.join(failed)} (see the step's log; the others were written)")
 
