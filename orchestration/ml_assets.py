@@ -32,7 +32,7 @@ def ml_assets() -> dg.AssetsDefinition:
         tag = context.run.tags.get(AS_OF_TAG)
         with warehouse.get_connection() as con, contextlib.closing(con):
             ctx = RunContext(dt.date.fromisoformat(tag) if tag else latest_order_date(con), context.run.run_id)
-        inputs, failed = MartInputs(ctx.as_of), []
+        inputs, cfg, failed = MartInputs(ctx.as_of), load_config(), []
         for name in (n for n in TABLES if dg.AssetKey(["ml", n]) in context.selected_asset_keys):
             started = time.perf_counter()  # includes the shared reads this table is the first to need
             # A connection per table, as each had its own step: DuckDB's cache of what one table
@@ -40,7 +40,7 @@ def ml_assets() -> dg.AssetsDefinition:
             # order lines plus the customer frames went over 6 GiB).
             try:
                 with warehouse.get_connection() as con, contextlib.closing(con):
-                    out = build(con, name, ctx, load_config(), inputs)
+                    out = build(con, name, ctx, cfg, inputs)
             except NotEnoughHistory as e:  # nothing written (and said so), rather than a made-up table
                 context.log.warning(f"ml.{name} not built as of {ctx.as_of}: {e}")
                 yield dg.MaterializeResult(asset_key=["ml", name], metadata={
