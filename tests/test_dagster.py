@@ -60,7 +60,11 @@ def test_definitions_expose_every_source_as_a_checked_asset(definitions: dg.Defi
     assert "raw__web_events" not in {n.name for n in build.graph.node_defs}
 
 
-def test_crm_run_materializes_every_asset_through_dagster(sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path) -> None:
+def test_crm_run_materializes_every_asset_through_dagster(sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its own Dagster instance: the partitions it checks below are the instance's, and other
+    # modules' runs in the session's instance load other days of the same assets.
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     warehouse = tmp_path / "crm.duckdb"
     summary = run_pipeline(sample_copy[1], warehouse)
     assert summary.as_of == sample.end  # the data's last day, not today
