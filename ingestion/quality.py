@@ -109,7 +109,8 @@ def validate(
     totals: dict[str, list[list[int]]] = {k: [[0, 0] for _ in v] for k, v in groups.items()}
     # One suite per batch, not one validation per expectation: GX plans its metrics once per
     # validation (and fingerprinted the batch each time, before `_batch_definition` turned it
-    # off). BASIC results leave out samples of the unexpected values; only the counts are used. GX returns results in its own order; `meta` says whose each is.
+    # off). BASIC results leave out samples of the unexpected values; only the counts are used.
+    # GX returns results in its own order; `meta` says whose each is.
     for name, expectations in groups.items():
         for i, exp in enumerate(expectations):
             exp.meta = {"check": name, "index": i}
