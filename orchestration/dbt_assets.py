@@ -4,6 +4,7 @@ its dbt tests as asset checks, and the raw channel views as its upstream sources
 
 import contextlib
 import functools
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
@@ -67,7 +68,9 @@ def dbt_models(identity_truth: Path | None = None) -> dg.AssetsDefinition:
     @dbt_assets(manifest=project.manifest_path, project=project, dagster_dbt_translator=WarehouseTranslator(),
                 pool=DUCKDB_POOL, name="dbt_models")
     def _models(context: dg.AssetExecutionContext, config: DbtBuildConfig, dbt: DbtCliResource, warehouse: DuckDBResource):
-        args = ["build", *(["--full-refresh"] if config.full_refresh else [])]
+        state = parse_state(Path(warehouse.database))
+        args = ["build", *(["--full-refresh"] if config.full_refresh else []),
+                *(["--partial-parse-file-path", str(state)] if state.exists() else [])]
         invocation = dbt.cli(args, context=context, raise_on_error=False)
         # From the identity map on, events wait until dbt has released the warehouse file (and
         # keep their order: Dagster wants a multi-asset's outputs in dependency order).
@@ -78,7 +81,7 @@ def dbt_models(identity_truth: Path | None = None) -> dg.AssetsDefinition:
             else:
                 yield event
         yield from _with_identity_report(context, held, warehouse, identity_truth)
-        _keep_parse_state(invocation.target_path, project.project_dir / project.target_path)
+        _keep_parse_state(invocation.target_path, state)
         _prune_invocation_targets(invocation.target_path)
         if not invocation.is_successful():
             raise invocation.get_error()
@@ -104,16 +107,34 @@ def invocation_target(run_id: str) -> Path | None:
     return next(iter((DBT_DIR / "target").glob(f"dbt_models-{run_id[:7]}-*")), None)
 
 
-def _keep_parse_state(invocation: Path, project: Path) -> None:
-    """dagster-dbt seeds each invocation with the project's partial_parse.msgpack, which dbt throws
-    away when the profile differs (a deployment's warehouse path is not `make setup`'s) and parses
-    the whole project again: 3 s of every run. Handing the invocation's state back lets the next run
-    of this deployment parse only what changed (dbt checks every file's hash before reusing it)."""
-    state = invocation / PARTIAL_PARSE
-    if state.exists():
-        staged = project / f".{PARTIAL_PARSE}.{os.getpid()}"
-        shutil.copyfile(state, staged)
-        os.replace(staged, project / PARTIAL_PARSE)  # atomic: a concurrent run reads the old or the new
+KEEP_PARSE_STATES = 8
+
+
+def parse_state(warehouse: Path) -> Path:
+    """Where dbt's parse state of the deployment building `warehouse` is kept between its runs.
+
+    dbt reuses a saved parse only for the profile that made it, and the profile holds the warehouse
+    path: with one state for every deployment (dagster-dbt seeds each invocation with the project's
+    target/partial_parse.msgpack), a run after another deployment's (the tests, the demo, the
+    benchmark) parsed the whole project again, 2-3 s. One state per warehouse path lets every
+    deployment's next run, a full rebuild too, parse only the files that changed (dbt checks each
+    file's hash, and the profile, before reusing anything)."""
+    key = hashlib.sha256(str(warehouse.resolve()).encode()).hexdigest()[:16]
+    return DBT_DIR / "target" / "parse_states" / f"{key}.msgpack"
+
+
+def _keep_parse_state(invocation: Path, state: Path) -> None:
+    """Save the invocation's parse state as its deployment's; keep the newest few deployments'."""
+    made = invocation / PARTIAL_PARSE
+    if not made.exists():
+        return
+    state.parent.mkdir(parents=True, exist_ok=True)
+    staged = state.with_name(f".{state.name}.{os.getpid()}")
+    shutil.copyfile(made, staged)
+    os.replace(staged, state)  # atomic: a concurrent run of this deployment reads the old or the new
+    states = sorted(state.parent.glob("*.msgpack"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in states[KEEP_PARSE_STATES:]:
+        old.unlink(missing_ok=True)
 
 
 def _asset_key(context: dg.AssetExecutionContext, event: object) -> dg.AssetKey | None:
