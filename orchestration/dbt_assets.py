@@ -7,6 +7,7 @@ import functools
 import hashlib
 import os
 import shutil
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,9 +70,9 @@ def dbt_models(identity_truth: Path | None = None) -> dg.AssetsDefinition:
                 pool=DUCKDB_POOL, name="dbt_models")
     def _models(context: dg.AssetExecutionContext, config: DbtBuildConfig, dbt: DbtCliResource, warehouse: DuckDBResource):
         state = parse_state(Path(warehouse.database))
-        args = ["build", *(["--full-refresh"] if config.full_refresh else []),
-                *(["--partial-parse-file-path", str(state)] if state.exists() else [])]
-        invocation = dbt.cli(args, context=context, raise_on_error=False)
+        target = _seeded_target(context, state)
+        args = ["build", *(["--full-refresh"] if config.full_refresh else [])]
+        invocation = dbt.cli(args, context=context, raise_on_error=False, target_path=target)
         # From the identity map on, events wait until dbt has released the warehouse file (and
         # keep their order: Dagster wants a multi-asset's outputs in dependency order).
         held: list = []
@@ -114,17 +115,30 @@ def parse_state(warehouse: Path) -> Path:
     """Where dbt's parse state of the deployment building `warehouse` is kept between its runs.
 
     dbt reuses a saved parse only for the profile that made it, and the profile holds the warehouse
-    path: with one state for every deployment (dagster-dbt seeds each invocation with the project's
-    target/partial_parse.msgpack), a run after another deployment's (the tests, the demo, the
-    benchmark) parsed the whole project again, 2-3 s. One state per warehouse path lets every
-    deployment's next run, a full rebuild too, parse only the files that changed (dbt checks each
-    file's hash, and the profile, before reusing anything)."""
+    path. dagster-dbt seeds every invocation with the project's one target/partial_parse.msgpack, so
+    a run after another deployment's (the tests, the demo, the benchmark) parsed the whole project
+    again: 2-3 s. One state per warehouse path lets each deployment's next run, a full rebuild too,
+    parse only the files that changed (dbt checks each file's hash, and the profile, first)."""
     key = hashlib.sha256(str(warehouse.resolve()).encode()).hexdigest()[:16]
     return DBT_DIR / "target" / "parse_states" / f"{key}.msgpack"
 
 
+def _seeded_target(context: dg.AssetExecutionContext, state: Path) -> Path:
+    """The invocation's own target folder, named as dagster-dbt names it, holding the deployment's
+    parse state if it has one (dagster-dbt then leaves it, rather than copying in the project's)."""
+    target = DBT_DIR / "target" / f"{context.op_execution_context.op.name}-{context.run.run_id[:7]}-{uuid.uuid4().hex[:7]}"
+    if state.exists():
+        target.mkdir(parents=True)
+        shutil.copyfile(state, target / PARTIAL_PARSE)
+    return target
+
+
 def _keep_parse_state(invocation: Path, state: Path) -> None:
-    """Save the invocation's parse state as its deployment's; keep the newest few deployments'."""
+    """Save the invocation's parse state as its deployment's; keep the newest few deployments'.
+
+    dbt leaves the seeded state as it was when nothing changed, so the invocation's state is this
+    deployment's: the one seeded from its own, the project's when dbt found it fit this profile,
+    or the one dbt wrote after parsing."""
     made = invocation / PARTIAL_PARSE
     if not made.exists():
         return

@@ -102,6 +102,7 @@ def test_crm_run_materializes_every_asset_through_dagster(sample: GeneratorConfi
         latest = instance.get_latest_materialization_event(web)
         assert latest.dagster_event.partition == str(sample.end) and latest.asset_materialization.metadata["rows_read"].value > 0
 
+    profile = _profile_hash(parse_state(warehouse))  # this deployment's parse state, from the first run
     # Another deployment's dbt parse in between (as the tests, the demo or the benchmark make) ...
     other = tmp_path / "other"
     subprocess.run([DBT_EXECUTABLE, "parse", "--quiet", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
@@ -113,9 +114,17 @@ def test_crm_run_materializes_every_asset_through_dagster(sample: GeneratorConfi
     again = run_pipeline(sample_copy[1], warehouse, start=sample.start + dt.timedelta(days=3), end=sample.start + dt.timedelta(days=5))
     assert _counts(warehouse) == before
     assert again.materialized["raw/web_events"]["rows_loaded"] < before["web_events"]
-    # ... and its dbt build reuses this deployment's parse of the first run (dbt_assets.parse_state).
-    assert parse_state(warehouse).exists()
+    # ... and its dbt build reuses this deployment's parse of the first run (dbt_assets.parse_state),
+    # which stays this deployment's for the next.
     assert "UnableToPartialParse" not in (invocation_target(again.run_ids[-1]) / "dbt.log").read_text()
+    assert _profile_hash(parse_state(warehouse)) == profile
+
+
+def _profile_hash(parse_state: Path) -> str:
+    """The hash of the dbt profile a saved parse state was made for (dbt reuses it only for that profile)."""
+    import msgpack
+
+    return msgpack.unpackb(parse_state.read_bytes(), raw=False, strict_map_key=False)["state_check"]["profile_hash"]["checksum"]
 
 
 def _counts(warehouse: Path) -> dict[str, int]:
