@@ -1,5 +1,7 @@
 # Everything installs itself: uv (from PyPI, if missing), then the locked environment (uv.lock).
 UV := python3 -m uv
+# After `setup` has synced the locked environment: `uv run` would sync (and byte-compile) it again.
+RUN := $(UV) run --no-sync
 
 .PHONY: setup demo test dev bench clean
 
@@ -14,24 +16,24 @@ MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros dbt_project/tests dbt_project/seeds -type f 2>/dev/null) \
 	dbt_project/dbt_project.yml dbt_project/profiles.yml
 $(MANIFEST): $(DBT_SOURCES)
-	$(UV) run dbt parse --project-dir dbt_project --profiles-dir dbt_project --quiet
+	$(RUN) dbt parse --project-dir dbt_project --profiles-dir dbt_project --quiet
 
 # Generate the sample extracts, then materialize every asset into warehouse/crm.duckdb.
 demo: setup
-	$(UV) run crm generate
-	$(UV) run crm run --full-refresh
+	$(RUN) crm generate
+	$(RUN) crm run --full-refresh
 
 test: setup
-	$(UV) run pytest
+	$(RUN) pytest
 
 # The Dagster UI on http://127.0.0.1:3000 with this repo's dagster.yaml (history in .dagster/).
 dev: setup
-	$(UV) run crm dev
+	$(RUN) crm dev
 
 # The pipeline benchmark (bench/pipeline.py): SCALE=S (10k customers), M (100k) or L (1M).
 SCALE ?= S
 bench: setup
-	$(UV) run python bench/pipeline.py --scale $(SCALE)
+	$(RUN) python bench/pipeline.py --scale $(SCALE)
 
 # Removes the demo's data and history; keeps warehouse/governance/ (audit log, suppression list, key).
 clean:

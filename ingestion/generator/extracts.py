@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,40 @@ def _set_mtime(path: Path, date: dt.date, delay_hours: float) -> None:
     """Deterministic delivery time: the end of the file's day plus a delay."""
     ts = dt.datetime.combine(date, dt.time(23, 0), tzinfo=dt.timezone.utc).timestamp() + delay_hours * 3600
     os.utime(path, (ts, ts))
+
+
+def _write_text(path: Path, text: str, date: dt.date, delay_hours: float) -> None:
+    path.write_text(text, encoding="utf-8")
+    _set_mtime(path, date, delay_hours)
+
+
+def _write_csv(frame: pl.DataFrame, path: Path, date: dt.date, delay_hours: float) -> None:
+    frame.write_csv(path)
+    _set_mtime(path, date, delay_hours)
+
+
+class _Files:
+    """Writes files on one background thread, in the order they are queued, while the main thread
+    simulates on: a year at 10,000 customers is 5,000 small files (opening one costs 0.2 ms here).
+    Everything random about a file is drawn before it is queued, so the output stays the same for a
+    seed. A bounded backlog keeps memory to a few days' files; a failed write raises on close()."""
+
+    def __init__(self, backlog: int = 256) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract-files")
+        self._pending: deque[Future] = deque()
+        self._backlog = backlog
+
+    def write(self, fn: Callable[..., None], *args: object) -> None:
+        self._pending.append(self._pool.submit(fn, *args))
+        while len(self._pending) > self._backlog or (self._pending and self._pending[0].done()):
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def _frame(columns: dict) -> pl.DataFrame:
@@ -46,6 +82,7 @@ class Truth:
     """Ground truth and mess counters; written to truth/ (the pipeline never reads it)."""
 
     root: Path
+    writer: _Files
     mess: dict[str, list[int]] = field(default_factory=dict)  # kind -> [planted, out of]
     files: dict[str, object] = field(default_factory=dict)  # name -> open handle (kept open: opens are slow)
 
@@ -55,6 +92,9 @@ class Truth:
         acc[1] += int(total)
 
     def append(self, name: str, frame: pl.DataFrame) -> None:
+        self.writer.write(self._append, name, frame)
+
+    def _append(self, name: str, frame: pl.DataFrame) -> None:
         f = self.files.get(name)
         if f is None:
             f = self.files[name] = (self.root / f"{name}.csv").open("w", encoding="utf-8")
@@ -73,7 +113,8 @@ class ExtractWriter:
     def __init__(self, cfg: GeneratorConfig, persons: Persons, catalog: Catalog, rng: np.random.Generator):
         self.cfg, self.p, self.c, self.rng = cfg, persons, catalog, rng
         self.m = cfg.mess
-        self.truth = Truth(cfg.truth)
+        self.files = _Files()
+        self.truth = Truth(cfg.truth, self.files)
         self.pending_returns: dict[int, list[pl.DataFrame]] = {}
         self.late_receipts: dict[tuple[int, int], list[pl.DataFrame]] = {}
         self.stores = store_codes(cfg)
@@ -162,8 +203,7 @@ class ExtractWriter:
         out = pl.concat(frames, how="vertical_relaxed")  # an empty frame may type a column Null
         if len(out):
             path = self.cfg.extracts / "customers" / f"customers_{day.date}.csv"
-            out.write_csv(path)
-            _set_mtime(path, day.date, 1)
+            self.files.write(_write_csv, out, path, day.date, 1)
 
     # ---- store -----------------------------------------------------------------------------
     def store(self, day: Day) -> None:
@@ -267,18 +307,13 @@ class ExtractWriter:
                 if len(cells) > 8 and cells[8].replace(".", "").isdigit():
                     cells[8] = f"{float(cells[8]) * 10:.2f}"
                     wrong[i] = ",".join(cells)
-            path.write_text("\n".join(wrong) + "\n", encoding="utf-8")
-            _set_mtime(path, day.date, 1)
-            v2 = folder / f"pos_{code}_{day.date}.v2.csv"
-            v2.write_text("\n".join(text) + "\n", encoding="utf-8")
-            _set_mtime(v2, day.date, 49)
+            first = "\n".join(wrong) + "\n"
+            self.files.write(_write_text, folder / f"pos_{code}_{day.date}.v2.csv", "\n".join(text) + "\n", day.date, 49)
         else:
-            path.write_text("\n".join(text) + "\n", encoding="utf-8")
-            _set_mtime(path, day.date, 1)
-        if redelivered:
-            again = folder / f"pos_{code}_{day.date}.resend.csv"
-            shutil.copyfile(path, again)
-            _set_mtime(again, day.date, 25)
+            first = "\n".join(text) + "\n"
+        self.files.write(_write_text, path, first, day.date, 1)
+        if redelivered:  # the first delivery again, byte for byte
+            self.files.write(_write_text, folder / f"pos_{code}_{day.date}.resend.csv", first, day.date, 25)
 
     # ---- web -------------------------------------------------------------------------------
     def web(self, day: Day) -> None:
@@ -361,8 +396,7 @@ class ExtractWriter:
             out.append(line[: len(line) // 2] if short else line)
             if twice:
                 out.append(line)
-        path.write_text("\n".join(out) + "\n", encoding="utf-8")
-        _set_mtime(path, day.date, delay_hours)
+        self.files.write(_write_text, path, "\n".join(out) + "\n", day.date, delay_hours)
 
     # ---- call center -----------------------------------------------------------------------
     def calls(self, day: Day) -> None:
@@ -399,8 +433,7 @@ class ExtractWriter:
             }
         )
         path = self.cfg.extracts / "call_center" / f"calls_{day.date}.csv"
-        frame.write_csv(path)
-        _set_mtime(path, day.date, 3)
+        self.files.write(_write_csv, frame, path, day.date, 3)
         self.truth.append("calls", pl.DataFrame({"call_id": ids, "person_id": person}))
 
     # ---- social ----------------------------------------------------------------------------
@@ -438,6 +471,7 @@ class ExtractWriter:
     def finish(self, rule_counts: np.ndarray, baskets: int) -> None:
         """Write the planted rules with their realized lift, the mess counts and the persons."""
         c, t = self.c, self.truth
+        self.files.close()
         t.close()
         rules = []
         for (a, b, prob), (na, nb, nab) in zip(c.rules, rule_counts):
