@@ -57,6 +57,10 @@ class DbtBuildConfig(dg.Config):
     """Launch-time options of the dbt build (the launchpad shows them)."""
 
     full_refresh: bool = False  # rebuild incremental models from scratch (after a model's columns change)
+    # dbt's unit tests check model logic on fixed inputs: dbt Labs recommends running them in
+    # development and CI (`make test` does, with a standalone `dbt build`), not in every production
+    # build, where they re-check the same code (4 tests, about 1 s of dbt's threads a build).
+    unit_tests: bool = False
 
 
 @functools.cache
@@ -71,7 +75,8 @@ def dbt_models(identity_truth: Path | None = None) -> dg.AssetsDefinition:
     def _models(context: dg.AssetExecutionContext, config: DbtBuildConfig, dbt: DbtCliResource, warehouse: DuckDBResource):
         state = parse_state(Path(warehouse.database))
         target = _seeded_target(context, state)
-        args = ["build", *(["--full-refresh"] if config.full_refresh else [])]
+        args = ["build", *(["--full-refresh"] if config.full_refresh else []),
+                *([] if config.unit_tests else ["--exclude-resource-type", "unit_test"])]
         invocation = dbt.cli(args, context=context, raise_on_error=False, target_path=target)
         # From the identity map on, events wait until dbt has released the warehouse file (and
         # keep their order: Dagster wants a multi-asset's outputs in dependency order).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import random
 import subprocess
@@ -102,6 +103,9 @@ def test_crm_run_materializes_every_asset_through_dagster(sample: GeneratorConfi
         latest = instance.get_latest_materialization_event(web)
         assert latest.dagster_event.partition == str(sample.end) and latest.asset_materialization.metadata["rows_read"].value > 0
 
+    # The pipeline's build leaves dbt's unit tests to development and CI (DbtBuildConfig.unit_tests).
+    built = json.loads((invocation_target(summary.run_ids[-1]) / "run_results.json").read_text())["results"]
+    assert {r["unique_id"].split(".")[0] for r in built} == {"model", "seed", "test"}
     profile = _profile_hash(parse_state(warehouse))  # this deployment's parse state, from the first run
     # Another deployment's dbt parse in between (as the tests, the demo or the benchmark make) ...
     other = tmp_path / "other"
