@@ -1,8 +1,8 @@
 """Benchmark: the whole pipeline at a named scale, stage by stage, and what one more day costs.
 
 Generates the sample at scale S (10,000 customers), M (100,000) or L (1,000,000) over a year plus
-one day, then runs `crm run` through Dagster as of the year's last day (the full build) and again
-for the extra day (the incremental run). Stage times come from Dagster's step events; peak memory
+one day, then runs `crm run` through Dagster as of the year's last day (the full build) and, at M
+and L (or with --one-more-day), again for the extra day (the incremental run). Stage times come from Dagster's step events; peak memory
 is the RSS of this process and every child (dbt), sampled by a separate process (bench/rss.py).
 Side by side, on the same data in the same run: our dbt layer against its SQL floor (bench/floor.py),
 our association rules against mlxtend `fpgrowth` (in a subprocess with a memory cap and a time
@@ -262,7 +262,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "results", help="where data and results go")
     parser.add_argument("--no-peers", action="store_true",
                         help="skip the SQL floor, pandas and mlxtend (at L they take as long again as the pipeline)")
+    parser.add_argument("--one-more-day", action=argparse.BooleanOptionalAction, default=None,
+                        help="after the full build, land one more day and time that incremental run (default: at M and L; "
+                             "its target is set at M, and S leaves it out to stay a one-minute check)")
     args = parser.parse_args()
+    one_more_day = args.one_more_day if args.one_more_day is not None else args.scale != "S"
 
     from ingestion.generator import GeneratorConfig, generate, sources_file_for
     from ml.config import load_config
@@ -300,17 +304,19 @@ def main() -> None:
             floor_stage.seconds = floor["floor_seconds"]  # the script's own run, without copying inputs or compiling
             floor_stage.rows = dbt_stage.rows
             stages.append(floor_stage)
-        incremental, inc = timed("one more day (incremental crm run)", rss,
-                                 lambda: run_pipeline(sources, warehouse, as_of=extra_day, start=extra_day))
-        inc.rows = sum(m.get("rows_read", 0) for m in incremental.materialized.values())
-        stages.append(inc)
-        day_stages = {s.name: s for s in pipeline_stages(incremental, step_windows(incremental.run_ids), rss)}
+        incremental, inc, day_stages = None, None, {}
+        if one_more_day:
+            incremental, inc = timed("one more day (incremental crm run)", rss,
+                                     lambda: run_pipeline(sources, warehouse, as_of=extra_day, start=extra_day))
+            inc.rows = sum(m.get("rows_read", 0) for m in incremental.materialized.values())
+            stages.append(inc)
+            day_stages = {s.name: s for s in pipeline_stages(incremental, step_windows(incremental.run_ids), rss)}
         rfm_ours = sum(s.seconds for s in run_stages if s.name in ("ingestion", "ml rfm_segments"))
         if not args.no_peers:
             peer, peer_stage = timed("pandas peer: read extracts + RFM", rss, lambda: pandas_peer(cfg.extracts, full_as_of),
                                      rows=lambda r: r.get("customers", 0))
             stages.append(peer_stage)
-    ratios: dict = {"incremental_share_of_full_build": inc.seconds / total.seconds}
+    ratios: dict = {"incremental_share_of_full_build": inc.seconds / total.seconds} if inc else {}
     if not args.no_peers:
         rules = mlxtend_vs_ours(warehouse, load_config().baskets.min_support)
         ratios.update({
@@ -326,19 +332,21 @@ def main() -> None:
         "scale": args.scale, "customers": cfg.customers, "days": args.days, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "measured_at": dt.datetime.now(dt.UTC).isoformat(), "stages": [{**asdict(s), "rows_per_second": s.rows_per_second} for s in stages],
         "one_more_day_stages": [asdict(s) for s in day_stages.values()],
-        "dbt_nodes": {"full_build": dbt_profile(full.run_ids), "one_more_day": dbt_profile(incremental.run_ids)},
+        "dbt_nodes": {"full_build": dbt_profile(full.run_ids), "one_more_day": dbt_profile(incremental.run_ids) if incremental else {}},
         "peak_rss_mib": max(s.peak_rss_mib for s in stages),
         "ratios": ratios,
     }
     out = args.work / f"{args.scale}-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nScale {args.scale}: {cfg.customers:,} customers × {args.days} days (+1 day incremental), {os.cpu_count()} cores")
+    print(f"\nScale {args.scale}: {cfg.customers:,} customers × {args.days} days{' (+1 day incremental)' if inc else ''}, "
+          f"{os.cpu_count()} cores")
     print(f"{'stage':<40}{'seconds':>10}{'rows':>14}{'rows/s':>12}{'peak RSS MiB':>14}{'one more day s':>16}")
     for s in stages:
         day = f"{day_stages[s.name].seconds:>16.1f}" if s.name in day_stages else ""
         label = f"  {s.name}" if s.name.startswith("ml ") else s.name  # a table inside the ML step
         print(f"{label:<40}{s.seconds:>10.1f}{s.rows:>14,}{s.rows_per_second:>12,.0f}{s.peak_rss_mib:>14,.0f}{day}")
-    print(f"\none more day costs {100 * inc.seconds / total.seconds:.1f} % of the full build")
+    print(f"\none more day costs {100 * inc.seconds / total.seconds:.1f} % of the full build" if inc else
+          "\none more day not run (--one-more-day runs it; it is measured at M and L by default)")
     for run, profile in report["dbt_nodes"].items():
         if profile:
             slowest = ", ".join(f"{n['node']} {n['seconds']:.1f} s" for n in profile["slowest"])
@@ -380,9 +388,10 @@ def print_scaling(results: Path) -> None:
     print(f"{'scale':<7}{'rows':>13}{'full build s':>14}{'µs per row':>12}{'one more day s':>16}{'pipeline peak RSS MiB':>23}")
     for scale in (s for s in SCALES if s in latest):
         stages = {s["name"]: s for s in latest[scale]["stages"]}
-        full, day = stages["full build (crm run)"], stages["one more day (incremental crm run)"]
+        full, day = stages["full build (crm run)"], stages.get("one more day (incremental crm run)")
+        day_seconds, peak = (f"{day['seconds']:.1f}", max(full["peak_rss_mib"], day["peak_rss_mib"])) if day else ("-", full["peak_rss_mib"])
         print(f"{scale:<7}{full['rows']:>13,}{full['seconds']:>14.1f}{1e6 * full['seconds'] / max(full['rows'], 1):>12.1f}"
-              f"{day['seconds']:>16.1f}{max(full['peak_rss_mib'], day['peak_rss_mib']):>23,.0f}")
+              f"{day_seconds:>16}{peak:>23,.0f}")
 
 
 if __name__ == "__main__":
