@@ -2,8 +2,9 @@
 
 Generates the sample at scale S (10,000 customers), M (100,000) or L (1,000,000) over a year plus
 one day, then runs `crm run` through Dagster as of the year's last day (the full build) and, at M
-and L (or with --one-more-day), again for the extra day (the incremental run). Stage times come from Dagster's step events; peak memory
-is the RSS of this process and every child (dbt), sampled by a separate process (bench/rss.py).
+and L (or with --one-more-day), again for the extra day (the incremental run). Stage times come
+from Dagster's step events; peak memory is the RSS of this process and every child (dbt), sampled
+by a separate process (bench/rss.py).
 Side by side, on the same data in the same run: our dbt layer against its SQL floor (bench/floor.py),
 our association rules against mlxtend `fpgrowth` (in a subprocess with a memory cap and a time
 limit: it may stop), and our ingestion + RFM against plain pandas. Prints a table, the ratios and
@@ -11,6 +12,7 @@ the latest figures of every scale, and writes the figures as JSON to bench/resul
 
     make bench [SCALE=S|M|L]    (= python3 -m uv run python bench/pipeline.py --scale S)
     python3 -m uv run python bench/pipeline.py --scale L --no-peers    (the pipeline alone)
+    python3 -m uv run python bench/pipeline.py --scale S --one-more-day    (S with its incremental run)
 """
 
 from __future__ import annotations
