@@ -7,7 +7,6 @@ import functools
 import hashlib
 import os
 import shutil
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,7 +73,8 @@ def dbt_models(identity_truth: Path | None = None) -> dg.AssetsDefinition:
                 pool=DUCKDB_POOL, name="dbt_models")
     def _models(context: dg.AssetExecutionContext, config: DbtBuildConfig, dbt: DbtCliResource, warehouse: DuckDBResource):
         state = parse_state(Path(warehouse.database))
-        target = _seeded_target(context, state)
+        target = dbt._get_unique_target_path(context=context)  # dagster-dbt's own name (invocation_target finds it)
+        _seed_parse_state(project.project_dir / target, state)
         args = ["build", *(["--full-refresh"] if config.full_refresh else []),
                 *([] if config.unit_tests else ["--exclude-resource-type", "unit_test"])]
         invocation = dbt.cli(args, context=context, raise_on_error=False, target_path=target)
@@ -128,14 +128,12 @@ def parse_state(warehouse: Path) -> Path:
     return DBT_DIR / "target" / "parse_states" / f"{key}.msgpack"
 
 
-def _seeded_target(context: dg.AssetExecutionContext, state: Path) -> Path:
-    """The invocation's own target folder, named as dagster-dbt names it, holding the deployment's
-    parse state if it has one (dagster-dbt then leaves it, rather than copying in the project's)."""
-    target = DBT_DIR / "target" / f"{context.op_execution_context.op.name}-{context.run.run_id[:7]}-{uuid.uuid4().hex[:7]}"
+def _seed_parse_state(target: Path, state: Path) -> None:
+    """Put the deployment's parse state, if it has one, in the invocation's target folder before
+    dbt starts (dagster-dbt then leaves it, rather than copying in the project's)."""
     if state.exists():
-        target.mkdir(parents=True)
+        target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(state, target / PARTIAL_PARSE)
-    return target
 
 
 def _keep_parse_state(invocation: Path, state: Path) -> None:
