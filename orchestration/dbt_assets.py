@@ -113,7 +113,9 @@ def invocation_target(run_id: str) -> Path | None:
     return next(iter((DBT_DIR / "target").glob(f"dbt_models-{run_id[:7]}-*")), None)
 
 
-KEEP_PARSE_STATES = 8
+# About 1 MB each. The test suite alone makes 8 deployments a run; a real deployment's state should
+# outlive a few of those.
+KEEP_PARSE_STATES = 32
 
 
 def parse_state(warehouse: Path) -> Path:
