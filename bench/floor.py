@@ -135,6 +135,7 @@ class _DbtShim:
         self._con, self._schemas = con, {m.name: m.schema for m in models}
         self.config = _Config(model.config)
         self.this = _This(model.schema, model.name)
+        self.is_incremental = False  # the floor builds everything from scratch
 
     def ref(self, name: str) -> duckdb.DuckDBPyRelation:
         return self._con.sql(f'SELECT * FROM {self._schemas[name]}."{name}"')
