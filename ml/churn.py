@@ -31,14 +31,23 @@ from ml.run_context import NotEnoughHistory
 
 
 @dataclass
-class ChurnResult:
-    scores: pl.DataFrame
+class ChurnModel:
+    """What a fit leaves, the table's artifact: the model and its recency-only baseline, and how
+    both did on the held-out cut-off."""
+
+    model: CalibratedClassifierCV
+    baseline: CalibratedClassifierCV
     metrics: dict[str, float]
     baseline_metrics: dict[str, float]
-    model: CalibratedClassifierCV
     training_cutoffs: list[dt.date]
     held_out_cutoff: dt.date
     training_rows: int
+
+
+@dataclass
+class ChurnResult:
+    scores: pl.DataFrame
+    fitted: ChurnModel
 
 
 def labelled(orders: pl.DataFrame, interactions: pl.DataFrame, customers: pl.DataFrame, cutoff: dt.date,
@@ -100,9 +109,8 @@ def risk_band(p: pl.Expr, cfg: ChurnConfig) -> pl.Expr:
     return pl.when(p >= cfg.high_risk).then(pl.lit("high")).when(p >= cfg.medium_risk).then(pl.lit("medium")).otherwise(pl.lit("low"))
 
 
-def churn_scores(orders: pl.DataFrame, interactions: pl.DataFrame, customers: pl.DataFrame, as_of: dt.date,
-                 cfg: ChurnConfig, features_now: pl.DataFrame | None = None) -> ChurnResult:
-    """`features_now`: `customer_features` as of `as_of`, when the caller has them (the other tables share them)."""
+def fit_churn(orders: pl.DataFrame, interactions: pl.DataFrame, customers: pl.DataFrame, as_of: dt.date,
+              cfg: ChurnConfig) -> ChurnModel:
     held_out_cutoff = as_of - dt.timedelta(days=cfg.horizon_days)
     last_training = held_out_cutoff - dt.timedelta(days=cfg.horizon_days)
     cutoffs = [last_training - dt.timedelta(days=cfg.step_days * k) for k in range(cfg.training_cutoffs)]
@@ -119,24 +127,31 @@ def churn_scores(orders: pl.DataFrame, interactions: pl.DataFrame, customers: pl
     model = _fit(train, calibrate, FEATURES)
     baseline = _fit(train, calibrate, ["recency_days"])
     y = held_out["is_churned"].to_numpy()
-    metrics = evaluate(y, model.predict_proba(held_out.select(FEATURES).to_numpy())[:, 1])
-    baseline_metrics = evaluate(y, baseline.predict_proba(held_out.select("recency_days").to_numpy())[:, 1])
+    return ChurnModel(
+        model=model, baseline=baseline,
+        metrics=evaluate(y, model.predict_proba(held_out.select(FEATURES).to_numpy())[:, 1]),
+        baseline_metrics=evaluate(y, baseline.predict_proba(held_out.select("recency_days").to_numpy())[:, 1]),
+        training_cutoffs=cutoffs, held_out_cutoff=held_out_cutoff, training_rows=train.height + calibrate.height,
+    )
 
+
+def churn_scores(orders: pl.DataFrame, interactions: pl.DataFrame, customers: pl.DataFrame, as_of: dt.date,
+                 cfg: ChurnConfig, features_now: pl.DataFrame | None = None, fitted: ChurnModel | None = None) -> ChurnResult:
+    """`features_now`: `customer_features` as of `as_of`, when the caller has them (the other tables
+    share them). `fitted`: a model fitted as of an earlier date to score with, instead of fitting."""
+    fitted = fitted or fit_churn(orders, interactions, customers, as_of, cfg)
     if features_now is None:
         features_now = customer_features(orders, interactions, customers, as_of)
     current = features_now.filter(
         pl.col("last_purchase_date") > as_of - dt.timedelta(days=cfg.active_days))
     x = current.select(FEATURES).to_numpy()
-    probability = model.predict_proba(x)[:, 1]
-    return ChurnResult(
-        scores=current.select("customer_key", "recency_days", "frequency").with_columns(
-            churn_probability=pl.Series(probability),
-            baseline_probability=pl.Series(baseline.predict_proba(current.select("recency_days").to_numpy())[:, 1]),
-            top_features=_top_features(model, x),
-        ).with_columns(risk_band=risk_band(pl.col("churn_probability"), cfg)),
-        metrics=metrics, baseline_metrics=baseline_metrics, model=model,
-        training_cutoffs=cutoffs, held_out_cutoff=held_out_cutoff, training_rows=train.height + calibrate.height,
-    )
+    probability = fitted.model.predict_proba(x)[:, 1]
+    scores = current.select("customer_key", "recency_days", "frequency").with_columns(
+        churn_probability=pl.Series(probability),
+        baseline_probability=pl.Series(fitted.baseline.predict_proba(current.select("recency_days").to_numpy())[:, 1]),
+        top_features=_top_features(fitted.model, x),
+    ).with_columns(risk_band=risk_band(pl.col("churn_probability"), cfg))
+    return ChurnResult(scores, fitted)
 
 
 def _top_features(model: CalibratedClassifierCV, x: np.ndarray, k: int = 3) -> pl.Series:

@@ -134,11 +134,16 @@ def purchase_history(orders: pl.DataFrame, as_of: dt.date) -> pl.DataFrame:
     ).sort("customer_key")
 
 
-def customer_value(orders: pl.DataFrame, as_of: dt.date, cfg: ValueConfig) -> tuple[pl.DataFrame, BgNbd, GammaGamma]:
+def customer_value(orders: pl.DataFrame, as_of: dt.date, cfg: ValueConfig,
+                   fitted: tuple[BgNbd, GammaGamma] | None = None) -> tuple[pl.DataFrame, BgNbd, GammaGamma]:
+    """`fitted`: the two models fitted as of an earlier date, to score with instead of fitting."""
     h = purchase_history(orders, as_of)
     x, t_x, T, m = (h[c].to_numpy() for c in ("x", "t_x", "T", "mean_spend"))
-    fit = fit_sample(len(x))
-    bgnbd, gg = fit_bgnbd(x[fit], t_x[fit], T[fit]), fit_gamma_gamma(x[fit], m[fit])
+    if fitted:
+        bgnbd, gg = fitted
+    else:
+        fit = fit_sample(len(x))
+        bgnbd, gg = fit_bgnbd(x[fit], t_x[fit], T[fit]), fit_gamma_gamma(x[fit], m[fit])
     spend = gg.expected_spend(x, m)
     monthly_rate = (1 + cfg.annual_discount_rate) ** (1 / 12) - 1
     value, previous = np.zeros(len(x)), np.zeros(len(x))

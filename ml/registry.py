@@ -1,12 +1,14 @@
 """Where ML results go: `ml.<table>` rows per as-of date, `ml.model_metrics`, and artifacts with
-their cards under models/<model>/<as_of>-<run>/ (git-ignored)."""
+their cards under models/<model>/<as_of>-<run>/ (git-ignored), where later runs find a model fitted
+in their last refit_days days to score with."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import platform
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -63,16 +65,71 @@ def _plain(value: object) -> object:
     return asdict(value) if is_dataclass(value) else value
 
 
-def save_artifact(model: str, ctx: RunContext, artifact: object | None, card: dict) -> Path:
+@dataclass(frozen=True)
+class Fitted:
+    """A model fitted in an earlier run, found to score with."""
+
+    artifact: object
+    as_of: dt.date  # the date it was fitted as of
+    folder: Path
+
+
+def _models_dir() -> Path:
+    return Path(os.environ.get("CRM_MODELS_DIR", DEFAULT_MODELS_DIR))
+
+
+def _versions() -> dict[str, str]:
+    return {lib: metadata.version(lib) for lib in LIBRARIES}
+
+
+def _card_value(value: object) -> object:
+    """`value` as a card holds it (JSON)."""
+    return json.loads(json.dumps(_plain(value), default=str))
+
+
+def warehouse_of(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The warehouse file `con` works on (None in memory): a fit is reused only on the warehouse it
+    was fitted on, since models/ may serve several deployments."""
+    path = con.execute("select path from duckdb_databases() where database_name = current_database()").fetchall()[0][0]
+    return str(Path(path).resolve()) if path else None
+
+
+def fitted_model(con: duckdb.DuckDBPyConnection, model: str, as_of: dt.date, config: object, kind: type) -> Fitted | None:
+    """The newest `kind` fitted for `model` on this warehouse as of a date in the `config.refit_days`
+    days up to `as_of` (never after it: nothing later may shape a score), with this configuration
+    and these library versions; None when the table must fit."""
+    warehouse = warehouse_of(con)
+    if warehouse is None:
+        return None
+    found: list[tuple[dt.date, float, Path]] = []
+    for card_path in (_models_dir() / model).glob("*/card.json"):
+        folder = card_path.parent
+        card = json.loads(card_path.read_text())
+        fitted_as_of = dt.date.fromisoformat(card.get("fitted_as_of", card["as_of_date"]))
+        if (card.get("fitted_in") is None and card.get("warehouse") == warehouse and (folder / "model.joblib").exists()
+                and 0 <= (as_of - fitted_as_of).days < config.refit_days
+                and card.get("config") == _card_value(config) and card.get("libraries") == _versions()):
+            found.append((fitted_as_of, card_path.stat().st_mtime, folder))
+    for fitted_as_of, _, folder in sorted(found, key=lambda f: f[:2], reverse=True):
+        artifact = joblib.load(folder / "model.joblib")
+        if isinstance(artifact, kind):  # an artifact of an older version of the code is fitted again
+            return Fitted(artifact, fitted_as_of, folder)
+    return None
+
+
+def save_artifact(model: str, ctx: RunContext, artifact: object | None, card: dict, reused: Fitted | None = None,
+                  warehouse: str | None = None) -> Path:
     """Write the fitted object (joblib) and its card (JSON and Markdown): features, training window,
-    metrics, configuration and library versions. Root: $CRM_MODELS_DIR, default models/."""
-    folder = Path(os.environ.get("CRM_MODELS_DIR", DEFAULT_MODELS_DIR)) / model / f"{ctx.as_of}-{ctx.run_id[:8]}"
+    metrics, configuration and library versions. A run that scored with an earlier fit (`reused`)
+    writes only the card, naming that fit's folder. Root: $CRM_MODELS_DIR, default models/."""
+    folder = _models_dir() / model / f"{ctx.as_of}-{ctx.run_id[:8]}"
     folder.mkdir(parents=True, exist_ok=True)
-    if artifact is not None:
+    if artifact is not None and reused is None:
         joblib.dump(artifact, folder / "model.joblib")
-    versions = {lib: metadata.version(lib) for lib in LIBRARIES}
-    full = {"model": model, "as_of_date": str(ctx.as_of), "run_id": ctx.run_id, **{k: _plain(v) for k, v in card.items()},
-            "python": platform.python_version(), "libraries": versions}
+    fitted = {"fitted_as_of": str(reused.as_of), "fitted_in": str(reused.folder)} if reused else (
+        {"fitted_as_of": str(ctx.as_of)} if artifact is not None else {})
+    full = {"model": model, "as_of_date": str(ctx.as_of), "run_id": ctx.run_id, "warehouse": warehouse, **fitted,
+            **{k: _plain(v) for k, v in card.items()}, "python": platform.python_version(), "libraries": _versions()}
     (folder / "card.json").write_text(json.dumps(full, indent=2, default=str))
     lines = [f"# {model} — as of {ctx.as_of}", "", f"Run `{ctx.run_id}`.", ""]
     for key, value in full.items():

@@ -27,13 +27,21 @@ SEGMENT_FEATURES = ["recency_days", "frequency", "monetary", "avg_order_value", 
 
 
 @dataclass
-class Segmentation:
-    assignments: pl.DataFrame
-    profiles: pl.DataFrame
+class SegmentModel:
+    """What a fit leaves, the table's artifact: the scaling and the k-means of the chosen k."""
+
+    scaler: StandardScaler
+    model: KMeans
     k: int
     silhouette: float
     silhouettes: dict[int, float]
-    model: KMeans
+
+
+@dataclass
+class Segmentation:
+    assignments: pl.DataFrame
+    profiles: pl.DataFrame
+    fitted: SegmentModel
 
 
 def _matrix(features: pl.DataFrame) -> np.ndarray:
@@ -51,11 +59,16 @@ def _label(profile: dict, overall: dict, value_rank: int, k: int) -> str:
     return " ".join([tier, *[t for t in traits if t]]) or tier
 
 
-def segment_customers(features: pl.DataFrame, cfg: SegmentConfig) -> Segmentation:
-    buyers = features.filter(pl.col("frequency") > 0).sort("customer_key")
+def _buyers(features: pl.DataFrame) -> pl.DataFrame:
+    return features.filter(pl.col("frequency") > 0).sort("customer_key")
+
+
+def fit_segments(features: pl.DataFrame, cfg: SegmentConfig) -> SegmentModel:
+    buyers = _buyers(features)
     if buyers.height < cfg.k_max * 10:
         raise NotEnoughHistory(f"segmentation needs at least {cfg.k_max * 10} customers who bought; got {buyers.height}")
-    x = StandardScaler().fit_transform(_matrix(buyers))
+    scaler = StandardScaler()
+    x = scaler.fit_transform(_matrix(buyers))
     # k is chosen on a fixed sample, then fitted on every buyer: six candidates of ten k-means
     # starts each on all 73,000 buyers took 6.4 s at 100,000 customers (and grow with them), and
     # the silhouette is quadratic in rows anyway.
@@ -66,7 +79,14 @@ def segment_customers(features: pl.DataFrame, cfg: SegmentConfig) -> Segmentatio
         silhouettes[k] = float(silhouette_score(x[sample], models[k].labels_))
     k = max(silhouettes, key=lambda c: (silhouettes[c], -c))
     model = models[k] if len(sample) == len(x) else KMeans(n_clusters=k, n_init=10, random_state=cfg.seed).fit(x)
-    assigned = buyers.with_columns(segment_id=pl.Series(model.labels_.astype(np.int32)))
+    return SegmentModel(scaler, model, k, silhouettes[k], silhouettes)
+
+
+def segment_customers(features: pl.DataFrame, cfg: SegmentConfig, fitted: SegmentModel | None = None) -> Segmentation:
+    """`fitted`: a model fitted as of an earlier date to assign with, instead of fitting."""
+    fitted = fitted or fit_segments(features, cfg)
+    buyers = _buyers(features)
+    assigned = buyers.with_columns(segment_id=pl.Series(fitted.model.predict(fitted.scaler.transform(_matrix(buyers))).astype(np.int32)))
     total_revenue = float(assigned["monetary"].sum()) or 1.0
     profiles = assigned.group_by("segment_id").agg(
         customers=pl.len(), **{c: pl.col(c).mean() for c in SEGMENT_FEATURES},
@@ -74,7 +94,8 @@ def segment_customers(features: pl.DataFrame, cfg: SegmentConfig) -> Segmentatio
     ).sort("segment_id")
     overall = {c: float(assigned[c].mean()) for c in SEGMENT_FEATURES}
     ranks = {sid: i for i, sid in enumerate(profiles.sort("monetary", descending=True)["segment_id"])}
-    labels = [_label(p, overall, ranks[p["segment_id"]], k) for p in profiles.iter_rows(named=True)]
+    # A model fitted on other days may leave a segment empty today: tiers go by the segments there are.
+    labels = [_label(p, overall, ranks[p["segment_id"]], profiles.height) for p in profiles.iter_rows(named=True)]
     seen: dict[str, int] = {}
     for i, label in enumerate(labels):  # unique labels: a second "Mid-value" becomes "Mid-value (2)"
         seen[label] = seen.get(label, 0) + 1
@@ -82,4 +103,4 @@ def segment_customers(features: pl.DataFrame, cfg: SegmentConfig) -> Segmentatio
     profiles = profiles.with_columns(segment_label=pl.Series(labels))
     assignments = assigned.select("customer_key", "segment_id").join(
         profiles.select("segment_id", "segment_label"), on="segment_id").sort("customer_key")
-    return Segmentation(assignments, profiles, k, silhouettes[k], silhouettes, model)
+    return Segmentation(assignments, profiles, fitted)

@@ -3,8 +3,9 @@
 `build(con, name, ctx, config)` computes one table as of `ctx.as_of` from the marts, then writes
 `ml.<name>` (rows for that as-of date), its metrics to `ml.model_metrics` and its artifact and card
 under models/. Tables built together share one `MartInputs`: the marts are read, and the customer
-features computed, once for all of them. The Dagster asset in orchestration/ml_assets.py is a thin
-wrapper over it.
+features computed, once for all of them. The three fitted tables (churn, segments, value) score
+with a model fitted in their last `refit_days` days when there is one (ml.registry.fitted_model).
+The Dagster asset in orchestration/ml_assets.py is a thin wrapper over it.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ import polars as pl
 
 from ml import data
 from ml.baskets import association_rules, encode, frequent_itemsets
-from ml.churn import churn_scores
+from ml.churn import ChurnModel, churn_scores
 from ml.clv import customer_value
 from ml.config import MLConfig
 from ml.features import FEATURES, customer_features
 from ml.lifecycle import HEALTH_WEIGHTS, health_scores, lifecycle_stages
-from ml.registry import save_artifact, write_metrics, write_table
+from ml.registry import Fitted, fitted_model, save_artifact, warehouse_of, write_metrics, write_table
 from ml.rfm import SEGMENT_GRID, rfm_table
 from ml.run_context import RunContext
-from ml.segments import SEGMENT_FEATURES, segment_customers
+from ml.segments import SEGMENT_FEATURES, SegmentModel, segment_customers
 
 
 @dataclass
@@ -37,6 +38,11 @@ class TableOutput:
     artifact: object | None = None
     card: dict = field(default_factory=dict)
     evaluated_on: str = ""
+    reused: Fitted | None = None  # the earlier fit it scored with, if it did not fit
+
+
+def _model_age(reused: Fitted | None, ctx: RunContext) -> dict[str, float]:
+    return {"model_age_days": float((ctx.as_of - reused.as_of).days) if reused else 0.0}
 
 
 class MartInputs:
@@ -80,14 +86,16 @@ def build_rfm_segments(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: 
 
 def build_churn_scores(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
     """Churn probability, risk band and top reasons per active customer; metrics next to a recency-only baseline."""
+    reused = fitted_model(con, "churn_scores", ctx.as_of, cfg.churn, ChurnModel)
     result = churn_scores(inputs.orders(con), inputs.interactions(con), inputs.customers(con), ctx.as_of, cfg.churn,
-                          inputs.features(con))
-    metrics = {**result.metrics, **{f"baseline/{k}": v for k, v in result.baseline_metrics.items()}}
-    card = {"features": FEATURES, "config": cfg.churn, "training_cutoffs": result.training_cutoffs,
-            "held_out_cutoff": result.held_out_cutoff, "training_rows": result.training_rows,
+                          inputs.features(con), reused.artifact if reused else None)
+    fit = result.fitted
+    metrics = {**fit.metrics, **{f"baseline/{k}": v for k, v in fit.baseline_metrics.items()}, **_model_age(reused, ctx)}
+    card = {"features": FEATURES, "config": cfg.churn, "training_cutoffs": fit.training_cutoffs,
+            "held_out_cutoff": fit.held_out_cutoff, "training_rows": fit.training_rows,
             "model": "StandardScaler + LogisticRegression, sigmoid-calibrated on the latest training cut-off",
-            "metrics": result.metrics, "baseline (recency only)": result.baseline_metrics}
-    return TableOutput(result.scores, metrics, result.model, card, evaluated_on=f"cut-off {result.held_out_cutoff}")
+            "metrics": fit.metrics, "baseline (recency only)": fit.baseline_metrics}
+    return TableOutput(result.scores, metrics, fit, card, evaluated_on=f"cut-off {fit.held_out_cutoff}", reused=reused)
 
 
 def build_association_rules(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
@@ -110,16 +118,18 @@ def build_association_rules(con: duckdb.DuckDBPyConnection, inputs: MartInputs, 
 def build_customer_segments(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
     """Behaviour segments (k-means, k by silhouette) with a readable label and profile per segment."""
     features = inputs.features(con)
-    seg = segment_customers(features, cfg.segments)
+    reused = fitted_model(con, "customer_segments", ctx.as_of, cfg.segments, SegmentModel)
+    seg = segment_customers(features, cfg.segments, reused.artifact if reused else None)
+    fit = seg.fitted
     frame = seg.assignments.join(seg.profiles.select(
         "segment_id", segment_customers="customers", segment_revenue_share="revenue_share",
         segment_mean_recency_days="recency_days", segment_mean_frequency="frequency", segment_mean_monetary="monetary",
     ), on="segment_id").join(features.select("customer_key", "recency_days", "frequency", "monetary"), on="customer_key")
-    metrics = {"k": float(seg.k), "silhouette": seg.silhouette, "inertia": float(seg.model.inertia_),
-               **{f"silhouette/k={k}": v for k, v in seg.silhouettes.items()}}
+    metrics = {"k": float(fit.k), "silhouette": fit.silhouette, "inertia": float(fit.model.inertia_),
+               **{f"silhouette/k={k}": v for k, v in fit.silhouettes.items()}, **_model_age(reused, ctx)}
     card = {"features": SEGMENT_FEATURES, "config": cfg.segments, "k_criterion": "highest silhouette",
             "profiles": seg.profiles.to_dicts()}
-    return TableOutput(frame.sort("customer_key"), metrics, seg.model, card)
+    return TableOutput(frame.sort("customer_key"), metrics, fit, card, reused=reused)
 
 
 def build_customer_lifecycle(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
@@ -139,11 +149,14 @@ def build_customer_health(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ct
 
 def build_customer_value(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
     """Expected purchases, P(alive) and discounted value over the horizon (BG/NBD + Gamma-Gamma)."""
-    frame, bgnbd, gg = customer_value(inputs.orders(con), ctx.as_of, cfg.value)
+    reused = fitted_model(con, "customer_value", ctx.as_of, cfg.value, dict)
+    frame, bgnbd, gg = customer_value(inputs.orders(con), ctx.as_of, cfg.value,
+                                      (reused.artifact["bgnbd"], reused.artifact["gamma_gamma"]) if reused else None)
     params = {**{f"bgnbd/{k}": v for k, v in asdict(bgnbd).items()}, **{f"gamma_gamma/{k}": v for k, v in asdict(gg).items()}}
     metrics = {"customers": float(frame.height), "predicted_value_total": float(frame["predicted_value"].sum()),
-               "mean_p_alive": float(frame["p_alive"].mean()), **params}
-    return TableOutput(frame, metrics, {"bgnbd": bgnbd, "gamma_gamma": gg}, {"config": cfg.value, "parameters": params})
+               "mean_p_alive": float(frame["p_alive"].mean()), **params, **_model_age(reused, ctx)}
+    return TableOutput(frame, metrics, {"bgnbd": bgnbd, "gamma_gamma": gg}, {"config": cfg.value, "parameters": params},
+                       reused=reused)
 
 
 TABLES: dict[str, Callable[[duckdb.DuckDBPyConnection, MartInputs, RunContext, MLConfig], TableOutput]] = {
@@ -178,5 +191,6 @@ def build(con: duckdb.DuckDBPyConnection, name: str, ctx: RunContext, cfg: MLCon
     out = TABLES[name](con, inputs, ctx, cfg)
     write_table(con, name, out.frame, ctx)
     write_metrics(con, name, out.metrics, ctx, out.evaluated_on)
-    save_artifact(name, ctx, out.artifact, {**out.card, "metrics": out.metrics, "rows": out.frame.height})
+    save_artifact(name, ctx, out.artifact, {**out.card, "metrics": out.metrics, "rows": out.frame.height}, out.reused,
+                  warehouse_of(con))
     return out

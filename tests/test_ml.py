@@ -1,6 +1,6 @@
 """ML tables: RFM against independent SQL, rules equal to mlxtend, CLV fits equal to the published
-CDNOW parameters, the churn model beats its baseline, planted rules are found, and every table
-as of a date stays put when later data arrives."""
+CDNOW parameters, the churn model beats its baseline, planted rules are found, every table as of a
+date stays put when later data arrives, and fitted models are reused for refit_days."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from ml.clv import fit_bgnbd, fit_gamma_gamma, fit_sample
 from ml.config import MLConfig
 from ml.rfm import rfm_table
 from ml.run_context import RunContext
-from ml.tables import TABLES, build
+from ml.tables import TABLES, MartInputs, build
 from ml import data
 from orchestration.environment import REPO_ROOT
 from orchestration.run import run_pipeline
@@ -183,6 +183,41 @@ def test_tables_as_of_a_date_do_not_move_when_later_data_arrives(year: Year, tmp
                     assert np.allclose(before[column].to_numpy(), after[column].to_numpy(), equal_nan=True), (table, column)
                 else:
                     assert before[column].to_list() == after[column].to_list(), (table, column)
+
+
+def test_fitted_models_are_reused_for_refit_days_on_their_own_warehouse(year: Year, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run within refit_days of a fit scores with that fit (and says so); a run past it, before it,
+    with refit_days 0 or on another warehouse fits again."""
+    monkeypatch.setenv("CRM_MODELS_DIR", str(tmp_path / "models"))
+    warehouse = tmp_path / "crm.duckdb"
+    shutil.copyfile(year.warehouse, warehouse)
+    fitted = ["churn_scores", "customer_segments", "customer_value"]
+    day = year.cfg.end
+
+    def run(as_of: dt.date, cfg: MLConfig = MLConfig(), db: Path = warehouse) -> dict[str, dt.date | None]:
+        with duckdb.connect(str(db)) as con:
+            ctx = RunContext(as_of, f"run-{as_of}-{db.stem}")
+            inputs = MartInputs(as_of)
+            outs = {name: build(con, name, ctx, cfg, inputs) for name in fitted}
+        for name, out in outs.items():
+            assert out.metrics["model_age_days"] == ((as_of - out.reused.as_of).days if out.reused else 0)
+        return {name: out.reused.as_of if out.reused else None for name, out in outs.items()}
+
+    assert run(day) == dict.fromkeys(fitted)  # nothing fitted yet on this warehouse
+    assert run(day + dt.timedelta(days=6)) == dict.fromkeys(fitted, day)
+    scored = next((tmp_path / "models" / "churn_scores").glob(f"{day + dt.timedelta(days=6)}-*/card.json"))
+    card = json.loads(scored.read_text())  # the card names the fit; the model is not copied
+    assert card["fitted_as_of"] == str(day) and (Path(card["fitted_in"]) / "model.joblib").exists()
+    assert not (scored.parent / "model.joblib").exists()
+    assert run(day + dt.timedelta(days=7)) == dict.fromkeys(fitted)  # a week on: fitted again
+    assert run(day - dt.timedelta(days=1)) == dict.fromkeys(fitted)  # a later fit never scores an earlier day
+    never = MLConfig(**{section: dataclasses.replace(getattr(MLConfig(), section), refit_days=0)
+                        for section in ("churn", "segments", "value")})
+    assert run(day + dt.timedelta(days=8), never) == dict.fromkeys(fitted)
+    other = tmp_path / "other.duckdb"
+    shutil.copyfile(year.warehouse, other)
+    assert run(day + dt.timedelta(days=8), db=other) == dict.fromkeys(fitted)  # models/ may serve several warehouses
 
 
 def test_the_ml_asset_materializes_only_the_selected_tables(year: Year, tmp_path: Path) -> None:
