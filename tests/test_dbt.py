@@ -5,14 +5,13 @@ benchmark's SQL floor of the models builds the same marts."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
-
-import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import pytest

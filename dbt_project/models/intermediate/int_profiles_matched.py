@@ -159,7 +159,7 @@ def model(dbt, session):
     """).fetchall()
     loaded_at, n_versions = session.execute("select max(loaded_at), count(*) from _profile_versions").fetchall()[0]
     profiles = session.execute("select * from _current_profiles order by customer_ref").df()
-    changed = changed_refs(dbt, session) if len(profiles) >= 2 else None
+    changed = changed_refs(dbt, session)
     if len(profiles) < 2:
         pairs = pd.DataFrame({c: pd.Series(dtype=t) for c, t in PAIR_COLUMNS.items()})  # typed, even when empty
     elif changed is None:
