@@ -23,20 +23,28 @@ CUSTOMER_IDENTIFIERS = ["customer_ref", "loyalty_card", "phone", "email"]  # str
 
 
 def previous_keys(dbt, session) -> pd.DataFrame | None:
+    """The last run's key of each identifier in _identity_identifiers, in its numbering's order
+    (NULL for an identifier new since), or None on a first build. Joined in DuckDB: merging the
+    previous keys in pandas on the two identifier strings took 8 s of a day's run at a million
+    customers (reading them 3.7 s, the merge 4.7 s)."""
     exists = session.execute(
         "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
         [dbt.this.schema, dbt.this.identifier],
     ).fetchall()[0][0]
     if not exists:
         return None
-    return session.execute(
-        f"select identifier_type, identifier_value, customer_key, assigned_at, previous_customer_key, merged_at from {dbt.this}"
-    ).df()
+    return session.execute(f"""
+        select previous.customer_key, previous.assigned_at, previous.previous_customer_key, previous.merged_at
+        from _identity_identifiers as i
+        left join {dbt.this} as previous using (identifier_type, identifier_value)
+        order by i.ident_idx
+    """).df()
 
 
-def graph_edges(dbt, session) -> tuple[int, np.ndarray, np.ndarray, pd.DataFrame]:
+def graph_edges(dbt, session) -> tuple[int, np.ndarray, np.ndarray, pd.DataFrame, pd.DataFrame | None]:
     """The graph as the number of records, two arrays of node numbers (record, identifier) per edge,
-    numbered in DuckDB, and the identifiers by number. The edges never become Python strings: at a
+    numbered in DuckDB, the identifiers by number and their previous keys (previous_keys). The
+    edges never become Python strings: at a
     million customers they are tens of millions of rows, which as a pandas frame held more memory
     than DuckDB's limit. Identifiers are numbered in value order, so ordering by number is ordering
     by value: pandas sorting 5 million identifier strings took 9 s at a million customers."""
@@ -61,9 +69,10 @@ def graph_edges(dbt, session) -> tuple[int, np.ndarray, np.ndarray, pd.DataFrame
     identifiers = session.execute(
         "select identifier_type, identifier_value from _identity_identifiers order by ident_idx").df()
     records = session.execute("select count(*) from _identity_records").fetchall()[0][0]
+    previous = previous_keys(dbt, session)
     for drop in ("table _identity_records", "table _identity_identifiers", "view _identity_edges"):
         session.execute(f"drop {drop}").fetchall()
-    return records, np.asarray(pairs["record_idx"]), np.asarray(pairs["ident_idx"]), identifiers
+    return records, np.asarray(pairs["record_idx"]), np.asarray(pairs["ident_idx"]), identifiers, previous
 
 
 @contextlib.contextmanager
@@ -93,11 +102,12 @@ def model(dbt, session):
     dbt.config(materialized="table")
     edges = graph_edges(dbt, session)
     with duckdb_cache_released(session):  # from here on the work is in pandas and SciPy
-        keys = assign_keys(dbt, session, *edges)
+        keys = assign_keys(*edges)
     return keys
 
 
-def assign_keys(dbt, session, n_rec: int, record_idx: np.ndarray, ident_idx: np.ndarray, identifiers: pd.DataFrame):
+def assign_keys(n_rec: int, record_idx: np.ndarray, ident_idx: np.ndarray, identifiers: pd.DataFrame,
+                prev: pd.DataFrame | None):
     columns = ["identifier_type", "identifier_value", "customer_key", "assigned_at", "previous_customer_key",
                "merged_at", "component_records"]
     now = pd.Timestamp(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).as_unit("us")
@@ -119,11 +129,12 @@ def assign_keys(dbt, session, n_rec: int, record_idx: np.ndarray, ident_idx: np.
     fresh = "C" + (anchors["identifier_type"] + "|" + anchors["identifier_value"]).map(
         lambda s: hashlib.md5(s.encode()).hexdigest()[:16])
 
-    prev = previous_keys(dbt, session)
-    if prev is not None and not prev.empty:
+    if prev is not None:
         for c in ("assigned_at", "merged_at"):
             prev[c] = pd.to_datetime(prev[c]).astype("datetime64[us]")
-        nodes = nodes.merge(prev, on=["identifier_type", "identifier_value"], how="left")
+        positions = nodes["ident_idx"].to_numpy()  # prev is in identifier order
+        for c in prev.columns:
+            nodes[c] = prev[c].take(positions).set_axis(nodes.index)
         seen = nodes.dropna(subset=["customer_key"]).sort_values(["assigned_at", "customer_key"])
         survivors = seen.groupby("component")[["customer_key", "assigned_at"]].first()
     else:
