@@ -43,10 +43,9 @@ def previous_keys(dbt, session) -> pd.DataFrame | None:
 
 def graph_edges(dbt, session) -> tuple[int, np.ndarray, np.ndarray, pd.DataFrame, pd.DataFrame | None]:
     """The graph as the number of records, two arrays of node numbers (record, identifier) per edge,
-    numbered in DuckDB, the identifiers by number and their previous keys (previous_keys). The
-    edges never become Python strings: at a
-    million customers they are tens of millions of rows, which as a pandas frame held more memory
-    than DuckDB's limit. Identifiers are numbered in value order, so ordering by number is ordering
+    numbered in DuckDB, the identifiers by number and their previous keys (previous_keys). The edges
+    never become Python strings: at a million customers they are tens of millions of rows, which as
+    a pandas frame held more memory than DuckDB's limit. Identifiers are numbered in value order, so ordering by number is ordering
     by value: pandas sorting 5 million identifier strings took 9 s at a million customers."""
     dbt.ref("int_identifiers_collected").create_view("_identity_edges", replace=True)
     session.execute("""
@@ -132,6 +131,9 @@ def assign_keys(n_rec: int, record_idx: np.ndarray, ident_idx: np.ndarray, ident
     if prev is not None:
         for c in ("assigned_at", "merged_at"):
             prev[c] = pd.to_datetime(prev[c]).astype("datetime64[us]")
+        if len(prev) != len(identifiers):  # taken by position below: a key table not unique per identifier would shift them
+            raise ValueError(f"{len(prev)} previous keys for {len(identifiers)} identifiers: the previous "
+                             "int_customer_keys_assigned holds an identifier twice")
         positions = nodes["ident_idx"].to_numpy()  # prev is in identifier order
         for c in prev.columns:
             nodes[c] = prev[c].take(positions).set_axis(nodes.index)
