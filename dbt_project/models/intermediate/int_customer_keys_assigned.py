@@ -45,8 +45,9 @@ def graph_edges(dbt, session) -> tuple[int, np.ndarray, np.ndarray, pd.DataFrame
     """The graph as the number of records, two arrays of node numbers (record, identifier) per edge,
     numbered in DuckDB, the identifiers by number and their previous keys (previous_keys). The edges
     never become Python strings: at a million customers they are tens of millions of rows, which as
-    a pandas frame held more memory than DuckDB's limit. Identifiers are numbered in value order, so ordering by number is ordering
-    by value: pandas sorting 5 million identifier strings took 9 s at a million customers."""
+    a pandas frame held more memory than DuckDB's limit. Identifiers are numbered in value order, so
+    ordering by number is ordering by value: pandas sorting 5 million identifier strings took 9 s at
+    a million customers."""
     dbt.ref("int_identifiers_collected").create_view("_identity_edges", replace=True)
     session.execute("""
         create or replace temp table _identity_records as
