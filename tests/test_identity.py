@@ -24,6 +24,13 @@ def test_identity_precision_recall_and_stable_keys(grown: Grown) -> None:
     assert len(before) > 1000 and len(changed) < 0.01 * len(before)
     assert len(before.keys() - after.keys()) < 0.01 * len(before)  # unlinked shared devices only
 
+    # Typed even before any merge (the midway is the first build: it has none).
+    for warehouse in (grown.midway, grown.warehouse):
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            types = con.execute("SELECT table_name, data_type FROM information_schema.columns WHERE column_name IN "
+                                "('previous_customer_key', 'merged_customer_key')").fetchall()
+        assert sorted(types) == [("int_customer_keys_assigned", "VARCHAR"), ("int_customer_merges", "VARCHAR")], warehouse
+
     # The planted re-registrations with a new phone and card and no email are found by Splink alone.
     assert fuzzy_only >= 5
 

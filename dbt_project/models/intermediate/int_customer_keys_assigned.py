@@ -153,6 +153,9 @@ def assign_keys(n_rec: int, record_idx: np.ndarray, ident_idx: np.ndarray, ident
     nodes.loc[merged, "previous_customer_key"] = nodes.loc[merged, "old_key"]
     nodes.loc[merged, "merged_at"] = now
     out = nodes[columns].copy()
+    # Typed: without a merge the column holds only None, which DuckDB would store as type NULL
+    # (and int_customer_merges.merged_customer_key with it), not VARCHAR.
+    out["previous_customer_key"] = out["previous_customer_key"].astype("string")
     out["assigned_at"] = pd.to_datetime(out["assigned_at"])
     out["merged_at"] = pd.to_datetime(out["merged_at"])
     return out.reset_index(drop=True)  # in identifier order (graph_edges): sorting by key took 5 s at L
