@@ -134,7 +134,7 @@ def _write_tables(con: duckdb.DuckDBPyConnection, folder: Path, queries: dict[st
             same_shape = old.get("columns") == entry["columns"] and old.get("masking") == entry["masking"]
             month = f"strftime({by}, '%Y-%m') AS month"
             rows, entry["partitions"] = _write_months(
-                con, f"SELECT *, {month} FROM ({select.query})", f"SELECT *, {month} FROM ({select.plain})",
+                con, f"SELECT *, {month} FROM ({select.query})", f"SELECT *, {month} FROM ({select.plain})", by,
                 target, old.get("partitions", {}) if same_shape else {}, previous / name if previous else None)
         else:
             target.mkdir()
@@ -143,16 +143,20 @@ def _write_tables(con: duckdb.DuckDBPyConnection, folder: Path, queries: dict[st
     return {"tables": tables}
 
 
-def _write_months(con: duckdb.DuckDBPyConnection, query: str, plain: str, target: Path, reusable: dict,
+def _write_months(con: duckdb.DuckDBPyConnection, query: str, plain: str, by: str, target: Path, reusable: dict,
                   previous: Path | None) -> tuple[int, dict]:
-    """Write the months whose fingerprint (over the `plain`, unmasked rows) changed or is new;
-    hard-link the previous export's others."""
+    """Write the months of date column `by` whose fingerprint (over the `plain`, unmasked rows)
+    changed or is new; hard-link the previous export's others."""
     counts = con.execute(f"SELECT month, count(*), sum(hash(q)) FROM ({plain}) AS q GROUP BY month").fetchall()
     partitions = {month: {"rows": n, "fingerprint": str(fp)} for month, n, fp in counts if month is not None}
     kept = sorted(m for m, p in partitions.items() if reusable.get(m) == p and (previous / f"month={m}").is_dir())
     if len(kept) < len(counts):
-        listed = ", ".join(f"'{m}'" for m in kept)  # 'YYYY-MM', from strftime
-        only_changed = f"WHERE month IS NULL OR month NOT IN ({listed})" if kept else ""
+        # The written months as ranges of the date column itself, which DuckDB checks against each
+        # row group's min and max: `month NOT IN (kept)` formatted every row's date and joined them
+        # (two months of a day's order lines at 100,000 customers: 0.49 s, as ranges 0.22 s).
+        ranges = " OR ".join(f"(\"{by}\" >= DATE '{m}-01' AND \"{by}\" < DATE '{m}-01' + INTERVAL 1 MONTH)"
+                             for m in sorted(partitions.keys() - set(kept)))  # 'YYYY-MM', from strftime
+        only_changed = f"WHERE \"{by}\" IS NULL{' OR ' + ranges if ranges else ''}" if kept else ""
         con.execute(f"COPY (SELECT * FROM ({query}) {only_changed}) TO '{_sql_path(target)}' "
                     f"({PARQUET}, PARTITION_BY (month))").fetchall()
     target.mkdir(exist_ok=True)  # also for a fact without rows

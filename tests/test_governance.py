@@ -154,6 +154,34 @@ def test_next_export_of_unchanged_months_links_their_files(deployment: Path) -> 
         previous = rekeyed
 
 
+def test_next_export_writes_only_the_months_that_changed(deployment: Path, tmp_path: Path) -> None:
+    """One month of order lines changes in a new published version: the export writes that month
+    again, links every other one, and holds exactly the published rows."""
+    root = tmp_path / "w"
+    shutil.copytree(deployment, root, symlinks=True)
+    before = read_manifest(root / "exports")
+    months = sorted(before["tables"]["fct_order_lines"]["partitions"])
+    changed = months[len(months) // 2]  # a month inside the range, not at either end
+    start = dt.date.fromisoformat(f"{changed}-01")
+    edit = ("UPDATE marts.fct_order_lines SET quantity = quantity + 1 "
+            f"WHERE ordered_local_date >= DATE '{start}' AND ordered_local_date < DATE '{start}' + INTERVAL 1 MONTH")
+    publish.add_version(publish.current(root / "published"), root / "published", "one-month-changed", None,
+                        change=lambda con: con.execute(edit).fetchall())
+    first = (root / "exports").resolve()
+    again = write_export(root / "published", root, ExportSpec(), personal_columns(dbt_project().manifest_path),
+                         os.environ["CRM_MASKING_KEY"])
+    for table, entry in again.manifest["tables"].items():
+        for file in (again.folder / table).rglob("*.parquet"):
+            linked = file.stat().st_ino == (first / file.relative_to(again.folder)).stat().st_ino
+            rewritten = table == "fct_order_lines" and file.parent.name == f"month={changed}"
+            assert linked == (entry["partitioned_by"] is not None and not rewritten), file
+    assert sorted(again.manifest["tables"]["fct_order_lines"]["partitions"]) == months
+    exported = pl.from_arrow(read_export(again.folder / "fct_order_lines")).drop("month")
+    with duckdb.connect(str(publish.current(root / "published")), read_only=True) as con:
+        expected = con.sql("SELECT order_line_id, quantity FROM marts.fct_order_lines").pl()
+    assert exported.select("order_line_id", "quantity").sort("order_line_id").equals(expected.sort("order_line_id"))
+
+
 def test_unmasked_export_needs_its_flag_and_is_audited(deployment: Path, env: dict[str, str]) -> None:
     personal = personal_columns(dbt_project().manifest_path)
     with pytest.raises(MaskingKeyMissing):
