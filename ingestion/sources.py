@@ -27,6 +27,13 @@ OPTION_KEYS = {
     "max_quarantine_rate",  # share of quarantined rows above which the quality check fails
 }
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# The `identity:` section: the identity guard and the giant-customer alarm (docs/identity.md). Each
+# key is the dbt var identity_<key>, whose default dbt_project.yml holds.
+IDENTITY_SETTINGS: dict[str, type | tuple[type, ...]] = {
+    "guard_max_people": int, "guard_max_cards": int, "guard_outlier_min_records": int,
+    "guard_outlier_factor": (int, float), "guard_deny": list, "guard_allow": list,
+    "alarm_max_records": int, "alarm_max_names": int,
+}
 
 
 class SourcesError(ValueError):
@@ -69,6 +76,12 @@ class SourcesConfig:
     # Optional labelled truth (record_type, source_record_id, person_id) to score identity resolution
     # against; only evaluation reads it, never matching. The generated sample ships one.
     identity_truth: Path | None = None
+    identity: tuple[tuple[str, object], ...] = ()  # (key, value) of the `identity:` section, as given
+
+    @property
+    def dbt_vars(self) -> dict[str, object]:
+        """The dbt vars this file sets (`dbt build --vars`): only the keys it gives."""
+        return {f"identity_{key}": list(v) if isinstance(v, tuple) else v for key, v in self.identity}
 
     def source(self, name: str) -> Source:
         for s in self.sources:
@@ -161,4 +174,19 @@ def load_sources(path: str | Path) -> SourcesConfig:
     truth = doc.get("identity_truth")
     if truth is not None and not isinstance(truth, str):
         raise SourcesError(f"{path}: identity_truth must be a path to a CSV file")
-    return SourcesConfig(path, start, tz, sources, (path.parent / truth).resolve() if truth else None)
+    identity = _parse_identity(path, doc.get("identity") or {})
+    return SourcesConfig(path, start, tz, sources, (path.parent / truth).resolve() if truth else None, identity)
+
+
+def _parse_identity(path: Path, section: object) -> tuple[tuple[str, object], ...]:
+    if not isinstance(section, dict):
+        raise SourcesError(f"{path}: identity must be a mapping of settings")
+    unknown = sorted(set(section) - set(IDENTITY_SETTINGS))
+    if unknown:
+        raise SourcesError(f"{path}: identity: unknown keys {unknown}; known: {sorted(IDENTITY_SETTINGS)}")
+    for key, value in section.items():
+        kind = IDENTITY_SETTINGS[key]
+        if not isinstance(value, kind) or isinstance(value, bool) or (isinstance(value, list) and not all(isinstance(v, str) for v in value)):
+            raise SourcesError(f"{path}: identity.{key}: {value!r} is not a {'list of strings' if kind is list else 'number'}")
+    # Hashable, as the config is: lists become tuples.
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in section.items()))

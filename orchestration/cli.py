@@ -110,6 +110,12 @@ def run(
         table.add_row(asset, f"{rows}", f"{meta.get('rows_quarantined', '')}", f"{meta.get('duplicates_skipped', '')}",
                       f"{meta.get('rows_superseded', '')}", f"{sum(checks)}/{len(checks)} passed" if checks else "")
     Console(width=max(120, Console().width)).print(table)
+    identity = summary.materialized.get("marts/customer_identity_map", {})
+    if "identity/identifiers_guarded" in identity:
+        console.print(f"identity: {identity['identity/customers']:,} customers; "
+                      f"{identity['identity/identifiers_guarded']:,} contact values guarded as shared "
+                      "(intermediate.int_identifier_quality); largest customer "
+                      f"{identity['identity/largest_customer_records']:,} records", highlight=False, soft_wrap=True)
     if log and log.exists():
         console.print(f"dbt's output: {log}", highlight=False, soft_wrap=True)
 

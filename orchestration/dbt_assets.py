@@ -63,8 +63,9 @@ class DbtBuildConfig(dg.Config):
 
 
 @functools.cache
-def dbt_models(identity_truth: Path | None = None) -> dg.AssetsDefinition:
-    """All dbt models; the identity map's materialization carries the identity figures."""
+def dbt_models(identity_truth: Path | None = None, dbt_vars: str | None = None) -> dg.AssetsDefinition:
+    """All dbt models; the identity map's materialization carries the identity figures. dbt_vars:
+    the sources file's settings of dbt vars, as JSON (`dbt build --vars`)."""
     project = dbt_project()
     if not project.manifest_path.exists():
         raise FileNotFoundError(f"{project.manifest_path} is missing: run `make setup` (it parses the dbt project)")
@@ -76,7 +77,8 @@ def dbt_models(identity_truth: Path | None = None) -> dg.AssetsDefinition:
         target = dbt._get_unique_target_path(context=context)  # dagster-dbt's own name (invocation_target finds it)
         _seed_parse_state(project.project_dir / target, state)
         args = ["build", *(["--full-refresh"] if config.full_refresh else []),
-                *([] if config.unit_tests else ["--exclude-resource-type", "unit_test"])]
+                *([] if config.unit_tests else ["--exclude-resource-type", "unit_test"]),
+                *(["--vars", dbt_vars] if dbt_vars else [])]
         invocation = dbt.cli(args, context=context, raise_on_error=False, target_path=target)
         # From the identity map on, events wait until dbt has released the warehouse file (and
         # keep their order: Dagster wants a multi-asset's outputs in dependency order).
@@ -90,7 +92,11 @@ def dbt_models(identity_truth: Path | None = None) -> dg.AssetsDefinition:
         _keep_parse_state(invocation.target_path, state)
         _prune_invocation_targets(invocation.target_path)
         if not invocation.is_successful():
-            raise invocation.get_error()
+            error = invocation.get_error()
+            failures = _stored_test_failures(invocation, warehouse)
+            if failures:
+                raise dg.Failure(description=f"{error}\n{failures}") from error
+            raise error
 
     return _models
 
@@ -154,6 +160,23 @@ def _keep_parse_state(invocation: Path, state: Path) -> None:
     states = sorted(state.parent.glob("*.msgpack"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in states[KEEP_PARSE_STATES:]:
         old.unlink(missing_ok=True)
+
+
+def _stored_test_failures(invocation, warehouse: DuckDBResource, limit: int = 5) -> str:
+    """The first rows of each failed test that stores its failures (the giant-customer alarm lists
+    the customer and its identifiers there): what dbt's own message leaves out."""
+    lines = []
+    for result in invocation.get_artifact("run_results.json").get("results", []):
+        relation = result.get("relation_name")
+        if result.get("status") != "fail" or not relation:
+            continue
+        with warehouse.get_connection() as con, contextlib.closing(con):
+            cursor = con.execute(f"select * from {relation} limit {limit}")
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+        lines.append(f"{result['unique_id']} failed; first rows of {relation}:")
+        lines += ["  " + ", ".join(f"{n}={v}" for n, v in zip(names, row)) for row in rows]
+    return "\n".join(lines)
 
 
 def _asset_key(context: dg.AssetExecutionContext, event: object) -> dg.AssetKey | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import dagster as dg
@@ -29,7 +30,8 @@ def defs() -> dg.Definitions:
     config = load_sources(env.sources_file)
     partitions = daily_partitions(config)
     job, build = ingest_job(partitions), build_job()
-    models, ml = dbt_models(config.identity_truth), ml_assets()
+    dbt_vars = json.dumps(config.dbt_vars, sort_keys=True) if config.dbt_vars else None
+    models, ml = dbt_models(config.identity_truth, dbt_vars), ml_assets()
     served = [k for k in models.keys if k.path[0] == "marts"] + list(ml.keys)
     return dg.Definitions(
         assets=[

@@ -1,7 +1,7 @@
 """Figures of the identity resolution, for the asset metadata of marts/customer_identity_map.
 
-Always: records mapped, customers, records linked by the fuzzy step, merges, pairs waiting for
-review. With a labelled truth (sources file `identity_truth`: record_type, source_record_id,
+Always: records mapped, customers, records linked by the fuzzy step, merges and splits, pairs
+waiting for review, contact values guarded as shared, and the largest customer (records, names). With a labelled truth (sources file `identity_truth`: record_type, source_record_id,
 person_id): pairwise precision and recall of same-customer decisions over the mapped records that
 the truth knows, and the share of true persons split over several customer keys.
 """
@@ -19,7 +19,11 @@ select
     (select count(*) from marts.customer_identity_map where matched_by like '%fuzzy_profile_match%') as records_fuzzy_linked,
     (select count(*) from intermediate.int_profiles_matched where is_accepted) as fuzzy_pairs_accepted,
     (select count(*) from intermediate.int_profiles_matched where not is_accepted) as fuzzy_pairs_for_review,
-    (select count(*) from intermediate.int_customer_merges) as customer_keys_merged
+    (select count(*) from intermediate.int_customer_merges) as customer_keys_merged,
+    (select count(*) from intermediate.int_customer_splits) as customer_keys_split,
+    (select count(*) from intermediate.int_identifier_quality) as identifiers_guarded,
+    (select coalesce(max(n), 0) from (select count(*) as n from marts.customer_identity_map group by customer_key))
+        as largest_customer_records
 """
 
 # Orders and calls are keyed '<source>:<id>' in the map; the truth knows them by their own id.

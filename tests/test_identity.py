@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import duckdb
+from pathlib import Path
 
+import duckdb
+import pytest
+
+from ingestion.generator import GeneratorConfig, generate, sources_file_for
 from tests.conftest import Grown
 
 KEYS = "SELECT concat(identifier_type, ':', identifier_value), customer_key FROM intermediate.int_customer_keys_assigned"
@@ -38,5 +42,79 @@ def test_identity_precision_recall_and_stable_keys(grown: Grown) -> None:
     figures = {k.removeprefix("identity/"): v for k, v in grown.identity_metadata.items() if k.startswith("identity/")}
     print(f"identity: {figures}")
     assert figures["records_scored"] > 0.95 * figures["records_mapped"]  # nearly every mapped record has a known truth
-    assert figures["pairwise_precision"] >= 0.99 and figures["pairwise_recall"] >= 0.95
-    assert figures["persons_split_share"] < 0.01
+    # Over 45 days a shop's phone is on 2-6 walk-in receipts, as often as a customer's own phone on
+    # theirs: no frequency bound can tell them apart (docs/identity.md), and those receipts link
+    # (and split their people off). The 10,000-customer year (test_identity_on_a_year_of_ten_thousand_customers)
+    # meets the bar of 0.99.
+    assert figures["pairwise_precision"] >= 0.98 and figures["pairwise_recall"] >= 0.95
+    assert figures["persons_split_share"] < 0.015
+    with duckdb.connect(str(grown.warehouse), read_only=True) as con:
+        assert_planted_shared_contacts_guarded(con, grown.sources.parent / "truth", kinds=("placeholder", "household"))
+    assert figures["identifiers_guarded"] >= 15 and figures["largest_customer_records"] < 100
+
+
+def assert_planted_shared_contacts_guarded(con: duckdb.DuckDBPyConnection, truth: Path, kinds: tuple[str, ...]) -> None:
+    """Every contact value the generator planted as shared by several people (truth/shared_contacts.csv)
+    is in int_identifier_quality."""
+    planted = con.execute(f"""
+        SELECT kind, CASE WHEN value LIKE '%@%' THEN value
+                          WHEN value LIKE '%-%' THEN '+86' || ltrim(replace(value, '-', ''), '0')
+                          ELSE '+86' || value END AS value
+        FROM read_csv('{truth / "shared_contacts.csv"}', all_varchar = true)
+    """).fetchall()
+    guarded = {v for (v,) in con.execute("SELECT identifier_value FROM intermediate.int_identifier_quality").fetchall()}
+    wanted = [(kind, value) for kind, value in planted if kind.startswith(kinds)]
+    assert wanted and all(value in guarded for _, value in wanted), [w for w in wanted if w[1] not in guarded]
+
+
+@pytest.mark.slow
+def test_identity_on_a_year_of_ten_thousand_customers(tmp_path: Path) -> None:
+    """The issue's bar on the default sample (10,000 persons over a year, every kind of shared
+    contact planted): precision >= 0.99, recall >= 0.97, at most 0.5 % of keys holding two persons."""
+    from orchestration.identity_report import identity_report
+    from orchestration.run import run_pipeline
+
+    cfg = GeneratorConfig(out=tmp_path, customers=10_000, days=365, seed=42)
+    generate(cfg)
+    sources = sources_file_for(cfg.extracts, tmp_path / "sources.yml")
+    run_pipeline(sources, tmp_path / "crm.duckdb")
+    with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
+        figures = identity_report(con, cfg.truth / "identity.csv")
+        mixed = con.execute(f"""
+            WITH truth AS (SELECT record_type, source_record_id, min(person_id) AS person_id
+                           FROM read_csv('{cfg.truth / "identity.csv"}', all_varchar = true) GROUP BY ALL
+                           HAVING count(DISTINCT person_id) = 1)
+            SELECT avg(CASE WHEN persons > 1 THEN 1.0 ELSE 0.0 END) FROM (
+                SELECT m.customer_key, count(DISTINCT t.person_id) AS persons
+                FROM marts.customer_identity_map AS m JOIN truth AS t ON m.record_type = t.record_type
+                 AND t.source_record_id = CASE WHEN m.record_type IN ('order', 'call')
+                                               THEN regexp_replace(m.record_id, '^[^:]*:', '') ELSE m.record_id END
+                GROUP BY m.customer_key)
+        """).fetchall()[0][0]
+        assert_planted_shared_contacts_guarded(con, cfg.truth, kinds=("placeholder", "household", "shop"))
+    print(f"identity at 10,000 persons: {figures}, keys holding two persons: {mixed:.4%}")
+    assert figures["pairwise_precision"] >= 0.99 and figures["pairwise_recall"] >= 0.97
+    assert mixed <= 0.005
+
+
+def test_giant_customer_alarm_fails_the_build_and_names_the_identifier(sample_copy: tuple[Path, Path], tmp_path: Path) -> None:
+    """A placeholder allow-listed by mistake glues its people into one customer: the alarm (a dbt
+    test of customer_identity_map) fails the build with the customer and the value, and nothing
+    is published."""
+    import yaml
+
+    from orchestration.run import RunFailed, run_pipeline
+
+    extracts, sources = sample_copy
+    with duckdb.connect() as con:
+        value = con.execute(f"""
+            SELECT '+86' || value FROM read_csv('{extracts.parent / "truth" / "shared_contacts.csv"}', all_varchar = true)
+            WHERE kind = 'placeholder_phone' ORDER BY persons::INTEGER DESC LIMIT 1""").fetchall()[0][0]
+    doc = yaml.safe_load(sources.read_text())
+    doc["identity"] = {"guard_allow": [value]}
+    sources.write_text(yaml.safe_dump(doc))
+    warehouse = tmp_path / "crm.duckdb"
+    with pytest.raises(RunFailed, match=rf"assert_no_giant_customer.*phone \{value[1:]} \(\d+ records\)") as failed:
+        run_pipeline(sources, warehouse)
+    print(failed.value)
+    assert not list((tmp_path / "published").glob("*.duckdb"))

@@ -43,6 +43,12 @@ class MessRates:
     csv_broken_row: float = 0.0005  # a row with an unquoted delimiter (wrong column count)
     missing_product_name: float = 0.01
     missing_user_agent: float = 0.02
+    # Contacts shared by different people (docs/identity.md: the guard that keeps them from linking).
+    placeholder_phone: float = 0.02  # persons who give a dummy mobile (registry and tills): a few values, dozens each
+    placeholder_email: float = 0.015  # persons who give a throwaway email to the registry
+    household_landline: float = 0.03  # persons sharing a family landline with 1-3 others
+    shop_phone_store_share: float = 0.34  # stores whose staff type the shop's phone for anonymous customers
+    shop_phone_receipt: float = 0.6  # of anonymous receipts at those stores, share that get it
 
 
 @dataclass(frozen=True)

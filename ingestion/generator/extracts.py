@@ -18,6 +18,7 @@ import polars as pl
 from ingestion.generator.config import CURRENCY, GeneratorConfig, coded
 from ingestion.generator.messy import email_variants, name_typo, phone_variants
 from ingestion.generator.population import REGIONS, TIERS, Catalog, Persons, store_codes
+from ingestion.generator.shared_contacts import landline
 from ingestion.generator.simulate import UTM, USER_AGENTS, Day
 
 PAYMENTS = np.asarray(coded(["card", "cash", "wechat_pay", "alipay", "wechat_pay", "alipay"], "payment_method", "store"), dtype=object)
@@ -128,6 +129,10 @@ class ExtractWriter:
         self.member_s = pl.Series(persons.member_id.tolist(), dtype=pl.String)
         self.sku_s = pl.Series(catalog.sku.tolist(), dtype=pl.String)
         self.region = persons.region_idx.copy()
+        store_regions = [REGIONS[(s // 3) % len(REGIONS)][2] for s in range(cfg.stores)]  # home_store = region * 3 + k
+        self.shop_phone = np.asarray([landline(rng, area) for area in store_regions], dtype=object)
+        self.types_shop_phone = rng.random(cfg.stores) < self.m.shop_phone_store_share
+        self.shop_phone_receipts = np.zeros(cfg.stores, dtype=np.int64)
 
     # ---- customers -------------------------------------------------------------------------
     def _profiles(self, idx: np.ndarray, updated: np.ndarray, member: np.ndarray | None = None,
@@ -135,9 +140,9 @@ class ExtractWriter:
         p, rng = self.p, self.rng
         n = len(idx)
         region = self.region[idx]
-        phones = phone_variants(p.phone[idx], rng, self.m.phone_other_format)
-        emails = email_variants(p.email[idx], rng, self.m.email_case_or_space, self.m.email_domain_typo)
-        self.truth.count("phone_other_format", int((phones != p.phone[idx]).sum()), n)
+        phones = phone_variants(p.given_phone[idx], rng, self.m.phone_other_format)
+        emails = email_variants(p.given_email[idx], rng, self.m.email_case_or_space, self.m.email_domain_typo)
+        self.truth.count("phone_other_format", int((phones != p.given_phone[idx]).sum()), n)
         signup = np.datetime64(self.cfg.start) + p.signup_day[idx].astype("timedelta64[D]")
         return _frame(
             {
@@ -214,11 +219,16 @@ class ExtractWriter:
         n_o = len(orders)
         ident = rng.random(n_o)
         person = orders["person"].to_numpy()
+        store = orders["store"].to_numpy()
+        # Staff at some stores type the shop's own phone when a customer gives none.
+        shop_typed = self.types_shop_phone[store] & (rng.random(n_o) < m.shop_phone_receipt)
+        self.shop_phone_receipts += np.bincount(store[(ident >= 0.85) & shop_typed], minlength=len(self.stores))
         orders = orders.with_columns(
             order_id=pl.Series([f"{self.stores[s]}-{ymd}-{i + 1:05d}" for i, s in enumerate(orders["store"].to_numpy())], dtype=pl.String),
             member_card=pl.Series(np.where(ident < 0.70, p.card[person], None).tolist(), dtype=pl.String),
             member_phone=pl.Series(
-                np.where((ident >= 0.70) & (ident < 0.85), phone_variants(p.phone[person], rng, m.phone_other_format), None).tolist(),
+                np.where((ident >= 0.70) & (ident < 0.85), phone_variants(p.given_phone[person], rng, m.phone_other_format),
+                         np.where((ident >= 0.85) & shop_typed, self.shop_phone[store], None)).tolist(),
                 dtype=pl.String,
             ),
             payment=pl.Series(PAYMENTS[rng.integers(0, len(PAYMENTS), n_o)].tolist(), dtype=pl.String),
@@ -484,6 +494,10 @@ class ExtractWriter:
         (t.root / "planted_rules.json").write_text(json.dumps(rules, indent=2))
         mess = {k: {"planted": v[0], "out_of": v[1], "rate": v[0] / v[1] if v[1] else 0.0} for k, v in sorted(t.mess.items())}
         (t.root / "mess.json").write_text(json.dumps(mess, indent=2))
+        shops = pl.DataFrame({"kind": "shop_phone", "value": self.shop_phone.astype(str), "persons": None,
+                              "receipts": self.shop_phone_receipts}).filter(pl.col("receipts") > 0)
+        pl.concat([self.p.shared_contacts.with_columns(receipts=pl.lit(None, pl.Int64)), shops], how="vertical_relaxed") \
+            .write_csv(t.root / "shared_contacts.csv")
         persons = self.p.frame(self.cfg.start).with_columns(cookie=pl.Series(self.p.cookie), handle=pl.Series(self.p.handles))
         persons.write_parquet(t.root / "persons.parquet")
         self._identity_truth(persons).write_csv(t.root / "identity.csv")

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 
 from ingestion.generator.config import GeneratorConfig, coded
+from ingestion.generator.shared_contacts import assign_placeholders, households, landline, placeholder_emails, placeholder_mobiles
 
 SURNAMES = list("王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高")
 SURNAME_PINYIN = ["wang", "li", "zhang", "liu", "chen", "yang", "huang", "zhao", "wu", "zhou",
@@ -41,6 +42,9 @@ class Persons:
     birth_date: np.ndarray  # datetime64[D]
     email: np.ndarray
     phone: np.ndarray  # canonical: 11-digit mobile, 'AREA-NUMBER' landline or '+CC...' foreign
+    given_phone: np.ndarray  # what they tell the registry and the tills: their phone, or a dummy one
+    given_email: np.ndarray  # what they tell the registry: their email, or a throwaway one
+    shared_contacts: pl.DataFrame  # planted shared values: kind, value, persons
     region_idx: np.ndarray
     card: np.ndarray
     signup_day: np.ndarray  # day index; negative = before the window
@@ -102,10 +106,24 @@ def make_persons(cfg: GeneratorConfig, rng: np.random.Generator) -> Persons:
     mobile = rng.choice([13, 15, 17, 18, 19], n) * 10**9 + rng.integers(0, 10**9, n)
     region_idx = rng.integers(0, len(REGIONS), n)
     phone = np.array([str(m) for m in mobile], dtype=object)
-    landline = kind < 0.05
+    home_line = kind < 0.05
     foreign = (kind >= 0.05) & (kind < 0.07)
-    phone[landline] = [f"{REGIONS[r][2]}-{rng.integers(2, 9)}{rng.integers(0, 10**7):07d}" for r in region_idx[landline]]
+    phone[home_line] = [landline(rng, REGIONS[r][2]) for r in region_idx[home_line]]
     phone[foreign] = [f"+44 7{rng.integers(10**8, 10**9)}" for _ in range(int(foreign.sum()))]
+    for group in households(rng, n, cfg.mess.household_landline):  # a family lives in one place
+        region_idx[group] = region_idx[group[0]]
+        phone[group] = landline(rng, REGIONS[region_idx[group[0]]][2])
+    given_phone, given_email = phone.copy(), email.copy()
+    dummy_phone, dummy_phone_values = assign_placeholders(rng, n, cfg.mess.placeholder_phone, placeholder_mobiles(rng))
+    given_phone[dummy_phone] = dummy_phone_values
+    dummy_email, dummy_email_values = assign_placeholders(rng, n, cfg.mess.placeholder_email, placeholder_emails(rng, DOMAINS))
+    given_email[dummy_email] = dummy_email_values
+    shared = pl.concat([
+        # A member who gave a dummy mobile does not share the landline in the data.
+        pl.DataFrame({"kind": "household_landline", "value": given_phone}).filter(pl.col("value").str.contains("-")),
+        pl.DataFrame({"kind": "placeholder_phone", "value": dummy_phone_values.astype(str)}),
+        pl.DataFrame({"kind": "placeholder_email", "value": dummy_email_values.astype(str)}),
+    ]).group_by("kind", "value").agg(persons=pl.len()).filter(pl.col("persons") > 1).sort("kind", "value")
     dup = rng.random(n) < cfg.mess.duplicate_registration
     member_id = np.array([f"M{i + 1:07d}" for i in range(n)], dtype=object)
     dup_member_id = np.where(dup, np.array([f"M{n + i + 1:07d}" for i in range(n)], dtype=object), "")
@@ -129,6 +147,9 @@ def make_persons(cfg: GeneratorConfig, rng: np.random.Generator) -> Persons:
         birth_date=np.datetime64("1950-01-01") + rng.integers(0, 365 * 55, n).astype("timedelta64[D]"),
         email=email,
         phone=phone,
+        given_phone=given_phone,
+        given_email=given_email,
+        shared_contacts=shared,
         region_idx=region_idx,
         card=np.array([f"8{i + 1:011d}" for i in range(n)], dtype=object),
         signup_day=signup_day,

@@ -4,8 +4,11 @@ Records and identifiers are nodes; a record links to each identifier it carries;
 component holding at least one customer identifier (customer ref, loyalty card, phone, email) is
 one customer. Its key is kept from the previous run whenever any of its identifiers had one; when
 a component now joins several previous customers, the oldest key survives and the others are
-recorded as merged into it. A component new to the warehouse gets 'C' + the MD5 of its strongest
-identifier, so a rebuild from scratch gives the same keys as the first build did.
+recorded as merged into it. When a customer falls apart (the identifier guard newly guarding a
+value, an erased record), one piece keeps its key and the others get new keys, recorded as split
+off it. A component new to the warehouse gets 'C' + the MD5 of its strongest identifier, so a
+rebuild from scratch gives the same keys as the first build did. Contact values that
+int_identifier_quality guards are not edges: they would join strangers.
 """
 
 import contextlib
@@ -33,8 +36,13 @@ def previous_keys(dbt, session) -> pd.DataFrame | None:
     ).fetchall()[0][0]
     if not exists:
         return None
+    has_change = session.execute(
+        "select count(*) from information_schema.columns where table_schema = ? and table_name = ? and column_name = 'key_change'",
+        [dbt.this.schema, dbt.this.identifier],
+    ).fetchall()[0][0]
+    key_change = "previous.key_change" if has_change else "cast(null as varchar) as key_change"  # a table from before splits
     return session.execute(f"""
-        select previous.customer_key, previous.assigned_at, previous.previous_customer_key, previous.merged_at
+        select previous.customer_key, previous.assigned_at, previous.previous_customer_key, previous.merged_at, {key_change}
         from _identity_identifiers as i
         left join {dbt.this} as previous using (identifier_type, identifier_value)
         order by i.ident_idx
@@ -48,7 +56,14 @@ def graph_edges(dbt, session) -> tuple[int, np.ndarray, np.ndarray, pd.DataFrame
     a pandas frame held more memory than DuckDB's limit. Identifiers are numbered in value order, so
     ordering by number is ordering by value: pandas sorting 5 million identifier strings took 9 s at
     a million customers."""
-    dbt.ref("int_identifiers_collected").create_view("_identity_edges", replace=True)
+    dbt.ref("int_identifiers_collected").create_view("_identity_all_edges", replace=True)
+    dbt.ref("int_identifier_quality").create_view("_identity_guarded", replace=True)
+    session.execute("""
+        create or replace temp view _identity_edges as
+        select e.* from _identity_all_edges as e
+        where not exists (select 1 from _identity_guarded as g
+                          where g.identifier_type = e.identifier_type and g.identifier_value = e.identifier_value)
+    """).fetchall()
     session.execute("""
         create or replace temp table _identity_records as
         select record_type, record_id, (row_number() over () - 1)::integer as record_idx
@@ -70,7 +85,8 @@ def graph_edges(dbt, session) -> tuple[int, np.ndarray, np.ndarray, pd.DataFrame
         "select identifier_type, identifier_value from _identity_identifiers order by ident_idx").df()
     records = session.execute("select count(*) from _identity_records").fetchall()[0][0]
     previous = previous_keys(dbt, session)
-    for drop in ("table _identity_records", "table _identity_identifiers", "view _identity_edges"):
+    for drop in ("table _identity_records", "table _identity_identifiers", "view _identity_edges",
+                 "view _identity_all_edges", "view _identity_guarded"):
         session.execute(f"drop {drop}").fetchall()
     return records, np.asarray(pairs["record_idx"]), np.asarray(pairs["ident_idx"]), identifiers, previous
 
@@ -98,6 +114,17 @@ def duckdb_cache_released(session, limit: str = "1GB"):
         session.execute(f"set memory_limit = '{before}'").fetchall()
 
 
+def one_claim_per_key(survivors: pd.DataFrame, fresh: pd.Series, records: pd.Series) -> pd.DataFrame:
+    """The previous key each component keeps (survivors: component -> customer_key, assigned_at),
+    with at most one component per key. The pieces of a customer that fell apart all claim its key:
+    the piece whose own new key it would be keeps it, else the one with the most records; the
+    others get new keys."""
+    claims = survivors.assign(own=fresh.reindex(survivors.index) == survivors["customer_key"],
+                              records=records.reindex(survivors.index), fresh=fresh.reindex(survivors.index))
+    claims = claims.sort_values(["own", "records", "fresh"], ascending=[False, False, True])
+    return survivors.loc[claims.index[~claims["customer_key"].duplicated()]]
+
+
 def model(dbt, session):
     dbt.config(materialized="table")
     edges = graph_edges(dbt, session)
@@ -109,7 +136,7 @@ def model(dbt, session):
 def assign_keys(n_rec: int, record_idx: np.ndarray, ident_idx: np.ndarray, identifiers: pd.DataFrame,
                 prev: pd.DataFrame | None):
     columns = ["identifier_type", "identifier_value", "customer_key", "assigned_at", "previous_customer_key",
-               "merged_at", "component_records"]
+               "merged_at", "key_change", "component_records"]
     now = pd.Timestamp(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).as_unit("us")
     if identifiers.empty:
         types = {"assigned_at": "datetime64[us]", "merged_at": "datetime64[us]", "component_records": "int64"}
@@ -140,8 +167,9 @@ def assign_keys(n_rec: int, record_idx: np.ndarray, ident_idx: np.ndarray, ident
             nodes[c] = prev[c].take(positions).set_axis(nodes.index)
         seen = nodes.dropna(subset=["customer_key"]).sort_values(["assigned_at", "customer_key"])
         survivors = seen.groupby("component")[["customer_key", "assigned_at"]].first()
+        survivors = one_claim_per_key(survivors, fresh, nodes.groupby("component")["component_records"].first())
     else:
-        for c in ("customer_key", "assigned_at", "previous_customer_key", "merged_at"):
+        for c in ("customer_key", "assigned_at", "previous_customer_key", "merged_at", "key_change"):
             nodes[c] = None
         survivors = pd.DataFrame(columns=["customer_key", "assigned_at"])
     nodes = nodes.rename(columns={"customer_key": "old_key", "assigned_at": "old_assigned_at"})
@@ -149,13 +177,16 @@ def assign_keys(n_rec: int, record_idx: np.ndarray, ident_idx: np.ndarray, ident
     # will stop filling with strings and timestamps.
     nodes["customer_key"] = nodes["component"].map(survivors["customer_key"]).astype("string").fillna(nodes["component"].map(fresh))
     nodes["assigned_at"] = nodes["component"].map(survivors["assigned_at"]).astype("datetime64[us]").fillna(now)
-    merged = nodes["old_key"].notna() & (nodes["old_key"] != nodes["customer_key"])
-    nodes.loc[merged, "previous_customer_key"] = nodes.loc[merged, "old_key"]
-    nodes.loc[merged, "merged_at"] = now
+    changed = nodes["old_key"].notna() & (nodes["old_key"] != nodes["customer_key"])
+    nodes.loc[changed, "previous_customer_key"] = nodes.loc[changed, "old_key"]
+    nodes.loc[changed, "merged_at"] = now
+    kept_elsewhere = nodes["old_key"].isin(set(nodes["customer_key"]))  # the old key lives on in another piece
+    nodes.loc[changed, "key_change"] = np.where(kept_elsewhere[changed], "split", "merged")
     out = nodes[columns].copy()
     # Typed: without a merge the column holds only None, which DuckDB would store as type NULL
     # (and int_customer_merges.merged_customer_key with it), not VARCHAR.
     out["previous_customer_key"] = out["previous_customer_key"].astype("string")
+    out["key_change"] = out["key_change"].astype("string")
     out["assigned_at"] = pd.to_datetime(out["assigned_at"])
     out["merged_at"] = pd.to_datetime(out["merged_at"])
     return out.reset_index(drop=True)  # in identifier order (graph_edges): sorting by key took 5 s at L

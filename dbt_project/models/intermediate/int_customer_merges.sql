@@ -11,7 +11,7 @@ final as (
         customer_key as surviving_customer_key,
         merged_at
     from keys
-    where previous_customer_key is not null
+    where previous_customer_key is not null and coalesce(key_change, 'merged') = 'merged'
 )
 
 select * from final

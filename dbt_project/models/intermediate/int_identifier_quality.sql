@@ -1,0 +1,139 @@
+-- Contact values (phone, email) that the data shows are shared by different people: placeholders
+-- typed for customers who give none, a family's landline, a shop's own phone. They are not edges
+-- of the identity graph (int_customer_keys_assigned leaves them out). Decided from evidence in
+-- the records, not from a list of known values; thresholds are the identity_guard_* vars.
+{{ config(materialized='table') }}
+
+with
+
+identifiers as (
+    select * from {{ ref('int_identifiers_collected') }}
+),
+
+profiles as (
+    select * from {{ ref('stg_customers__profiles') }}
+),
+
+contacts as (
+    select record_type, record_id, identifier_type, identifier_value
+    from identifiers
+    where identifier_type in ('phone', 'email')
+),
+
+records_per_value as (
+    select identifier_type, identifier_value, count(*) as records
+    from contacts
+    group by identifier_type, identifier_value
+),
+
+-- How many records a value of each type usually has: the frequency bound is a multiple of it.
+typical as (
+    select identifier_type, {{ quantile('records', 0.99) }} as records_p99
+    from records_per_value
+    group by identifier_type
+),
+
+-- A value on one record cannot be shared: only the others are weighed.
+candidates as (
+    select c.*
+    from contacts as c
+    inner join records_per_value as r
+        on c.identifier_type = r.identifier_type and c.identifier_value = r.identifier_value
+    where r.records > 1
+),
+
+-- The registry's word on who holds a customer ref or a loyalty card.
+owners as (
+    select 'customer_ref' as anchor_type, customer_ref as anchor_value, lower(full_name) as name_key, birth_date
+    from profiles
+    union all
+    select 'loyalty_card', loyalty_card, lower(full_name), birth_date
+    from profiles
+    where loyalty_card is not null
+),
+
+-- The people-evidence each value co-occurs with: the refs and cards on the same records, and the
+-- names and birth dates the registry gives them.
+evidence as (
+    select
+        c.identifier_type,
+        c.identifier_value,
+        a.identifier_type as anchor_type,
+        a.identifier_value as anchor_value,
+        o.name_key,
+        o.birth_date
+    from candidates as c
+    inner join identifiers as a
+        on c.record_type = a.record_type and c.record_id = a.record_id
+       and a.identifier_type in ('customer_ref', 'loyalty_card')
+    left join owners as o
+        on a.identifier_type = o.anchor_type and a.identifier_value = o.anchor_value
+),
+
+per_value as (
+    select
+        identifier_type,
+        identifier_value,
+        count(distinct case when anchor_type = 'customer_ref' then anchor_value end) as customer_refs,
+        count(distinct case when anchor_type = 'loyalty_card' then anchor_value end) as loyalty_cards,
+        count(distinct name_key) as names,
+        count(distinct birth_date) as birth_dates
+    from evidence
+    group by identifier_type, identifier_value
+),
+
+weighed as (
+    select
+        r.identifier_type,
+        r.identifier_value,
+        r.records,
+        coalesce(p.customer_refs, 0) as customer_refs,
+        coalesce(p.loyalty_cards, 0) as loyalty_cards,
+        coalesce(p.names, 0) as names,
+        coalesce(p.birth_dates, 0) as birth_dates,
+        -- People who disagree on both name and birth date are different people; a typo in one of
+        -- them is the same person registering twice. Names alone where no birth date is known.
+        case when coalesce(p.birth_dates, 0) = 0 then coalesce(p.names, 0)
+             else least(p.names, p.birth_dates) end as people,
+        {{ looks_like_placeholder('r.identifier_value') }} as looks_like_placeholder,
+        greatest({{ var('identity_guard_outlier_min_records') }}, {{ var('identity_guard_outlier_factor') }} * t.records_p99) as records_bound
+    from records_per_value as r
+    inner join typical as t on r.identifier_type = t.identifier_type
+    left join per_value as p
+        on r.identifier_type = p.identifier_type and r.identifier_value = p.identifier_value
+    where r.records > 1 or r.identifier_value in {{ string_list(var('identity_guard_deny')) }}
+),
+
+decided as (
+    select
+        *,
+        case
+            when identifier_value in {{ string_list(var('identity_guard_allow')) }} then null
+            when identifier_value in {{ string_list(var('identity_guard_deny')) }} then 'deny_list'
+            when people > {{ var('identity_guard_max_people') }} then 'shared_by_people'
+            when loyalty_cards > {{ var('identity_guard_max_cards') }} then 'shared_by_cards'
+            when people = 0 and records > records_bound then 'frequency_outlier'
+            when looks_like_placeholder
+                 and (names > 1 or loyalty_cards > 1 or records > records_bound / 10) then 'placeholder_pattern'
+        end as guard_reason
+    from weighed
+),
+
+final as (
+    select
+        identifier_type,
+        identifier_value,
+        guard_reason,
+        records,
+        customer_refs,
+        loyalty_cards,
+        names,
+        birth_dates,
+        people,
+        looks_like_placeholder,
+        records_bound
+    from decided
+    where guard_reason is not null
+)
+
+select * from final
