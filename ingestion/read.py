@@ -1,14 +1,27 @@
-"""Read extract files into a DuckDB temp table with DuckDB's own readers, many files per call,
-keeping each record's file and position so lineage and quarantine point at the exact row or line."""
+"""Read extract files into a DuckDB temp table, keeping each record's file and position so lineage
+and quarantine point at the exact row or line.
+
+The fast path is DuckDB's own readers, many files per call. A file they cannot be trusted with
+(another encoding than UTF-8, a quote left open, mixed line endings, a NUL byte) or that they
+refuse (a bad quote where the sniffer looks, a line over DuckDB's limit, invalid UTF-8 in JSON
+lines) takes the slow path, ingestion/records.py, record by record: the outcome is the same, only
+slower. Excel workbooks are read with fastexcel (calamine).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
+import codecs
 
+import duckdb
+import pyarrow as pa
+
+from ingestion.records import read_csv_records, read_json_lines
 from ingestion.sources import Source
+
+SCAN_CHUNK = 1 << 24
 
 
 class UnreadableFile(RuntimeError):
@@ -83,15 +96,19 @@ def _read_csv(con: duckdb.DuckDBPyConnection, source: Source, files: list[str], 
 def _read_jsonl(con: duckdb.DuckDBPyConnection, files: list[str], table: str) -> None:
     # read_text + split keeps the exact line number of every line, including broken JSON that
     # read_json would reject or (with ignore_errors) drop silently. Blank lines (spaces, tabs, CR)
-    # are skipped. Two unnests in one SELECT advance together (line, number). No trim() or
-    # rtrim(): DuckDB scans the whole string for them, which took 29 s on 3 million events.
+    # are skipped, a UTF-8 BOM is dropped. Two unnests in one SELECT advance together (line,
+    # number). No trim() or rtrim(): DuckDB scans the whole string for them.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {table} AS
-        SELECT _file, _row_number, CASE WHEN ends_with(_line, chr(13)) THEN left(_line, -1) ELSE _line END AS _line FROM (
-            SELECT filename AS _file, unnest(lines) AS _line, unnest(range(1, len(lines) + 1)) AS _row_number
-            FROM (SELECT filename, string_split(content, chr(10)) AS lines FROM read_text(?))
-        ) WHERE regexp_matches(_line, '[^ \t\r]')
+        SELECT _file, _row_number,
+               CASE WHEN _row_number = 1 AND starts_with(_line, chr(65279)) THEN substr(_line, 2) ELSE _line END AS _line
+        FROM (
+            SELECT _file, _row_number, CASE WHEN ends_with(_line, chr(13)) THEN left(_line, -1) ELSE _line END AS _line FROM (
+                SELECT filename AS _file, unnest(lines) AS _line, unnest(range(1, len(lines) + 1)) AS _row_number
+                FROM (SELECT filename, string_split(content, chr(10)) AS lines FROM read_text(?))
+            ) WHERE regexp_matches(_line, '[^ \t\r\ufeff]')
+        )
         """,
         [files],
     )
@@ -108,14 +125,54 @@ def _read_parquet(con: duckdb.DuckDBPyConnection, files: list[str], table: str) 
     )
 
 
-def _read(con: duckdb.DuckDBPyConnection, source: Source, files: list[Path], table: str) -> FilesRead:
+def _read_excel(con: duckdb.DuckDBPyConnection, source: Source, path: Path, table: str) -> None:
+    """One sheet (options.sheet: name or 0-based index; default the first) with its header on
+    options.header_row (1-based; default 1). Every cell becomes text as a CSV would hold it: date
+    cells as ISO dates and times, whole numbers without '.0'. _row_number is the sheet's row."""
+    import fastexcel
+    import polars as pl
+
+    sheet = source.options.get("sheet", 0)
+    header_row = int(source.options.get("header_row", 1))  # type: ignore[call-overload]
+    try:
+        frame = fastexcel.read_excel(str(path)).load_sheet(sheet, header_row=header_row - 1).to_polars()
+    except Exception as e:  # calamine's and fastexcel's errors share no base class
+        raise UnreadableFile(path, f"not a readable Excel sheet {sheet!r}: {str(e).splitlines()[0]}") from None
+
+    def as_text(name: str, dtype: pl.DataType) -> pl.Expr:
+        col = pl.col(name)
+        if dtype == pl.Datetime:
+            return col.dt.strftime("%Y-%m-%d %H:%M:%S")
+        if dtype == pl.Date:
+            return col.dt.strftime("%Y-%m-%d")
+        if dtype.is_float():
+            return pl.when(col == col.round()).then(col.cast(pl.Int64, strict=False).cast(pl.String)).otherwise(col.cast(pl.String))
+        return col.cast(pl.String)
+
+    frame = frame.select([as_text(n, t).alias(n) for n, t in frame.schema.items()]).with_columns(
+        _file=pl.lit(str(path)), _row_number=pl.int_range(header_row + 1, header_row + 1 + pl.len(), dtype=pl.Int64))
+    arrow = frame.to_arrow()
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM arrow")
+
+
+def _read(con: duckdb.DuckDBPyConnection, source: Source, files: list[Path], table: str, slowly: bool = False) -> FilesRead:
+    """Read `files` by the fast path, or (slowly) the one file record by record."""
     names = [str(p) for p in files]
     rejects = None
+    encoding = str(source.options.get("encoding", "utf-8"))
     try:
         for p in files:  # missing files and permissions fail here with a plain OS message
             with p.open("rb"):
                 pass
-        if source.format == "csv":
+        if source.format == "xlsx":
+            _read_excel(con, source, files[0], table)
+        elif slowly and source.format == "csv":
+            read_csv_records(con, files[0], table, str(source.options.get("delimiter", ",")), encoding)
+            rejects = f"{table}_rejects"
+        elif slowly and source.format == "jsonl":
+            read_json_lines(con, files[0], table, encoding)
+            rejects = f"{table}_rejects"
+        elif source.format == "csv":
             rejects = _read_csv(con, source, names, table)
         elif source.format == "jsonl":
             _read_jsonl(con, names, table)
@@ -123,7 +180,7 @@ def _read(con: duckdb.DuckDBPyConnection, source: Source, files: list[Path], tab
             _read_parquet(con, names, table)
     except OSError as e:
         raise UnreadableFile(Path(e.filename or names[0]), e.strerror or str(e)) from None
-    except duckdb.Error as e:
+    except (duckdb.Error, ValueError, pa.ArrowException) as e:
         raise UnreadableFile(files[0], str(e).splitlines()[0]) from None
     columns = {
         name: type_
@@ -137,29 +194,78 @@ def _read(con: duckdb.DuckDBPyConnection, source: Source, files: list[Path], tab
     return FilesRead(table, columns, rejects)
 
 
+def needs_slow_path(source: Source, path: Path) -> str | None:
+    """Why DuckDB's reader cannot be trusted with this file, or None. One pass over the bytes for
+    CSV: DuckDB drops a last record whose quote is never closed without a word, and fails a file
+    whose line endings are mixed."""
+    if source.format == "xlsx":
+        return "an Excel workbook"
+    if codecs.lookup(str(source.options.get("encoding", "utf-8"))).name != "utf-8":
+        return f"encoded in {source.options['encoding']}"
+    if source.format != "csv":
+        return None
+    quotes = crlf = lf = cr = 0
+    nul, last = False, b""
+    with path.open("rb") as f:
+        while chunk := f.read(SCAN_CHUNK):
+            pair = last + chunk[:1]
+            quotes += chunk.count(b'"')
+            nul = nul or b"\x00" in chunk
+            crlf += chunk.count(b"\r\n") + (pair == b"\r\n")
+            lf += chunk.count(b"\n")
+            cr += chunk.count(b"\r")
+            last = chunk[-1:]
+    if nul:
+        return "a NUL byte"
+    if quotes % 2:
+        return "a quote left open"
+    if (crlf and (lf != crlf or cr != crlf)) or (cr and lf and not crlf):
+        return "mixed line endings"
+    return None
+
+
 def read_files(
     con: duckdb.DuckDBPyConnection, source: Source, files: list[Path], table: str
 ) -> tuple[FilesRead | None, dict[Path, str]]:
-    """Read `files` into temp table `table`, in one call when they all read cleanly.
+    """Read `files` into temp table `table`: those DuckDB can be trusted with in one call, the
+    others (needs_slow_path) record by record.
 
-    Otherwise each file is read alone, to name the unreadable ones and their cause, and the
-    readable ones are combined by column name (which also covers files whose headers differ).
-    Returns the read (None if no file was readable) and {unreadable file: cause}.
+    When the one call fails, each file is read alone, to name the unreadable ones and their cause,
+    and a file DuckDB refuses is read record by record. A file whose invalid UTF-8 DuckDB rejected
+    is read again record by record, to show the rejected bytes escaped. The parts are combined by
+    column name (which also covers files whose headers differ). Returns the read (None if no file
+    was readable) and {unreadable file: cause}.
     """
     if not files:
         return None, {}
     try:
-        return _read(con, source, files, table), {}
-    except UnreadableFile as e:
-        if len(files) == 1:
-            return None, {files[0]: e.cause}
-    failed: dict[Path, str] = {}
+        slow = [p for p in files if needs_slow_path(source, p)]
+    except OSError as e:
+        return None, {Path(e.filename or files[0]): e.strerror or str(e)}
+    fast = [p for p in files if p not in set(slow)]
     parts: list[FilesRead] = []
-    for i, p in enumerate(files):
+    alone = []
+    if fast:
         try:
-            parts.append(_read(con, source, [p], f"{table}_{i}"))
-        except UnreadableFile as e:
-            failed[p] = e.cause
+            read = _read(con, source, fast, f"{table}_fast")
+            garbled = _files_with_invalid_utf8(con, read)
+            if not slow and not garbled:
+                return _renamed(con, read, table), {}
+            parts.append(read)
+            _drop_files(con, read, garbled)
+            slow += garbled
+        except UnreadableFile:
+            alone = fast
+    failed: dict[Path, str] = {}
+    for i, p in enumerate(alone + slow):
+        ways = (True,) if p in slow else (False,) if source.format == "parquet" else (False, True)
+        for slowly in ways:  # a file DuckDB refuses is read record by record
+            try:
+                parts.append(_read(con, source, [p], f"{table}_{i}", slowly=slowly))
+                failed.pop(p, None)
+                break
+            except UnreadableFile as e:
+                failed[p] = e.cause
     if not parts:
         return None, failed
     union = " UNION ALL BY NAME ".join(f"SELECT * FROM {part.table}" for part in parts)
@@ -173,3 +279,27 @@ def read_files(
         con.execute(f"DROP TABLE {part.table}; DROP TABLE IF EXISTS {part.rejects_table or part.table + '_none'}")
     columns = {c: t for part in parts for c, t in part.columns.items()}
     return FilesRead(table, columns, rejects), failed
+
+
+def _files_with_invalid_utf8(con: duckdb.DuckDBPyConnection, read: FilesRead) -> list[Path]:
+    if not read.rejects_table:
+        return []
+    rows = con.execute(f"SELECT DISTINCT _file FROM {read.rejects_table} WHERE starts_with(reason, 'INVALID ENCODING')").fetchall()
+    return [Path(f) for (f,) in rows]
+
+
+def _drop_files(con: duckdb.DuckDBPyConnection, read: FilesRead, files: list[Path]) -> None:
+    """Remove the rows of `files` from a read, to read them again another way."""
+    if files:
+        names = [str(p) for p in files]
+        con.execute(f"DELETE FROM {read.table} WHERE _file IN (SELECT unnest(?))", [names])
+        con.execute(f"DELETE FROM {read.rejects_table} WHERE _file IN (SELECT unnest(?))", [names])
+
+
+def _renamed(con: duckdb.DuckDBPyConnection, read: FilesRead, table: str) -> FilesRead:
+    con.execute(f"ALTER TABLE {read.table} RENAME TO {table}")
+    rejects = None
+    if read.rejects_table:
+        rejects = f"{table}_rejects"
+        con.execute(f"ALTER TABLE {read.rejects_table} RENAME TO {rejects}")
+    return FilesRead(table, read.columns, rejects)

@@ -6,6 +6,7 @@ instead of surfacing as a broken partition hours later.
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import glob
 import re
@@ -17,7 +18,8 @@ import yaml
 
 from ingestion.contracts import CONTRACTS, Contract, contract_for
 
-FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet",
+           ".xlsx": "xlsx"}
 OPTION_KEYS = {
     "timestamp_format",  # strptime format of string timestamps without zone, e.g. "%m/%d/%Y %H:%M"
     "date_format",  # strptime format of string dates
@@ -25,6 +27,9 @@ OPTION_KEYS = {
     "currency",  # currency of money fields when the source has no currency column
     "delimiter",  # CSV delimiter; default ","
     "max_quarantine_rate",  # share of quarantined rows above which the quality check fails
+    "encoding",  # text encoding of CSV and JSON-lines files (gbk, gb18030, big5, utf-16, latin-1, ...); default utf-8
+    "sheet",  # Excel: the sheet, by name or 0-based index; default the first
+    "header_row",  # Excel: the 1-based row holding the header; default 1
 }
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # The `identity:` section: the identity guard and the giant-customer alarm (docs/identity.md). Each
@@ -124,7 +129,7 @@ def _parse_source(path: Path, i: int, raw: object, default_tz: str) -> Source:
         glob_path = str((path.parent / glob_path).resolve())
     fmt = raw.get("format") or FORMATS.get(Path(glob_path).suffix.lower())
     if fmt not in set(FORMATS.values()):
-        raise _fail(path, where, f"cannot tell the format of {glob_path!r}; set format: csv, jsonl or parquet")
+        raise _fail(path, where, f"cannot tell the format of {glob_path!r}; set format: csv, jsonl, parquet or xlsx")
     columns = raw.get("columns") or {}
     if not isinstance(columns, dict) or not all(isinstance(v, str) for v in columns.values()):
         raise _fail(path, where, "columns must map contract fields to column names")
@@ -138,6 +143,12 @@ def _parse_source(path: Path, i: int, raw: object, default_tz: str) -> Source:
     bad = set(options) - OPTION_KEYS
     if bad:
         raise _fail(path, where, f"unknown options {sorted(bad)}; known: {sorted(OPTION_KEYS)}")
+    if "encoding" in options:
+        try:
+            codecs.lookup(str(options["encoding"]))
+        except LookupError:
+            raise _fail(path, where, f"unknown encoding {options['encoding']!r} (Python's codec names: gbk, gb18030, big5, "
+                                     "utf-16, latin-1, ...)") from None
     tz = _check_timezone(path, where, str(options.get("timezone", default_tz)))
     return Source(name, contract.channel, glob_path, fmt, dict(columns), tz, options)
 
