@@ -75,7 +75,7 @@ class Source:
 @dataclass(frozen=True)
 class SourcesConfig:
     path: Path
-    start_date: dt.date
+    start_date: dt.date | None  # None: not given; ingestion/start_date.py infers it from the files
     timezone: str
     sources: tuple[Source, ...]
     # Optional labelled truth (record_type, source_record_id, person_id) to score identity resolution
@@ -171,8 +171,8 @@ def load_sources(path: str | Path) -> SourcesConfig:
             start = dt.date.fromisoformat(start)
         except ValueError:
             start = None
-    if not isinstance(start, dt.date):
-        raise SourcesError(f"{path}: partitions.start_date (YYYY-MM-DD, the first day of data) is required")
+    if start is not None and not isinstance(start, dt.date):
+        raise SourcesError(f"{path}: partitions.start_date must be a date (YYYY-MM-DD, the first day of data) or left out")
     tz = _check_timezone(path, "partitions", str(partitions.get("timezone", "UTC")))
     sources = tuple(_parse_source(path, i, raw, tz) for i, raw in enumerate(doc["sources"]))
     names = [s.name for s in sources]

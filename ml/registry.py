@@ -43,9 +43,26 @@ def _stamped(frame: pl.DataFrame, ctx: RunContext) -> pl.DataFrame:
     return frame.with_columns(as_of_date=pl.lit(ctx.as_of, dtype=pl.Date), run_id=pl.lit(ctx.run_id))
 
 
+# Amounts of money in the ML tables: DECIMAL(18,4) like the marts, so sums print as amounts.
+MONEY_COLUMNS = frozenset({"monetary", "segment_mean_monetary", "mean_repeat_spend", "expected_spend_per_purchase",
+                           "predicted_value"})
+MONEY_TYPE = "DECIMAL(18,4)"
+
+
+def _money_as_decimal(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with its money columns as DECIMAL(18,4); a table written before with them DOUBLE is altered."""
+    money = [c for c in frame.columns if c in MONEY_COLUMNS]
+    doubles = {r[0] for r in con.execute(
+        "select column_name from information_schema.columns where table_schema = 'ml' and table_name = ? "
+        "and data_type = 'DOUBLE'", [table]).fetchall()}
+    for column in sorted(doubles & set(money)):
+        con.execute(f'alter table ml.{table} alter column "{column}" type {MONEY_TYPE}').fetchall()
+    return frame.with_columns([pl.col(c).round(4).cast(pl.Decimal(18, 4)) for c in money])
+
+
 def write_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, ctx: RunContext) -> int:
     """Replace the rows of `ml.<table>` for this as-of date with `frame` (plus as_of_date, run_id)."""
-    _replace_rows(con, table, _stamped(frame, ctx), "as_of_date = ?", [ctx.as_of])
+    _replace_rows(con, table, _stamped(_money_as_decimal(con, table, frame), ctx), "as_of_date = ?", [ctx.as_of])
     return frame.height
 
 

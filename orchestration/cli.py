@@ -110,6 +110,8 @@ def run(
         table.add_row(asset, f"{rows}", f"{meta.get('rows_quarantined', '')}", f"{meta.get('duplicates_skipped', '')}",
                       f"{meta.get('rows_superseded', '')}", f"{sum(checks)}/{len(checks)} passed" if checks else "")
     Console(width=max(120, Console().width)).print(table)
+    for note in summary.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     identity = summary.materialized.get("marts/customer_identity_map", {})
     if "identity/identifiers_guarded" in identity:
         console.print(f"identity: {identity['identity/customers']:,} customers; "

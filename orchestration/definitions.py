@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 
 import dagster as dg
@@ -10,6 +11,7 @@ from dagster_duckdb import DuckDBResource
 
 from ingestion.contracts import CONTRACTS
 from ingestion.sources import load_sources
+from ingestion.start_date import with_start_date
 from orchestration import environment
 from orchestration.dbt_assets import dbt_models, dbt_project, dbt_resource
 from orchestration.automation import build_after_ingest, build_job, daily_schedule, ingest_job, new_files_sensor
@@ -27,7 +29,9 @@ def defs() -> dg.Definitions:
     environment.export(env)  # dbt runs in a subprocess: it reads the warehouse path from the environment
     environment.ensure_masking_key(env)
     dbt_project().prepare_if_dev()  # `dagster dev` re-parses the project; elsewhere set-up did
-    config = load_sources(env.sources_file)
+    config, inferred = with_start_date(load_sources(env.sources_file), env.warehouse)
+    if inferred:
+        logging.getLogger("crm").warning(inferred)
     partitions = daily_partitions(config)
     job, build = ingest_job(partitions), build_job()
     dbt_vars = json.dumps(config.dbt_vars, sort_keys=True) if config.dbt_vars else None

@@ -16,6 +16,7 @@ import dagster as dg
 
 from ingestion.probe import latest_event_date
 from ingestion.sources import load_sources
+from ingestion.start_date import with_start_date
 from orchestration import environment
 from orchestration.automation import BUILD_JOB, INGEST_JOB, range_tags
 
@@ -37,6 +38,7 @@ class RunSummary:
     materialized: dict[str, dict] = field(default_factory=dict)  # asset key -> metadata
     checks: dict[str, bool] = field(default_factory=dict)  # "asset:check" -> passed
     run_ids: list[str] = field(default_factory=list)  # the ingestion run, then the build run
+    notes: list[str] = field(default_factory=list)  # what the run decided on its own, for the user
 
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -67,7 +69,8 @@ def run_pipeline(
 ) -> RunSummary:
     """Materialize every asset for partitions start..end.
 
-    Defaults: start = the sources file's start_date; end = as_of; as_of = the last day with data.
+    Defaults: start = the sources file's start_date (or the earliest event, recorded on the first
+    run); end = as_of; as_of = the last day with data.
     """
     if sources_file:
         os.environ["CRM_SOURCES"] = str(Path(sources_file).resolve())
@@ -75,7 +78,8 @@ def run_pipeline(
         os.environ["CRM_WAREHOUSE"] = str(Path(warehouse).resolve())
     env = environment.current()
     env.warehouse.parent.mkdir(parents=True, exist_ok=True)
-    config = load_sources(env.sources_file)  # fail fast, before Dagster starts, on a bad sources file
+    # Fail fast, before Dagster starts, on a bad sources file; infer and record a missing start date.
+    config, inferred = with_start_date(load_sources(env.sources_file), env.warehouse)
     environment.ensure_dagster_home()
 
     from orchestration.dbt_assets import prepare_manifest
@@ -119,7 +123,8 @@ def run_pipeline(
     if on_progress:
         on_progress(total, total)
 
-    summary = RunSummary(results[-1].run_id, start, end, as_of, run_ids=[r.run_id for r in results])
+    summary = RunSummary(results[-1].run_id, start, end, as_of, run_ids=[r.run_id for r in results],
+                         notes=[inferred] if inferred else [])
     for result in results:
         for event in result.get_asset_materialization_events():
             mat = event.step_materialization_data.materialization

@@ -21,6 +21,7 @@ from ingestion.generator.config import MessRates
 from ml.baskets import association_rules, encode, frequent_itemsets
 from ml.clv import fit_bgnbd, fit_gamma_gamma, fit_sample
 from ml.config import MLConfig
+from ml.registry import MONEY_COLUMNS
 from ml.rfm import rfm_table
 from ml.run_context import RunContext
 from ml.tables import TABLES, MartInputs, build
@@ -144,6 +145,11 @@ def test_every_ml_table_is_built_by_crm_run_and_churn_beats_its_baseline(year: Y
             assert rows > 0 and runs == 1, table
         metrics = dict(con.execute("SELECT metric, value FROM ml.model_metrics WHERE model = 'churn_scores' AND as_of_date = ?", [as_of]).fetchall())
         bands = dict(con.execute("SELECT risk_band, count(*) FROM ml.churn_scores WHERE as_of_date = ? GROUP BY 1", [as_of]).fetchall())
+        money = con.execute("SELECT DISTINCT data_type FROM information_schema.columns WHERE table_schema = 'ml' "
+                            "AND column_name IN (SELECT unnest(?))", [sorted(MONEY_COLUMNS)]).fetchall()
+        revenue = con.execute("SELECT sum(monetary) FROM ml.rfm_segments WHERE as_of_date = ?", [as_of]).fetchall()[0][0]
+    assert money == [("DECIMAL(18,4)",)]  # amounts as the marts hold them: sums print as amounts
+    assert str(revenue) == f"{revenue:.4f}"
     print({k: round(v, 4) for k, v in metrics.items()})
     assert metrics["roc_auc"] > metrics["baseline/roc_auc"] and metrics["pr_auc"] > metrics["baseline/pr_auc"]
     assert metrics["brier"] < metrics["baseline/brier"] and metrics["roc_auc"] > 0.65

@@ -113,3 +113,14 @@
 {%- endmacro %}
 {% macro duckdb__day_of_week_iso(expr) -%}cast(isodow({{ expr }}) as integer){%- endmacro %}
 {% macro default__day_of_week_iso(expr) -%}cast(((dayofweek({{ expr }}) + 5) % 7) + 1 as integer){%- endmacro %}
+
+{#- One row (date_day) per day from start to end, both date expressions over `relation`. -#}
+{% macro days_between(start, end, relation) -%}
+    {{ return(adapter.dispatch('days_between', 'crm_warehouse')(start, end, relation)) }}
+{%- endmacro %}
+{% macro default__days_between(start, end, relation) -%}
+    select explode(sequence({{ start }}, {{ end }}, interval 1 day)) as date_day from {{ relation }}
+{%- endmacro %}
+{% macro duckdb__days_between(start, end, relation) -%}
+    select cast(unnest(generate_series({{ start }}, {{ end }}, interval 1 day)) as date) as date_day from {{ relation }}
+{%- endmacro %}

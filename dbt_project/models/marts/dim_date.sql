@@ -1,9 +1,25 @@
--- One row per calendar day from var date_spine_start to date_spine_end (dates of every fact fall
--- inside; a test checks it).
+-- One row per calendar day, from January 1st of the year of the earliest partition date any
+-- channel holds to December 31st of the year var date_spine_horizon_days after the latest (room
+-- for forecasts): computed from the data, so a 1990s store history and a warehouse still growing
+-- both fall inside (a relationship test of every fact's local date checks it).
 with
 
+partition_bounds as (
+    {%- for channel in ['store', 'web', 'call_center', 'social', 'customers'] %}
+    select min(_partition_date) as first_day, max(_partition_date) as last_day from {{ source('raw', channel) }}
+    {{ 'union all' if not loop.last }}
+    {%- endfor %}
+),
+
+bounds as (
+    select
+        cast({{ dbt.date_trunc('year', 'coalesce(min(first_day), current_date)') }} as date) as first_day,
+        cast({{ dbt.dateadd('day', -1, dbt.dateadd('year', 1, dbt.date_trunc('year', dbt.dateadd('day', var('date_spine_horizon_days'), 'coalesce(max(last_day), current_date)')))) }} as date) as last_day
+    from partition_bounds
+),
+
 spine as (
-    {{ dbt.date_spine('day', "cast('" ~ var('date_spine_start') ~ "' as date)", "cast('" ~ var('date_spine_end') ~ "' as date)") }}
+    {{ days_between('bounds.first_day', 'bounds.last_day', 'bounds') }}
 ),
 
 final as (
