@@ -163,12 +163,18 @@ def _serving_env(warehouse: Optional[Path]) -> "environment.Environment":
     return env
 
 
-def _personal_columns() -> dict[str, set[str]]:
+def _manifest() -> Path:
+    """The dbt manifest, where personal and identifier columns are tagged (parsed if stale)."""
     from orchestration.dbt_assets import dbt_project, prepare_manifest
-    from serving.masking import personal_columns
 
     prepare_manifest()
-    return personal_columns(dbt_project().manifest_path)
+    return dbt_project().manifest_path
+
+
+def _personal_columns() -> dict[str, set[str]]:
+    from serving.masking import personal_columns
+
+    return personal_columns(_manifest())
 
 
 WAREHOUSE_OPTION = typer.Option(help="Build warehouse file; published versions and exports sit beside it (default: $CRM_WAREHOUSE or warehouse/crm.duckdb).")
@@ -239,6 +245,7 @@ def _write_export(spec, warehouse: Optional[Path]) -> None:
 
     from serving.erasure import write_audit
     from serving.export import write_export
+    from serving.identifier_leaks import IdentifierLeak, identifier_columns
     from serving.publish import NothingPublished
 
     env = _serving_env(warehouse)
@@ -248,8 +255,8 @@ def _write_export(spec, warehouse: Optional[Path]) -> None:
                                          "by": getpass.getuser(), "spec": vars(spec)})
     try:
         done = write_export(env.published_dir, env.warehouse.parent, spec, _personal_columns(), os.environ.get(environment.MASKING_KEY),
-                            env.duckdb_config)
-    except (NothingPublished, ValueError, FileExistsError, duckdb.Error) as e:
+                            env.duckdb_config, identifier_columns(_manifest()))
+    except (NothingPublished, ValueError, FileExistsError, duckdb.Error, IdentifierLeak) as e:
         _fail(e)
     tables = done.manifest["tables"]
     console.print(f"exported {len(tables)} table(s), {sum(t['rows'] for t in tables.values()):,} rows, of published version "

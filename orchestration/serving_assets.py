@@ -10,6 +10,7 @@ from orchestration.dbt_assets import dbt_project
 from orchestration.environment import DUCKDB_POOL
 from orchestration.run import AS_OF_TAG
 from serving.export import ExportSpec, write_export
+from serving.identifier_leaks import identifier_columns
 from serving.masking import personal_columns
 from serving.publish import publish
 from serving.scopes import create_scope_views
@@ -49,8 +50,9 @@ def published_warehouse(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
                       "personal data as keyed hashes, manifest.json last, switched in atomically.")
 def bi_exports(masking: MaskingKey) -> dg.MaterializeResult:
     env = environment.current()
-    export = write_export(env.published_dir, env.warehouse.parent, ExportSpec(), personal_columns(dbt_project().manifest_path),
-                          masking.key, env.duckdb_config)
+    manifest = dbt_project().manifest_path
+    export = write_export(env.published_dir, env.warehouse.parent, ExportSpec(), personal_columns(manifest),
+                          masking.key, env.duckdb_config, identifier_columns(manifest))
     tables = export.manifest["tables"]
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(export.path)), "version": export.manifest["version"],

@@ -29,6 +29,7 @@ from pathlib import Path
 import duckdb
 
 from serving import publish
+from serving.identifier_leaks import IdentifierLeak, clear_identifiers
 from serving.masking import MaskedSelect, define_mask, keyed_hash, masked_select
 from serving.scopes import scoped_view_name, set_region
 
@@ -75,7 +76,8 @@ def table_queries(con: duckdb.DuckDBPyConnection, spec: ExportSpec, personal: di
 
 
 def write_export(published_dir: Path, warehouse_dir: Path, spec: ExportSpec, personal: dict[str, set[str]],
-                 key: str | None, duckdb_config: dict | None = None) -> Export:
+                 key: str | None, duckdb_config: dict | None = None,
+                 identifiers: dict[str, set[str]] | None = None) -> Export:
     """Export the current published version to its path under `warehouse_dir` (a symlink it owns).
 
     `duckdb_config`: the deployment's DuckDB limits (memory, threads, spill folder); without them
@@ -100,7 +102,10 @@ def write_export(published_dir: Path, warehouse_dir: Path, spec: ExportSpec, per
                 set_region(con, spec.region)
             previous = path.resolve() if path.is_symlink() and (path / MANIFEST).exists() else None
             masking = keyed_hash(key or "", FINGERPRINT_SALT) if spec.masked else None
-            manifest = _write_tables(con, folder, queries(con, spec, personal), masking, previous)
+            selects = queries(con, spec, personal)
+            if spec.masked and identifiers:
+                _refuse_clear_identifiers(con, selects, identifiers)
+            manifest = _write_tables(con, folder, selects, masking, previous)
             pub = con.execute("SELECT version, run_id, as_of_date, published_at FROM serving.publication").fetchall()[0]
         manifest = {
             "spec": asdict(spec),
@@ -115,6 +120,17 @@ def write_export(published_dir: Path, warehouse_dir: Path, spec: ExportSpec, per
     publish.switch_link(path, folder.relative_to(path.parent))
     _prune(root, folder)
     return Export(path, folder, manifest)
+
+
+def _refuse_clear_identifiers(con: duckdb.DuckDBPyConnection, selects: dict[str, MaskedSelect],
+                              identifiers: dict[str, set[str]]) -> None:
+    """A masked export must not hold a personal identifier in clear in a column it leaves unmasked
+    (a cookie inside a session id): checked on a sample of each such column, before writing."""
+    leaks = clear_identifiers(con, selects, identifiers)
+    if leaks:
+        raise IdentifierLeak("the export would hold personal identifiers in clear in unmasked columns "
+                             f"{', '.join(f'{c} ({n} sampled values)' for c, n in sorted(leaks.items()))}: "
+                             "tag them meta: {pii: true} in dbt, or rebuild them without the identifier")
 
 
 def _write_tables(con: duckdb.DuckDBPyConnection, folder: Path, queries: dict[str, MaskedSelect], masking: str | None,

@@ -354,3 +354,43 @@ def test_forget_erases_one_person_everywhere_and_keeps_them_out(deployment: Path
         assert con.execute("SELECT count(*) FROM raw.customer_profiles WHERE customer_ref = ?", [ref]).fetchall()[0][0] == 0
         assert con.execute("SELECT count(*) FROM marts.dim_customer WHERE email = ?", [email]).fetchall()[0][0] == 0
     assert published(deployment, "SELECT count(*) FROM marts.dim_customer WHERE email = ?", [email])[0][0] == 0
+
+
+def _clear_identifier_hits(export: Path, identifiers: Path) -> dict[str, int]:
+    """Every text column of every exported table, searched for the clear value of every identifier
+    the identity graph knows (member id, card, phone, email, cookie, social handle), as a whole or
+    as one or two adjacent parts of a composite key. Independent of serving/identifier_leaks.py."""
+    hits = {}
+    with duckdb.connect() as con:
+        con.execute(f"ATTACH '{identifiers}' AS w (READ_ONLY)")
+        con.execute("CREATE TEMP TABLE ids AS SELECT DISTINCT identifier_value AS v FROM w.intermediate.int_customer_keys_assigned")
+        for table in sorted(p for p in export.iterdir() if p.is_dir()):
+            relation = f"read_parquet('{table}/**/*.parquet', hive_partitioning = false)"
+            for column, type_, *_ in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall():
+                if type_ != "VARCHAR":
+                    continue
+                n = con.execute(f"""
+                    WITH parts AS (SELECT "{column}" AS value, string_split_regex("{column}", '[:|~ ]') AS t FROM {relation})
+                    SELECT count(DISTINCT value) FROM parts,
+                           unnest(list_concat([value], t, list_transform(range(1, len(t)), lambda i: t[i] || ':' || t[i + 1]))) AS u(p)
+                    WHERE p IN (SELECT v FROM ids)""").fetchall()[0][0]
+                if n:
+                    hits[f"{table.name}.{column}"] = n
+    return hits
+
+
+def test_no_masked_identifier_is_in_clear_anywhere_in_an_export(deployment: Path, env: dict[str, str]) -> None:
+    current = publish.current(deployment / "published")
+    assert _clear_identifier_hits(deployment / "exports", current) == {}
+    assert crm("export", "--region", "Sichuan", env=env).returncode == 0
+    assert _clear_identifier_hits(deployment / "exports_region" / "Sichuan", current) == {}
+
+
+def test_export_refuses_a_column_that_carries_an_identifier_in_clear(deployment: Path) -> None:
+    from serving.identifier_leaks import IdentifierLeak, identifier_columns
+
+    personal = personal_columns(dbt_project().manifest_path)
+    personal["marts.fct_web_sessions"] = personal["marts.fct_web_sessions"] - {"web_session_id"}  # as if untagged
+    with pytest.raises(IdentifierLeak, match=r"fct_web_sessions\.web_session_id"):
+        write_export(deployment / "published", deployment / "leaky", ExportSpec(), personal, "k",
+                     identifiers=identifier_columns(dbt_project().manifest_path))

@@ -1,0 +1,78 @@
+"""Find personal identifiers in clear where an export does not mask them: a member id, cookie,
+phone, email, card or social handle inside another column, alone or as part of a composite key
+(`web_cookie:c3f…`, `c3f…:e1`). Which columns hold identifiers is declared once, in dbt
+(`meta: {pii: true, identifier: <kind>}`); every value of those columns is looked for, as a whole
+or between separators (`:`, `|`, `~`, space), in every other text column of the export."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from serving.masking import MaskedSelect
+
+SEPARATORS = re.compile(r"[:|~ ]")
+MAX_PARTS = 6  # a composite key of more parts is looked at in its first six
+
+
+def identifier_columns(manifest: Path) -> dict[str, set[str]]:
+    """"schema.table" -> columns tagged `meta: {identifier: …}` in the dbt project, from its manifest."""
+    found: dict[str, set[str]] = {}
+    for node in json.loads(manifest.read_text())["nodes"].values():
+        if node["resource_type"] != "model":
+            continue
+        tagged = {name for name, col in node["columns"].items()
+                  if (col.get("meta") or {}).get("identifier") or (col.get("config", {}).get("meta") or {}).get("identifier")}
+        if tagged:
+            found[f"{node['schema']}.{node.get('alias') or node['name']}"] = tagged
+    return found
+
+
+def _pieces(value: str) -> set[str]:
+    """The value and every run of its separator-delimited parts: 'a:b:c' -> a, b, c, a:b, b:c, a:b:c."""
+    bounds = [0]
+    for m in SEPARATORS.finditer(value):
+        bounds += [m.start(), m.end()]
+        if len(bounds) > 2 * MAX_PARTS:
+            break
+    bounds.append(len(value))
+    starts, ends = bounds[0::2], bounds[1::2]
+    return {value[s:e] for i, s in enumerate(starts) for e in ends[i:] if e > s}
+
+
+def clear_identifiers(con: duckdb.DuckDBPyConnection, queries: dict[str, MaskedSelect], identifiers: dict[str, set[str]],
+                      sample_rows: int | None = 2000) -> dict[str, int]:
+    """'table.column' -> how many of its values (a sample of `sample_rows`, or all when None) carry an
+    identifier in clear, for every text column the export leaves unmasked. Empty: nothing leaks."""
+    known = [f'SELECT DISTINCT CAST("{c}" AS VARCHAR) AS v FROM {rel} WHERE "{c}" IS NOT NULL'
+             for rel, cols in identifiers.items() for c in sorted(cols)
+             if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name = ?",
+                            [rel]).fetchall()[0][0]]
+    if not known:
+        return {}
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _identifier_values AS {' UNION '.join(known)}")
+    sample = f" USING SAMPLE reservoir({sample_rows} ROWS) REPEATABLE (7)" if sample_rows else ""
+    leaks = {}
+    for table, select in queries.items():
+        columns = con.execute(f"DESCRIBE {select.query}").fetchall()
+        for column, type_, *_ in columns:
+            if type_ != "VARCHAR" or column in select.masked_columns:
+                continue
+            values = [v for (v,) in con.execute(  # from the unmasked rows: the column is not masked anyway
+                f'SELECT DISTINCT "{column}" FROM (SELECT "{column}" FROM ({select.plain}) WHERE "{column}" IS NOT NULL{sample})'
+            ).fetchall()]
+            pieces = pa.table({"value": [v for v in values for _ in _pieces(v)],
+                               "piece": [p for v in values for p in _pieces(v)]})
+            found = con.execute("SELECT count(DISTINCT value) FROM pieces SEMI JOIN _identifier_values ON piece = v").fetchall()[0][0]
+            if found:
+                leaks[f"{table}.{column}"] = found
+    con.execute("DROP TABLE _identifier_values")
+    return leaks
+
+
+class IdentifierLeak(RuntimeError):
+    """An export would hold personal identifiers in clear in a column it does not mask."""
