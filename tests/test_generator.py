@@ -54,7 +54,13 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path: Path) -> None:
 def test_every_channel_in_its_export_format(medium: GeneratorConfig) -> None:
     x = medium.extracts
     assert len(list((x / "web").glob("events_*.jsonl"))) == 60
-    assert len({p.parent.name for p in (x / "store").glob("*/pos_*.csv")}) == medium.stores
+    assert len({p.parent.name for p in (x / "store").glob("*/pos_*.csv")}) == medium.stores - medium.excel_stores
+    workbooks = sorted((x / "store").glob("*/pos_*.xlsx"))
+    assert {p.parent.name for p in workbooks} == {f"S{medium.stores:02d}"}
+    book = pl.read_excel(workbooks[0], sheet_name="receipts")
+    assert book.schema["sold_at"] == pl.Datetime  # Excel date cells, as a franchise's till writes them
+    profiles = (x / "customers" / f"customers_{medium.start}.csv").read_bytes()
+    assert any(ord(c) > 127 for c in profiles.decode("gbk")) and not _is_utf8(profiles)  # the registry exports GBK
     assert len(list((x / "call_center").glob("calls_*.csv"))) >= 55
     assert len(list((x / "social").glob("social_*.jsonl"))) >= 55
     assert (x / "customers" / f"customers_{medium.start}.csv").exists()
@@ -63,10 +69,10 @@ def test_every_channel_in_its_export_format(medium: GeneratorConfig) -> None:
     assert set(event["utm"]) == {"source", "medium", "campaign"}
     store = pl.read_csv(next((x / "store").glob("*/pos_*.csv")), infer_schema=False)
     assert store.columns[:4] == ["receipt_no", "line_no", "sold_at", "store_code"]
-    payments = pl.concat([pl.read_csv(p, infer_schema=False, truncate_ragged_lines=True) for p in (x / "store").glob("S01/*.csv")])["payment"]
+    payments = pl.concat([pl.read_csv(p, infer_schema=False, truncate_ragged_lines=True, quote_char=None) for p in (x / "store").glob("S01/*.csv")])["payment"]
     assert {"card", "cash", "wechat_pay", "alipay"} <= set(payments.drop_nulls())
     # Returns are negative quantities on return receipts.
-    qty = pl.concat([pl.read_csv(p, infer_schema=False, truncate_ragged_lines=True) for p in (x / "store").glob("*/*.csv")])
+    qty = pl.concat([pl.read_csv(p, infer_schema=False, truncate_ragged_lines=True, quote_char=None) for p in (x / "store").glob("*/*.csv")])
     assert qty.filter(pl.col("receipt_no").str.starts_with("R-"))["qty"].cast(pl.Int64).max() < 0
     # Ground truth is written apart from the extracts.
     assert {p.name for p in medium.truth.iterdir()} >= {"persons.parquet", "planted_rules.json", "mess.json", "order_lines.csv"}
@@ -76,7 +82,9 @@ def test_every_channel_in_its_export_format(medium: GeneratorConfig) -> None:
 def test_mess_rates_match_the_documentation(medium: GeneratorConfig) -> None:
     x = medium.extracts
     # Web: broken JSON lines and tracker retries (same event twice).
-    lines = [line for p in sorted((x / "web").glob("*.jsonl")) for line in p.read_text().splitlines()]
+    lines = [line for p in sorted((x / "web").glob("*.jsonl")) for line in p.read_bytes().decode("utf-8", "replace").splitlines()]
+    garbled = sum("\ufffd" in line for line in lines)
+    within(garbled / len(lines), RATES.json_invalid_utf8, len(lines), "JSON lines with invalid UTF-8")
     parsed = []
     for line in lines:
         try:
@@ -91,7 +99,7 @@ def test_mess_rates_match_the_documentation(medium: GeneratorConfig) -> None:
     texts = [line for p in base for line in p.read_text().splitlines()[1:]]
     broken = [t for t in texts if t.endswith(",EXTRA")]
     within(len(broken) / len(texts), RATES.csv_broken_row, len(texts), "broken CSV rows")
-    rows = pl.concat([pl.read_csv(p, infer_schema=False, truncate_ragged_lines=True) for p in base])
+    rows = pl.concat([pl.read_csv(p, infer_schema=False, truncate_ragged_lines=True, quote_char=None) for p in base])
     n = len(rows)
     known = {f"SKU-{10001 + i}" for i in range(medium.products)}
     within(rows.filter(~pl.col("sku").is_in(known)).height / n, RATES.unknown_sku, n, "unknown SKUs")
@@ -109,9 +117,16 @@ def test_mess_rates_match_the_documentation(medium: GeneratorConfig) -> None:
     corrected = len(list((x / "store").glob("*/*.v2.csv")))
     within(resend / len(base), RATES.store_redelivered_file, len(base), "re-delivered files")
     within(corrected / len(base), RATES.store_corrected_file, len(base), "corrected files")
+    bad_quote = sum('" (gift)' in p.read_text().split("\n")[1] for p in base)
+    open_quote = sum(p.read_text().rstrip("\n").split("\n")[-1].count('"') % 2 for p in base)
+    within(bad_quote / len(base), RATES.csv_bad_quote_file, len(base), "files with text after a closing quote")
+    within(open_quote / len(base), RATES.csv_open_quote_file, len(base), "files with a quote left open")
+    calls = [p.read_bytes() for p in (x / "call_center").glob("*.csv")]
+    mixed = sum(b"\r\n" in c and c.count(b"\n") != c.count(b"\r\n") for c in calls)
+    within(mixed / len(calls), RATES.csv_mixed_line_endings, len(calls), "call files with mixed line endings")
 
     # Registry: phone formats, email case and typos, duplicate registrations.
-    profiles = pl.concat([pl.read_csv(p, infer_schema=False) for p in sorted((x / "customers").glob("*.csv"))])
+    profiles = pl.concat([pl.read_csv(p, infer_schema=False, encoding="gbk") for p in sorted((x / "customers").glob("*.csv"))])
     mobiles = profiles["mobile"].to_list()
     digits = [re.sub(r"\D", "", m.translate(FULL_WIDTH)) for m in mobiles]
     is_mobile = [len(d[-11:]) == 11 and d[-11] == "1" and (len(d) == 11 or d.startswith("86") or d.startswith("0086")) for d in digits]
@@ -161,3 +176,11 @@ def test_churners_stop_buying_after_warning_signs(medium: GeneratorConfig) -> No
     other_days = persons.filter(~pl.col("is_churner")).height * medium.days
     others = calls.filter(~pl.col("is_churner")).height
     assert (warning.height / churner_days) > 2 * (others / other_days)
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

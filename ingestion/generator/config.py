@@ -41,6 +41,10 @@ class MessRates:
     non_numeric_amount: float = 0.001  # unit price like '12.5O'
     unknown_sku: float = 0.002  # SKUs not in the catalogue
     csv_broken_row: float = 0.0005  # a row with an unquoted delimiter (wrong column count)
+    csv_bad_quote_file: float = 0.01  # store files whose first record has text after a closing quote
+    csv_open_quote_file: float = 0.005  # store files whose last record opens a quote it never closes
+    csv_mixed_line_endings: float = 0.02  # call-center files written with CRLF but one LF line
+    json_invalid_utf8: float = 0.0005  # web event lines holding a byte that is not UTF-8
     missing_product_name: float = 0.01
     missing_user_agent: float = 0.02
     # Contacts shared by different people (docs/identity.md: the guard that keeps them from linking).
@@ -62,6 +66,8 @@ class GeneratorConfig:
     products: int = 400
     churn_share: float = 0.20  # of persons active at the start, share who stop buying in the window
     signup_share: float = 0.30  # persons who sign up during the window
+    excel_stores: int = 1  # the last stores (franchises) send Excel workbooks instead of CSV
+    registry_encoding: str = "gbk"  # the loyalty registry exports GBK, as Chinese CRM systems often do
     mess: MessRates = field(default_factory=MessRates)
 
     @property

@@ -30,13 +30,18 @@ def _set_mtime(path: Path, date: dt.date, delay_hours: float) -> None:
     os.utime(path, (ts, ts))
 
 
-def _write_text(path: Path, text: str, date: dt.date, delay_hours: float) -> None:
-    path.write_text(text, encoding="utf-8")
+def _write_text(path: Path, text: str, date: dt.date, delay_hours: float, encoding: str = "utf-8") -> None:
+    path.write_bytes(text.encode(encoding, "surrogateescape"))  # surrogates: bytes invalid in UTF-8, planted
     _set_mtime(path, date, delay_hours)
 
 
 def _write_csv(frame: pl.DataFrame, path: Path, date: dt.date, delay_hours: float) -> None:
     frame.write_csv(path)
+    _set_mtime(path, date, delay_hours)
+
+
+def _write_workbook(frame: pl.DataFrame, path: Path, date: dt.date, delay_hours: float) -> None:
+    frame.write_excel(path, worksheet="receipts", autofit=False)
     _set_mtime(path, date, delay_hours)
 
 
@@ -208,7 +213,7 @@ class ExtractWriter:
         out = pl.concat(frames, how="vertical_relaxed")  # an empty frame may type a column Null
         if len(out):
             path = self.cfg.extracts / "customers" / f"customers_{day.date}.csv"
-            self.files.write(_write_csv, out, path, day.date, 1)
+            self.files.write(_write_text, path, out.write_csv(), day.date, 1, self.cfg.registry_encoding)
 
     # ---- store -----------------------------------------------------------------------------
     def store(self, day: Day) -> None:
@@ -305,7 +310,22 @@ class ExtractWriter:
         redelivered = rng.random() < m.store_redelivered_file
         self.truth.count("store_corrected_file", int(corrected), 1)
         self.truth.count("store_redelivered_file", int(redelivered), 1)
+        if code in self.stores[len(self.stores) - self.cfg.excel_stores:]:
+            self._write_store_workbook(path.with_suffix(".xlsx"), day, part, corrected, redelivered)
+            return
         text = _csv_text(part)
+        bad_quote, open_quote = rng.random(2) < (m.csv_bad_quote_file, m.csv_open_quote_file)
+        self.truth.count("csv_bad_quote_file", int(bad_quote), 1)
+        self.truth.count("csv_open_quote_file", int(open_quote), 1)
+        name = part.columns.index("item_name")
+        if bad_quote and len(text) > 2:  # an exporter that quotes a name and then appends to it
+            cells = text[1].split(",")
+            cells[name] = f'"{cells[name]}" (gift)'
+            text[1] = ",".join(cells)
+        if open_quote and len(text) > 2:  # a quote opened on the last record, never closed
+            cells = text[-1].split(",")
+            cells[name] = f'"{cells[name]}'
+            text[-1] = ",".join(cells)
         broken = np.flatnonzero(rng.random(len(text) - 1) < m.csv_broken_row) + 1
         self.truth.count("csv_broken_row", len(broken), len(text) - 1)
         for i in broken:  # a till that forgot to quote a comma in a field
@@ -324,6 +344,21 @@ class ExtractWriter:
         self.files.write(_write_text, path, first, day.date, 1)
         if redelivered:  # the first delivery again, byte for byte
             self.files.write(_write_text, folder / f"pos_{code}_{day.date}.resend.csv", first, day.date, 25)
+
+    def _write_store_workbook(self, path: Path, day: Day, part: pl.DataFrame, corrected: bool, redelivered: bool) -> None:
+        """A franchise's till exports Excel: sale times as date cells (an unparsable one left empty),
+        the rest as text; the same re-deliveries as the CSV stores (v2 fixes two prices)."""
+        book = part.with_columns(sold_at=pl.col("sold_at").str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False))
+        first = book
+        if corrected:
+            wrong = pl.Series(np.isin(np.arange(len(book)), self.rng.choice(len(book), min(2, len(book)), replace=False)))
+            first = book.with_columns(unit_price=pl.when(wrong & pl.col("unit_price").str.contains(r"^[0-9.]+$"))
+                                      .then((pl.col("unit_price").cast(pl.Float64, strict=False) * 10).round(2).cast(pl.String))
+                                      .otherwise(pl.col("unit_price")))
+            self.files.write(_write_workbook, book, path.with_name(path.stem + ".v2.xlsx"), day.date, 49)
+        self.files.write(_write_workbook, first, path, day.date, 1)
+        if redelivered:
+            self.files.write(_write_workbook, first, path.with_name(path.stem + ".resend.xlsx"), day.date, 25)
 
     # ---- web -------------------------------------------------------------------------------
     def web(self, day: Day) -> None:
@@ -401,8 +436,11 @@ class ExtractWriter:
         self.truth.count(duplicate[0], int(dup.sum()), n)
         if broken[1]:
             self.truth.count(broken[0], int(cut.sum()), n)
+        garbled = self.rng.random(n) < (self.m.json_invalid_utf8 if duplicate[0].startswith("web") else 0.0)
+        self.truth.count("json_invalid_utf8", int(garbled.sum()), n)
         out: list[str] = []
-        for line, twice, short in zip(rows, dup, cut):
+        for line, twice, short, bad in zip(rows, dup, cut, garbled):
+            line = line.replace('"type"', '"ty\udcffpe"', 1) if bad else line  # one byte no UTF-8 has: 0xFF
             out.append(line[: len(line) // 2] if short else line)
             if twice:
                 out.append(line)
@@ -443,7 +481,13 @@ class ExtractWriter:
             }
         )
         path = self.cfg.extracts / "call_center" / f"calls_{day.date}.csv"
-        self.files.write(_write_csv, frame, path, day.date, 3)
+        mixed = rng.random() < m.csv_mixed_line_endings
+        self.truth.count("csv_mixed_line_endings", int(mixed), 1)
+        if mixed:  # a Windows export (CRLF) that one line, appended by another tool, ends with LF
+            lines = frame.write_csv().split("\n")[:-1]
+            self.files.write(_write_text, path, "\r\n".join(lines[:-1]) + "\n" + lines[-1] + "\r\n", day.date, 3)
+        else:
+            self.files.write(_write_csv, frame, path, day.date, 3)
         self.truth.append("calls", pl.DataFrame({"call_id": ids, "person_id": person}))
 
     # ---- social ----------------------------------------------------------------------------
