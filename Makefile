@@ -3,7 +3,7 @@ UV := python3 -m uv
 # After `setup` has synced the locked environment: `uv run` would sync (and byte-compile) it again.
 RUN := $(UV) run --no-sync
 
-.PHONY: setup demo test dev bench clean
+.PHONY: setup demo test test-fast lint lint-sql dev bench clean
 
 setup:
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv>=0.9"
@@ -25,6 +25,20 @@ demo: setup
 
 test: setup
 	$(RUN) pytest
+
+# The quick tier: tests of pure logic and single components, no pipeline run (`slow` ones left out).
+test-fast: setup
+	$(RUN) pytest -m "not slow"
+
+# ruff (lint and format), mypy on the plain-Python packages, sqlfluff on the dbt project.
+lint: setup
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+	@$(MAKE) --no-print-directory lint-sql
+
+lint-sql: setup
+	cd dbt_project && $(RUN) sqlfluff lint models tests --processes 2
 
 # The Dagster UI on http://127.0.0.1:3000 with this repo's dagster.yaml (history in .dagster/).
 dev: setup

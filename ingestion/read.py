@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import codecs
+import logging
 
 import duckdb
 import pyarrow as pa
@@ -131,6 +132,9 @@ def _read_excel(con: duckdb.DuckDBPyConnection, source: Source, path: Path, tabl
     cells as ISO dates and times, whole numbers without '.0'. _row_number is the sheet's row."""
     import fastexcel
     import polars as pl
+
+    # fastexcel warns of every empty column it types as text: every column becomes text here anyway.
+    logging.getLogger("fastexcel").setLevel(logging.ERROR)
 
     sheet = source.options.get("sheet", 0)
     header_row = int(source.options.get("header_row", 1))  # type: ignore[call-overload]

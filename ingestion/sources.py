@@ -170,7 +170,7 @@ def load_sources(path: str | Path) -> SourcesConfig:
         try:
             start = dt.date.fromisoformat(start)
         except ValueError:
-            start = None
+            pass  # reported below
     if start is not None and not isinstance(start, dt.date):
         raise SourcesError(f"{path}: partitions.start_date must be a date (YYYY-MM-DD, the first day of data) or left out")
     tz = _check_timezone(path, "partitions", str(partitions.get("timezone", "UTC")))

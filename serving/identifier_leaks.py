@@ -17,6 +17,9 @@ from serving.masking import MaskedSelect
 
 SEPARATORS = re.compile(r"[:|~ ]")
 MAX_PARTS = 6  # a composite key of more parts is looked at in its first six
+# Shorter identifiers (a shop's 5-digit customer numbers) collide with other codes (SKUs, prices):
+# they are not looked for.
+MIN_LENGTH = 8
 
 
 def identifier_columns(manifest: Path) -> dict[str, set[str]]:
@@ -48,7 +51,7 @@ def clear_identifiers(con: duckdb.DuckDBPyConnection, queries: dict[str, MaskedS
                       sample_rows: int | None = 2000) -> dict[str, int]:
     """'table.column' -> how many of its values (a sample of `sample_rows`, or all when None) carry an
     identifier in clear, for every text column the export leaves unmasked. Empty: nothing leaks."""
-    known = [f'SELECT DISTINCT CAST("{c}" AS VARCHAR) AS v FROM {rel} WHERE "{c}" IS NOT NULL'
+    known = [f'SELECT DISTINCT CAST("{c}" AS VARCHAR) AS v FROM {rel} WHERE length(CAST("{c}" AS VARCHAR)) >= {MIN_LENGTH}'
              for rel, cols in identifiers.items() for c in sorted(cols)
              if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name = ?",
                             [rel]).fetchall()[0][0]]

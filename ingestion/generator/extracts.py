@@ -41,7 +41,11 @@ def _write_csv(frame: pl.DataFrame, path: Path, date: dt.date, delay_hours: floa
 
 
 def _write_workbook(frame: pl.DataFrame, path: Path, date: dt.date, delay_hours: float) -> None:
-    frame.write_excel(path, worksheet="receipts", autofit=False)
+    import xlsxwriter
+
+    with xlsxwriter.Workbook(path) as book:  # created at the file's day, not now: the same bytes for a seed
+        book.set_properties({"created": dt.datetime.combine(date, dt.time(23, 0))})
+        frame.write_excel(book, worksheet="receipts", autofit=False)
     _set_mtime(path, date, delay_hours)
 
 

@@ -165,7 +165,10 @@ def assign_keys(n_rec: int, record_idx: np.ndarray, ident_idx: np.ndarray, ident
         positions = nodes["ident_idx"].to_numpy()  # prev is in identifier order
         for c in prev.columns:
             nodes[c] = prev[c].take(positions).set_axis(nodes.index)
-        seen = nodes.dropna(subset=["customer_key"]).sort_values(["assigned_at", "customer_key"])
+        # The oldest key survives; between keys as old, the one a build from scratch would give.
+        seen = nodes.dropna(subset=["customer_key"])
+        seen = seen.assign(is_fresh=seen["customer_key"] == seen["component"].map(fresh))
+        seen = seen.sort_values(["assigned_at", "is_fresh", "customer_key"], ascending=[True, False, True])
         survivors = seen.groupby("component")[["customer_key", "assigned_at"]].first()
         survivors = one_claim_per_key(survivors, fresh, nodes.groupby("component")["component_records"].first())
     else:

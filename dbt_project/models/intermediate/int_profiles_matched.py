@@ -9,12 +9,13 @@ often one person's two registrations agree) are set below from how registries ga
 or above var('fuzzy_match_threshold') are accepted as links; those between 0.5 and the threshold
 are kept for clerical review but link nobody, so precision comes first.
 
-Incremental: a run scores again only the pairs of the profiles with a version loaded since the last
-run, against every current profile (Splink's predict_between), and keeps the other pairs as they
-were scored. Blocking on birth date compares every profile with about 40 others at a million
-customers: scoring them all took 24 s a run, for a day that changes a few thousand profiles. All
-pairs are scored again on a full refresh, and when a version loaded before the last run is gone
-(a re-delivered day, an erasure). u is measured on every current profile each run it scores.
+Incremental: a run searches again only the pairs of the profiles with a version loaded since the
+last run, against every current profile (Splink's predict_between); the other pairs it kept are
+scored again with the run's model, alone, so that their probabilities equal a full refresh's.
+Blocking on birth date compares every profile with about 40 others at a million customers, and a
+day changes a few thousand profiles. All pairs are searched again on a full refresh, and when a
+version loaded before the last run is gone (a re-delivered day, an erasure). u is measured on
+every current profile each run it scores.
 """
 
 import logging
@@ -77,8 +78,13 @@ def splink_connection(session) -> duckdb.DuckDBPyConnection:
                                   "temp_directory": f"{temp}-splink"})
 
 
-def predict(profiles: pd.DataFrame, con: duckdb.DuckDBPyConnection, changed: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Pairs of `profiles` at REVIEW_THRESHOLD or above; with `changed`, only the pairs holding one of them."""
+def predict(profiles: pd.DataFrame, con: duckdb.DuckDBPyConnection, changed: pd.DataFrame | None = None,
+            kept: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Pairs of `profiles` at REVIEW_THRESHOLD or above. With `changed` and `kept` (an incremental
+    run), only the pairs holding a changed profile, plus the kept pairs scored again: u and the
+    prior are measured anew on every current profile each run, and a kept pair's probability must
+    be what a full refresh would give it (a pair near the threshold would otherwise link in one
+    and not the other). Scoring the kept pairs alone compares only profiles that were paired."""
     from splink import DuckDBAPI, Linker, block_on
 
     api = DuckDBAPI(con)
@@ -91,9 +97,18 @@ def predict(profiles: pd.DataFrame, con: duckdb.DuckDBPyConnection, changed: pd.
     linker.training.estimate_u_using_random_sampling(max_pairs=2e6, seed=42)
     if changed is None:
         pairs = linker.inference.predict(threshold_match_probability=REVIEW_THRESHOLD).as_pandas_dataframe()
-    else:
-        pairs = oriented(linker.inference.predict_between(
-            api.register(changed), every, threshold_match_probability=REVIEW_THRESHOLD).as_pandas_dataframe())
+        return pairs.rename(columns={"birth_date_l": "birth_date"})[list(PAIR_COLUMNS)]
+    parts = []
+    if len(changed):
+        parts.append(oriented(linker.inference.predict_between(
+            api.register(changed), every, threshold_match_probability=REVIEW_THRESHOLD).as_pandas_dataframe()))
+    if kept is not None and len(kept):
+        left = profiles[profiles["customer_ref"].isin(kept["customer_ref_l"])]
+        right = profiles[profiles["customer_ref"].isin(kept["customer_ref_r"])]
+        again = oriented(linker.inference.predict_between(
+            api.register(left), api.register(right), threshold_match_probability=REVIEW_THRESHOLD).as_pandas_dataframe())
+        parts.append(again.merge(kept[["customer_ref_l", "customer_ref_r"]], on=["customer_ref_l", "customer_ref_r"]))
+    pairs = pd.concat(parts) if parts else pd.DataFrame(columns=[*PAIR_COLUMNS, "birth_date_l"])
     return pairs.rename(columns={"birth_date_l": "birth_date"})[list(PAIR_COLUMNS)]
 
 
@@ -166,11 +181,13 @@ def model(dbt, session):
         with splink_connection(session) as con:
             pairs = predict(profiles, con)
     else:
-        pairs = kept_pairs(dbt, session, changed).astype(PAIR_COLUMNS)
+        kept = kept_pairs(dbt, session, changed)
         rescored = profiles[profiles["customer_ref"].isin(changed)]
-        if len(rescored):
+        if len(rescored) or len(kept):
             with splink_connection(session) as con:
-                pairs = pd.concat([pairs, predict(profiles, con, rescored).astype(PAIR_COLUMNS)])
+                pairs = predict(profiles, con, rescored, kept)
+        else:
+            pairs = kept
     for table in ("_profile_versions", "_current_profiles"):
         session.execute(f"drop table {table}").fetchall()
     pairs = pairs.astype(PAIR_COLUMNS).assign(
