@@ -45,12 +45,14 @@ def year(tmp_path_factory: pytest.TempPathFactory) -> Year:
     """3,000 persons over a year, loaded as of day 300 (ML tables as of then), then to its end.
 
     As of D means events dated D or earlier: a receipt synced late or a price corrected later still
-    belongs to its own day and rightly moves the past, and so does a contact that later data shows
-    is shared (the identity guard then splits customers of before D). This sample plants none of
+    belongs to its own day and rightly moves the past, and so does later evidence on who is who: a
+    contact that later data shows is shared (the guard splits customers of before D), or a
+    re-registration whose fuzzy score moves with the grown registry. This sample plants none of
     them, so that every row the second run adds is dated after D and identities stay put.
     """
     mess = dataclasses.replace(MessRates(), store_late_receipt=0.0, store_corrected_file=0.0, placeholder_phone=0.0,
-                               placeholder_email=0.0, household_landline=0.0, shop_phone_receipt=0.0)
+                               placeholder_email=0.0, household_landline=0.0, shop_phone_receipt=0.0,
+                               duplicate_registration=0.0)
     cfg = GeneratorConfig(out=tmp_path_factory.mktemp("year"), customers=3000, days=365, seed=5, mess=mess)
     generate(cfg)
     sources = sources_for(cfg.extracts, cfg.out / "sources.yml")
