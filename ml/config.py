@@ -84,7 +84,9 @@ def load_config(path: Path | str | None = None) -> MLConfig:
     for section, values in doc.items():
         current = getattr(config, section, None)
         if current is None or not isinstance(values, dict):
-            raise ValueError(f"{path}: unknown section {section!r}; expected one of {[f.name for f in fields(MLConfig)]}")
+            raise ValueError(
+                f"{path}: unknown section {section!r}; expected one of {[f.name for f in fields(MLConfig)]}"
+            )
         known = {f.name for f in fields(current)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -1,7 +1,6 @@
 """The dbt project as Dagster assets: each model an asset keyed [schema, model] (group `dbt`),
 its dbt tests as asset checks, and the raw channel views as its upstream sources."""
 
-
 import contextlib
 import functools
 import hashlib
@@ -38,7 +37,9 @@ def prepare_manifest() -> Path:
     sources = [p for d in ("models", "macros", "tests", "seeds") for p in (DBT_DIR / d).rglob("*") if p.is_file()]
     sources += [DBT_DIR / "dbt_project.yml", DBT_DIR / "profiles.yml"]
     if not manifest.exists() or max(p.stat().st_mtime for p in sources) > manifest.stat().st_mtime:
-        DbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE).cli(["parse", "--quiet"], target_path=project.target_path).wait()
+        DbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE).cli(
+            ["parse", "--quiet"], target_path=project.target_path
+        ).wait()
     return manifest
 
 
@@ -70,15 +71,25 @@ def dbt_models(identity_truth: Path | None = None, dbt_vars: str | None = None) 
     if not project.manifest_path.exists():
         raise FileNotFoundError(f"{project.manifest_path} is missing: run `make setup` (it parses the dbt project)")
 
-    @dbt_assets(manifest=project.manifest_path, project=project, dagster_dbt_translator=WarehouseTranslator(),
-                pool=DUCKDB_POOL, name="dbt_models")
-    def _models(context: dg.AssetExecutionContext, config: DbtBuildConfig, dbt: DbtCliResource, warehouse: DuckDBResource):
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        dagster_dbt_translator=WarehouseTranslator(),
+        pool=DUCKDB_POOL,
+        name="dbt_models",
+    )
+    def _models(
+        context: dg.AssetExecutionContext, config: DbtBuildConfig, dbt: DbtCliResource, warehouse: DuckDBResource
+    ):
         state = parse_state(Path(warehouse.database))
         target = dbt._get_unique_target_path(context=context)  # dagster-dbt's own name (invocation_target finds it)
         _seed_parse_state(project.project_dir / target, state)
-        args = ["build", *(["--full-refresh"] if config.full_refresh else []),
-                *([] if config.unit_tests else ["--exclude-resource-type", "unit_test"]),
-                *(["--vars", dbt_vars] if dbt_vars else [])]
+        args = [
+            "build",
+            *(["--full-refresh"] if config.full_refresh else []),
+            *([] if config.unit_tests else ["--exclude-resource-type", "unit_test"]),
+            *(["--vars", dbt_vars] if dbt_vars else []),
+        ]
         invocation = dbt.cli(args, context=context, raise_on_error=False, target_path=target)
         # From the identity map on, events wait until dbt has released the warehouse file (and
         # keep their order: Dagster wants a multi-asset's outputs in dependency order).
@@ -185,8 +196,9 @@ def _asset_key(context: dg.AssetExecutionContext, event: object) -> dg.AssetKey 
     return getattr(event, "asset_key", None)
 
 
-def _with_identity_report(context: dg.AssetExecutionContext, events: list, warehouse: DuckDBResource,
-                          truth: Path | None) -> Iterator[object]:
+def _with_identity_report(
+    context: dg.AssetExecutionContext, events: list, warehouse: DuckDBResource, truth: Path | None
+) -> Iterator[object]:
     for event in events:
         if isinstance(event, dg.Output) and _asset_key(context, event) == IDENTITY_MAP:
             with warehouse.get_connection() as con, contextlib.closing(con):

@@ -45,7 +45,9 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
         return {"base_dir": Field(StringSource, is_required=False)}
 
     @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: dict) -> "BatchingSqliteEventLogStorage":
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData | None, config_value: dict
+    ) -> "BatchingSqliteEventLogStorage":
         return cls(inst_data=inst_data, **config_value)
 
     @contextmanager
@@ -60,7 +62,9 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
         if shard in self._engines:
             self._engines.move_to_end(shard)
             return self._engines[shard]
-        engine = create_engine(create_db_conn_string(self._base_dir, shard), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+        engine = create_engine(
+            create_db_conn_string(self._base_dir, shard), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+        )
         if shard not in self._initialized_dbs:
             self._initdb(engine)
             self._initialized_dbs.add(shard)
@@ -100,5 +104,11 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
 
 def _one_run_of_asset_events(events: Sequence[EventLogEntry]) -> bool:
     """What the stock store_event does with asset events, and only with them, this storage batches."""
-    return bool(events) and len({e.run_id for e in events}) == 1 and all(
-        e.is_dagster_event and e.dagster_event_type in ASSET_EVENTS and e.get_dagster_event().asset_key for e in events)
+    return (
+        bool(events)
+        and len({e.run_id for e in events}) == 1
+        and all(
+            e.is_dagster_event and e.dagster_event_type in ASSET_EVENTS and e.get_dagster_event().asset_key
+            for e in events
+        )
+    )

@@ -23,9 +23,16 @@ from orchestration.run import AS_OF_TAG
 
 
 def ml_assets() -> dg.AssetsDefinition:
-    specs = [dg.AssetSpec(["ml", name], group_name="ml", description=TABLES[name].__doc__ or f"ml.{name}",
-                          deps=[dg.AssetKey(["marts", mart]) for mart in MART_INPUTS[name]], kinds={"python", "duckdb"})
-             for name in TABLES]
+    specs = [
+        dg.AssetSpec(
+            ["ml", name],
+            group_name="ml",
+            description=TABLES[name].__doc__ or f"ml.{name}",
+            deps=[dg.AssetKey(["marts", mart]) for mart in MART_INPUTS[name]],
+            kinds={"python", "duckdb"},
+        )
+        for name in TABLES
+    ]
 
     @dg.multi_asset(specs=specs, name="ml_tables", pool=DUCKDB_POOL, can_subset=True)
     def _tables(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
@@ -43,18 +50,25 @@ def ml_assets() -> dg.AssetsDefinition:
                     out = build(con, name, ctx, cfg, inputs)
             except NotEnoughHistory as e:  # nothing written (and said so), rather than a made-up table
                 context.log.warning(f"ml.{name} not built as of {ctx.as_of}: {e}")
-                yield dg.MaterializeResult(asset_key=["ml", name], metadata={
-                    "as_of_date": str(ctx.as_of), "built": False, "not_built_because": str(e)})
+                yield dg.MaterializeResult(
+                    asset_key=["ml", name],
+                    metadata={"as_of_date": str(ctx.as_of), "built": False, "not_built_because": str(e)},
+                )
                 continue
             except Exception:
                 context.log.exception(f"ml.{name} failed as of {ctx.as_of}")
                 failed.append(name)
                 continue
-            yield dg.MaterializeResult(asset_key=["ml", name], metadata={
-                "as_of_date": str(ctx.as_of), "built": True, "dagster/row_count": out.frame.height,
-                "seconds": round(time.perf_counter() - started, 3),
-                **{f"metric/{k}": float(v) for k, v in out.metrics.items()},
-            })
+            yield dg.MaterializeResult(
+                asset_key=["ml", name],
+                metadata={
+                    "as_of_date": str(ctx.as_of),
+                    "built": True,
+                    "dagster/row_count": out.frame.height,
+                    "seconds": round(time.perf_counter() - started, 3),
+                    **{f"metric/{k}": float(v) for k, v in out.metrics.items()},
+                },
+            )
         if failed:
             raise RuntimeError(f"ML tables failed: {', '.join(failed)} (see the step's log; the others were written)")
 

@@ -60,7 +60,7 @@ identifiers as (
     union all
     select 'order', concat(source_name, ':', order_id), 'phone', phone_e164 from order_lines
     union all
-    select 'web_cookie', w.cookie_id, 'cookie', w.cookie_id from web_events as w
+    select 'web_cookie', w.cookie_id as record_id, 'cookie', w.cookie_id as identifier_value from web_events as w
     union all
     select 'web_cookie', w.cookie_id, 'customer_ref', w.customer_ref
     from web_events as w inner join single_account_cookies as c on w.cookie_id = c.cookie_id
