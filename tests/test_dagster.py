@@ -23,6 +23,8 @@ from orchestration.event_log import BatchingSqliteEventLogStorage
 from orchestration.run import RunFailed, run_pipeline
 from tests.conftest import ONLINE_RETAIL_SOURCES
 
+pytestmark = pytest.mark.slow  # every test here runs the pipeline or reads its warehouse
+
 
 @pytest.fixture
 def definitions(sample_copy: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> dg.Definitions:

@@ -20,6 +20,8 @@ from ingestion.generator import GeneratorConfig
 from orchestration.dbt_assets import DBT_DIR
 from tests.conftest import Grown
 
+pytestmark = pytest.mark.slow  # every test here runs the pipeline or reads its warehouse
+
 INCREMENTAL = [
     "marts.fct_order_lines",
     "marts.fct_web_sessions",

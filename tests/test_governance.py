@@ -30,6 +30,8 @@ from serving.masking import MaskingKeyMissing, personal_columns
 from tests.conftest import Grown, sources_for
 from tests.test_serving import crm
 
+pytestmark = pytest.mark.slow  # every test here runs the pipeline or reads its warehouse
+
 
 @pytest.fixture(scope="module")
 def deployment(grown: Grown, tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -110,6 +110,7 @@ def test_identity_on_a_year_of_ten_thousand_customers(tmp_path: Path) -> None:
     assert mixed <= 0.005
 
 
+@pytest.mark.slow
 def test_giant_customer_alarm_fails_the_build_and_names_the_identifier(
     sample_copy: tuple[Path, Path], tmp_path: Path
 ) -> None:

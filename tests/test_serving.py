@@ -23,6 +23,8 @@ from orchestration.run import PID_TAG, run_pipeline
 from serving import publish
 from tests.conftest import Grown, sources_for
 
+pytestmark = pytest.mark.slow  # every test here runs the pipeline or reads its warehouse
+
 QUERIES = REPO_ROOT / "warehouse" / "queries"
 
 # Run in another process for the whole of a run: each query opens the current version, reads three

@@ -9,6 +9,8 @@ import pytest
 from orchestration.environment import REPO_ROOT
 from tests.conftest import Grown
 
+pytestmark = pytest.mark.slow  # every test here runs the pipeline or reads its warehouse
+
 QUERIES = REPO_ROOT / "warehouse" / "queries"
 
 
