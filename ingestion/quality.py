@@ -90,7 +90,7 @@ def _batch_definition() -> Any:
 
     # GX labels every pandas batch under this size with a fingerprint (an MD5 of pandas' hash of
     # every row) that nothing here reads, and no setting turns it off: it was half the time of
-    # validating a year of M's web events (2.2 -> 1.0 s, the same outcomes).
+    # validating a year of M's web events.
     pandas_execution_engine.HASH_THRESHOLD = 0
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)

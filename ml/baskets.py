@@ -36,7 +36,7 @@ def encode(pairs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str], int]
 
     Items are numbered in name order (the mining order); baskets in any order, which no count
     depends on. Numbering by hash join, not by a dense rank: ranking 10 million order keys is a
-    string sort (11.1 against 3.5 s at a million customers)."""
+    string sort."""
     pairs = pairs.select(pl.col("basket").cast(pl.String), pl.col("item").cast(pl.String)).drop_nulls().unique()
     names = pairs["item"].unique().sort()
     baskets = pairs.select("basket").unique().with_row_index("basket_index")

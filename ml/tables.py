@@ -49,7 +49,7 @@ class MartInputs:
     """The customer-level marts as of one date, each read on first use (through the connection of
     the table that needs it) and then shared by the tables built with it: six tables read the same
     orders, four the same touches and customers, and four use the customer features as of the date
-    (at a million customers, about 17 s of a 56 s ML stage went to repeating them). The order lines
+    (repeating them was a third of the ML stage at a million customers). The order lines
     of the association rules are not kept: only that table reads them, and 10 million lines at a
     million customers would sit beside every later table's frames."""
 

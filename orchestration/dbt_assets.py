@@ -59,7 +59,7 @@ class DbtBuildConfig(dg.Config):
     full_refresh: bool = False  # rebuild incremental models from scratch (after a model's columns change)
     # dbt's unit tests check model logic on fixed inputs: dbt Labs recommends running them in
     # development and CI (`make test` does, with a standalone `dbt build`), not in every production
-    # build, where they re-check the same code (4 tests, about 1 s of dbt's threads a build).
+    # build, where they re-check the same code.
     unit_tests: bool = False
 
 
@@ -117,8 +117,8 @@ PARTIAL_PARSE = "partial_parse.msgpack"
 
 
 def _prune_invocation_targets(current: Path) -> None:
-    """dagster-dbt gives every invocation its own target folder (30-70 MB of logs, manifest and
-    compiled SQL, more with the data); keep the newest few, for debugging, not one per run forever."""
+    """dagster-dbt gives every invocation its own target folder (tens of MB of logs, manifest
+    and compiled SQL); keep the newest few, for debugging, not one per run forever."""
     runs = sorted(current.parent.glob("dbt_models-*"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in runs[KEEP_INVOCATION_TARGETS:]:
         if old != current:
@@ -130,7 +130,7 @@ def invocation_target(run_id: str) -> Path | None:
     return next(iter((DBT_DIR / "target").glob(f"dbt_models-{run_id[:7]}-*")), None)
 
 
-# About 1 MB each. The test suite alone makes 8 deployments a run; a real deployment's state should
+# Small files. The test suite alone makes 8 deployments a run; a real deployment's state should
 # outlive a few of those.
 KEEP_PARSE_STATES = 32
 
@@ -141,7 +141,7 @@ def parse_state(warehouse: Path) -> Path:
     dbt reuses a saved parse only for the profile that made it, and the profile holds the warehouse
     path. dagster-dbt seeds every invocation with the project's one target/partial_parse.msgpack, so
     a run after another deployment's (the tests, the demo, the benchmark) parsed the whole project
-    again: 2-3 s. One state per warehouse path lets each deployment's next run, a full rebuild too,
+    again. One state per warehouse path lets each deployment's next run, a full rebuild too,
     parse only the files that changed (dbt checks each file's hash, and the profile, first)."""
     key = hashlib.sha256(str(warehouse.resolve()).encode()).hexdigest()[:16]
     return DBT_DIR / "target" / "parse_states" / f"{key}.msgpack"
@@ -209,9 +209,9 @@ def _with_identity_report(
 
 class InstalledDbtCli(DbtCliResource):
     """dagster-dbt's dbt resource, without two costs of every build that this project does not use:
-    it is told dbt's version rather than asking `dbt --version` in a subprocess (2.2 s a run:
-    dbt-core is installed in this environment), and it opens no dbt adapter of its own in Dagster's
-    process (1.1 s a run: loading dbt's profile, project and DuckDB adapter), which dagster-dbt
+    it is told dbt's version rather than asking `dbt --version` in a subprocess (dbt-core is
+    installed in this environment), and it opens no dbt adapter of its own in Dagster's
+    process (loading dbt's profile, project and DuckDB adapter), which dagster-dbt
     needs only for `fetch_row_counts` and `fetch_column_metadata`. Its invocations then carry no
     adapter, as they do under dbt Fusion."""
 

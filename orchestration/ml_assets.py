@@ -44,7 +44,7 @@ def ml_assets() -> dg.AssetsDefinition:
             started = time.perf_counter()  # includes the shared reads this table is the first to need
             # A connection per table, as each had its own step: DuckDB's cache of what one table
             # read does not stay beside the next one's frames (at a million customers the rules'
-            # order lines plus the customer frames went over 6 GiB).
+            # order lines plus the customer frames went over the memory target).
             try:
                 with warehouse.get_connection() as con, contextlib.closing(con):
                     out = build(con, name, ctx, cfg, inputs)

@@ -185,7 +185,7 @@ def _execute(
     on_steps: Callable[[int], None] | None,
 ) -> dg.ExecuteInProcessResult:
     """Run `job` in a worker thread, reporting finished steps from the instance meanwhile (every
-    2 s, and only when asked: each poll reads the run's event log while the run writes to it)."""
+    PROGRESS_POLL_SECONDS, and only when asked: each poll reads the run's event log while the run writes to it)."""
     # Both threads query the instance's SQLite storage; SQLAlchemy's ORM imports parts of itself on
     # first use, and two threads doing that at once fail with a circular import. Import it here.
     import sqlalchemy.orm  # noqa: F401

@@ -2,8 +2,7 @@
 -- A record is what one system knows as one party: a registry member (all its versions), a store
 -- receipt, a web cookie, a call, a social account.
 -- A table, not a view: the identity graph, the identity map and the uniqueness test each read it,
--- and each recomputed three scans of every web event (at 1 million customers, the test alone
--- took 230 s). Rebuilt whole each run, as the graph is.
+-- and each recomputed three scans of every web event. Rebuilt whole each run, as the graph is.
 {{ config(materialized='table') }}
 
 with
