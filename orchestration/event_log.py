@@ -4,9 +4,10 @@ on connections it keeps open.
 A `crm run` over a year of daily partitions reports one materialization per day and source: 1,830
 for five sources. The stock SQLite storage writes each one on fresh connections to two databases
 (the run's and the cross-run index): a fixed cost per day and source that dominated small runs.
-When DAGSTER_EVENT_BATCH_SIZE is set (environment.ensure_dagster_home sets it), Dagster hands a step's partition materializations over as one batch; this storage writes such a batch with one
-statement per table and one transaction per database. The rows are the stock storage's, so the
-UI, sensors and `dagster` CLI read them unchanged; anything else is stored the stock way.
+When DAGSTER_EVENT_BATCH_SIZE is set (environment.ensure_dagster_home sets it), Dagster hands a
+step's partition materializations over as one batch; this storage writes such a batch with one
+statement per table and one transaction per database. The rows are the stock storage's, so the UI,
+sensors and `dagster` CLI read them unchanged; anything else is stored the stock way.
 
 The stock storage also opens a new engine and connection for every statement it runs (every event,
 planned check, log line). This one keeps one engine,
