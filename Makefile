@@ -10,7 +10,7 @@ setup:
 	$(UV) sync --frozen
 	@$(MAKE) --no-print-directory $(MANIFEST)
 
-# dbt's manifest, parsed again only when a file it is made from is newer (a parse costs 4 s),
+# dbt's manifest, parsed again only when a file it is made from is newer (a parse costs seconds),
 # the same files orchestration/dbt_assets.py:prepare_manifest checks.
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros dbt_project/tests dbt_project/seeds -type f 2>/dev/null) \

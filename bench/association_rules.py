@@ -39,12 +39,16 @@ def main() -> None:
     parser.add_argument("--min-support", type=float, default=0.01)
     parser.add_argument("--synthetic-lines", type=int, default=0)
     args = parser.parse_args()
-    from mlxtend.frequent_patterns import association_rules as mlxtend_rules, fpgrowth
+    from mlxtend.frequent_patterns import association_rules as mlxtend_rules
+    from mlxtend.frequent_patterns import fpgrowth
 
     lines = pl.read_parquet(DATA).with_columns(pl.col("InvoiceNo").cast(pl.String), pl.col("StockCode").cast(pl.String))
     lines = lines.filter(
-        (pl.col("Country") == "United Kingdom") & ~pl.col("InvoiceNo").str.starts_with("C")
-        & (pl.col("Quantity") > 0) & (pl.col("UnitPrice") > 0) & pl.col("StockCode").str.contains(r"^\d{5}")
+        (pl.col("Country") == "United Kingdom")
+        & ~pl.col("InvoiceNo").str.starts_with("C")
+        & (pl.col("Quantity") > 0)
+        & (pl.col("UnitPrice") > 0)
+        & pl.col("StockCode").str.contains(r"^\d{5}")
     )
     baskets, items, names, n = encode(lines.select(basket="InvoiceNo", item="StockCode"))
     print(f"{n:,} baskets × {len(names):,} items, min support {args.min_support}")
@@ -58,11 +62,17 @@ def main() -> None:
 
     ours_sets = {frozenset(names[i] for i in s): c / n for s, c in zip(ours.sets, ours.counts)}
     same = ours_sets == dict(zip(theirs["itemsets"], theirs["support"])) and rules.height == len(their_rules)
-    print(f"ours     {len(ours.sets):6,} itemsets (up to {max(map(len, ours.sets))} items), {rules.height:6,} rules; "
-          f"mining {ours_s:6.2f} s, rules {rules_s:5.2f} s, peak {ours_mib:5.0f} MiB")
-    print(f"mlxtend  {len(theirs):6,} itemsets, {len(their_rules):6,} rules; mining {theirs_s:6.2f} s, peak {theirs_mib:5.0f} MiB "
-          f"(plus the one-hot frame: {onehot.memory_usage(deep=True).sum() / 2**20:.0f} MiB)")
-    print(f"speed-up {theirs_s / ours_s:.1f}×, memory {theirs_mib / max(ours_mib, 1e-9):.1f}× less; same itemsets and rules: {same}")
+    print(
+        f"ours     {len(ours.sets):6,} itemsets (up to {max(map(len, ours.sets))} items), {rules.height:6,} rules; "
+        f"mining {ours_s:6.2f} s, rules {rules_s:5.2f} s, peak {ours_mib:5.0f} MiB"
+    )
+    print(
+        f"mlxtend  {len(theirs):6,} itemsets, {len(their_rules):6,} rules; mining {theirs_s:6.2f} s, peak {theirs_mib:5.0f} MiB "
+        f"(plus the one-hot frame: {onehot.memory_usage(deep=True).sum() / 2**20:.0f} MiB)"
+    )
+    print(
+        f"speed-up {theirs_s / ours_s:.1f}×, memory {theirs_mib / max(ours_mib, 1e-9):.1f}× less; same itemsets and rules: {same}"
+    )
     if args.synthetic_lines:
         synthetic(args.synthetic_lines, args.min_support)
 
@@ -75,16 +85,19 @@ def synthetic(n_lines: int, min_support: float) -> None:
     sizes = sizes[: np.searchsorted(np.cumsum(sizes), n_lines) + 1]
     items = np.minimum(rng.zipf(1.3, sizes.sum()), 20_000)
     pairs = pl.DataFrame({"basket": np.repeat(np.arange(len(sizes)), sizes), "item": items}).with_columns(
-        pl.col("basket").cast(pl.String), ("SKU-" + pl.col("item").cast(pl.String)).alias("item"))
+        pl.col("basket").cast(pl.String), ("SKU-" + pl.col("item").cast(pl.String)).alias("item")
+    )
     start = time.perf_counter()
     (baskets, item_index, names, n), encode_s, _ = measured(lambda: encode(pairs))
     itemsets, mine_s, mine_mib = measured(lambda: frequent_itemsets(baskets, item_index, names, n, min_support))
     rules, rules_s, _ = measured(lambda: association_rules(itemsets, 0.1))
     onehot_gib = n * len(names) / 2**30  # one bool byte per basket × item
-    print(f"synthetic: {len(pairs):,} lines, {n:,} baskets × {len(names):,} items at min support {min_support}: "
-          f"{len(itemsets.sets):,} itemsets, {rules.height:,} rules; encode {encode_s:.1f} s, mining {mine_s:.1f} s "
-          f"(peak {mine_mib:.0f} MiB), rules {rules_s:.1f} s, {time.perf_counter() - start:.1f} s in all; "
-          f"mlxtend's one-hot frame alone would be {onehot_gib:.0f} GiB")
+    print(
+        f"synthetic: {len(pairs):,} lines, {n:,} baskets × {len(names):,} items at min support {min_support}: "
+        f"{len(itemsets.sets):,} itemsets, {rules.height:,} rules; encode {encode_s:.1f} s, mining {mine_s:.1f} s "
+        f"(peak {mine_mib:.0f} MiB), rules {rules_s:.1f} s, {time.perf_counter() - start:.1f} s in all; "
+        f"mlxtend's one-hot frame alone would be {onehot_gib:.0f} GiB"
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,13 +48,16 @@ def prepare(built: Path, work: Path) -> Path:
     copy = work / built.name
     shutil.copyfile(built, copy)
     with duckdb.connect(str(copy)) as con:
-        seeds = {r[0] for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'staging'").fetchall()} & _seed_names()
+        seeds = {
+            r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'staging'").fetchall()
+        } & _seed_names()
         for schema in BUILT_SCHEMAS:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             for name, kind in con.execute(
-                    "SELECT table_name, 'TABLE' FROM duckdb_tables() WHERE schema_name = $1 UNION ALL "
-                    "SELECT view_name, 'VIEW' FROM duckdb_views() WHERE schema_name = $1 AND NOT internal", [schema]).fetchall():
+                "SELECT table_name, 'TABLE' FROM duckdb_tables() WHERE schema_name = $1 UNION ALL "
+                "SELECT view_name, 'VIEW' FROM duckdb_views() WHERE schema_name = $1 AND NOT internal",
+                [schema],
+            ).fetchall():
                 if name not in seeds:
                     con.execute(f'DROP {kind} IF EXISTS {schema}."{name}" CASCADE')
     return copy
@@ -75,16 +77,39 @@ def compile_models(warehouse: Path, work: Path, manifest: Path | None = None) ->
     if manifest is None:
         target = work / "target"
         env = {**os.environ, "CRM_WAREHOUSE": str(warehouse)}
-        subprocess.run([DBT_EXECUTABLE, "compile", "--quiet", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
-                        "--target-path", str(target)], check=True, env=env, capture_output=True)
+        subprocess.run(
+            [
+                DBT_EXECUTABLE,
+                "compile",
+                "--quiet",
+                "--project-dir",
+                str(DBT_DIR),
+                "--profiles-dir",
+                str(DBT_DIR),
+                "--target-path",
+                str(target),
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         manifest = target / "manifest.json"
     nodes = json.loads(manifest.read_text())["nodes"]
     models = {uid: n for uid, n in nodes.items() if n["resource_type"] == "model"}
     order = graphlib.TopologicalSorter(
-        {uid: [d for d in n["depends_on"]["nodes"] if d in models] for uid, n in models.items()}).static_order()
-    return [Model(n["name"], n["schema"], n["config"]["materialized"], n["language"],
-                  n["compiled_code"] if n["language"] == "sql" else str(DBT_DIR / n["original_file_path"]), n["config"])
-            for n in (models[uid] for uid in order)]
+        {uid: [d for d in n["depends_on"]["nodes"] if d in models] for uid, n in models.items()}
+    ).static_order()
+    return [
+        Model(
+            n["name"],
+            n["schema"],
+            n["config"]["materialized"],
+            n["language"],
+            n["compiled_code"] if n["language"] == "sql" else str(DBT_DIR / n["original_file_path"]),
+            n["config"],
+        )
+        for n in (models[uid] for uid in order)
+    ]
 
 
 def _create(m: Model, catalog: str, select: str) -> str:
@@ -160,16 +185,23 @@ def compare_marts(floor: Path, built: Path) -> dict[str, dict]:
     out: dict[str, dict] = {}
     with duckdb.connect(str(floor), read_only=True) as con:
         con.execute(f"ATTACH '{str(built).replace(chr(39), chr(39) * 2)}' AS built (READ_ONLY)")
-        tables = [r[0] for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'marts' "
-            "ORDER BY 1").fetchall()]
+        tables = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'marts' "
+                "ORDER BY 1"
+            ).fetchall()
+        ]
         for table in tables:
             columns = [r[0] for r in con.execute(f"DESCRIBE marts.{table}").fetchall()]
             sums = ", ".join(f'sum(hash("{c}"))' for c in columns)
             ours = con.execute(f"SELECT count(*), {sums} FROM marts.{table}").fetchall()[0]
             theirs = con.execute(f"SELECT count(*), {sums} FROM built.marts.{table}").fetchall()[0]
-            out[table] = {"rows": ours[0], "built_rows": theirs[0],
-                          "columns_differing": [c for c, a, b in zip(columns, ours[1:], theirs[1:]) if a != b]}
+            out[table] = {
+                "rows": ours[0],
+                "built_rows": theirs[0],
+                "columns_differing": [c for c, a, b in zip(columns, ours[1:], theirs[1:]) if a != b],
+            }
     return out
 
 
@@ -184,5 +216,10 @@ def floor_vs_built(built: Path, work: Path, manifest: Path | None = None) -> dic
     seconds = run(copy, models)
     marts = compare_marts(copy, built)
     equal = all(m["rows"] == m["built_rows"] and not m["columns_differing"] for m in marts.values())
-    return {"floor_seconds": seconds, "models": len(models), "marts": marts, "equal": equal,
-            "script": str(work / "floor.sql")}
+    return {
+        "floor_seconds": seconds,
+        "models": len(models),
+        "marts": marts,
+        "equal": equal,
+        "script": str(work / "floor.sql"),
+    }

@@ -62,8 +62,14 @@ def step_windows(run_ids: list[str]) -> dict[str, tuple[float, float]]:
     windows: dict[str, list[float]] = {}
     with dg.DagsterInstance.get() as instance:
         for run_id in run_ids:
-            for record in instance.get_records_for_run(run_id, of_type={
-                    dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}).records:
+            for record in instance.get_records_for_run(
+                run_id,
+                of_type={
+                    dg.DagsterEventType.STEP_START,
+                    dg.DagsterEventType.STEP_SUCCESS,
+                    dg.DagsterEventType.STEP_FAILURE,
+                },
+            ).records:
                 entry = record.event_log_entry
                 windows.setdefault(entry.step_key, []).append(entry.timestamp)
     return {k: (min(v), max(v)) for k, v in windows.items()}
@@ -71,9 +77,13 @@ def step_windows(run_ids: list[str]) -> dict[str, tuple[float, float]]:
 
 def pipeline_stages(summary, windows: dict[str, tuple[float, float]], rss: TreeRSS) -> list[Stage]:
     """Group the steps into stages: ingestion, dbt, each ML table, publish, export."""
-    groups: dict[str, list[str]] = {"ingestion": [k for k in windows if k.startswith("raw__")], "dbt build": ["dbt_models"],
-                                    "ML tables (one step)": ["ml_tables"],
-                                    "publish": ["serving__published_warehouse"], "export": ["serving__bi_exports"]}
+    groups: dict[str, list[str]] = {
+        "ingestion": [k for k in windows if k.startswith("raw__")],
+        "dbt build": ["dbt_models"],
+        "ML tables (one step)": ["ml_tables"],
+        "publish": ["serving__published_warehouse"],
+        "export": ["serving__bi_exports"],
+    }
     meta = summary.materialized
     published = meta.get("serving/published_warehouse", {}).get("row_counts", {}) or {}
     rows = {
@@ -89,7 +99,9 @@ def pipeline_stages(summary, windows: dict[str, tuple[float, float]], rss: TreeR
             continue
         start, end = min(s for s, _ in spans), max(e for _, e in spans)
         peak = rss.peak(start, end) / 2**20
-        if keys == ["ml_tables"]:  # one step; each table's own time (with the reads it was first to need) from its metadata
+        if keys == [
+            "ml_tables"
+        ]:  # one step; each table's own time (with the reads it was first to need) from its metadata
             tables = {k[3:]: m for k, m in meta.items() if k.startswith("ml/") and "seconds" in m}
             stages.append(Stage(name, end - start, sum(m.get("dagster/row_count", 0) for m in tables.values()), peak))
             stages += [Stage(f"ml {t}", m["seconds"], m.get("dagster/row_count", 0), peak) for t, m in tables.items()]
@@ -107,12 +119,18 @@ def dbt_profile(run_ids: list[str], top: int = 6) -> dict:
     if not found:
         return {}
     results = json.loads(found[0].read_text())
-    nodes = [(r["unique_id"].split(".")[0], r["unique_id"].split(".", 2)[-1], r["execution_time"]) for r in results["results"]]
+    nodes = [
+        (r["unique_id"].split(".")[0], r["unique_id"].split(".", 2)[-1], r["execution_time"])
+        for r in results["results"]
+    ]
     return {
         "dbt_elapsed_seconds": results["elapsed_time"],
         "models_seconds": sum(t for kind, _, t in nodes if kind == "model"),
         "tests_seconds": sum(t for kind, _, t in nodes if kind != "model"),
-        "slowest": [{"node": f"{kind.replace('_', ' ')} {name}", "seconds": t} for kind, name, t in sorted(nodes, key=lambda n: -n[2])[:top]],
+        "slowest": [
+            {"node": f"{kind.replace('_', ' ')} {name}", "seconds": t}
+            for kind, name, t in sorted(nodes, key=lambda n: -n[2])[:top]
+        ],
     }
 
 
@@ -127,8 +145,11 @@ def pandas_rfm(extracts: Path, as_of: dt.date) -> pd.DataFrame:
     """The peer: plain pandas reads the store, web and registry extracts as a user would (bad lines
     skipped, duplicates dropped, store loyalty cards looked up in the registry) and scores RFM by
     registry id. No quarantine, lineage, checks or identity resolution beyond the card lookup."""
+
     def csvs(folder: Path) -> pd.DataFrame:
-        return pd.concat([pd.read_csv(p, dtype=str, on_bad_lines="skip") for p in sorted(folder.rglob("*.csv"))], ignore_index=True)
+        return pd.concat(
+            [pd.read_csv(p, dtype=str, on_bad_lines="skip") for p in sorted(folder.rglob("*.csv"))], ignore_index=True
+        )
 
     cards = csvs(extracts / "customers").dropna(subset=["card_no"]).drop_duplicates("card_no", keep="last")
     store = csvs(extracts / "store").drop_duplicates(["receipt_no", "line_no"], keep="last")
@@ -136,14 +157,20 @@ def pandas_rfm(extracts: Path, as_of: dt.date) -> pd.DataFrame:
     store["amount"] = pd.to_numeric(store["qty"], errors="coerce") * pd.to_numeric(store["unit_price"], errors="coerce")
     store["day"] = pd.to_datetime(store["sold_at"], errors="coerce", format="mixed", utc=True).dt.date
     web = pd.DataFrame(_json_lines(sorted((extracts / "web").glob("*.jsonl")))).astype({"qty": str, "price": str})
-    web = web[web["type"] == "purchase"].drop_duplicates("event_id", keep="last").rename(columns={"user_id": "member_id"})
+    web = (
+        web[web["type"] == "purchase"].drop_duplicates("event_id", keep="last").rename(columns={"user_id": "member_id"})
+    )
     web["amount"] = pd.to_numeric(web["qty"], errors="coerce") * pd.to_numeric(web["price"], errors="coerce")
     web["day"] = pd.to_datetime(web["ts"], errors="coerce", format="mixed", utc=True).dt.date
     columns = ["member_id", "order", "day", "amount"]
-    lines = pd.concat([store.rename(columns={"receipt_no": "order"})[columns], web.rename(columns={"order_id": "order"})[columns]])
+    lines = pd.concat(
+        [store.rename(columns={"receipt_no": "order"})[columns], web.rename(columns={"order_id": "order"})[columns]]
+    )
     lines = lines.dropna(subset=["member_id", "day"])
     lines = lines[lines["day"] <= as_of]
-    rfm = lines.groupby("member_id").agg(last=("day", "max"), frequency=("order", "nunique"), monetary=("amount", "sum"))
+    rfm = lines.groupby("member_id").agg(
+        last=("day", "max"), frequency=("order", "nunique"), monetary=("amount", "sum")
+    )
     rfm["recency_days"] = [(as_of - d).days for d in rfm["last"]]
     for col, ascending in (("recency_days", False), ("frequency", True), ("monetary", True)):
         rfm[col[0] + "_score"] = pd.qcut(rfm[col].rank(method="first", ascending=ascending), 5, labels=False) + 1
@@ -170,7 +197,9 @@ def pandas_peer(extracts: Path, as_of: dt.date) -> dict:
         f"import sys, json, datetime as dt; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path\n"
         f"from bench.pipeline import pandas_rfm\n"
         f"print(json.dumps({{'customers': len(pandas_rfm(Path({str(extracts)!r}), dt.date.fromisoformat({as_of.isoformat()!r})))}}))",
-        PEER_MEMORY, PEER_SECONDS)
+        PEER_MEMORY,
+        PEER_SECONDS,
+    )
     return {"stopped": stopped} if stopped else json.loads(out.strip().splitlines()[-1])
 
 
@@ -188,24 +217,33 @@ def _json_lines(paths: list[Path]) -> list[dict]:
 def mlxtend_vs_ours(warehouse: Path, min_support: float) -> dict:
     """Baskets of the marts' order lines, mined by us in-process and by mlxtend in a capped
     subprocess; every itemset's support and every rule's confidence and lift compared."""
-    import polars as pl
 
     from ml.baskets import association_rules, encode, frequent_itemsets
 
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        lines = con.sql("SELECT DISTINCT order_key AS basket, sku AS item FROM marts.fct_order_lines "
-                        "WHERE NOT is_return AND sku IS NOT NULL").pl()
+        lines = con.sql(
+            "SELECT DISTINCT order_key AS basket, sku AS item FROM marts.fct_order_lines "
+            "WHERE NOT is_return AND sku IS NOT NULL"
+        ).pl()
     start = time.perf_counter()  # both sides timed from the same (basket, item) rows to the rules
     baskets, items, names, n = encode(lines)
     itemsets = frequent_itemsets(baskets, items, names, n, min_support)
     rules = association_rules(itemsets, 0.0)
     ours_s = time.perf_counter() - start
-    out = {"baskets": n, "items": len(names), "min_support": min_support, "ours_seconds": ours_s,
-           "ours_itemsets": len(itemsets.sets), "ours_rules": rules.height}
+    out = {
+        "baskets": n,
+        "items": len(names),
+        "min_support": min_support,
+        "ours_seconds": ours_s,
+        "ours_itemsets": len(itemsets.sets),
+        "ours_rules": rules.height,
+    }
     ours = {
         "itemsets": {tuple(sorted(names[i] for i in s)): c / n for s, c in zip(itemsets.sets, itemsets.counts)},
-        "rules": {(tuple(sorted(r["antecedents"])), tuple(sorted(r["consequents"]))): (r["confidence"], r["lift"])
-                  for r in rules.iter_rows(named=True)},
+        "rules": {
+            (tuple(sorted(r["antecedents"])), tuple(sorted(r["consequents"]))): (r["confidence"], r["lift"])
+            for r in rules.iter_rows(named=True)
+        },
     }
     path, result = warehouse.parent / "baskets.parquet", warehouse.parent / "mlxtend.json"
     lines.write_parquet(path)
@@ -235,8 +273,14 @@ with open({str(result)!r}, 'w') as f:
             out["mlxtend_stopped"] = stopped
         else:
             theirs = json.loads(result.read_text())
-            out.update({"mlxtend_seconds": theirs["seconds"], "mlxtend_peak_rss_mib": theirs["peak_rss_mib"],
-                        "mlxtend_itemsets": len(theirs["itemsets"]), "mlxtend_rules": len(theirs["rules"])})
+            out.update(
+                {
+                    "mlxtend_seconds": theirs["seconds"],
+                    "mlxtend_peak_rss_mib": theirs["peak_rss_mib"],
+                    "mlxtend_itemsets": len(theirs["itemsets"]),
+                    "mlxtend_rules": len(theirs["rules"]),
+                }
+            )
             out["equal"] = _same_rules(ours, theirs)
             out["ratio"] = theirs["seconds"] / ours_s
     finally:
@@ -247,14 +291,18 @@ with open({str(result)!r}, 'w') as f:
 
 def _same_rules(ours: dict, theirs: dict, rel: float = 1e-9) -> bool:
     """Same itemsets with the same support, same rules with the same confidence and lift."""
+
     def close(a: float, b: float) -> bool:
         return abs(a - b) <= rel * max(abs(a), abs(b), 1e-300)
 
     sets = {tuple(s): v for s, v in theirs["itemsets"]}
     rules = {(tuple(a), tuple(c)): (f, lift) for a, c, f, lift in theirs["rules"]}
-    return (sets.keys() == ours["itemsets"].keys() and rules.keys() == ours["rules"].keys()
-            and all(close(v, ours["itemsets"][k]) for k, v in sets.items())
-            and all(close(f, ours["rules"][k][0]) and close(lift, ours["rules"][k][1]) for k, (f, lift) in rules.items()))
+    return (
+        sets.keys() == ours["itemsets"].keys()
+        and rules.keys() == ours["rules"].keys()
+        and all(close(v, ours["itemsets"][k]) for k, v in sets.items())
+        and all(close(f, ours["rules"][k][0]) and close(lift, ours["rules"][k][1]) for k, (f, lift) in rules.items())
+    )
 
 
 def main() -> None:
@@ -262,11 +310,18 @@ def main() -> None:
     parser.add_argument("--scale", choices=SCALES, default="S")
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "results", help="where data and results go")
-    parser.add_argument("--no-peers", action="store_true",
-                        help="skip the SQL floor, pandas and mlxtend (at L they take as long again as the pipeline)")
-    parser.add_argument("--one-more-day", action=argparse.BooleanOptionalAction, default=None,
-                        help="after the full build, land one more day and time that incremental run (default: at M and L; "
-                             "its target is set at M, and S leaves it out to stay a one-minute check)")
+    parser.add_argument(
+        "--no-peers",
+        action="store_true",
+        help="skip the SQL floor, pandas and mlxtend (at L they take as long again as the pipeline)",
+    )
+    parser.add_argument(
+        "--one-more-day",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after the full build, land one more day and time that incremental run (default: at M and L; "
+        "its target is set at M, and S leaves it out to stay a one-minute check)",
+    )
     args = parser.parse_args()
     one_more_day = args.one_more_day if args.one_more_day is not None else args.scale != "S"
 
@@ -287,7 +342,9 @@ def main() -> None:
     ensure_dagster_home()
     start_day = dt.date(2025, 1, 1)
     full_as_of, extra_day = start_day + dt.timedelta(days=args.days - 1), start_day + dt.timedelta(days=args.days)
-    cfg = GeneratorConfig(out=work / "sample", customers=SCALES[args.scale], days=args.days + 1, seed=42, start=start_day)
+    cfg = GeneratorConfig(
+        out=work / "sample", customers=SCALES[args.scale], days=args.days + 1, seed=42, start=start_day
+    )
     sources, warehouse = sources_file_for(cfg.extracts, work / "sources.yml"), work / "crm.duckdb"
 
     stages: list[Stage] = []
@@ -304,58 +361,91 @@ def main() -> None:
         if not args.no_peers:
             built_by = invocation_target(full.run_ids[-1])  # its manifest: code compiled against the empty warehouse
             first_build = built_by / "manifest.json" if built_by else None
-            floor, floor_stage = timed("SQL floor of the dbt layer", rss, lambda: floor_vs_built(warehouse, work / "floor", first_build))
+            floor, floor_stage = timed(
+                "SQL floor of the dbt layer", rss, lambda: floor_vs_built(warehouse, work / "floor", first_build)
+            )
             floor_stage.seconds = floor["floor_seconds"]  # the script's own run, without copying inputs or compiling
             floor_stage.rows = dbt_stage.rows
             stages.append(floor_stage)
         incremental, inc, day_stages = None, None, {}
         if one_more_day:
-            incremental, inc = timed("one more day (incremental crm run)", rss,
-                                     lambda: run_pipeline(sources, warehouse, as_of=extra_day, start=extra_day))
+            incremental, inc = timed(
+                "one more day (incremental crm run)",
+                rss,
+                lambda: run_pipeline(sources, warehouse, as_of=extra_day, start=extra_day),
+            )
             inc.rows = sum(m.get("rows_read", 0) for m in incremental.materialized.values())
             stages.append(inc)
             day_stages = {s.name: s for s in pipeline_stages(incremental, step_windows(incremental.run_ids), rss)}
         rfm_ours = sum(s.seconds for s in run_stages if s.name in ("ingestion", "ml rfm_segments"))
         if not args.no_peers:
-            peer, peer_stage = timed("pandas peer: read extracts + RFM", rss, lambda: pandas_peer(cfg.extracts, full_as_of),
-                                     rows=lambda r: r.get("customers", 0))
+            peer, peer_stage = timed(
+                "pandas peer: read extracts + RFM",
+                rss,
+                lambda: pandas_peer(cfg.extracts, full_as_of),
+                rows=lambda r: r.get("customers", 0),
+            )
             stages.append(peer_stage)
     ratios: dict = {"incremental_share_of_full_build": inc.seconds / total.seconds} if inc else {}
     if not args.no_peers:
         rules = mlxtend_vs_ours(warehouse, load_config().baskets.min_support)
-        ratios.update({
-            "ingestion_plus_rfm_vs_pandas": {"ours_seconds": rfm_ours, "pandas_seconds": peer_stage.seconds,
-                                             "pandas_over_ours": peer_stage.seconds / rfm_ours, "pandas_customers": peer_stage.rows,
-                                             **({"pandas_stopped": peer["stopped"]} if "stopped" in peer else {})},
-            "association_rules_vs_mlxtend": rules,
-            "dbt_layer_vs_sql_floor": {"dbt_seconds": dbt_stage.seconds, "floor_seconds": floor_stage.seconds,
-                                       "dbt_over_floor": dbt_stage.seconds / floor_stage.seconds, **floor},
-        })
+        ratios.update(
+            {
+                "ingestion_plus_rfm_vs_pandas": {
+                    "ours_seconds": rfm_ours,
+                    "pandas_seconds": peer_stage.seconds,
+                    "pandas_over_ours": peer_stage.seconds / rfm_ours,
+                    "pandas_customers": peer_stage.rows,
+                    **({"pandas_stopped": peer["stopped"]} if "stopped" in peer else {}),
+                },
+                "association_rules_vs_mlxtend": rules,
+                "dbt_layer_vs_sql_floor": {
+                    "dbt_seconds": dbt_stage.seconds,
+                    "floor_seconds": floor_stage.seconds,
+                    "dbt_over_floor": dbt_stage.seconds / floor_stage.seconds,
+                    **floor,
+                },
+            }
+        )
 
     report = {
-        "scale": args.scale, "customers": cfg.customers, "days": args.days, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "measured_at": dt.datetime.now(dt.UTC).isoformat(), "stages": [{**asdict(s), "rows_per_second": s.rows_per_second} for s in stages],
+        "scale": args.scale,
+        "customers": cfg.customers,
+        "days": args.days,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(),
+        "stages": [{**asdict(s), "rows_per_second": s.rows_per_second} for s in stages],
         "one_more_day_stages": [asdict(s) for s in day_stages.values()],
-        "dbt_nodes": {"full_build": dbt_profile(full.run_ids), "one_more_day": dbt_profile(incremental.run_ids) if incremental else {}},
+        "dbt_nodes": {
+            "full_build": dbt_profile(full.run_ids),
+            "one_more_day": dbt_profile(incremental.run_ids) if incremental else {},
+        },
         "peak_rss_mib": max(s.peak_rss_mib for s in stages),
         "ratios": ratios,
     }
     out = args.work / f"{args.scale}-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nScale {args.scale}: {cfg.customers:,} customers × {args.days} days{' (+1 day incremental)' if inc else ''}, "
-          f"{os.cpu_count()} cores")
+    print(
+        f"\nScale {args.scale}: {cfg.customers:,} customers × {args.days} days{' (+1 day incremental)' if inc else ''}, "
+        f"{os.cpu_count()} cores"
+    )
     print(f"{'stage':<40}{'seconds':>10}{'rows':>14}{'rows/s':>12}{'peak RSS MiB':>14}{'one more day s':>16}")
     for s in stages:
         day = f"{day_stages[s.name].seconds:>16.1f}" if s.name in day_stages else ""
         label = f"  {s.name}" if s.name.startswith("ml ") else s.name  # a table inside the ML step
         print(f"{label:<40}{s.seconds:>10.1f}{s.rows:>14,}{s.rows_per_second:>12,.0f}{s.peak_rss_mib:>14,.0f}{day}")
-    print(f"\none more day costs {100 * inc.seconds / total.seconds:.1f} % of the full build" if inc else
-          "\none more day not run (--one-more-day runs it; it is measured at M and L by default)")
+    print(
+        f"\none more day costs {100 * inc.seconds / total.seconds:.1f} % of the full build"
+        if inc
+        else "\none more day not run (--one-more-day runs it; it is measured at M and L by default)"
+    )
     for run, profile in report["dbt_nodes"].items():
         if profile:
             slowest = ", ".join(f"{n['node']} {n['seconds']:.1f} s" for n in profile["slowest"])
-            print(f"dbt build ({run.replace('_', ' ')}): dbt {profile['dbt_elapsed_seconds']:.1f} s of its Dagster step; models "
-                  f"{profile['models_seconds']:.1f} s and tests {profile['tests_seconds']:.1f} s over dbt's threads; slowest: {slowest}")
+            print(
+                f"dbt build ({run.replace('_', ' ')}): dbt {profile['dbt_elapsed_seconds']:.1f} s of its Dagster step; models "
+                f"{profile['models_seconds']:.1f} s and tests {profile['tests_seconds']:.1f} s over dbt's threads; slowest: {slowest}"
+            )
     if args.no_peers:
         print("peers (SQL floor, pandas, mlxtend) not run: --no-peers")
     else:
@@ -366,22 +456,34 @@ def main() -> None:
 
 def print_peers(ratios: dict) -> None:
     """The three side-by-side ratios of the run."""
-    pandas, rules, floor = (ratios[k] for k in ("ingestion_plus_rfm_vs_pandas", "association_rules_vs_mlxtend", "dbt_layer_vs_sql_floor"))
+    pandas, rules, floor = (
+        ratios[k] for k in ("ingestion_plus_rfm_vs_pandas", "association_rules_vs_mlxtend", "dbt_layer_vs_sql_floor")
+    )
     if "pandas_stopped" in pandas:
-        print(f"ingestion + RFM: ours {pandas['ours_seconds']:.1f} s; the pandas peer stopped after {pandas['pandas_seconds']:.0f} s: {pandas['pandas_stopped']}")
+        print(
+            f"ingestion + RFM: ours {pandas['ours_seconds']:.1f} s; the pandas peer stopped after "
+            f"{pandas['pandas_seconds']:.0f} s: {pandas['pandas_stopped']}"
+        )
     else:
-        print(f"ingestion + RFM: ours {pandas['ours_seconds']:.1f} s, pandas {pandas['pandas_seconds']:.1f} s ({pandas['pandas_over_ours']:.2f}× ours; "
-              f"pandas scores {pandas['pandas_customers']:,} registry ids, no identity resolution, quarantine or checks)")
+        print(
+            f"ingestion + RFM: ours {pandas['ours_seconds']:.1f} s, pandas {pandas['pandas_seconds']:.1f} s "
+            f"({pandas['pandas_over_ours']:.2f}× ours; "
+            f"pandas scores {pandas['pandas_customers']:,} registry ids, no identity resolution, quarantine or checks)"
+        )
     if "ratio" in rules:
-        print(f"association rules ({rules['baskets']:,} baskets × {rules['items']:,} items, support {rules['min_support']}): ours "
-              f"{rules['ours_seconds']:.2f} s, mlxtend {rules['mlxtend_seconds']:.2f} s ({rules['mlxtend_peak_rss_mib']:,.0f} MiB peak) "
-              f"= {rules['ratio']:.1f}×, "
-              f"{'identical' if rules['equal'] else 'DIFFERENT'} ({rules['ours_itemsets']} itemsets, {rules['ours_rules']} rules)")
+        print(
+            f"association rules ({rules['baskets']:,} baskets × {rules['items']:,} items, support {rules['min_support']}): ours "
+            f"{rules['ours_seconds']:.2f} s, mlxtend {rules['mlxtend_seconds']:.2f} s ({rules['mlxtend_peak_rss_mib']:,.0f} MiB peak) "
+            f"= {rules['ratio']:.1f}×, "
+            f"{'identical' if rules['equal'] else 'DIFFERENT'} ({rules['ours_itemsets']} itemsets, {rules['ours_rules']} rules)"
+        )
     else:
         print(f"association rules: ours {rules['ours_seconds']:.2f} s; mlxtend stopped: {rules['mlxtend_stopped']}")
-    print(f"dbt layer (dbt build in Dagster, {len(floor['marts'])} marts, tests included): {floor['dbt_seconds']:.1f} s, SQL floor "
-          f"{floor['floor_seconds']:.1f} s = {floor['dbt_over_floor']:.2f}× the floor; marts "
-          f"{'identical' if floor['equal'] else 'DIFFERENT'} (script: {floor['script']})")
+    print(
+        f"dbt layer (dbt build in Dagster, {len(floor['marts'])} marts, tests included): {floor['dbt_seconds']:.1f} s, SQL floor "
+        f"{floor['floor_seconds']:.1f} s = {floor['dbt_over_floor']:.2f}× the floor; marts "
+        f"{'identical' if floor['equal'] else 'DIFFERENT'} (script: {floor['script']})"
+    )
 
 
 def print_scaling(results: Path) -> None:
@@ -389,13 +491,21 @@ def print_scaling(results: Path) -> None:
     latest = {}
     for path in sorted(results.glob("[SML]-*.json")):
         latest[path.name[0]] = json.loads(path.read_text())
-    print(f"{'scale':<7}{'rows':>13}{'full build s':>14}{'µs per row':>12}{'one more day s':>16}{'pipeline peak RSS MiB':>23}")
+    print(
+        f"{'scale':<7}{'rows':>13}{'full build s':>14}{'µs per row':>12}{'one more day s':>16}{'pipeline peak RSS MiB':>23}"
+    )
     for scale in (s for s in SCALES if s in latest):
         stages = {s["name"]: s for s in latest[scale]["stages"]}
         full, day = stages["full build (crm run)"], stages.get("one more day (incremental crm run)")
-        day_seconds, peak = (f"{day['seconds']:.1f}", max(full["peak_rss_mib"], day["peak_rss_mib"])) if day else ("-", full["peak_rss_mib"])
-        print(f"{scale:<7}{full['rows']:>13,}{full['seconds']:>14.1f}{1e6 * full['seconds'] / max(full['rows'], 1):>12.1f}"
-              f"{day_seconds:>16}{peak:>23,.0f}")
+        day_seconds, peak = (
+            (f"{day['seconds']:.1f}", max(full["peak_rss_mib"], day["peak_rss_mib"]))
+            if day
+            else ("-", full["peak_rss_mib"])
+        )
+        print(
+            f"{scale:<7}{full['rows']:>13,}{full['seconds']:>14.1f}{1e6 * full['seconds'] / max(full['rows'], 1):>12.1f}"
+            f"{day_seconds:>16}{peak:>23,.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -23,9 +23,11 @@ class TreeRSS:
     def __init__(self, every: float = 0.1) -> None:
         self.every, self.samples = every, []
 
-    def __enter__(self) -> "TreeRSS":
+    def __enter__(self) -> TreeRSS:
         self._log = tempfile.NamedTemporaryFile(prefix="tree-rss-", suffix=".log", delete=False)
-        self._sampler = subprocess.Popen([sys.executable, __file__, str(os.getpid()), str(self.every)], stdout=self._log)
+        self._sampler = subprocess.Popen(
+            [sys.executable, __file__, str(os.getpid()), str(self.every)], stdout=self._log
+        )
         return self
 
     def __exit__(self, *_: object) -> None:

@@ -107,7 +107,9 @@ def conform_sql(source: Source, read: FilesRead) -> str:
         selects.append(f"{parsed} AS {f.name}")
         text = _text(expr, type_)
         if f.required:
-            checks.append(f"CASE WHEN {text} IS NULL THEN {{'field': '{f.name}', 'reason': 'missing required field'}} END")
+            checks.append(
+                f"CASE WHEN {text} IS NULL THEN {{'field': '{f.name}', 'reason': 'missing required field'}} END"
+            )
         if f.type != "string":
             reason = f"not a valid {f.type}: ' || {text} || '"
             checks.append(
@@ -122,8 +124,10 @@ def conform_sql(source: Source, read: FilesRead) -> str:
         )
         # json_extract_string with a list of paths parses each line once, not once per field.
         paths = ", ".join(_quote_str(_json_path(c)) for c in json_columns) or "'$.none'"
-        relation = (f"(SELECT *, json_extract_string(_json, [{paths}]) AS _values FROM "
-                    f"(SELECT *, CASE WHEN json_valid(_line) THEN _line END AS _json FROM {read.table}))")
+        relation = (
+            f"(SELECT *, json_extract_string(_json, [{paths}]) AS _values FROM "
+            f"(SELECT *, CASE WHEN json_valid(_line) THEN _line END AS _json FROM {read.table}))"
+        )
     else:
         errors = f"list_filter([{', '.join(checks) or 'NULL'}], lambda e: e IS NOT NULL)"
         relation = read.table

@@ -4,6 +4,7 @@ validation and the docs derive their field names, types and rules from."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 # Contract type -> DuckDB column type of the raw table.
 DUCKDB_TYPES: dict[str, str] = {
@@ -75,7 +76,7 @@ class Contract:
         return [f.name for f in self.fields if f.required and not f.derivable]
 
 
-def _f(name: str, type_: str, required: bool, description: str, **kw) -> Field:
+def _f(name: str, type_: str, required: bool, description: str, **kw: Any) -> Field:
     return Field(name, type_, required, description, **kw)
 
 
@@ -122,7 +123,13 @@ CONTRACTS: dict[str, Contract] = {
             key=("order_id", "line_number"),
             fields=(
                 _f("order_id", "string", True, "Receipt / invoice number."),
-                _f("line_number", "integer", True, "Line on the receipt; numbered in file order within the receipt when the source has none.", derivable=True),
+                _f(
+                    "line_number",
+                    "integer",
+                    True,
+                    "Line on the receipt; numbered in file order within the receipt when the source has none.",
+                    derivable=True,
+                ),
                 _f("ordered_at", "timestamp", True, "Time of sale (store local time unless the value has a zone)."),
                 _f("sku", "string", True, "Stock code of the item."),
                 _f("product_name", "string", False, "Item description as printed."),
@@ -154,7 +161,14 @@ CONTRACTS: dict[str, Contract] = {
                 _f("agent_id", "string", False, "Agent who answered."),
                 _f("reason", "string", False, "Contact reason."),
                 _f("resolution", "string", False, "Outcome of the call."),
-                _f("csat", "integer", False, "Satisfaction score 1-5 from the post-call survey.", min_value=1, max_value=5),
+                _f(
+                    "csat",
+                    "integer",
+                    False,
+                    "Satisfaction score 1-5 from the post-call survey.",
+                    min_value=1,
+                    max_value=5,
+                ),
                 _f("notes", "string", False, "Agent's free-text notes.", pii=True),
             ),
         ),
@@ -222,11 +236,19 @@ def contract_for(channel: str) -> Contract:
 
 def contracts_markdown() -> str:
     """The contract reference, rendered for docs/contracts.md (kept in sync by a test)."""
-    out = ["# Source contracts", "", "Generated from `ingestion/contracts.py` by `crm contracts`; do not edit by hand.", ""]
+    out = [
+        "# Source contracts",
+        "",
+        "Generated from `ingestion/contracts.py` by `crm contracts`; do not edit by hand.",
+        "",
+    ]
     out += ["Every raw table also carries lineage: " + ", ".join(f"`{c}`" for c in LINEAGE_COLUMNS) + ".", ""]
     for c in CONTRACTS.values():
         out += [f"## `{c.channel}`", "", c.description, ""]
-        out += [f"Partition date: local date of `{c.event_time}`. Business key: {', '.join(f'`{k}`' for k in c.key)}.", ""]
+        out += [
+            f"Partition date: local date of `{c.event_time}`. Business key: {', '.join(f'`{k}`' for k in c.key)}.",
+            "",
+        ]
         out += ["| field | type | required | PII | meaning |", "|---|---|---|---|---|"]
         for f in c.fields:
             rule = ""

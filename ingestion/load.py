@@ -25,7 +25,7 @@ from ingestion.read import read_files
 from ingestion.sources import Source
 
 # Files expand several-fold in the staged temp tables; 256 MiB of them a run stays well inside
-# DuckDB's default 4 GB limit (a year of M web events: 17.4 s in 1 GiB runs, 16.4 s in 256 MiB).
+# DuckDB's default memory limit, so nothing spills.
 CHUNK_BYTES = 1 << 28
 _NAME_DATE = re.compile(r"(20\d{2}|19\d{2})-?(\d{2})-?(\d{2})")
 
@@ -174,7 +174,7 @@ def _stage(
     con.execute(
         f"""
         INSERT INTO _staged BY NAME
-        SELECT {', '.join(source.contract.names)}, _row_number, _file, h._file_mtime,
+        SELECT {", ".join(source.contract.names)}, _row_number, _file, h._file_mtime,
                CASE WHEN _event_date BETWEEN DATE '{p_start}' AND DATE '{p_end}' THEN _event_date
                     ELSE h._home END AS _partition_date,
                list_concat(_errors, {out_of_range}) AS _errors
@@ -186,7 +186,7 @@ def _stage(
         INSERT INTO _staged_q BY NAME
         SELECT s._file AS file, s._row_number AS row_number, s._errors[1].field AS field,
                array_to_string(list_transform(s._errors, lambda e: coalesce(e.field || ': ', '') || e.reason), '; ') AS reason,
-               {raw_record_sql(read, 'r')} AS raw_record, s._partition_date AS partition_date
+               {raw_record_sql(read, "r")} AS raw_record, s._partition_date AS partition_date
         FROM _staged AS s JOIN {read.table} AS r USING (_file, _row_number)
         WHERE len(s._errors) > 0
         """
@@ -238,7 +238,7 @@ def _rank_staged(con: duckdb.DuckDBPyConnection, source: Source) -> None:
                first_value(_row_hash) OVER w AS _kept_hash,
                -- marked, not filtered, before ranking: an erased row's older deliveries must not take its place
                _row_hash IN (SELECT row_hash FROM _suppression_list) AS _suppressed
-        FROM (SELECT *, md5(to_json(struct_pack({', '.join(f'{n} := {n}' for n in names)}))) AS _row_hash
+        FROM (SELECT *, md5(to_json(struct_pack({", ".join(f"{n} := {n}" for n in names)}))) AS _row_hash
               FROM _staged WHERE len(_errors) = 0)
         WINDOW w AS (PARTITION BY {key} ORDER BY _file_mtime DESC, _file DESC, _row_number)
         """
@@ -288,7 +288,11 @@ def load_source(
     result.extra_dates = sorted(set(result.extra_dates))
     result.files_read = len(files_read)
     totals = _DayCounts.total(counts.values())
-    result.rows_loaded, result.duplicates_skipped, result.rows_superseded = totals.loaded, totals.duplicates, totals.superseded
+    result.rows_loaded, result.duplicates_skipped, result.rows_superseded = (
+        totals.loaded,
+        totals.duplicates,
+        totals.superseded,
+    )
     result.rows_quarantined = totals.quarantined
     result.rows_suppressed = totals.suppressed + totals.quarantined_suppressed
     result.rows_read = totals.read
@@ -326,7 +330,7 @@ class _Chunk:
 
 def _chunks(files: list[Path], start: dt.date, end: dt.date, chunk_bytes: int) -> list[tuple[dt.date, dt.date]]:
     """Cut start..end into runs of days whose files (by the date in their name) total about
-    `chunk_bytes`: a year of L web events (13 GB of JSON) staged at once spilled every temp table."""
+    `chunk_bytes`: a year of L web events staged at once spilled every temp table."""
     sizes: dict[dt.date, int] = {}
     for p in files:
         day = name_date(p)
@@ -405,12 +409,12 @@ def _load_days(
     dates_all = requested | extra
 
     blocked: set[dt.date] = set()
-    for path, cause in failed.items():
+    for path in failed:
         known = span(path) if catalog.get(str(path)) else None
         if known:
             blocked.update(d for d in dates_all if known[0] <= d <= known[1])
-        elif name_date(path):
-            blocked.add(name_date(path))
+        elif dated := name_date(path):
+            blocked.add(dated)
         else:  # nothing tells which days it feeds: every day of this run waits for it
             blocked.update(dates_all)
     dates = sorted(dates_all - blocked)
@@ -422,7 +426,7 @@ def _load_days(
 
     _load_suppression_list(con, suppression)
     _rank_staged(con, source)
-    counts = {day: (0,) * 6 for day in dates}
+    counts: dict[dt.date, tuple[int, ...]] = {day: (0,) * 6 for day in dates}
     for day, *loaded in con.execute(
         """
         SELECT _partition_date, count(*) FILTER (WHERE _delivery_rank = 1 AND NOT _suppressed),
@@ -436,7 +440,9 @@ def _load_days(
         counts[day] = (*loaded, 0, 0)
     for day, *quarantined in con.execute(
         "SELECT partition_date, count(*) FILTER (WHERE NOT _suppressed), count(*) FILTER (WHERE _suppressed) "
-        "FROM _staged_q WHERE partition_date = ANY(?) GROUP BY ALL", [dates]).fetchall():
+        "FROM _staged_q WHERE partition_date = ANY(?) GROUP BY ALL",
+        [dates],
+    ).fetchall():
         counts[day] = (*counts[day][:4], *quarantined)
     total = _DayCounts.total(counts.values())
 
@@ -448,7 +454,7 @@ def _load_days(
         con.execute(
             f"""
             INSERT INTO {source.table} BY NAME
-            SELECT {', '.join(names)}, '{source.name}' AS _source, _file, _row_number, _row_hash, _partition_date,
+            SELECT {", ".join(names)}, '{source.name}' AS _source, _file, _row_number, _row_hash, _partition_date,
                    ? AS _batch_id, now() AS _loaded_at
             FROM _ranked WHERE _delivery_rank = 1 AND NOT _suppressed AND _partition_date = ANY(?)
             ORDER BY _partition_date, _file, _row_number
@@ -470,8 +476,17 @@ def _load_days(
         con.execute(
             "INSERT INTO raw._load_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
             [
-                batch_id, source.name, start, end, len(info), total.read, total.loaded,
-                total.quarantined, total.duplicates, total.superseded, "; ".join(failed.values()) or None,
+                batch_id,
+                source.name,
+                start,
+                end,
+                len(info),
+                total.read,
+                total.loaded,
+                total.quarantined,
+                total.duplicates,
+                total.superseded,
+                "; ".join(failed.values()) or None,
             ],
         )
         con.execute("COMMIT")
@@ -479,23 +494,31 @@ def _load_days(
         con.execute("ROLLBACK")
         raise
     finally:
-        con.execute("DROP TABLE IF EXISTS _staged; DROP TABLE IF EXISTS _staged_q; DROP TABLE IF EXISTS _ranked; DROP TABLE IF EXISTS _suppression_list")
-    return _Chunk(set(info), counts, {str(p): c for p, c in failed.items()}, sorted(blocked & dates_all),
-                  sorted(extra - blocked))
+        con.execute(
+            "DROP TABLE IF EXISTS _staged; DROP TABLE IF EXISTS _staged_q; DROP TABLE IF EXISTS _ranked; "
+            "DROP TABLE IF EXISTS _suppression_list"
+        )
+    return _Chunk(
+        set(info), counts, {str(p): c for p, c in failed.items()}, sorted(blocked & dates_all), sorted(extra - blocked)
+    )
 
 
 def _load_suppression_list(con: duckdb.DuckDBPyConnection, suppression: Path | None) -> None:
     """`_suppression_list`: the row hashes of erased persons, which must not be loaded again."""
-    hashes = (f"SELECT row_hash FROM read_csv('{suppression}', header = true, columns = {{'erasure_id': 'VARCHAR', 'row_hash': 'VARCHAR'}})"
-              if suppression else "SELECT NULL::VARCHAR AS row_hash WHERE false")
+    hashes = (
+        f"SELECT row_hash FROM read_csv('{suppression}', header = true, columns = {{'erasure_id': 'VARCHAR', 'row_hash': 'VARCHAR'}})"
+        if suppression
+        else "SELECT NULL::VARCHAR AS row_hash WHERE false"
+    )
     con.execute(f"CREATE OR REPLACE TEMP TABLE _suppression_list AS {hashes}")
     con.execute("ALTER TABLE _staged_q ADD COLUMN _suppressed BOOLEAN")
     con.execute("UPDATE _staged_q SET _suppressed = md5(raw_record) IN (SELECT row_hash FROM _suppression_list)")
 
 
-def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple], verb: str = "INSERT",
-                extra: str = "") -> None:
-    """Insert Python tuples as one statement of column lists (executemany costs ~2 ms a row)."""
+def insert_rows(
+    con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple], verb: str = "INSERT", extra: str = ""
+) -> None:
+    """Insert Python tuples as one statement of column lists."""
     if not rows:
         return
     columns = [list(c) for c in zip(*rows)]

@@ -10,11 +10,10 @@ slower. Excel workbooks are read with fastexcel (calamine).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import codecs
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -90,7 +89,9 @@ def _read_csv(con: duckdb.DuckDBPyConnection, source: Source, files: list[str], 
         FROM accepted AS a JOIN numbers AS n USING (_file, k)
         """
     )
-    con.execute(f"DROP TABLE {table}_accepted; DROP TABLE IF EXISTS {rejects}_errors; DROP TABLE IF EXISTS {rejects}_scans")
+    con.execute(
+        f"DROP TABLE {table}_accepted; DROP TABLE IF EXISTS {rejects}_errors; DROP TABLE IF EXISTS {rejects}_scans"
+    )
     return rejects
 
 
@@ -137,7 +138,7 @@ def _read_excel(con: duckdb.DuckDBPyConnection, source: Source, path: Path, tabl
     logging.getLogger("fastexcel").setLevel(logging.ERROR)
 
     sheet = source.options.get("sheet", 0)
-    header_row = int(source.options.get("header_row", 1))  # type: ignore[call-overload]
+    header_row = int(source.options.get("header_row", 1))
     try:
         frame = fastexcel.read_excel(str(path)).load_sheet(sheet, header_row=header_row - 1).to_polars()
     except Exception as e:  # calamine's and fastexcel's errors share no base class
@@ -150,16 +151,24 @@ def _read_excel(con: duckdb.DuckDBPyConnection, source: Source, path: Path, tabl
         if dtype == pl.Date:
             return col.dt.strftime("%Y-%m-%d")
         if dtype.is_float():
-            return pl.when(col == col.round()).then(col.cast(pl.Int64, strict=False).cast(pl.String)).otherwise(col.cast(pl.String))
+            return (
+                pl.when(col == col.round())
+                .then(col.cast(pl.Int64, strict=False).cast(pl.String))
+                .otherwise(col.cast(pl.String))
+            )
         return col.cast(pl.String)
 
     frame = frame.select([as_text(n, t).alias(n) for n, t in frame.schema.items()]).with_columns(
-        _file=pl.lit(str(path)), _row_number=pl.int_range(header_row + 1, header_row + 1 + pl.len(), dtype=pl.Int64))
-    arrow = frame.to_arrow()
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM arrow")
+        _file=pl.lit(str(path)), _row_number=pl.int_range(header_row + 1, header_row + 1 + pl.len(), dtype=pl.Int64)
+    )
+    con.register("_excel_sheet", frame.to_arrow())
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM _excel_sheet")
+    con.unregister("_excel_sheet")
 
 
-def _read(con: duckdb.DuckDBPyConnection, source: Source, files: list[Path], table: str, slowly: bool = False) -> FilesRead:
+def _read(
+    con: duckdb.DuckDBPyConnection, source: Source, files: list[Path], table: str, slowly: bool = False
+) -> FilesRead:
     """Read `files` by the fast path, or (slowly) the one file record by record."""
     names = [str(p) for p in files]
     rejects = None
@@ -194,7 +203,9 @@ def _read(con: duckdb.DuckDBPyConnection, source: Source, files: list[Path], tab
     if source.format != "jsonl":
         missing = [f"{col!r} (for {fld})" for fld, col in source.columns.items() if col not in columns]
         if missing:
-            raise UnreadableFile(files[0], f"mapped columns {', '.join(missing)} not in the file; it has {list(columns)}")
+            raise UnreadableFile(
+                files[0], f"mapped columns {', '.join(missing)} not in the file; it has {list(columns)}"
+            )
     return FilesRead(table, columns, rejects)
 
 
@@ -277,8 +288,10 @@ def read_files(
     rejects = None
     if any(part.rejects_table for part in parts):
         rejects = f"{table}_rejects"
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {rejects} AS " + " UNION ALL ".join(
-            f"SELECT * FROM {part.rejects_table}" for part in parts if part.rejects_table))
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {rejects} AS "
+            + " UNION ALL ".join(f"SELECT * FROM {part.rejects_table}" for part in parts if part.rejects_table)
+        )
     for part in parts:
         con.execute(f"DROP TABLE {part.table}; DROP TABLE IF EXISTS {part.rejects_table or part.table + '_none'}")
     columns = {c: t for part in parts for c, t in part.columns.items()}
@@ -288,7 +301,9 @@ def read_files(
 def _files_with_invalid_utf8(con: duckdb.DuckDBPyConnection, read: FilesRead) -> list[Path]:
     if not read.rejects_table:
         return []
-    rows = con.execute(f"SELECT DISTINCT _file FROM {read.rejects_table} WHERE starts_with(reason, 'INVALID ENCODING')").fetchall()
+    rows = con.execute(
+        f"SELECT DISTINCT _file FROM {read.rejects_table} WHERE starts_with(reason, 'INVALID ENCODING')"
+    ).fetchall()
     return [Path(f) for (f,) in rows]
 
 

@@ -25,8 +25,15 @@ BATCH = 50_000
 MAX_RECORD_LINES = 200  # a quote left open joins at most this many lines before its line is rejected
 csv.field_size_limit(sys.maxsize)  # a long line is data, not an error (DuckDB stops at its line limit)
 
-REJECTS_SCHEMA = pa.schema([("_file", pa.string()), ("_row_number", pa.int64()), ("field", pa.string()),
-                            ("reason", pa.string()), ("raw_record", pa.string())])
+REJECTS_SCHEMA = pa.schema(
+    [
+        ("_file", pa.string()),
+        ("_row_number", pa.int64()),
+        ("field", pa.string()),
+        ("reason", pa.string()),
+        ("raw_record", pa.string()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -46,9 +53,11 @@ def decoded_lines(path: Path, encoding: str) -> Iterator[Line]:
     number = 0
     if _is_wide(encoding):  # UTF-16/32: newlines are not single bytes; decode as a stream
         with path.open("r", encoding=encoding, errors="replace", newline="") as f:
-            for text in _split_cr(f):
+            for decoded in _split_cr(f):
                 number += 1
-                yield Line(number, None if "\ufffd" in text else text, text.encode("utf-8", "backslashreplace"))
+                yield Line(
+                    number, None if "\ufffd" in decoded else decoded, decoded.encode("utf-8", "backslashreplace")
+                )
         return
     with path.open("rb") as f:
         for chunk in f:
@@ -56,12 +65,11 @@ def decoded_lines(path: Path, encoding: str) -> Iterator[Line]:
             for raw in body.split(b"\r") if b"\r" in body else [body]:
                 number += 1
                 if number == 1 and raw.startswith(codecs.BOM_UTF8):
-                    raw = raw[len(codecs.BOM_UTF8):]
+                    raw = raw[len(codecs.BOM_UTF8) :]
                 try:
-                    text = raw.decode(encoding)
+                    yield Line(number, raw.decode(encoding), raw)
                 except UnicodeDecodeError:
-                    text = None
-                yield Line(number, text, raw)
+                    yield Line(number, None, raw)
 
 
 def _split_cr(f: io.TextIOBase) -> Iterator[str]:
@@ -85,8 +93,10 @@ class _Sink:
         self.rejects: list[tuple[str, int, str | None, str, str]] = []
         schema = ", ".join(f'"{c}" VARCHAR' for c in [*columns, "_file"])
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table} ({schema}, _row_number BIGINT)")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_rejects "
-                    "(_file VARCHAR, _row_number BIGINT, field VARCHAR, reason VARCHAR, raw_record VARCHAR)")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {table}_rejects "
+            "(_file VARCHAR, _row_number BIGINT, field VARCHAR, reason VARCHAR, raw_record VARCHAR)"
+        )
 
     def accept(self, number: int, values: list[str | None]) -> None:
         self.rows.append(values)
@@ -100,14 +110,26 @@ class _Sink:
     def flush(self) -> None:
         if self.rows:
             data = {c: pa.array([r[i] for r in self.rows], pa.string()) for i, c in enumerate(self.columns)}
-            batch = pa.table({**data, "_file": pa.array([self.file] * len(self.rows), pa.string()),
-                              "_row_number": pa.array(self.numbers, pa.int64())})
-            self.con.execute(f"INSERT INTO {self.table} SELECT * FROM batch")
+            batch = pa.table(
+                {
+                    **data,
+                    "_file": pa.array([self.file] * len(self.rows), pa.string()),
+                    "_row_number": pa.array(self.numbers, pa.int64()),
+                }
+            )
+            self._insert(self.table, batch)
             self.rows, self.numbers = [], []
         if self.rejects:
-            rejects = pa.Table.from_pylist([dict(zip(REJECTS_SCHEMA.names, r)) for r in self.rejects], REJECTS_SCHEMA)
-            self.con.execute(f"INSERT INTO {self.table}_rejects SELECT * FROM rejects")
+            self._insert(
+                f"{self.table}_rejects",
+                pa.Table.from_pylist([dict(zip(REJECTS_SCHEMA.names, r)) for r in self.rejects], REJECTS_SCHEMA),
+            )
             self.rejects = []
+
+    def _insert(self, table: str, rows: pa.Table) -> None:
+        self.con.register("_records_batch", rows)
+        self.con.execute(f"INSERT INTO {table} SELECT * FROM _records_batch")
+        self.con.unregister("_records_batch")
 
 
 def _csv_records(lines: Iterator[Line], quote: str) -> Iterator[tuple[int, str | None, bytes, str | None]]:
@@ -138,7 +160,9 @@ def _csv_records(lines: Iterator[Line], quote: str) -> Iterator[tuple[int, str |
         yield from _csv_records(iter(pending[1:]), quote)
 
 
-def read_csv_records(con: duckdb.DuckDBPyConnection, path: Path, table: str, delimiter: str, encoding: str) -> list[str]:
+def read_csv_records(
+    con: duckdb.DuckDBPyConnection, path: Path, table: str, delimiter: str, encoding: str
+) -> list[str]:
     """Read one CSV file record by record into `table` and `{table}_rejects`; returns its columns.
 
     Record numbers count records after the header (the first is 1), as DuckDB's reader does."""
@@ -155,7 +179,7 @@ def read_csv_records(con: duckdb.DuckDBPyConnection, path: Path, table: str, del
             header = next(csv.reader([text], delimiter=delimiter, strict=True))
             sink = _Sink(con, table, header, str(path))
             continue
-        assert sink is not None
+        assert sink is not None and header is not None
         if text is not None and not text.strip():
             continue  # a blank line is no record, as in DuckDB
         number += 1
@@ -163,7 +187,7 @@ def read_csv_records(con: duckdb.DuckDBPyConnection, path: Path, table: str, del
             sink.reject(number, f"INVALID ENCODING: not valid {encoding}", escaped(raw))
         elif reason is not None:
             sink.reject(number, "UNTERMINATED QUOTE: a quote opened on this line is never closed", escaped(raw))
-        elif "\x00" in text:
+        elif text is None or "\x00" in text:
             sink.reject(number, "NUL BYTE: the record holds a NUL byte", escaped(raw))
         else:
             try:
@@ -172,11 +196,15 @@ def read_csv_records(con: duckdb.DuckDBPyConnection, path: Path, table: str, del
                 sink.reject(number, f"MALFORMED QUOTING: {e}", escaped(raw))
                 continue
             if len(values) != len(header):
-                sink.reject(number, f"{'TOO MANY' if len(values) > len(header) else 'MISSING'} COLUMNS: "
-                                    f"{len(values)} fields, the header has {len(header)}", escaped(raw))
+                sink.reject(
+                    number,
+                    f"{'TOO MANY' if len(values) > len(header) else 'MISSING'} COLUMNS: "
+                    f"{len(values)} fields, the header has {len(header)}",
+                    escaped(raw),
+                )
                 continue
             sink.accept(number, [v if v != "" else None for v in values])
-    if sink is None:
+    if sink is None or header is None:
         raise ValueError("it holds no header line")
     sink.flush()
     return header

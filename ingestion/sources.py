@@ -12,14 +12,22 @@ import glob
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
 from ingestion.contracts import CONTRACTS, Contract, contract_for
 
-FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet",
-           ".xlsx": "xlsx"}
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".xlsx": "xlsx",
+}
 OPTION_KEYS = {
     "timestamp_format",  # strptime format of string timestamps without zone, e.g. "%m/%d/%Y %H:%M"
     "date_format",  # strptime format of string dates
@@ -35,9 +43,14 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # The `identity:` section: the identity guard and the giant-customer alarm (docs/identity.md). Each
 # key is the dbt var identity_<key>, whose default dbt_project.yml holds.
 IDENTITY_SETTINGS: dict[str, type | tuple[type, ...]] = {
-    "guard_max_people": int, "guard_max_cards": int, "guard_outlier_min_records": int,
-    "guard_outlier_factor": (int, float), "guard_deny": list, "guard_allow": list,
-    "alarm_max_records": int, "alarm_max_names": int,
+    "guard_max_people": int,
+    "guard_max_cards": int,
+    "guard_outlier_min_records": int,
+    "guard_outlier_factor": (int, float),
+    "guard_deny": list,
+    "guard_allow": list,
+    "alarm_max_records": int,
+    "alarm_max_names": int,
 }
 
 
@@ -53,7 +66,7 @@ class Source:
     format: str
     columns: dict[str, str]  # contract field -> column in the file
     timezone: str
-    options: dict[str, object] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # values as the YAML gives them
 
     @property
     def contract(self) -> Contract:
@@ -138,7 +151,9 @@ def _parse_source(path: Path, i: int, raw: object, default_tz: str) -> Source:
         raise _fail(path, where, f"fields {unknown_fields} are not in the {contract.channel} contract")
     missing = [f for f in contract.must_map if f not in columns]
     if missing:
-        raise _fail(path, where, f"required fields {missing} of the {contract.channel} contract are not mapped in columns")
+        raise _fail(
+            path, where, f"required fields {missing} of the {contract.channel} contract are not mapped in columns"
+        )
     options = dict(raw.get("options") or {})
     bad = set(options) - OPTION_KEYS
     if bad:
@@ -147,8 +162,12 @@ def _parse_source(path: Path, i: int, raw: object, default_tz: str) -> Source:
         try:
             codecs.lookup(str(options["encoding"]))
         except LookupError:
-            raise _fail(path, where, f"unknown encoding {options['encoding']!r} (Python's codec names: gbk, gb18030, big5, "
-                                     "utf-16, latin-1, ...)") from None
+            raise _fail(
+                path,
+                where,
+                f"unknown encoding {options['encoding']!r} (Python's codec names: gbk, gb18030, big5, "
+                "utf-16, latin-1, ...)",
+            ) from None
     tz = _check_timezone(path, where, str(options.get("timezone", default_tz)))
     return Source(name, contract.channel, glob_path, fmt, dict(columns), tz, options)
 
@@ -172,7 +191,9 @@ def load_sources(path: str | Path) -> SourcesConfig:
         except ValueError:
             pass  # reported below
     if start is not None and not isinstance(start, dt.date):
-        raise SourcesError(f"{path}: partitions.start_date must be a date (YYYY-MM-DD, the first day of data) or left out")
+        raise SourcesError(
+            f"{path}: partitions.start_date must be a date (YYYY-MM-DD, the first day of data) or left out"
+        )
     tz = _check_timezone(path, "partitions", str(partitions.get("timezone", "UTC")))
     sources = tuple(_parse_source(path, i, raw, tz) for i, raw in enumerate(doc["sources"]))
     names = [s.name for s in sources]
@@ -197,7 +218,13 @@ def _parse_identity(path: Path, section: object) -> tuple[tuple[str, object], ..
         raise SourcesError(f"{path}: identity: unknown keys {unknown}; known: {sorted(IDENTITY_SETTINGS)}")
     for key, value in section.items():
         kind = IDENTITY_SETTINGS[key]
-        if not isinstance(value, kind) or isinstance(value, bool) or (isinstance(value, list) and not all(isinstance(v, str) for v in value)):
-            raise SourcesError(f"{path}: identity.{key}: {value!r} is not a {'list of strings' if kind is list else 'number'}")
+        if (
+            not isinstance(value, kind)
+            or isinstance(value, bool)
+            or (isinstance(value, list) and not all(isinstance(v, str) for v in value))
+        ):
+            raise SourcesError(
+                f"{path}: identity.{key}: {value!r} is not a {'list of strings' if kind is list else 'number'}"
+            )
     # Hashable, as the config is: lists become tuples.
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in section.items()))

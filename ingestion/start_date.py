@@ -24,14 +24,28 @@ def with_start_date(config: SourcesConfig, warehouse: Path) -> tuple[SourcesConf
         return config, None
     record = start_date_record(warehouse)
     if record.exists():
-        return dataclasses.replace(config, start_date=dt.date.fromisoformat(json.loads(record.read_text())["start_date"])), None
+        return dataclasses.replace(
+            config, start_date=dt.date.fromisoformat(json.loads(record.read_text())["start_date"])
+        ), None
     days = [d for d in (earliest_event_date(s) for s in config.sources) if d]
     if not days:
-        raise SourcesError(f"{config.path}: partitions.start_date is not given and no file holds an event to infer it from")
+        raise SourcesError(
+            f"{config.path}: partitions.start_date is not given and no file holds an event to infer it from"
+        )
     start = min(days)
     record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"start_date": start.isoformat(), "sources_file": str(config.path),
-                                  "inferred_at": dt.datetime.now(dt.UTC).isoformat()}, indent=2) + "\n")
+    record.write_text(
+        json.dumps(
+            {
+                "start_date": start.isoformat(),
+                "sources_file": str(config.path),
+                "inferred_at": dt.datetime.now(dt.UTC).isoformat(),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return dataclasses.replace(config, start_date=start), (
         f"partitions start on {start}, the earliest event in the files (partitions.start_date is not given); "
-        f"recorded in {record}")
+        f"recorded in {record}"
+    )

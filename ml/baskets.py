@@ -36,13 +36,17 @@ def encode(pairs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str], int]
 
     Items are numbered in name order (the mining order); baskets in any order, which no count
     depends on. Numbering by hash join, not by a dense rank: ranking 10 million order keys is a
-    string sort (11.1 against 3.5 s at a million customers)."""
+    string sort."""
     pairs = pairs.select(pl.col("basket").cast(pl.String), pl.col("item").cast(pl.String)).drop_nulls().unique()
     names = pairs["item"].unique().sort()
     baskets = pairs.select("basket").unique().with_row_index("basket_index")
     coded = pairs.join(baskets, on="basket").join(names.to_frame("item").with_row_index("item_index"), on="item")
-    return (coded["basket_index"].cast(pl.Int64).to_numpy(), coded["item_index"].cast(pl.Int64).to_numpy(),
-            names.to_list(), baskets.height)
+    return (
+        coded["basket_index"].cast(pl.Int64).to_numpy(),
+        coded["item_index"].cast(pl.Int64).to_numpy(),
+        names.to_list(),
+        baskets.height,
+    )
 
 
 def _bitsets(baskets: np.ndarray, rows: np.ndarray, n_rows: int, n_baskets: int) -> np.ndarray:
@@ -58,8 +62,14 @@ def _bitsets(baskets: np.ndarray, rows: np.ndarray, n_rows: int, n_baskets: int)
     return matrix.reshape(n_rows, words)
 
 
-def frequent_itemsets(baskets: np.ndarray, items: np.ndarray, names: list[str], n_baskets: int,
-                      min_support: float, max_len: int | None = None) -> Itemsets:
+def frequent_itemsets(
+    baskets: np.ndarray,
+    items: np.ndarray,
+    names: list[str],
+    n_baskets: int,
+    min_support: float,
+    max_len: int | None = None,
+) -> Itemsets:
     """All itemsets held by at least min_support of the baskets (Eclat, depth-first)."""
     if n_baskets == 0:
         return Itemsets(names, 0, [], np.zeros(0, dtype=np.int64))
@@ -74,18 +84,20 @@ def frequent_itemsets(baskets: np.ndarray, items: np.ndarray, names: list[str], 
     sets: list[tuple[int, ...]] = []
     counts: list[int] = []
 
-    def extend(prefix: tuple[int, ...], candidates: np.ndarray, candidate_bits: np.ndarray, candidate_counts: np.ndarray) -> None:
+    def extend(
+        prefix: tuple[int, ...], candidates: np.ndarray, candidate_bits: np.ndarray, candidate_counts: np.ndarray
+    ) -> None:
         for j, item in enumerate(candidates):
             itemset = prefix + (int(item),)
             sets.append(itemset)
             counts.append(int(candidate_counts[j]))
             if (max_len is not None and len(itemset) >= max_len) or j + 1 == len(candidates):
                 continue
-            joined = candidate_bits[j + 1:] & candidate_bits[j]
+            joined = candidate_bits[j + 1 :] & candidate_bits[j]
             joined_counts = np.bitwise_count(joined).sum(axis=1, dtype=np.int64)
             ok = joined_counts / n_baskets >= min_support
             if ok.any():
-                extend(itemset, candidates[j + 1:][ok], joined[ok], joined_counts[ok])
+                extend(itemset, candidates[j + 1 :][ok], joined[ok], joined_counts[ok])
 
     extend((), frequent, bits, item_counts[frequent])
     return Itemsets(names, n_baskets, [tuple(sorted(s)) for s in sets], np.asarray(counts, dtype=np.int64))
@@ -116,8 +128,14 @@ def association_rules(itemsets: Itemsets, min_confidence: float) -> pl.DataFrame
             "support": [r[4] for r in rows],
             "confidence": [r[5] for r in rows],
         },
-        schema={"antecedents": pl.List(pl.String), "consequents": pl.List(pl.String), "antecedent_support": pl.Float64,
-                "consequent_support": pl.Float64, "support": pl.Float64, "confidence": pl.Float64},
+        schema={
+            "antecedents": pl.List(pl.String),
+            "consequents": pl.List(pl.String),
+            "antecedent_support": pl.Float64,
+            "consequent_support": pl.Float64,
+            "support": pl.Float64,
+            "confidence": pl.Float64,
+        },
     )
     return frame.with_columns(
         lift=pl.col("confidence") / pl.col("consequent_support"),

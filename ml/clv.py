@@ -9,6 +9,7 @@ Fader, Hardie & Lee (2005) and Fader & Hardie (2013); tests check the fit on the
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,17 +64,22 @@ class GammaGamma:
 
 # Log-parameters stay within ±LOG_BOUND. Where spend hardly varies between customers, the
 # Gamma-Gamma likelihood is a long flat ridge (q and gamma grow together, their ratio fixed): a
-# Nelder-Mead search to 1e-10 crawled along it for 20,000 steps (30 s on 7,000 customers). A
+# Nelder-Mead search to 1e-10 crawled along it for 20,000 steps. A
 # coarse Nelder-Mead (robust start) polished by L-BFGS-B (gradient, fast on ridges) reaches the
 # published CDNOW parameters in well under a second.
 LOG_BOUND = 15.0
 
 
-def _fit(negative_log_likelihood, start: np.ndarray) -> np.ndarray:
+def _fit(negative_log_likelihood: Callable[[np.ndarray], float], start: np.ndarray) -> np.ndarray:
     """Minimize over log-parameters (keeps them positive); coarse Nelder-Mead, then L-BFGS-B."""
     bounds = [(-LOG_BOUND, LOG_BOUND)] * len(start)
-    result = minimize(negative_log_likelihood, np.log(start), method="Nelder-Mead", bounds=bounds,
-                      options={"maxiter": 5_000, "xatol": 1e-6, "fatol": 1e-8})
+    result = minimize(
+        negative_log_likelihood,
+        np.log(start),
+        method="Nelder-Mead",
+        bounds=bounds,
+        options={"maxiter": 5_000, "xatol": 1e-6, "fatol": 1e-8},
+    )
     result = minimize(negative_log_likelihood, result.x, method="L-BFGS-B", bounds=bounds)
     if not np.all(np.isfinite(result.x)):
         raise ValueError("the likelihood did not converge")
@@ -82,7 +88,9 @@ def _fit(negative_log_likelihood, start: np.ndarray) -> np.ndarray:
 
 def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BgNbd:
     if len(x) < 10 or not (x > 0).any():
-        raise NotEnoughHistory(f"BG/NBD needs repeat buyers among at least 10 customers; got {len(x)} customers, {(x > 0).sum()} repeaters")
+        raise NotEnoughHistory(
+            f"BG/NBD needs repeat buyers among at least 10 customers; got {len(x)} customers, {(x > 0).sum()} repeaters"
+        )
 
     # Customers with the same (x, t_x, T) add the same term: fit on the distinct triples, weighted.
     (x, t_x, T), weight = np.unique(np.stack([x, t_x, T]), axis=1, return_counts=True)
@@ -106,8 +114,15 @@ def fit_gamma_gamma(x: np.ndarray, mean_spend: np.ndarray) -> GammaGamma:
 
     def nll(log_params: np.ndarray) -> float:
         p, q, gamma = np.exp(log_params)
-        ll = (gammaln(p * x + q) - gammaln(p * x) - gammaln(q) + q * np.log(gamma)
-              + (p * x - 1) * np.log(m) + p * x * np.log(x) - (p * x + q) * np.log(gamma + x * m))
+        ll = (
+            gammaln(p * x + q)
+            - gammaln(p * x)
+            - gammaln(q)
+            + q * np.log(gamma)
+            + (p * x - 1) * np.log(m)
+            + p * x * np.log(x)
+            - (p * x + q) * np.log(gamma + x * m)
+        )
         return -float(np.sum(ll))
 
     return GammaGamma(*map(float, _fit(nll, np.array([1.0, 2.0, float(np.mean(m))]))))
@@ -120,22 +135,32 @@ def fit_sample(n: int, size: int = FIT_SAMPLE) -> np.ndarray:
 
 def purchase_history(orders: pl.DataFrame, as_of: dt.date) -> pl.DataFrame:
     """x, t_x, T (days) and mean repeat spend per customer with a purchase by `as_of`."""
-    days = (orders.filter((pl.col("order_date") <= as_of) & (pl.col("net_amount") > 0))
-            .group_by("customer_key", "order_date").agg(value=pl.col("net_amount").sum())
-            .sort("customer_key", "order_date"))
-    return days.group_by("customer_key").agg(
-        first=pl.col("order_date").first(), last=pl.col("order_date").last(),
-        x=(pl.len() - 1).cast(pl.Float64),
-        mean_spend=pl.col("value").slice(1).mean(),  # repeat purchases only, as Gamma-Gamma defines it
-    ).with_columns(
-        t_x=(pl.col("last") - pl.col("first")).dt.total_days().cast(pl.Float64),
-        T=(pl.lit(as_of) - pl.col("first")).dt.total_days().cast(pl.Float64),
-        mean_spend=pl.col("mean_spend").fill_null(0.0),
-    ).sort("customer_key")
+    days = (
+        orders.filter((pl.col("order_date") <= as_of) & (pl.col("net_amount") > 0))
+        .group_by("customer_key", "order_date")
+        .agg(value=pl.col("net_amount").sum())
+        .sort("customer_key", "order_date")
+    )
+    return (
+        days.group_by("customer_key")
+        .agg(
+            first=pl.col("order_date").first(),
+            last=pl.col("order_date").last(),
+            x=(pl.len() - 1).cast(pl.Float64),
+            mean_spend=pl.col("value").slice(1).mean(),  # repeat purchases only, as Gamma-Gamma defines it
+        )
+        .with_columns(
+            t_x=(pl.col("last") - pl.col("first")).dt.total_days().cast(pl.Float64),
+            T=(pl.lit(as_of) - pl.col("first")).dt.total_days().cast(pl.Float64),
+            mean_spend=pl.col("mean_spend").fill_null(0.0),
+        )
+        .sort("customer_key")
+    )
 
 
-def customer_value(orders: pl.DataFrame, as_of: dt.date, cfg: ValueConfig,
-                   fitted: tuple[BgNbd, GammaGamma] | None = None) -> tuple[pl.DataFrame, BgNbd, GammaGamma]:
+def customer_value(
+    orders: pl.DataFrame, as_of: dt.date, cfg: ValueConfig, fitted: tuple[BgNbd, GammaGamma] | None = None
+) -> tuple[pl.DataFrame, BgNbd, GammaGamma]:
     """`fitted`: the two models fitted as of an earlier date, to score with instead of fitting."""
     h = purchase_history(orders, as_of)
     x, t_x, T, m = (h[c].to_numpy() for c in ("x", "t_x", "T", "mean_spend"))
@@ -152,12 +177,23 @@ def customer_value(orders: pl.DataFrame, as_of: dt.date, cfg: ValueConfig,
         value += (cumulative - previous) * spend / (1 + monthly_rate) ** month
         previous = cumulative
     purchases = previous
-    return h.select("customer_key", "x", "t_x", "T", "mean_spend").rename(
-        {"x": "repeat_purchases", "t_x": "days_first_to_last", "T": "days_since_first", "mean_spend": "mean_repeat_spend"}
-    ).with_columns(
-        p_alive=pl.Series(bgnbd.p_alive(x, t_x, T)),
-        expected_purchases=pl.Series(purchases),
-        expected_spend_per_purchase=pl.Series(spend),
-        predicted_value=pl.Series(value),
-        horizon_months=pl.lit(cfg.horizon_months),
-    ), bgnbd, gg
+    return (
+        h.select("customer_key", "x", "t_x", "T", "mean_spend")
+        .rename(
+            {
+                "x": "repeat_purchases",
+                "t_x": "days_first_to_last",
+                "T": "days_since_first",
+                "mean_spend": "mean_repeat_spend",
+            }
+        )
+        .with_columns(
+            p_alive=pl.Series(bgnbd.p_alive(x, t_x, T)),
+            expected_purchases=pl.Series(purchases),
+            expected_spend_per_purchase=pl.Series(spend),
+            predicted_value=pl.Series(value),
+            horizon_months=pl.lit(cfg.horizon_months),
+        ),
+        bgnbd,
+        gg,
+    )

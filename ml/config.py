@@ -17,7 +17,7 @@ import yaml
 # The fitted models (churn, segments, value) are reused for this many days: a run as of D scores
 # with the newest model fitted as of a date in D - refit_days + 1 .. D, and fits only when there is
 # none (0: fit in every run). A daily run then fits once a week and scores on the other days:
-# fitting is most of their time (5 of 6 s at 100,000 customers).
+# fitting is most of their time.
 REFIT_DAYS = 7
 
 
@@ -84,7 +84,9 @@ def load_config(path: Path | str | None = None) -> MLConfig:
     for section, values in doc.items():
         current = getattr(config, section, None)
         if current is None or not isinstance(values, dict):
-            raise ValueError(f"{path}: unknown section {section!r}; expected one of {[f.name for f in fields(MLConfig)]}")
+            raise ValueError(
+                f"{path}: unknown section {section!r}; expected one of {[f.name for f in fields(MLConfig)]}"
+            )
         known = {f.name for f in fields(current)}
         unknown = sorted(set(values) - known)
         if unknown:

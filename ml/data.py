@@ -18,22 +18,30 @@ def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> pl.DataFra
 
 def orders(con: duckdb.DuckDBPyConnection, as_of: dt.date, since: dt.date | None = None) -> pl.DataFrame:
     """Orders of known customers placed on or before `as_of` (and on or after `since`)."""
-    return _frame(con, """
+    return _frame(
+        con,
+        """
         select customer_key, order_key, channel, ordered_local_date as order_date, cast(net_amount as double) as net_amount
         from marts.fct_orders
         where customer_key is not null and ordered_local_date <= ? and ordered_local_date >= coalesce(?, date '1900-01-01')
         order by customer_key, order_date, order_key
-    """, [as_of, since])
+    """,
+        [as_of, since],
+    )
 
 
 def order_lines(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
     """Purchased product lines (positive quantity, real products) on or before `as_of`."""
-    return _frame(con, """
+    return _frame(
+        con,
+        """
         select l.order_key, l.customer_key, l.sku, p.category
         from marts.fct_order_lines as l
         inner join marts.dim_product as p on l.sku = p.sku
         where l.ordered_local_date <= ? and l.quantity > 0 and not p.is_non_product
-    """, [as_of])
+    """,
+        [as_of],
+    )
 
 
 def interactions(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
@@ -43,7 +51,9 @@ def interactions(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame
     the customer by `as_of`: the sessions of a cookie that logs in later are anonymous as of now.
     Web sessions count from the day after they start, when no later event can still join them.
     """
-    return _frame(con, """
+    return _frame(
+        con,
+        """
         with known as (
             select distinct identity_record_key
             from marts.fct_interactions
@@ -55,14 +65,18 @@ def interactions(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame
         inner join known on i.identity_record_key = known.identity_record_key
         where i.customer_key is not null
           and (i.occurred_local_date < ? or (i.occurred_local_date = ? and i.channel <> 'web'))
-    """, [as_of, as_of, as_of])
+    """,
+        [as_of, as_of, as_of],
+    )
 
 
 def customers(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
     """Every customer known by `as_of` (a registry export, an order, or a touch naming them, dated
     then or before), with the dim_customer version in force at the end of that day."""
     end_of_day = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time())
-    return _frame(con, """
+    return _frame(
+        con,
+        """
         with known as (
             select customer_key from marts.fct_orders where customer_key is not null and ordered_local_date <= ?
             union
@@ -77,4 +91,6 @@ def customers(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
         inner join known on c.customer_key = known.customer_key
         where c.valid_from < ? and (c.valid_to is null or c.valid_to >= ?)
         order by c.customer_key
-    """, [as_of, as_of, as_of, end_of_day, end_of_day])
+    """,
+        [as_of, as_of, as_of, end_of_day, end_of_day],
+    )

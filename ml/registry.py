@@ -11,6 +11,7 @@ import platform
 from dataclasses import asdict, dataclass, is_dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import joblib
@@ -44,17 +45,23 @@ def _stamped(frame: pl.DataFrame, ctx: RunContext) -> pl.DataFrame:
 
 
 # Amounts of money in the ML tables: DECIMAL(18,4) like the marts, so sums print as amounts.
-MONEY_COLUMNS = frozenset({"monetary", "segment_mean_monetary", "mean_repeat_spend", "expected_spend_per_purchase",
-                           "predicted_value"})
+MONEY_COLUMNS = frozenset(
+    {"monetary", "segment_mean_monetary", "mean_repeat_spend", "expected_spend_per_purchase", "predicted_value"}
+)
 MONEY_TYPE = "DECIMAL(18,4)"
 
 
 def _money_as_decimal(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> pl.DataFrame:
     """`frame` with its money columns as DECIMAL(18,4); a table written before with them DOUBLE is altered."""
     money = [c for c in frame.columns if c in MONEY_COLUMNS]
-    doubles = {r[0] for r in con.execute(
-        "select column_name from information_schema.columns where table_schema = 'ml' and table_name = ? "
-        "and data_type = 'DOUBLE'", [table]).fetchall()}
+    doubles = {
+        r[0]
+        for r in con.execute(
+            "select column_name from information_schema.columns where table_schema = 'ml' and table_name = ? "
+            "and data_type = 'DOUBLE'",
+            [table],
+        ).fetchall()
+    }
     for column in sorted(doubles & set(money)):
         con.execute(f'alter table ml.{table} alter column "{column}" type {MONEY_TYPE}').fetchall()
     return frame.with_columns([pl.col(c).round(4).cast(pl.Decimal(18, 4)) for c in money])
@@ -66,27 +73,31 @@ def write_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame,
     return frame.height
 
 
-def write_metrics(con: duckdb.DuckDBPyConnection, model: str, metrics: dict[str, float], ctx: RunContext,
-                  evaluated_on: str = "") -> None:
+def write_metrics(
+    con: duckdb.DuckDBPyConnection, model: str, metrics: dict[str, float], ctx: RunContext, evaluated_on: str = ""
+) -> None:
     """One row per metric in `ml.model_metrics`, replacing the model's rows for this as-of date."""
-    frame = pl.DataFrame({
-        "model": [model] * len(metrics),
-        "metric": list(metrics),
-        "value": [float(v) for v in metrics.values()],
-        "evaluated_on": [evaluated_on] * len(metrics),
-    }, schema={"model": pl.String, "metric": pl.String, "value": pl.Float64, "evaluated_on": pl.String})
+    frame = pl.DataFrame(
+        {
+            "model": [model] * len(metrics),
+            "metric": list(metrics),
+            "value": [float(v) for v in metrics.values()],
+            "evaluated_on": [evaluated_on] * len(metrics),
+        },
+        schema={"model": pl.String, "metric": pl.String, "value": pl.Float64, "evaluated_on": pl.String},
+    )
     _replace_rows(con, "model_metrics", _stamped(frame, ctx), "model = ? and as_of_date = ?", [model, ctx.as_of])
 
 
 def _plain(value: object) -> object:
-    return asdict(value) if is_dataclass(value) else value
+    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
 
 
 @dataclass(frozen=True)
 class Fitted:
     """A model fitted in an earlier run, found to score with."""
 
-    artifact: object
+    artifact: Any  # the fitted model, of the kind its table asked for
     as_of: dt.date  # the date it was fitted as of
     folder: Path
 
@@ -111,7 +122,7 @@ def warehouse_of(con: duckdb.DuckDBPyConnection) -> str | None:
     return str(Path(path).resolve()) if path else None
 
 
-def fitted_model(con: duckdb.DuckDBPyConnection, model: str, as_of: dt.date, config: object, kind: type) -> Fitted | None:
+def fitted_model(con: duckdb.DuckDBPyConnection, model: str, as_of: dt.date, config: Any, kind: type) -> Fitted | None:
     """The newest `kind` fitted for `model` on this warehouse as of a date in the `config.refit_days`
     days up to `as_of` (never after it: nothing later may shape a score), with this configuration
     and these library versions; None when the table must fit."""
@@ -123,9 +134,14 @@ def fitted_model(con: duckdb.DuckDBPyConnection, model: str, as_of: dt.date, con
         folder = card_path.parent
         card = json.loads(card_path.read_text())
         fitted_as_of = dt.date.fromisoformat(card.get("fitted_as_of", card["as_of_date"]))
-        if (card.get("fitted_in") is None and card.get("warehouse") == warehouse and (folder / "model.joblib").exists()
-                and 0 <= (as_of - fitted_as_of).days < config.refit_days
-                and card.get("config") == _card_value(config) and card.get("libraries") == _versions()):
+        if (
+            card.get("fitted_in") is None
+            and card.get("warehouse") == warehouse
+            and (folder / "model.joblib").exists()
+            and 0 <= (as_of - fitted_as_of).days < config.refit_days
+            and card.get("config") == _card_value(config)
+            and card.get("libraries") == _versions()
+        ):
             found.append((fitted_as_of, card_path.stat().st_mtime, folder))
     for fitted_as_of, _, folder in sorted(found, key=lambda f: f[:2], reverse=True):
         artifact = joblib.load(folder / "model.joblib")
@@ -134,8 +150,14 @@ def fitted_model(con: duckdb.DuckDBPyConnection, model: str, as_of: dt.date, con
     return None
 
 
-def save_artifact(model: str, ctx: RunContext, artifact: object | None, card: dict, reused: Fitted | None = None,
-                  warehouse: str | None = None) -> Path:
+def save_artifact(
+    model: str,
+    ctx: RunContext,
+    artifact: object | None,
+    card: dict,
+    reused: Fitted | None = None,
+    warehouse: str | None = None,
+) -> Path:
     """Write the fitted object (joblib) and its card (JSON and Markdown): features, training window,
     metrics, configuration and library versions. A run that scored with an earlier fit (`reused`)
     writes only the card, naming that fit's folder. Root: $CRM_MODELS_DIR, default models/."""
@@ -143,10 +165,21 @@ def save_artifact(model: str, ctx: RunContext, artifact: object | None, card: di
     folder.mkdir(parents=True, exist_ok=True)
     if artifact is not None and reused is None:
         joblib.dump(artifact, folder / "model.joblib")
-    fitted = {"fitted_as_of": str(reused.as_of), "fitted_in": str(reused.folder)} if reused else (
-        {"fitted_as_of": str(ctx.as_of)} if artifact is not None else {})
-    full = {"model": model, "as_of_date": str(ctx.as_of), "run_id": ctx.run_id, "warehouse": warehouse, **fitted,
-            **{k: _plain(v) for k, v in card.items()}, "python": platform.python_version(), "libraries": _versions()}
+    fitted = (
+        {"fitted_as_of": str(reused.as_of), "fitted_in": str(reused.folder)}
+        if reused
+        else ({"fitted_as_of": str(ctx.as_of)} if artifact is not None else {})
+    )
+    full = {
+        "model": model,
+        "as_of_date": str(ctx.as_of),
+        "run_id": ctx.run_id,
+        "warehouse": warehouse,
+        **fitted,
+        **{k: _plain(v) for k, v in card.items()},
+        "python": platform.python_version(),
+        "libraries": _versions(),
+    }
     (folder / "card.json").write_text(json.dumps(full, indent=2, default=str))
     lines = [f"# {model} — as of {ctx.as_of}", "", f"Run `{ctx.run_id}`.", ""]
     for key, value in full.items():

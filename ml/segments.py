@@ -22,8 +22,16 @@ from ml.run_context import NotEnoughHistory
 from ml.sampling import fixed_sample
 
 SAMPLE = 5000  # buyers k is chosen on
-SEGMENT_FEATURES = ["recency_days", "frequency", "monetary", "avg_order_value", "web_sessions_90", "calls_90",
-                    "tenure_days", "web_order_share"]
+SEGMENT_FEATURES = [
+    "recency_days",
+    "frequency",
+    "monetary",
+    "avg_order_value",
+    "web_sessions_90",
+    "calls_90",
+    "tenure_days",
+    "web_order_share",
+]
 
 
 @dataclass
@@ -51,11 +59,16 @@ def _matrix(features: pl.DataFrame) -> np.ndarray:
 
 def _label(profile: dict, overall: dict, value_rank: int, k: int) -> str:
     tier = "High-value" if value_rank == 0 else ("Low-value" if value_rank == k - 1 else "Mid-value")
-    traits = ["recent" if profile["recency_days"] < 0.6 * overall["recency_days"] else
-              "lapsed" if profile["recency_days"] > 1.5 * overall["recency_days"] else "",
-              "frequent" if profile["frequency"] > 1.5 * overall["frequency"] else "",
-              "web-first" if profile["web_order_share"] > 0.6 else "store-first" if profile["web_order_share"] < 0.2 else "",
-              "calling" if profile["calls_90"] > 2 * overall["calls_90"] + 0.05 else ""]
+    traits = [
+        "recent"
+        if profile["recency_days"] < 0.6 * overall["recency_days"]
+        else "lapsed"
+        if profile["recency_days"] > 1.5 * overall["recency_days"]
+        else "",
+        "frequent" if profile["frequency"] > 1.5 * overall["frequency"] else "",
+        "web-first" if profile["web_order_share"] > 0.6 else "store-first" if profile["web_order_share"] < 0.2 else "",
+        "calling" if profile["calls_90"] > 2 * overall["calls_90"] + 0.05 else "",
+    ]
     return " ".join([tier, *[t for t in traits if t]]) or tier
 
 
@@ -66,11 +79,13 @@ def _buyers(features: pl.DataFrame) -> pl.DataFrame:
 def fit_segments(features: pl.DataFrame, cfg: SegmentConfig) -> SegmentModel:
     buyers = _buyers(features)
     if buyers.height < cfg.k_max * 10:
-        raise NotEnoughHistory(f"segmentation needs at least {cfg.k_max * 10} customers who bought; got {buyers.height}")
+        raise NotEnoughHistory(
+            f"segmentation needs at least {cfg.k_max * 10} customers who bought; got {buyers.height}"
+        )
     scaler = StandardScaler()
     x = scaler.fit_transform(_matrix(buyers))
     # k is chosen on a fixed sample, then fitted on every buyer: six candidates of ten k-means
-    # starts each on all 73,000 buyers took 6.4 s at 100,000 customers (and grow with them), and
+    # starts each on every buyer dominated the step (and grow with them), and
     # the silhouette is quadratic in rows anyway.
     sample = fixed_sample(len(x), SAMPLE, cfg.seed)
     silhouettes, models = {}, {}
@@ -86,12 +101,19 @@ def segment_customers(features: pl.DataFrame, cfg: SegmentConfig, fitted: Segmen
     """`fitted`: a model fitted as of an earlier date to assign with, instead of fitting."""
     fitted = fitted or fit_segments(features, cfg)
     buyers = _buyers(features)
-    assigned = buyers.with_columns(segment_id=pl.Series(fitted.model.predict(fitted.scaler.transform(_matrix(buyers))).astype(np.int32)))
+    assigned = buyers.with_columns(
+        segment_id=pl.Series(fitted.model.predict(fitted.scaler.transform(_matrix(buyers))).astype(np.int32))
+    )
     total_revenue = float(assigned["monetary"].sum()) or 1.0
-    profiles = assigned.group_by("segment_id").agg(
-        customers=pl.len(), **{c: pl.col(c).mean() for c in SEGMENT_FEATURES},
-        revenue_share=pl.col("monetary").sum() / total_revenue,
-    ).sort("segment_id")
+    profiles = (
+        assigned.group_by("segment_id")
+        .agg(
+            customers=pl.len(),
+            **{c: pl.col(c).mean() for c in SEGMENT_FEATURES},
+            revenue_share=pl.col("monetary").sum() / total_revenue,
+        )
+        .sort("segment_id")
+    )
     overall = {c: float(assigned[c].mean()) for c in SEGMENT_FEATURES}
     ranks = {sid: i for i, sid in enumerate(profiles.sort("monetary", descending=True)["segment_id"])}
     # A model fitted on other days may leave a segment empty today: tiers go by the segments there are.
@@ -101,6 +123,9 @@ def segment_customers(features: pl.DataFrame, cfg: SegmentConfig, fitted: Segmen
         seen[label] = seen.get(label, 0) + 1
         labels[i] = label if seen[label] == 1 else f"{label} ({seen[label]})"
     profiles = profiles.with_columns(segment_label=pl.Series(labels))
-    assignments = assigned.select("customer_key", "segment_id").join(
-        profiles.select("segment_id", "segment_label"), on="segment_id").sort("customer_key")
+    assignments = (
+        assigned.select("customer_key", "segment_id")
+        .join(profiles.select("segment_id", "segment_label"), on="segment_id")
+        .sort("customer_key")
+    )
     return Segmentation(assignments, profiles, fitted)

@@ -49,7 +49,7 @@ class MartInputs:
     """The customer-level marts as of one date, each read on first use (through the connection of
     the table that needs it) and then shared by the tables built with it: six tables read the same
     orders, four the same touches and customers, and four use the customer features as of the date
-    (at a million customers, about 17 s of a 56 s ML stage went to repeating them). The order lines
+    (repeating them was a third of the ML stage at a million customers). The order lines
     of the association rules are not kept: only that table reads them, and 10 million lines at a
     million customers would sit beside every later table's frames."""
 
@@ -72,33 +72,62 @@ class MartInputs:
         return self._frame("customers", lambda: data.customers(con, self.as_of))
 
     def features(self, con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-        return self._frame("features", lambda: customer_features(
-            self.orders(con), self.interactions(con), self.customers(con), self.as_of))
+        return self._frame(
+            "features",
+            lambda: customer_features(self.orders(con), self.interactions(con), self.customers(con), self.as_of),
+        )
 
 
-def build_rfm_segments(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_rfm_segments(
+    con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig
+) -> TableOutput:
     """Recency, frequency, monetary scores (quintiles) and the 11-segment RFM map, per customer who bought."""
     frame = rfm_table(inputs.orders(con), ctx.as_of)
     shares = frame["segment"].value_counts(normalize=True)
     metrics = {"customers": float(frame.height), **{f"share/{s}": float(v) for s, v in shares.iter_rows()}}
-    return TableOutput(frame, metrics, card={"segment_grid": SEGMENT_GRID, "scores": "1 + floor(5 (rank - 1) / n), ties share the lowest rank"})
+    return TableOutput(
+        frame,
+        metrics,
+        card={"segment_grid": SEGMENT_GRID, "scores": "1 + floor(5 (rank - 1) / n), ties share the lowest rank"},
+    )
 
 
-def build_churn_scores(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_churn_scores(
+    con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig
+) -> TableOutput:
     """Churn probability, risk band and top reasons per active customer; metrics next to a recency-only baseline."""
     reused = fitted_model(con, "churn_scores", ctx.as_of, cfg.churn, ChurnModel)
-    result = churn_scores(inputs.orders(con), inputs.interactions(con), inputs.customers(con), ctx.as_of, cfg.churn,
-                          inputs.features(con), reused.artifact if reused else None)
+    result = churn_scores(
+        inputs.orders(con),
+        inputs.interactions(con),
+        inputs.customers(con),
+        ctx.as_of,
+        cfg.churn,
+        inputs.features(con),
+        reused.artifact if reused else None,
+    )
     fit = result.fitted
-    metrics = {**fit.metrics, **{f"baseline/{k}": v for k, v in fit.baseline_metrics.items()}, **_model_age(reused, ctx)}
-    card = {"features": FEATURES, "config": cfg.churn, "training_cutoffs": fit.training_cutoffs,
-            "held_out_cutoff": fit.held_out_cutoff, "training_rows": fit.training_rows,
-            "model": "StandardScaler + LogisticRegression, sigmoid-calibrated on the latest training cut-off",
-            "metrics": fit.metrics, "baseline (recency only)": fit.baseline_metrics}
+    metrics = {
+        **fit.metrics,
+        **{f"baseline/{k}": v for k, v in fit.baseline_metrics.items()},
+        **_model_age(reused, ctx),
+    }
+    card = {
+        "features": FEATURES,
+        "config": cfg.churn,
+        "training_cutoffs": fit.training_cutoffs,
+        "held_out_cutoff": fit.held_out_cutoff,
+        "training_rows": fit.training_rows,
+        "model": "StandardScaler + LogisticRegression, sigmoid-calibrated on the latest training cut-off",
+        "metrics": fit.metrics,
+        "baseline (recency only)": fit.baseline_metrics,
+    }
     return TableOutput(result.scores, metrics, fit, card, evaluated_on=f"cut-off {fit.held_out_cutoff}", reused=reused)
 
 
-def build_association_rules(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_association_rules(
+    con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig
+) -> TableOutput:
     """Association rules between products (or categories) bought together, with support, confidence, lift, leverage, conviction."""
     b = cfg.baskets
     lines = data.order_lines(con, ctx.as_of)
@@ -110,53 +139,101 @@ def build_association_rules(con: duckdb.DuckDBPyConnection, inputs: MartInputs, 
     rules = association_rules(itemsets, b.min_confidence)
     if b.min_lift is not None:
         rules = rules.filter(pl.col("lift") >= b.min_lift)
-    metrics = {"baskets": float(n), "items": float(len(names)), "itemsets": float(len(itemsets.sets)),
-               "rules": float(rules.height), "mining_seconds": time.perf_counter() - started}
+    metrics = {
+        "baskets": float(n),
+        "items": float(len(names)),
+        "itemsets": float(len(itemsets.sets)),
+        "rules": float(rules.height),
+        "mining_seconds": time.perf_counter() - started,
+    }
     return TableOutput(rules.with_columns(basket=pl.lit(b.basket), item=pl.lit(b.item)), metrics, card={"config": b})
 
 
-def build_customer_segments(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_customer_segments(
+    con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig
+) -> TableOutput:
     """Behaviour segments (k-means, k by silhouette) with a readable label and profile per segment."""
     features = inputs.features(con)
     reused = fitted_model(con, "customer_segments", ctx.as_of, cfg.segments, SegmentModel)
     seg = segment_customers(features, cfg.segments, reused.artifact if reused else None)
     fit = seg.fitted
-    frame = seg.assignments.join(seg.profiles.select(
-        "segment_id", segment_customers="customers", segment_revenue_share="revenue_share",
-        segment_mean_recency_days="recency_days", segment_mean_frequency="frequency", segment_mean_monetary="monetary",
-    ), on="segment_id").join(features.select("customer_key", "recency_days", "frequency", "monetary"), on="customer_key")
-    metrics = {"k": float(fit.k), "silhouette": fit.silhouette, "inertia": float(fit.model.inertia_),
-               **{f"silhouette/k={k}": v for k, v in fit.silhouettes.items()}, **_model_age(reused, ctx)}
-    card = {"features": SEGMENT_FEATURES, "config": cfg.segments, "k_criterion": "highest silhouette",
-            "profiles": seg.profiles.to_dicts()}
+    frame = seg.assignments.join(
+        seg.profiles.select(
+            "segment_id",
+            segment_customers="customers",
+            segment_revenue_share="revenue_share",
+            segment_mean_recency_days="recency_days",
+            segment_mean_frequency="frequency",
+            segment_mean_monetary="monetary",
+        ),
+        on="segment_id",
+    ).join(features.select("customer_key", "recency_days", "frequency", "monetary"), on="customer_key")
+    metrics = {
+        "k": float(fit.k),
+        "silhouette": fit.silhouette,
+        "inertia": float(fit.model.inertia_),
+        **{f"silhouette/k={k}": v for k, v in fit.silhouettes.items()},
+        **_model_age(reused, ctx),
+    }
+    card = {
+        "features": SEGMENT_FEATURES,
+        "config": cfg.segments,
+        "k_criterion": "highest silhouette",
+        "profiles": seg.profiles.to_dicts(),
+    }
     return TableOutput(frame.sort("customer_key"), metrics, fit, card, reused=reused)
 
 
-def build_customer_lifecycle(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_customer_lifecycle(
+    con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig
+) -> TableOutput:
     """Lifecycle stage per known customer: prospect, new, active, loyal, at risk, churned."""
     frame = lifecycle_stages(inputs.features(con), inputs.orders(con), ctx.as_of, cfg.lifecycle)
     shares = frame["stage"].value_counts(normalize=True)
-    return TableOutput(frame, {"customers": float(frame.height), **{f"share/{s}": float(v) for s, v in shares.iter_rows()}},
-                       card={"config": cfg.lifecycle})
+    return TableOutput(
+        frame,
+        {"customers": float(frame.height), **{f"share/{s}": float(v) for s, v in shares.iter_rows()}},
+        card={"config": cfg.lifecycle},
+    )
 
 
-def build_customer_health(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_customer_health(
+    con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig
+) -> TableOutput:
     """A 0-100 health score per known customer from recency, trend, engagement, complaints and CSAT."""
     frame = health_scores(inputs.features(con))
-    return TableOutput(frame, {"customers": float(frame.height), "mean_health": float(frame["health_score"].mean() or 0)},
-                       card={"weights": HEALTH_WEIGHTS})
+    return TableOutput(
+        frame,
+        {"customers": float(frame.height), "mean_health": float(frame["health_score"].mean() or 0)},
+        card={"weights": HEALTH_WEIGHTS},
+    )
 
 
-def build_customer_value(con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig) -> TableOutput:
+def build_customer_value(
+    con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig
+) -> TableOutput:
     """Expected purchases, P(alive) and discounted value over the horizon (BG/NBD + Gamma-Gamma)."""
     reused = fitted_model(con, "customer_value", ctx.as_of, cfg.value, dict)
-    frame, bgnbd, gg = customer_value(inputs.orders(con), ctx.as_of, cfg.value,
-                                      (reused.artifact["bgnbd"], reused.artifact["gamma_gamma"]) if reused else None)
-    params = {**{f"bgnbd/{k}": v for k, v in asdict(bgnbd).items()}, **{f"gamma_gamma/{k}": v for k, v in asdict(gg).items()}}
-    metrics = {"customers": float(frame.height), "predicted_value_total": float(frame["predicted_value"].sum()),
-               "mean_p_alive": float(frame["p_alive"].mean()), **params, **_model_age(reused, ctx)}
-    return TableOutput(frame, metrics, {"bgnbd": bgnbd, "gamma_gamma": gg}, {"config": cfg.value, "parameters": params},
-                       reused=reused)
+    frame, bgnbd, gg = customer_value(
+        inputs.orders(con),
+        ctx.as_of,
+        cfg.value,
+        (reused.artifact["bgnbd"], reused.artifact["gamma_gamma"]) if reused else None,
+    )
+    params = {
+        **{f"bgnbd/{k}": v for k, v in asdict(bgnbd).items()},
+        **{f"gamma_gamma/{k}": v for k, v in asdict(gg).items()},
+    }
+    metrics = {
+        "customers": float(frame.height),
+        "predicted_value_total": float(frame["predicted_value"].sum()),
+        "mean_p_alive": float(frame["p_alive"].mean()),
+        **params,
+        **_model_age(reused, ctx),
+    }
+    return TableOutput(
+        frame, metrics, {"bgnbd": bgnbd, "gamma_gamma": gg}, {"config": cfg.value, "parameters": params}, reused=reused
+    )
 
 
 TABLES: dict[str, Callable[[duckdb.DuckDBPyConnection, MartInputs, RunContext, MLConfig], TableOutput]] = {
@@ -181,8 +258,9 @@ MART_INPUTS: dict[str, list[str]] = {
 }
 
 
-def build(con: duckdb.DuckDBPyConnection, name: str, ctx: RunContext, cfg: MLConfig,
-          inputs: MartInputs | None = None) -> TableOutput:
+def build(
+    con: duckdb.DuckDBPyConnection, name: str, ctx: RunContext, cfg: MLConfig, inputs: MartInputs | None = None
+) -> TableOutput:
     """Compute ml.<name> as of ctx.as_of and write it, its metrics, artifact and card. `inputs`,
     when given, must be as of ctx.as_of on this warehouse; pass one to several builds to share it."""
     inputs = inputs or MartInputs(ctx.as_of)
@@ -191,6 +269,12 @@ def build(con: duckdb.DuckDBPyConnection, name: str, ctx: RunContext, cfg: MLCon
     out = TABLES[name](con, inputs, ctx, cfg)
     write_table(con, name, out.frame, ctx)
     write_metrics(con, name, out.metrics, ctx, out.evaluated_on)
-    save_artifact(name, ctx, out.artifact, {**out.card, "metrics": out.metrics, "rows": out.frame.height}, out.reused,
-                  warehouse_of(con))
+    save_artifact(
+        name,
+        ctx,
+        out.artifact,
+        {**out.card, "metrics": out.metrics, "rows": out.frame.height},
+        out.reused,
+        warehouse_of(con),
+    )
     return out

@@ -35,11 +35,18 @@ def build_job() -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(BUILD_JOB, selection=dg.AssetSelection.all() - dg.AssetSelection.groups("ingestion"))
 
 
-def build_after_ingest(ingest: dg.UnresolvedAssetJobDefinition, build: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
-    @dg.run_status_sensor(name="build_after_ingest", run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[ingest],
-                          request_job=build, minimum_interval_seconds=60,
-                          description="After each successful ingestion run: build the marts and ML tables, run their "
-                                      "checks, publish a new version and export it.")
+def build_after_ingest(
+    ingest: dg.UnresolvedAssetJobDefinition, build: dg.UnresolvedAssetJobDefinition
+) -> dg.SensorDefinition:
+    @dg.run_status_sensor(
+        name="build_after_ingest",
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        monitored_jobs=[ingest],
+        request_job=build,
+        minimum_interval_seconds=60,
+        description="After each successful ingestion run: build the marts and ML tables, run their "
+        "checks, publish a new version and export it.",
+    )
     def _sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest:
         return dg.RunRequest(run_key=context.dagster_run.run_id)
 
@@ -51,10 +58,15 @@ def daily_schedule(job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinitio
     return dg.build_schedule_from_partitioned_job(job, name="ingest_daily", hour_of_day=2)
 
 
-def new_files_sensor(config: SourcesConfig, job: dg.UnresolvedAssetJobDefinition,
-                     partitions: dg.DailyPartitionsDefinition) -> dg.SensorDefinition:
-    @dg.sensor(name="new_extract_files", job=job, minimum_interval_seconds=60,
-               description="Requests the partitions of files that appear or change in a source's path.")
+def new_files_sensor(
+    config: SourcesConfig, job: dg.UnresolvedAssetJobDefinition, partitions: dg.DailyPartitionsDefinition
+) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="new_extract_files",
+        job=job,
+        minimum_interval_seconds=60,
+        description="Requests the partitions of files that appear or change in a source's path.",
+    )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         cursor: dict[str, int] = json.loads(context.cursor or "{}")
         first = dt.date.fromisoformat(partitions.get_first_partition_key())
@@ -70,11 +82,13 @@ def new_files_sensor(config: SourcesConfig, job: dg.UnresolvedAssetJobDefinition
             # other day the file turns out to feed.
             days = sorted({min(max(name_date(p) or last, first), last) for p in landed})
             newest = max(m for _, m in stats)
-            requests.append(dg.RunRequest(
-                run_key=f"{source.name}:{newest}",
-                asset_selection=[dg.AssetKey(["raw", source.name])],
-                tags=range_tags(days[0], days[-1]),
-            ))
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{source.name}:{newest}",
+                    asset_selection=[dg.AssetKey(["raw", source.name])],
+                    tags=range_tags(days[0], days[-1]),
+                )
+            )
             cursor[source.name] = newest
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
 

@@ -8,7 +8,7 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -26,7 +26,7 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
-def _date(value: Optional[str], flag: str) -> Optional[dt.date]:
+def _date(value: str | None, flag: str) -> dt.date | None:
     if value is None:
         return None
     try:
@@ -36,7 +36,9 @@ def _date(value: Optional[str], flag: str) -> Optional[dt.date]:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
 
 
 def _fail(error: BaseException | str) -> None:
@@ -50,13 +52,18 @@ def generate(
     days: Annotated[int, typer.Option(min=1, help="Days of activity.")] = 365,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 42,
     start: Annotated[str, typer.Option(help="First day (YYYY-MM-DD).")] = "2025-01-01",
-    out: Annotated[Path, typer.Option(help="Output folder: extracts/ and truth/ are written in it.")] = environment.DEFAULT_SAMPLE_OUT,
+    out: Annotated[
+        Path, typer.Option(help="Output folder: extracts/ and truth/ are written in it.")
+    ] = environment.DEFAULT_SAMPLE_OUT,
 ) -> None:
     """Write realistic sample extracts of all five channels, with planted structure, mess and ground truth."""
-    from ingestion.generator import GeneratorConfig, generate as run_generator, sources_file_for
+    from ingestion.generator import GeneratorConfig, sources_file_for
+    from ingestion.generator import generate as run_generator
 
     try:
-        cfg = GeneratorConfig(out=out.resolve(), customers=customers, days=days, seed=seed, start=_date(start, "--start"))
+        cfg = GeneratorConfig(
+            out=out.resolve(), customers=customers, days=days, seed=seed, start=_date(start, "--start")
+        )
         with _progress() as progress:
             task = progress.add_task("Generating days", total=days)
             summary = run_generator(cfg, on_day=lambda d: progress.update(task, completed=d + 1))
@@ -71,12 +78,26 @@ def generate(
 
 @app.command()
 def run(
-    sources: Annotated[Optional[Path], typer.Option(help="Sources file (default: $CRM_SOURCES or the generated sample's).")] = None,
-    warehouse: Annotated[Optional[Path], typer.Option(help="DuckDB warehouse file (default: $CRM_WAREHOUSE or warehouse/crm.duckdb).")] = None,
-    as_of: Annotated[Optional[str], typer.Option("--as-of", help="Load nothing after this date (default: the latest event date in the data).")] = None,
-    from_: Annotated[Optional[str], typer.Option("--from", help="First partition to (re)load (default: the sources file's start_date).")] = None,
-    to: Annotated[Optional[str], typer.Option("--to", help="Last partition to (re)load (default: --as-of, else today).")] = None,
-    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Rebuild dbt's incremental models from scratch.")] = False,
+    sources: Annotated[
+        Path | None, typer.Option(help="Sources file (default: $CRM_SOURCES or the generated sample's).")
+    ] = None,
+    warehouse: Annotated[
+        Path | None, typer.Option(help="DuckDB warehouse file (default: $CRM_WAREHOUSE or warehouse/crm.duckdb).")
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Load nothing after this date (default: the latest event date in the data)."),
+    ] = None,
+    from_: Annotated[
+        str | None,
+        typer.Option("--from", help="First partition to (re)load (default: the sources file's start_date)."),
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Last partition to (re)load (default: --as-of, else today).")
+    ] = None,
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Rebuild dbt's incremental models from scratch.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Dagster's step logs.")] = False,
 ) -> None:
     """Materialize every asset through Dagster (in-process) for a range of daily partitions."""
@@ -86,14 +107,21 @@ def run(
     log = None if verbose else _run_log(warehouse)
     try:
         # dagster-dbt echoes every dbt line to stdout: without -v they go to the run's log file.
-        with _progress() as progress, (log.open("w") if log else contextlib.nullcontext(sys.stdout)) as out, \
-                contextlib.redirect_stdout(out):
+        with (
+            _progress() as progress,
+            log.open("w") if log else contextlib.nullcontext(sys.stdout) as out,
+            contextlib.redirect_stdout(out),
+        ):
             task = progress.add_task("Materializing assets", total=None)
             summary = run_pipeline(
-                sources, warehouse, as_of=_date(as_of, "--as-of"), start=_date(from_, "--from"),
+                sources,
+                warehouse,
+                as_of=_date(as_of, "--as-of"),
+                start=_date(from_, "--from"),
                 end=_date(to, "--to") or _date(as_of, "--as-of"),
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-                log_level="INFO" if verbose else "CRITICAL", full_refresh=full_refresh,
+                log_level="INFO" if verbose else "CRITICAL",
+                full_refresh=full_refresh,
             )
     except (SourcesError, RunFailed, ValueError, OSError) as e:
         _fail(f"{e}" + (f" (dbt's output: {log})" if log and log.stat().st_size else ""))
@@ -107,17 +135,27 @@ def run(
     for asset, meta in summary.materialized.items():
         checks = [ok for name, ok in summary.checks.items() if name.startswith(asset + ":")]
         rows = meta.get("rows_loaded", meta.get("dagster/row_count", "not built" if meta.get("built") is False else ""))
-        table.add_row(asset, f"{rows}", f"{meta.get('rows_quarantined', '')}", f"{meta.get('duplicates_skipped', '')}",
-                      f"{meta.get('rows_superseded', '')}", f"{sum(checks)}/{len(checks)} passed" if checks else "")
+        table.add_row(
+            asset,
+            f"{rows}",
+            f"{meta.get('rows_quarantined', '')}",
+            f"{meta.get('duplicates_skipped', '')}",
+            f"{meta.get('rows_superseded', '')}",
+            f"{sum(checks)}/{len(checks)} passed" if checks else "",
+        )
     Console(width=max(120, Console().width)).print(table)
     for note in summary.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
     identity = summary.materialized.get("marts/customer_identity_map", {})
     if "identity/identifiers_guarded" in identity:
-        console.print(f"identity: {identity['identity/customers']:,} customers; "
-                      f"{identity['identity/identifiers_guarded']:,} contact values guarded as shared "
-                      "(intermediate.int_identifier_quality); largest customer "
-                      f"{identity['identity/largest_customer_records']:,} records", highlight=False, soft_wrap=True)
+        console.print(
+            f"identity: {identity['identity/customers']:,} customers; "
+            f"{identity['identity/identifiers_guarded']:,} contact values guarded as shared "
+            "(intermediate.int_identifier_quality); largest customer "
+            f"{identity['identity/largest_customer_records']:,} records",
+            highlight=False,
+            soft_wrap=True,
+        )
     if log and log.exists():
         console.print(f"dbt's output: {log}", highlight=False, soft_wrap=True)
 
@@ -125,7 +163,7 @@ def run(
 RUN_LOGS_KEPT = 10
 
 
-def _run_log(warehouse: Optional[Path]) -> Path:
+def _run_log(warehouse: Path | None) -> Path:
     """A new log file for this run's dbt output in logs/ beside the warehouse; the newest few are kept."""
     folder = (warehouse.resolve() if warehouse else environment.current().warehouse).parent / "logs"
     folder.mkdir(parents=True, exist_ok=True)
@@ -143,7 +181,9 @@ def dev() -> None:
 
 @app.command()
 def contracts(
-    write: Annotated[Optional[Path], typer.Option(help="Write the Markdown reference to this file instead of printing it.")] = None,
+    write: Annotated[
+        Path | None, typer.Option(help="Write the Markdown reference to this file instead of printing it.")
+    ] = None,
 ) -> None:
     """Print (or write) the source contracts of every channel as Markdown."""
     from ingestion.contracts import contracts_markdown
@@ -155,7 +195,7 @@ def contracts(
         print(text)
 
 
-def _serving_env(warehouse: Optional[Path]) -> "environment.Environment":
+def _serving_env(warehouse: Path | None) -> environment.Environment:
     if warehouse:
         os.environ["CRM_WAREHOUSE"] = str(warehouse.resolve())
     env = environment.current()
@@ -177,15 +217,19 @@ def _personal_columns() -> dict[str, set[str]]:
     return personal_columns(_manifest())
 
 
-WAREHOUSE_OPTION = typer.Option(help="Build warehouse file; published versions and exports sit beside it (default: $CRM_WAREHOUSE or warehouse/crm.duckdb).")
+WAREHOUSE_OPTION = typer.Option(
+    help="Build warehouse file; published versions and exports sit beside it (default: $CRM_WAREHOUSE or warehouse/crm.duckdb)."
+)
 
 
 @app.command()
 def sql(
-    query: Annotated[Optional[str], typer.Argument(help="SQL to run; leave out for an interactive shell.")] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", help="Run the SQL in this file (e.g. warehouse/queries/*.sql).")] = None,
+    query: Annotated[str | None, typer.Argument(help="SQL to run; leave out for an interactive shell.")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Run the SQL in this file (e.g. warehouse/queries/*.sql).")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
-    warehouse: Annotated[Optional[Path], WAREHOUSE_OPTION] = None,
+    warehouse: Annotated[Path | None, WAREHOUSE_OPTION] = None,
 ) -> None:
     """Query the published warehouse read-only (never the file a run is writing)."""
     import duckdb
@@ -203,7 +247,9 @@ def sql(
     with con:
         if query is None:
             version = con.execute("SELECT version, as_of_date FROM serving.publication").fetchall()[0]
-            console.print(f"published version {version[0]} (as of {version[1]}), read-only; end statements with ;  .quit leaves")
+            console.print(
+                f"published version {version[0]} (as of {version[1]}), read-only; end statements with ;  .quit leaves"
+            )
             shell(con, input, print, fmt)
             return
         try:
@@ -214,9 +260,13 @@ def sql(
 
 @app.command()
 def export(
-    region: Annotated[Optional[str], typer.Option(help="Only this region's customers and their rows (exports_region/<R>/).")] = None,
-    unmasked: Annotated[bool, typer.Option("--unmasked", help="Export personal data in clear (logged in the audit log).")] = False,
-    warehouse: Annotated[Optional[Path], WAREHOUSE_OPTION] = None,
+    region: Annotated[
+        str | None, typer.Option(help="Only this region's customers and their rows (exports_region/<R>/).")
+    ] = None,
+    unmasked: Annotated[
+        bool, typer.Option("--unmasked", help="Export personal data in clear (logged in the audit log).")
+    ] = False,
+    warehouse: Annotated[Path | None, WAREHOUSE_OPTION] = None,
 ) -> None:
     """Export every mart and ML table of the published version as Parquet for BI tools."""
     from serving.export import ExportSpec
@@ -228,17 +278,21 @@ def export(
 def audience(
     segment: Annotated[str, typer.Option(help="RFM segment, e.g. champions (see ml.rfm_segments).")],
     channel: Annotated[str, typer.Option(help="email, sms or phone.")] = "email",
-    region: Annotated[Optional[str], typer.Option(help="Only this region's customers.")] = None,
-    unmasked: Annotated[bool, typer.Option("--unmasked", help="Contact points in clear, for the campaign tool (logged).")] = False,
-    warehouse: Annotated[Optional[Path], WAREHOUSE_OPTION] = None,
+    region: Annotated[str | None, typer.Option(help="Only this region's customers.")] = None,
+    unmasked: Annotated[
+        bool, typer.Option("--unmasked", help="Contact points in clear, for the campaign tool (logged).")
+    ] = False,
+    warehouse: Annotated[Path | None, WAREHOUSE_OPTION] = None,
 ) -> None:
     """Export a marketing audience: the segment's customers whose consent as of the as-of date allows contact."""
     from serving.export import ExportSpec
 
-    _write_export(ExportSpec(kind="audience", segment=segment, channel=channel, region=region, masked=not unmasked), warehouse)
+    _write_export(
+        ExportSpec(kind="audience", segment=segment, channel=channel, region=region, masked=not unmasked), warehouse
+    )
 
 
-def _write_export(spec, warehouse: Optional[Path]) -> None:
+def _write_export(spec, warehouse: Path | None) -> None:
     import getpass
 
     import duckdb
@@ -251,32 +305,51 @@ def _write_export(spec, warehouse: Optional[Path]) -> None:
     env = _serving_env(warehouse)
     if not spec.masked:
         console.print("[yellow]warning:[/yellow] exporting personal data unmasked; recorded in the audit log")
-        write_audit(env.governance_dir, {"event": "unmasked_export", "at": dt.datetime.now(dt.UTC).isoformat(),
-                                         "by": getpass.getuser(), "spec": vars(spec)})
+        write_audit(
+            env.governance_dir,
+            {
+                "event": "unmasked_export",
+                "at": dt.datetime.now(dt.UTC).isoformat(),
+                "by": getpass.getuser(),
+                "spec": vars(spec),
+            },
+        )
     try:
-        done = write_export(env.published_dir, env.warehouse.parent, spec, _personal_columns(), os.environ.get(environment.MASKING_KEY),
-                            env.duckdb_config, identifier_columns(_manifest()))
+        done = write_export(
+            env.published_dir,
+            env.warehouse.parent,
+            spec,
+            _personal_columns(),
+            os.environ.get(environment.MASKING_KEY),
+            env.duckdb_config,
+            identifier_columns(_manifest()),
+        )
     except (NothingPublished, ValueError, FileExistsError, duckdb.Error, IdentifierLeak) as e:
         _fail(e)
     tables = done.manifest["tables"]
-    console.print(f"exported {len(tables)} table(s), {sum(t['rows'] for t in tables.values()):,} rows, of published version "
-                  f"{done.manifest['version']} to {done.path} ({'masked' if spec.masked else 'UNMASKED'})")
+    console.print(
+        f"exported {len(tables)} table(s), {sum(t['rows'] for t in tables.values()):,} rows, of published version "
+        f"{done.manifest['version']} to {done.path} ({'masked' if spec.masked else 'UNMASKED'})"
+    )
 
 
 @app.command()
 def forget(
-    email: Annotated[Optional[str], typer.Option(help="The person's email.")] = None,
-    phone: Annotated[Optional[str], typer.Option(help="The person's phone, any format.")] = None,
-    customer_key: Annotated[Optional[str], typer.Option("--customer-key", help="The person's customer key.")] = None,
-    by: Annotated[Optional[str], typer.Option(help="Who asks (for the audit log; default: the login name).")] = None,
-    sources: Annotated[Optional[Path], typer.Option(help="Sources file (default: $CRM_SOURCES or the generated sample's).")] = None,
-    warehouse: Annotated[Optional[Path], WAREHOUSE_OPTION] = None,
+    email: Annotated[str | None, typer.Option(help="The person's email.")] = None,
+    phone: Annotated[str | None, typer.Option(help="The person's phone, any format.")] = None,
+    customer_key: Annotated[str | None, typer.Option("--customer-key", help="The person's customer key.")] = None,
+    by: Annotated[str | None, typer.Option(help="Who asks (for the audit log; default: the login name).")] = None,
+    sources: Annotated[
+        Path | None, typer.Option(help="Sources file (default: $CRM_SOURCES or the generated sample's).")
+    ] = None,
+    warehouse: Annotated[Path | None, WAREHOUSE_OPTION] = None,
 ) -> None:
     """Erase one person everywhere (raw to exports), keep them out of re-loads, and audit it."""
     import getpass
 
     from ingestion.sources import SourcesError, load_sources
-    from serving.erasure import ErasureRequest, PersonNotFound, forget as erase_person
+    from serving.erasure import ErasureRequest, PersonNotFound
+    from serving.erasure import forget as erase_person
 
     if sources:
         os.environ["CRM_SOURCES"] = str(sources.resolve())
@@ -284,15 +357,24 @@ def forget(
     try:
         request = ErasureRequest(email, phone, customer_key, by or getpass.getuser())
         request.identifier()
-        done = erase_person(request, env.warehouse, env.published_dir, env.governance_dir,
-                            load_sources(env.sources_file).sources, os.environ[environment.MASKING_KEY], _personal_columns(),
-                            env.duckdb_config)
+        done = erase_person(
+            request,
+            env.warehouse,
+            env.published_dir,
+            env.governance_dir,
+            load_sources(env.sources_file).sources,
+            os.environ[environment.MASKING_KEY],
+            _personal_columns(),
+            env.duckdb_config,
+        )
     except (PersonNotFound, ValueError, RuntimeError, SourcesError) as e:
         _fail(e)
-    console.print(f"erasure {done.erasure_id}: {len(done.customer_keys)} customer(s), "
-                  f"{sum(done.removed.values()):,} rows removed from {len(done.removed)} tables, "
-                  f"{done.suppressed:,} row hashes on the suppression list; published version {done.published_version}, "
-                  f"{len(done.versions_deleted)} older version(s) deleted, {len(done.exports_rewritten)} export(s) rewritten")
+    console.print(
+        f"erasure {done.erasure_id}: {len(done.customer_keys)} customer(s), "
+        f"{sum(done.removed.values()):,} rows removed from {len(done.removed)} tables, "
+        f"{done.suppressed:,} row hashes on the suppression list; published version {done.published_version}, "
+        f"{len(done.versions_deleted)} older version(s) deleted, {len(done.exports_rewritten)} export(s) rewritten"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """The dbt project as Dagster assets: each model an asset keyed [schema, model] (group `dbt`),
 its dbt tests as asset checks, and the raw channel views as its upstream sources."""
 
-
 import contextlib
 import functools
 import hashlib
@@ -38,7 +37,9 @@ def prepare_manifest() -> Path:
     sources = [p for d in ("models", "macros", "tests", "seeds") for p in (DBT_DIR / d).rglob("*") if p.is_file()]
     sources += [DBT_DIR / "dbt_project.yml", DBT_DIR / "profiles.yml"]
     if not manifest.exists() or max(p.stat().st_mtime for p in sources) > manifest.stat().st_mtime:
-        DbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE).cli(["parse", "--quiet"], target_path=project.target_path).wait()
+        DbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE).cli(
+            ["parse", "--quiet"], target_path=project.target_path
+        ).wait()
     return manifest
 
 
@@ -58,7 +59,7 @@ class DbtBuildConfig(dg.Config):
     full_refresh: bool = False  # rebuild incremental models from scratch (after a model's columns change)
     # dbt's unit tests check model logic on fixed inputs: dbt Labs recommends running them in
     # development and CI (`make test` does, with a standalone `dbt build`), not in every production
-    # build, where they re-check the same code (4 tests, about 1 s of dbt's threads a build).
+    # build, where they re-check the same code.
     unit_tests: bool = False
 
 
@@ -70,15 +71,25 @@ def dbt_models(identity_truth: Path | None = None, dbt_vars: str | None = None) 
     if not project.manifest_path.exists():
         raise FileNotFoundError(f"{project.manifest_path} is missing: run `make setup` (it parses the dbt project)")
 
-    @dbt_assets(manifest=project.manifest_path, project=project, dagster_dbt_translator=WarehouseTranslator(),
-                pool=DUCKDB_POOL, name="dbt_models")
-    def _models(context: dg.AssetExecutionContext, config: DbtBuildConfig, dbt: DbtCliResource, warehouse: DuckDBResource):
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        dagster_dbt_translator=WarehouseTranslator(),
+        pool=DUCKDB_POOL,
+        name="dbt_models",
+    )
+    def _models(
+        context: dg.AssetExecutionContext, config: DbtBuildConfig, dbt: DbtCliResource, warehouse: DuckDBResource
+    ):
         state = parse_state(Path(warehouse.database))
         target = dbt._get_unique_target_path(context=context)  # dagster-dbt's own name (invocation_target finds it)
         _seed_parse_state(project.project_dir / target, state)
-        args = ["build", *(["--full-refresh"] if config.full_refresh else []),
-                *([] if config.unit_tests else ["--exclude-resource-type", "unit_test"]),
-                *(["--vars", dbt_vars] if dbt_vars else [])]
+        args = [
+            "build",
+            *(["--full-refresh"] if config.full_refresh else []),
+            *([] if config.unit_tests else ["--exclude-resource-type", "unit_test"]),
+            *(["--vars", dbt_vars] if dbt_vars else []),
+        ]
         invocation = dbt.cli(args, context=context, raise_on_error=False, target_path=target)
         # From the identity map on, events wait until dbt has released the warehouse file (and
         # keep their order: Dagster wants a multi-asset's outputs in dependency order).
@@ -106,8 +117,8 @@ PARTIAL_PARSE = "partial_parse.msgpack"
 
 
 def _prune_invocation_targets(current: Path) -> None:
-    """dagster-dbt gives every invocation its own target folder (30-70 MB of logs, manifest and
-    compiled SQL, more with the data); keep the newest few, for debugging, not one per run forever."""
+    """dagster-dbt gives every invocation its own target folder (tens of MB of logs, manifest
+    and compiled SQL); keep the newest few, for debugging, not one per run forever."""
     runs = sorted(current.parent.glob("dbt_models-*"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in runs[KEEP_INVOCATION_TARGETS:]:
         if old != current:
@@ -119,7 +130,7 @@ def invocation_target(run_id: str) -> Path | None:
     return next(iter((DBT_DIR / "target").glob(f"dbt_models-{run_id[:7]}-*")), None)
 
 
-# About 1 MB each. The test suite alone makes 8 deployments a run; a real deployment's state should
+# Small files. The test suite alone makes 8 deployments a run; a real deployment's state should
 # outlive a few of those.
 KEEP_PARSE_STATES = 32
 
@@ -130,7 +141,7 @@ def parse_state(warehouse: Path) -> Path:
     dbt reuses a saved parse only for the profile that made it, and the profile holds the warehouse
     path. dagster-dbt seeds every invocation with the project's one target/partial_parse.msgpack, so
     a run after another deployment's (the tests, the demo, the benchmark) parsed the whole project
-    again: 2-3 s. One state per warehouse path lets each deployment's next run, a full rebuild too,
+    again. One state per warehouse path lets each deployment's next run, a full rebuild too,
     parse only the files that changed (dbt checks each file's hash, and the profile, first)."""
     key = hashlib.sha256(str(warehouse.resolve()).encode()).hexdigest()[:16]
     return DBT_DIR / "target" / "parse_states" / f"{key}.msgpack"
@@ -185,8 +196,9 @@ def _asset_key(context: dg.AssetExecutionContext, event: object) -> dg.AssetKey 
     return getattr(event, "asset_key", None)
 
 
-def _with_identity_report(context: dg.AssetExecutionContext, events: list, warehouse: DuckDBResource,
-                          truth: Path | None) -> Iterator[object]:
+def _with_identity_report(
+    context: dg.AssetExecutionContext, events: list, warehouse: DuckDBResource, truth: Path | None
+) -> Iterator[object]:
     for event in events:
         if isinstance(event, dg.Output) and _asset_key(context, event) == IDENTITY_MAP:
             with warehouse.get_connection() as con, contextlib.closing(con):
@@ -197,9 +209,9 @@ def _with_identity_report(context: dg.AssetExecutionContext, events: list, wareh
 
 class InstalledDbtCli(DbtCliResource):
     """dagster-dbt's dbt resource, without two costs of every build that this project does not use:
-    it is told dbt's version rather than asking `dbt --version` in a subprocess (2.2 s a run:
-    dbt-core is installed in this environment), and it opens no dbt adapter of its own in Dagster's
-    process (1.1 s a run: loading dbt's profile, project and DuckDB adapter), which dagster-dbt
+    it is told dbt's version rather than asking `dbt --version` in a subprocess (dbt-core is
+    installed in this environment), and it opens no dbt adapter of its own in Dagster's
+    process (loading dbt's profile, project and DuckDB adapter), which dagster-dbt
     needs only for `fetch_row_counts` and `fetch_column_metadata`. Its invocations then carry no
     adapter, as they do under dbt Fusion."""
 

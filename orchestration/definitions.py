@@ -13,8 +13,8 @@ from ingestion.contracts import CONTRACTS
 from ingestion.sources import load_sources
 from ingestion.start_date import with_start_date
 from orchestration import environment
-from orchestration.dbt_assets import dbt_models, dbt_project, dbt_resource
 from orchestration.automation import build_after_ingest, build_job, daily_schedule, ingest_job, new_files_sensor
+from orchestration.dbt_assets import dbt_models, dbt_project, dbt_resource
 from orchestration.ingestion_assets import channel_view_asset, daily_partitions, ingestion_asset
 from orchestration.ml_assets import ml_assets
 from orchestration.serving_assets import MaskingKey, bi_exports, published_warehouse

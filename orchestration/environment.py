@@ -5,8 +5,8 @@ CRM_WAREHOUSE    DuckDB warehouse file (default: warehouse/crm.duckdb)
 CRM_DUCKDB_MEMORY_LIMIT, CRM_DUCKDB_THREADS   DuckDB limits (default 4GB, all cores); DuckDB
                  spills to a temp folder beside the warehouse beyond the memory limit.
 CRM_DBT_THREADS  models dbt builds at once (default 2). Concurrent models share DuckDB's cores and
-                 memory limit: 1 suits warehouses that spill (1 million customers: a 362 s dbt
-                 step against 457 s with 2), 2 small ones, whose many short tests then overlap.
+                 memory limit: 1 suits warehouses that spill (a million customers), 2 small
+                 ones, whose many short tests then overlap.
 CRM_KEEP_VERSIONS  published warehouse versions kept (default 3; see serving/publish.py)
 CRM_MASKING_KEY  the deployment's secret for keyed hashes of personal data in exports and the
                  erasure suppression list; `crm` creates one in warehouse/governance/ if unset
@@ -35,7 +35,7 @@ DEFAULT_WAREHOUSE = REPO_ROOT / "warehouse" / "crm.duckdb"
 DEFAULT_SAMPLE_OUT = REPO_ROOT / "warehouse" / "sample"
 # Dagster's switches for partition-range runs, set for every process that runs or serves Dagster.
 # One "materialization planned" event per asset for a partition-range run, not one per day: a
-# year's ingestion planned 3,650 events, 40 s of SQLite writes before the first step. The price
+# year's ingestion planned thousands of events, SQLite writes before the first step. The price
 # (Dagster's note): a failed range run does not mark its partitions failed in the UI; the step's
 # `failed_partitions` metadata and the run's failure still say which days failed.
 # The range's materializations handed to the event log as batches of up to 1,000, which
@@ -104,11 +104,11 @@ def export(env: Environment) -> None:
     os.environ["CRM_DUCKDB_MEMORY_LIMIT"] = env.memory_limit
     os.environ["CRM_DBT_THREADS"] = str(env.dbt_threads)
     # dbt writes its dbt.log (in each invocation's target folder) at debug level unless told: every
-    # statement of every node, 3 MB a run at 10,000 customers and 0.5-1 s of a build at 100,000.
+    # statement of every node, megabytes a run and a measurable part of each build.
     # The executed SQL stays in target/run/; DBT_LOG_LEVEL_FILE=debug brings the full log back.
     os.environ.setdefault("DBT_LOG_LEVEL_FILE", "info")
     # pandas 3 keeps strings in Arrow buffers, and Arrow's default pool (mimalloc) keeps freed
-    # memory for reuse: after the identity models' frames, dbt's process held 2.3 GiB more for
+    # memory for reuse: after the identity models' frames, dbt's process held gigabytes more for
     # the rest of the build at a million customers, beside DuckDB's whole limit. The system
     # allocator returns large buffers when they are freed (and was no slower on pandas merges).
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")

@@ -1,9 +1,10 @@
 """Figures of the identity resolution, for the asset metadata of marts/customer_identity_map.
 
 Always: records mapped, customers, records linked by the fuzzy step, merges and splits, pairs
-waiting for review, contact values guarded as shared, and the largest customer (records, names). With a labelled truth (sources file `identity_truth`: record_type, source_record_id,
-person_id): pairwise precision and recall of same-customer decisions over the mapped records that
-the truth knows, and the share of true persons split over several customer keys.
+waiting for review, contact values guarded as shared, and the largest customer (records, names).
+With a labelled truth (sources file `identity_truth`: record_type, source_record_id, person_id):
+pairwise precision and recall of same-customer decisions over the mapped records that the truth
+knows, and the share of true persons split over several customer keys.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ pairs as (
         (select sum(n * (n - 1) / 2) from (select count(*) as n from scored group by customer_key, person_id)) as same,
         (select sum(n * (n - 1) / 2) from (select count(*) as n from scored group by customer_key)) as predicted,
         (select sum(n * (n - 1) / 2) from (select count(*) as n from scored group by person_id)) as actual,
-        (select avg(case when k > 1 then 1.0 else 0.0 end) from (select count(distinct customer_key) as k from scored group by person_id)) as split,
+        (select avg(case when k > 1 then 1.0 else 0.0 end)
+         from (select count(distinct customer_key) as k from scored group by person_id)) as split,
         (select count(*) from scored) as records_scored
 )
 select

@@ -24,7 +24,10 @@ def daily_partitions(config: SourcesConfig) -> dg.DailyPartitionsDefinition:
 
 def ingestion_asset(source: Source, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
     key = dg.AssetKey(["raw", source.name])
-    specs = [dg.AssetCheckSpec(name, asset=key, description=desc, blocking=blocking) for name, desc, blocking in check_names(source.contract)]
+    specs = [
+        dg.AssetCheckSpec(name, asset=key, description=desc, blocking=blocking)
+        for name, desc, blocking in check_names(source.contract)
+    ]
 
     @dg.asset(
         key=key,
@@ -40,22 +43,34 @@ def ingestion_asset(source: Source, partitions: dg.DailyPartitionsDefinition) ->
     def _load(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         window = context.partition_time_window
         start, end = window.start.date(), (window.end - dt.timedelta(days=1)).date()
-        bounds = (dt.date.fromisoformat(partitions.get_first_partition_key()),
-                  dt.date.fromisoformat(partitions.get_last_partition_key()))
+        bounds = (
+            dt.date.fromisoformat(partitions.get_first_partition_key()),
+            dt.date.fromisoformat(partitions.get_last_partition_key()),
+        )
         # closing(): dagster-duckdb's get_connection skips close() when the body raises, which would
         # keep the file open in this process after a failed step.
         with warehouse.get_connection() as con, contextlib.closing(con):
             try:
-                result = load_source(con, source, start, end, bounds, batch_id=context.run.run_id,
-                                     suppression=suppression_list(environment.current().governance_dir))
+                result = load_source(
+                    con,
+                    source,
+                    start,
+                    end,
+                    bounds,
+                    batch_id=context.run.run_id,
+                    suppression=suppression_list(environment.current().governance_dir),
+                )
             except LoadError as e:
                 raise dg.Failure(description=str(e)) from None
             if result.failed_files:
-                raise dg.Failure(description=result.failure_summary(), metadata={
-                    "failed_files": dg.MetadataValue.json(result.failed_files),
-                    "failed_partitions": [str(d) for d in result.failed_dates],
-                    "loaded_partitions": len(set(days_between(start, end)) - set(result.failed_dates)),
-                })
+                raise dg.Failure(
+                    description=result.failure_summary(),
+                    metadata={
+                        "failed_files": dg.MetadataValue.json(result.failed_files),
+                        "failed_partitions": [str(d) for d in result.failed_dates],
+                        "loaded_partitions": len(set(days_between(start, end)) - set(result.failed_dates)),
+                    },
+                )
             outcomes = validate(con, source, result)
             total = con.execute(f"SELECT count(*) FROM {source.table}").fetchall()[0][0]
         return dg.MaterializeResult(
@@ -86,7 +101,6 @@ def ingestion_asset(source: Source, partitions: dg.DailyPartitionsDefinition) ->
     return _load
 
 
-
 def channel_view_asset(channel: str, sources: list[Source]) -> dg.AssetsDefinition:
     """`raw.<channel>`: the union of the channel's sources, the table dbt's staging reads."""
 
@@ -102,6 +116,8 @@ def channel_view_asset(channel: str, sources: list[Source]) -> dg.AssetsDefiniti
     def _view(warehouse: DuckDBResource) -> dg.MaterializeResult:
         with warehouse.get_connection() as con, contextlib.closing(con):
             rows = create_channel_view(con, channel, sources)
-        return dg.MaterializeResult(metadata={"dagster/row_count": rows, "sources": ", ".join(s.name for s in sources) or "none"})
+        return dg.MaterializeResult(
+            metadata={"dagster/row_count": rows, "sources": ", ".join(s.name for s in sources) or "none"}
+        )
 
     return _view

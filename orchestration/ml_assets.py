@@ -23,9 +23,16 @@ from orchestration.run import AS_OF_TAG
 
 
 def ml_assets() -> dg.AssetsDefinition:
-    specs = [dg.AssetSpec(["ml", name], group_name="ml", description=TABLES[name].__doc__ or f"ml.{name}",
-                          deps=[dg.AssetKey(["marts", mart]) for mart in MART_INPUTS[name]], kinds={"python", "duckdb"})
-             for name in TABLES]
+    specs = [
+        dg.AssetSpec(
+            ["ml", name],
+            group_name="ml",
+            description=TABLES[name].__doc__ or f"ml.{name}",
+            deps=[dg.AssetKey(["marts", mart]) for mart in MART_INPUTS[name]],
+            kinds={"python", "duckdb"},
+        )
+        for name in TABLES
+    ]
 
     @dg.multi_asset(specs=specs, name="ml_tables", pool=DUCKDB_POOL, can_subset=True)
     def _tables(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
@@ -37,24 +44,31 @@ def ml_assets() -> dg.AssetsDefinition:
             started = time.perf_counter()  # includes the shared reads this table is the first to need
             # A connection per table, as each had its own step: DuckDB's cache of what one table
             # read does not stay beside the next one's frames (at a million customers the rules'
-            # order lines plus the customer frames went over 6 GiB).
+            # order lines plus the customer frames went over the memory target).
             try:
                 with warehouse.get_connection() as con, contextlib.closing(con):
                     out = build(con, name, ctx, cfg, inputs)
             except NotEnoughHistory as e:  # nothing written (and said so), rather than a made-up table
                 context.log.warning(f"ml.{name} not built as of {ctx.as_of}: {e}")
-                yield dg.MaterializeResult(asset_key=["ml", name], metadata={
-                    "as_of_date": str(ctx.as_of), "built": False, "not_built_because": str(e)})
+                yield dg.MaterializeResult(
+                    asset_key=["ml", name],
+                    metadata={"as_of_date": str(ctx.as_of), "built": False, "not_built_because": str(e)},
+                )
                 continue
             except Exception:
                 context.log.exception(f"ml.{name} failed as of {ctx.as_of}")
                 failed.append(name)
                 continue
-            yield dg.MaterializeResult(asset_key=["ml", name], metadata={
-                "as_of_date": str(ctx.as_of), "built": True, "dagster/row_count": out.frame.height,
-                "seconds": round(time.perf_counter() - started, 3),
-                **{f"metric/{k}": float(v) for k, v in out.metrics.items()},
-            })
+            yield dg.MaterializeResult(
+                asset_key=["ml", name],
+                metadata={
+                    "as_of_date": str(ctx.as_of),
+                    "built": True,
+                    "dagster/row_count": out.frame.height,
+                    "seconds": round(time.perf_counter() - started, 3),
+                    **{f"metric/{k}": float(v) for k, v in out.metrics.items()},
+                },
+            )
         if failed:
             raise RuntimeError(f"ML tables failed: {', '.join(failed)} (see the step's log; the others were written)")
 

@@ -107,7 +107,11 @@ def run_pipeline(
     as_of_tag = {AS_OF_TAG: as_of.isoformat()} if as_of else {}
     runs = [  # ingestion over the partition range, then everything downstream (see automation.py)
         (definitions.resolve_job_def(INGEST_JOB), {**range_tags(start, end), **as_of_tag}, {}),
-        (definitions.resolve_job_def(BUILD_JOB), as_of_tag, {"ops": {"dbt_models": {"config": {"full_refresh": full_refresh}}}}),
+        (
+            definitions.resolve_job_def(BUILD_JOB),
+            as_of_tag,
+            {"ops": {"dbt_models": {"config": {"full_refresh": full_refresh}}}},
+        ),
     ]
     total = sum(len(job.graph.node_defs) for job, _, _ in runs)
     results: list[dg.ExecuteInProcessResult] = []
@@ -115,16 +119,22 @@ def run_pipeline(
         release_abandoned_runs(instance)
         for job, tags, run_config in runs:
             done_before = sum(len(j.graph.node_defs) for j, _, _ in runs[: len(results)])
-            result = _execute(instance, job, tags, {"loggers": {"console": {"config": {"log_level": log_level}}}, **run_config},
-                              (lambda n: on_progress(done_before + n, total)) if on_progress else None)
+            result = _execute(
+                instance,
+                job,
+                tags,
+                {"loggers": {"console": {"config": {"log_level": log_level}}}, **run_config},
+                (lambda n, before=done_before: on_progress(before + n, total)) if on_progress else None,
+            )
             results.append(result)
             if not result.success:
                 raise RunFailed(_failure_message(result))
     if on_progress:
         on_progress(total, total)
 
-    summary = RunSummary(results[-1].run_id, start, end, as_of, run_ids=[r.run_id for r in results],
-                         notes=[inferred] if inferred else [])
+    summary = RunSummary(
+        results[-1].run_id, start, end, as_of, run_ids=[r.run_id for r in results], notes=[inferred] if inferred else []
+    )
     for result in results:
         for event in result.get_asset_materialization_events():
             mat = event.step_materialization_data.materialization
@@ -142,8 +152,11 @@ def release_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
     by the Dagster daemon are watched by its run monitoring instead.)
     """
     released = []
-    records = instance.get_run_records(filters=dg.RunsFilter(
-        statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING], tags={HOST_TAG: socket.gethostname()}))
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING], tags={HOST_TAG: socket.gethostname()}
+        )
+    )
     for record in records:
         run = record.dagster_run
         pid = int(run.tags.get(PID_TAG, "0"))
@@ -164,10 +177,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _execute(instance: dg.DagsterInstance, job: dg.JobDefinition, tags: dict[str, str], run_config: dict,
-             on_steps: Callable[[int], None] | None) -> dg.ExecuteInProcessResult:
+def _execute(
+    instance: dg.DagsterInstance,
+    job: dg.JobDefinition,
+    tags: dict[str, str],
+    run_config: dict,
+    on_steps: Callable[[int], None] | None,
+) -> dg.ExecuteInProcessResult:
     """Run `job` in a worker thread, reporting finished steps from the instance meanwhile (every
-    2 s, and only when asked: each poll reads the run's event log while the run writes to it)."""
+    PROGRESS_POLL_SECONDS, and only when asked: each poll reads the run's event log while the run writes to it)."""
     # Both threads query the instance's SQLite storage; SQLAlchemy's ORM imports parts of itself on
     # first use, and two threads doing that at once fail with a circular import. Import it here.
     import sqlalchemy.orm  # noqa: F401
@@ -178,8 +196,9 @@ def _execute(instance: dg.DagsterInstance, job: dg.JobDefinition, tags: dict[str
 
     def execute() -> None:
         try:
-            outcome["result"] = job.execute_in_process(run_config=run_config, instance=instance, run_id=run_id,
-                                                       tags=tags, raise_on_error=False)
+            outcome["result"] = job.execute_in_process(
+                run_config=run_config, instance=instance, run_id=run_id, tags=tags, raise_on_error=False
+            )
         except BaseException as e:  # surfaced below, in the caller's thread
             outcome["error"] = e
         finally:

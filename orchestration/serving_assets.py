@@ -26,37 +26,71 @@ class MaskingKey(dg.ConfigurableResource):
 
 
 def published_warehouse(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
-    @dg.asset(key=PUBLISHED, group_name="serving", pool=DUCKDB_POOL, deps=upstream, kinds={"duckdb"},
-              description="The build database copied to a new read-only version and switched in atomically; "
-                          "older versions pruned. Analysts and exports read only published versions.")
+    @dg.asset(
+        key=PUBLISHED,
+        group_name="serving",
+        pool=DUCKDB_POOL,
+        deps=upstream,
+        kinds={"duckdb"},
+        description="The build database copied to a new read-only version and switched in atomically; "
+        "older versions pruned. Analysts and exports read only published versions.",
+    )
     def _publish(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         env = environment.current()
         tag = context.run.tags.get(AS_OF_TAG)
         personal = personal_columns(dbt_project().manifest_path)
-        pub = publish(env.warehouse, env.published_dir, context.run.run_id, dt.date.fromisoformat(tag) if tag else None,
-                      keep=env.keep_versions, prepare=lambda con: create_scope_views(con, personal))
-        return dg.MaterializeResult(metadata={
-            "version": pub.version, "path": dg.MetadataValue.path(str(pub.path)),
-            "dagster/row_count": sum(pub.row_counts.values()),
-            "size_mib": round(pub.size_bytes / 2**20, 1), "pruned": ", ".join(pub.pruned) or "none",
-            "row_counts": dg.MetadataValue.json(pub.row_counts),
-        })
+        pub = publish(
+            env.warehouse,
+            env.published_dir,
+            context.run.run_id,
+            dt.date.fromisoformat(tag) if tag else None,
+            keep=env.keep_versions,
+            prepare=lambda con: create_scope_views(con, personal),
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "version": pub.version,
+                "path": dg.MetadataValue.path(str(pub.path)),
+                "dagster/row_count": sum(pub.row_counts.values()),
+                "size_mib": round(pub.size_bytes / 2**20, 1),
+                "pruned": ", ".join(pub.pruned) or "none",
+                "row_counts": dg.MetadataValue.json(pub.row_counts),
+            }
+        )
 
     return _publish
 
 
-@dg.asset(key=EXPORTS, group_name="serving", deps=[PUBLISHED], kinds={"parquet"},
-          description="Every mart and ML table of the current version as zstd Parquet in warehouse/exports/, "
-                      "personal data as keyed hashes, manifest.json last, switched in atomically.")
+@dg.asset(
+    key=EXPORTS,
+    group_name="serving",
+    deps=[PUBLISHED],
+    kinds={"parquet"},
+    description="Every mart and ML table of the current version as zstd Parquet in warehouse/exports/, "
+    "personal data as keyed hashes, manifest.json last, switched in atomically.",
+)
 def bi_exports(masking: MaskingKey) -> dg.MaterializeResult:
     env = environment.current()
     manifest = dbt_project().manifest_path
-    export = write_export(env.published_dir, env.warehouse.parent, ExportSpec(), personal_columns(manifest),
-                          masking.key, env.duckdb_config, identifier_columns(manifest))
+    export = write_export(
+        env.published_dir,
+        env.warehouse.parent,
+        ExportSpec(),
+        personal_columns(manifest),
+        masking.key,
+        env.duckdb_config,
+        identifier_columns(manifest),
+    )
     tables = export.manifest["tables"]
-    return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(export.path)), "version": export.manifest["version"],
-        "dagster/row_count": sum(v["rows"] for v in tables.values()),
-        "tables": len(tables), "rows": dg.MetadataValue.json({t: v["rows"] for t, v in tables.items()}),
-        "masked_columns": dg.MetadataValue.json({t: v["masked_columns"] for t, v in tables.items() if v["masked_columns"]}),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(export.path)),
+            "version": export.manifest["version"],
+            "dagster/row_count": sum(v["rows"] for v in tables.values()),
+            "tables": len(tables),
+            "rows": dg.MetadataValue.json({t: v["rows"] for t, v in tables.items()}),
+            "masked_columns": dg.MetadataValue.json(
+                {t: v["masked_columns"] for t, v in tables.items() if v["masked_columns"]}
+            ),
+        }
+    )

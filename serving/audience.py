@@ -20,19 +20,26 @@ if TYPE_CHECKING:
 CHANNEL_CONTACT = {"email": "email", "sms": "phone_e164", "phone": "phone_e164"}
 
 
-def audience_query(con: duckdb.DuckDBPyConnection, spec: ExportSpec, personal: dict[str, set[str]]) -> dict[str, MaskedSelect]:
+def audience_query(
+    con: duckdb.DuckDBPyConnection, spec: ExportSpec, personal: dict[str, set[str]]
+) -> dict[str, MaskedSelect]:
     """{"audience": its select} for `write_export`; the contact is masked unless asked not to be."""
     if spec.channel not in CHANNEL_CONTACT:
         raise ValueError(f"unknown channel {spec.channel!r}; channels: {', '.join(CHANNEL_CONTACT)}")
     as_of = con.execute("SELECT as_of_date FROM serving.publication").fetchall()[0][0]
-    segments = [r[0] for r in con.execute(
-        "SELECT DISTINCT segment FROM ml.rfm_segments WHERE as_of_date = "
-        "(SELECT max(as_of_date) FROM ml.rfm_segments WHERE as_of_date <= ?) ORDER BY 1", [as_of]).fetchall()]
+    segments = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT segment FROM ml.rfm_segments WHERE as_of_date = "
+            "(SELECT max(as_of_date) FROM ml.rfm_segments WHERE as_of_date <= ?) ORDER BY 1",
+            [as_of],
+        ).fetchall()
+    ]
     if spec.segment not in segments:
         raise ValueError(f"unknown RFM segment {spec.segment!r} as of {as_of}; segments: {', '.join(segments)}")
     customers = "scoped.dim_customer" if spec.region else "marts.dim_customer"
     contact = CHANNEL_CONTACT[spec.channel]
-    segment = spec.segment.replace("'", "''")
+    segment = (spec.segment or "").replace("'", "''")
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW audience AS
         WITH segment AS (
@@ -52,4 +59,6 @@ def audience_query(con: duckdb.DuckDBPyConnection, spec: ExportSpec, personal: d
         WHERE c.has_marketing_consent AND c.{contact} IS NOT NULL
         ORDER BY s.customer_key
     """)
-    return {"audience": masked_select(con, "audience", {"contact"} | personal.get("marts.dim_customer", set()), spec.masked)}
+    return {
+        "audience": masked_select(con, "audience", {"contact"} | personal.get("marts.dim_customer", set()), spec.masked)
+    }

@@ -32,14 +32,27 @@ from ingestion.sources import Source
 # Which rows of each staging view are the person's: the view's record id for the identity graph's
 # record type, and the view's columns holding each identifier type (int_identifiers_collected).
 PERSON_ROWS: dict[str, tuple[str, str, dict[str, str]]] = {
-    "stg_customers__profiles": ("profile", "customer_ref",
-                                {"customer_ref": "customer_ref", "email": "email", "phone": "phone_e164", "loyalty_card": "loyalty_card"}),
-    "stg_store__order_lines": ("order", "concat(source_name, ':', order_id)",
-                               {"customer_ref": "customer_ref", "loyalty_card": "loyalty_card", "phone": "phone_e164"}),
-    "stg_web__events": ("web_cookie", "cookie_id", {"cookie": "cookie_id", "customer_ref": "customer_ref", "email": "email"}),
+    "stg_customers__profiles": (
+        "profile",
+        "customer_ref",
+        {"customer_ref": "customer_ref", "email": "email", "phone": "phone_e164", "loyalty_card": "loyalty_card"},
+    ),
+    "stg_store__order_lines": (
+        "order",
+        "concat(source_name, ':', order_id)",
+        {"customer_ref": "customer_ref", "loyalty_card": "loyalty_card", "phone": "phone_e164"},
+    ),
+    "stg_web__events": (
+        "web_cookie",
+        "cookie_id",
+        {"cookie": "cookie_id", "customer_ref": "customer_ref", "email": "email"},
+    ),
     "stg_call_center__calls": ("call", "call_key", {"phone": "phone_e164", "customer_ref": "customer_ref"}),
-    "stg_social__interactions": ("social_account", "concat(platform, ':', handle)",
-                                 {"social_handle": "concat(platform, ':', handle)", "phone": "linked_phone_e164", "email": "linked_email"}),
+    "stg_social__interactions": (
+        "social_account",
+        "concat(platform, ':', handle)",
+        {"social_handle": "concat(platform, ':', handle)", "phone": "linked_phone_e164", "email": "linked_email"},
+    ),
 }
 SUPPRESSION = "suppression.csv"
 AUDIT = "audit.jsonl"
@@ -57,7 +70,9 @@ class ErasureRequest:
     requested_by: str = "unknown"
 
     def identifier(self) -> tuple[str, str]:
-        given = [(k, v) for k, v in (("email", self.email), ("phone", self.phone), ("customer_key", self.customer_key)) if v]
+        given = [
+            (k, v) for k, v in (("email", self.email), ("phone", self.phone), ("customer_key", self.customer_key)) if v
+        ]
         if len(given) != 1:
             raise ValueError("give exactly one of --email, --phone, --customer-key")
         return given[0]
@@ -76,15 +91,19 @@ def find_customer_keys(con: duckdb.DuckDBPyConnection, request: ErasureRequest) 
     if kind == "customer_key":
         query, params = "SELECT DISTINCT customer_key FROM marts.dim_customer WHERE customer_key = ?", [value.strip()]
     elif kind == "email":
-        query = ("SELECT DISTINCT customer_key FROM intermediate.int_customer_keys_assigned "
-                 "WHERE identifier_type = 'email' AND identifier_value = ?")
+        query = (
+            "SELECT DISTINCT customer_key FROM intermediate.int_customer_keys_assigned "
+            "WHERE identifier_type = 'email' AND identifier_value = ?"
+        )
         params = [value.strip().lower()]
     else:  # a phone in any format: the same digits as a normalized E.164 number, with or without its country code
         digits = re.sub(r"\D", "", value).lstrip("0")
         if len(digits) < 7:
             raise ValueError(f"{value!r} has too few digits to be a phone number")
-        query = ("SELECT DISTINCT customer_key FROM intermediate.int_customer_keys_assigned WHERE identifier_type = 'phone' "
-                 "AND (substr(identifier_value, 2) = ? OR (length(?) >= 9 AND ends_with(identifier_value, ?)))")
+        query = (
+            "SELECT DISTINCT customer_key FROM intermediate.int_customer_keys_assigned WHERE identifier_type = 'phone' "
+            "AND (substr(identifier_value, 2) = ? OR (length(?) >= 9 AND ends_with(identifier_value, ?)))"
+        )
         params = [digits, digits, digits]
     keys = [r[0] for r in con.execute(query, params).fetchall()]
     if not keys:
@@ -92,8 +111,12 @@ def find_customer_keys(con: duckdb.DuckDBPyConnection, request: ErasureRequest) 
     return keys
 
 
-def erase(con: duckdb.DuckDBPyConnection, keys: list[str], sources: list[Source],
-          before_commit: Callable[[Footprint], None] | None = None) -> Footprint:
+def erase(
+    con: duckdb.DuckDBPyConnection,
+    keys: list[str],
+    sources: list[Source],
+    before_commit: Callable[[Footprint], None] | None = None,
+) -> Footprint:
     """Delete the customers `keys` from every layer of the database behind `con`, in one transaction.
 
     `before_commit` sees what is about to go (the suppression list is written there, so that rows
@@ -113,8 +136,10 @@ def erase(con: duckdb.DuckDBPyConnection, keys: list[str], sources: list[Source]
         con.execute("ROLLBACK")
         raise
     finally:
-        con.execute("DROP TABLE IF EXISTS _erase_keys; DROP TABLE IF EXISTS _erase_ids; DROP TABLE IF EXISTS _erase_records; "
-                    "DROP TABLE IF EXISTS _erase_rows; DROP TABLE IF EXISTS _erase_web_events")
+        con.execute(
+            "DROP TABLE IF EXISTS _erase_keys; DROP TABLE IF EXISTS _erase_ids; DROP TABLE IF EXISTS _erase_records; "
+            "DROP TABLE IF EXISTS _erase_rows; DROP TABLE IF EXISTS _erase_web_events"
+        )
     return out
 
 
@@ -132,7 +157,8 @@ def _collect_person(con: duckdb.DuckDBPyConnection, keys: list[str]) -> None:
     for view, (record_type, record_id, identifiers) in PERSON_ROWS.items():
         carries = " OR ".join(
             f"{column} IN (SELECT identifier_value FROM _erase_ids WHERE identifier_type = '{kind}')"
-            for kind, column in identifiers.items())
+            for kind, column in identifiers.items()
+        )
         rows.append(f"""
             SELECT source_name AS source, source_file AS file, source_row_number AS row_number FROM staging.{view}
             WHERE {record_id} IN (SELECT record_id FROM _erase_records WHERE record_type = '{record_type}') OR {carries}""")
@@ -158,7 +184,9 @@ def _erase_raw(con: duckdb.DuckDBPyConnection, source: Source, out: Footprint) -
     if not found:
         return
     out.row_hashes.update(r[0] for r in found)
-    con.execute(f"DELETE FROM {source.table} WHERE (_file, _row_number) IN (SELECT (_file, _row_number) FROM ({doomed}))")
+    con.execute(
+        f"DELETE FROM {source.table} WHERE (_file, _row_number) IN (SELECT (_file, _row_number) FROM ({doomed}))"
+    )
     out.removed[source.table] = out.removed.get(source.table, 0) + len(found)
 
 
@@ -172,7 +200,8 @@ def _erase_quarantine(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
             FROM raw.quarantine
         ),
         plain AS (
-            SELECT lower(CASE WHEN identifier_type = 'social_handle' THEN split_part(identifier_value, ':', 2) ELSE identifier_value END) AS v
+            SELECT lower(CASE WHEN identifier_type = 'social_handle' THEN split_part(identifier_value, ':', 2)
+                              ELSE identifier_value END) AS v
             FROM _erase_ids WHERE identifier_type <> 'phone'
         ),
         phones AS (SELECT substr(identifier_value, 2) AS digits FROM _erase_ids WHERE identifier_type = 'phone')
@@ -185,7 +214,9 @@ def _erase_quarantine(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
     if not found:
         return
     out.row_hashes.update(r[0] for r in found)
-    con.execute(f"DELETE FROM raw.quarantine WHERE (source, file, row_number) IN (SELECT (source, file, row_number) FROM ({doomed}))")
+    con.execute(
+        f"DELETE FROM raw.quarantine WHERE (source, file, row_number) IN (SELECT (source, file, row_number) FROM ({doomed}))"
+    )
     out.removed["raw.quarantine"] = len(found)
 
 
@@ -207,8 +238,10 @@ def _erase_keyed_tables(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
         elif "web_event_id" in columns:
             where = "web_event_id IN (SELECT web_event_id FROM _erase_web_events)"
         elif {"record_type", "record_id", "identifier_type", "identifier_value"} <= set(columns):  # the graph's edges
-            where = ("(record_type, record_id) IN (SELECT (record_type, record_id) FROM _erase_records) OR "
-                     "(identifier_type, identifier_value) IN (SELECT (identifier_type, identifier_value) FROM _erase_ids)")
+            where = (
+                "(record_type, record_id) IN (SELECT (record_type, record_id) FROM _erase_records) OR "
+                "(identifier_type, identifier_value) IN (SELECT (identifier_type, identifier_value) FROM _erase_ids)"
+            )
         else:
             continue
         removed = con.execute(f'DELETE FROM "{schema}"."{table}" WHERE {where}').fetchall()[0][0]
@@ -246,7 +279,6 @@ def new_erasure_id() -> str:
     return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
-
 @dataclass
 class Erasure:
     erasure_id: str
@@ -258,8 +290,16 @@ class Erasure:
     exports_rewritten: list[str]
 
 
-def forget(request: ErasureRequest, build: Path, published_dir: Path, governance: Path, sources: list[Source],
-           key: str, personal: dict[str, set[str]], duckdb_config: dict | None = None) -> Erasure:
+def forget(
+    request: ErasureRequest,
+    build: Path,
+    published_dir: Path,
+    governance: Path,
+    sources: list[Source],
+    key: str,
+    personal: dict[str, set[str]],
+    duckdb_config: dict | None = None,
+) -> Erasure:
     """Erase one person from the build database, the published versions and every export; audit it.
 
     Fails before changing anything when a run holds the build database (DuckDB's lock).
@@ -272,18 +312,29 @@ def forget(request: ErasureRequest, build: Path, published_dir: Path, governance
     try:
         con = duckdb.connect(str(build), config=duckdb_config or {})
     except duckdb.IOException as e:
-        raise RuntimeError(f"the warehouse {build} is being written (a run is in progress); try again when it ends: {e}") from None
+        raise RuntimeError(
+            f"the warehouse {build} is being written (a run is in progress); try again when it ends: {e}"
+        ) from None
     with con:
         keys = find_customer_keys(con, request)
-        footprint = erase(con, keys, sources, before_commit=lambda fp: append_suppression(governance, erasure_id, fp.row_hashes))
+        footprint = erase(
+            con, keys, sources, before_commit=lambda fp: append_suppression(governance, erasure_id, fp.row_hashes)
+        )
     version, deleted, rewritten = None, [], []
     if (published_dir / publish.CURRENT).is_symlink():
         current = publish.current(published_dir)
         with duckdb.connect(str(current), read_only=True) as con:
             run_id, as_of = con.execute("SELECT run_id, as_of_date FROM serving.publication").fetchall()[0]
-        pub = publish.add_version(current, published_dir, run_id, as_of, keep=1,
-                                  change=lambda c: erase(c, keys, sources,
-                                                         before_commit=lambda fp: append_suppression(governance, erasure_id, fp.row_hashes)))
+        pub = publish.add_version(
+            current,
+            published_dir,
+            run_id,
+            as_of,
+            keep=1,
+            change=lambda c: erase(
+                c, keys, sources, before_commit=lambda fp: append_suppression(governance, erasure_id, fp.row_hashes)
+            ),
+        )
         version, deleted = pub.version, pub.pruned
         for path in export.known_exports(published_dir.parent):
             spec = export.ExportSpec(**export.read_manifest(path)["spec"])
@@ -292,11 +343,23 @@ def forget(request: ErasureRequest, build: Path, published_dir: Path, governance
             rewritten.append(str(path))
     result = Erasure(erasure_id, keys, footprint.removed, len(footprint.row_hashes), version, deleted, rewritten)
     kind, value = request.identifier()
-    write_audit(governance, {
-        "event": "erasure", "erasure_id": erasure_id, "at": dt.datetime.now(dt.UTC).isoformat(),
-        "requested_by": request.requested_by,
-        "identifier": {"type": kind, "keyed_hash": keyed_hash(key, value.strip().lower() if kind == "email" else value.strip())},
-        "customers": len(keys), "rows_removed": footprint.removed, "rows_suppressed": len(footprint.row_hashes),
-        "published_version": version, "versions_deleted": deleted, "exports_rewritten": rewritten,
-    })
+    write_audit(
+        governance,
+        {
+            "event": "erasure",
+            "erasure_id": erasure_id,
+            "at": dt.datetime.now(dt.UTC).isoformat(),
+            "requested_by": request.requested_by,
+            "identifier": {
+                "type": kind,
+                "keyed_hash": keyed_hash(key, value.strip().lower() if kind == "email" else value.strip()),
+            },
+            "customers": len(keys),
+            "rows_removed": footprint.removed,
+            "rows_suppressed": len(footprint.row_hashes),
+            "published_version": version,
+            "versions_deleted": deleted,
+            "exports_rewritten": rewritten,
+        },
+    )
     return result

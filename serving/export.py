@@ -25,6 +25,7 @@ import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -64,7 +65,9 @@ def _partition_column(name: str, columns: list[tuple[str, str]]) -> str | None:
     return next((c for c, t in columns if c.endswith("_local_date") and t == "DATE"), None)
 
 
-def table_queries(con: duckdb.DuckDBPyConnection, spec: ExportSpec, personal: dict[str, set[str]]) -> dict[str, MaskedSelect]:
+def table_queries(
+    con: duckdb.DuckDBPyConnection, spec: ExportSpec, personal: dict[str, set[str]]
+) -> dict[str, MaskedSelect]:
     """table name -> its select for a BI export: every served table, scoped if asked."""
     queries = {}
     for schema, table in publish.served_tables(con):
@@ -75,13 +78,19 @@ def table_queries(con: duckdb.DuckDBPyConnection, spec: ExportSpec, personal: di
     return queries
 
 
-def write_export(published_dir: Path, warehouse_dir: Path, spec: ExportSpec, personal: dict[str, set[str]],
-                 key: str | None, duckdb_config: dict | None = None,
-                 identifiers: dict[str, set[str]] | None = None) -> Export:
+def write_export(
+    published_dir: Path,
+    warehouse_dir: Path,
+    spec: ExportSpec,
+    personal: dict[str, set[str]],
+    key: str | None,
+    duckdb_config: dict | None = None,
+    identifiers: dict[str, set[str]] | None = None,
+) -> Export:
     """Export the current published version to its path under `warehouse_dir` (a symlink it owns).
 
     `duckdb_config`: the deployment's DuckDB limits (memory, threads, spill folder); without them
-    DuckDB may take 80 % of the machine's memory (7.2 GiB for a million customers' export)."""
+    DuckDB may take 80 % of the machine's memory."""
     from serving.audience import audience_query
 
     queries = audience_query if spec.kind == "audience" else table_queries
@@ -109,8 +118,11 @@ def write_export(published_dir: Path, warehouse_dir: Path, spec: ExportSpec, per
             pub = con.execute("SELECT version, run_id, as_of_date, published_at FROM serving.publication").fetchall()[0]
         manifest = {
             "spec": asdict(spec),
-            "version": pub[0], "run_id": pub[1], "as_of_date": str(pub[2]) if pub[2] else None,
-            "published_at": pub[3].isoformat(), "created_at": dt.datetime.now(dt.UTC).isoformat(),
+            "version": pub[0],
+            "run_id": pub[1],
+            "as_of_date": str(pub[2]) if pub[2] else None,
+            "published_at": pub[3].isoformat(),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(),
             **manifest,
         }
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")  # last: its presence means complete
@@ -122,19 +134,27 @@ def write_export(published_dir: Path, warehouse_dir: Path, spec: ExportSpec, per
     return Export(path, folder, manifest)
 
 
-def _refuse_clear_identifiers(con: duckdb.DuckDBPyConnection, selects: dict[str, MaskedSelect],
-                              identifiers: dict[str, set[str]]) -> None:
+def _refuse_clear_identifiers(
+    con: duckdb.DuckDBPyConnection, selects: dict[str, MaskedSelect], identifiers: dict[str, set[str]]
+) -> None:
     """A masked export must not hold a personal identifier in clear in a column it leaves unmasked
     (a cookie inside a session id): checked on a sample of each such column, before writing."""
     leaks = clear_identifiers(con, selects, identifiers)
     if leaks:
-        raise IdentifierLeak("the export would hold personal identifiers in clear in unmasked columns "
-                             f"{', '.join(f'{c} ({n} sampled values)' for c, n in sorted(leaks.items()))}: "
-                             "tag them meta: {pii: true} in dbt, or rebuild them without the identifier")
+        raise IdentifierLeak(
+            "the export would hold personal identifiers in clear in unmasked columns "
+            f"{', '.join(f'{c} ({n} sampled values)' for c, n in sorted(leaks.items()))}: "
+            "tag them meta: {pii: true} in dbt, or rebuild them without the identifier"
+        )
 
 
-def _write_tables(con: duckdb.DuckDBPyConnection, folder: Path, queries: dict[str, MaskedSelect], masking: str | None,
-                  previous: Path | None = None) -> dict:
+def _write_tables(
+    con: duckdb.DuckDBPyConnection,
+    folder: Path,
+    queries: dict[str, MaskedSelect],
+    masking: str | None,
+    previous: Path | None = None,
+) -> dict:
     """`masking`: an id of the masking key (a keyed hash, not the key), None when unmasked."""
     before = read_manifest(previous)["tables"] if previous else {}
     tables = {}
@@ -142,41 +162,59 @@ def _write_tables(con: duckdb.DuckDBPyConnection, folder: Path, queries: dict[st
         columns = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {select.query}").fetchall()]
         by = _partition_column(name, columns)
         target = folder / name
-        entry = {"path": f"{name}/", "partitioned_by": "month" if by else None,
-                 "columns": [{"name": c, "type": t} for c, t in columns], "masked_columns": select.masked_columns,
-                 "masking": masking if select.masked_columns else None}
+        entry: dict[str, Any] = {
+            "path": f"{name}/",
+            "partitioned_by": "month" if by else None,
+            "columns": [{"name": c, "type": t} for c, t in columns],
+            "masked_columns": select.masked_columns,
+            "masking": masking if select.masked_columns else None,
+        }
         if by:
             old = before.get(name, {})
             same_shape = old.get("columns") == entry["columns"] and old.get("masking") == entry["masking"]
             month = f"strftime({by}, '%Y-%m') AS month"
             rows, entry["partitions"] = _write_months(
-                con, f"SELECT *, {month} FROM ({select.query})", f"SELECT *, {month} FROM ({select.plain})", by,
-                target, old.get("partitions", {}) if same_shape else {}, previous / name if previous else None)
+                con,
+                f"SELECT *, {month} FROM ({select.query})",
+                f"SELECT *, {month} FROM ({select.plain})",
+                by,
+                target,
+                old.get("partitions", {}) if same_shape else {},
+                previous / name if previous else None,
+            )
         else:
             target.mkdir()
-            rows = con.execute(f"COPY ({select.query}) TO '{_sql_path(target / 'data.parquet')}' ({PARQUET})").fetchall()[0][0]
+            rows = con.execute(
+                f"COPY ({select.query}) TO '{_sql_path(target / 'data.parquet')}' ({PARQUET})"
+            ).fetchall()[0][0]
         tables[name] = {**entry, "rows": rows}
     return {"tables": tables}
 
 
-def _write_months(con: duckdb.DuckDBPyConnection, query: str, plain: str, by: str, target: Path, reusable: dict,
-                  previous: Path | None) -> tuple[int, dict]:
+def _write_months(
+    con: duckdb.DuckDBPyConnection, query: str, plain: str, by: str, target: Path, reusable: dict, previous: Path | None
+) -> tuple[int, dict]:
     """Write the months of date column `by` whose fingerprint (over the `plain`, unmasked rows)
     changed or is new; hard-link the previous export's others."""
     counts = con.execute(f"SELECT month, count(*), sum(hash(q)) FROM ({plain}) AS q GROUP BY month").fetchall()
     partitions = {month: {"rows": n, "fingerprint": str(fp)} for month, n, fp in counts if month is not None}
-    kept = sorted(m for m, p in partitions.items() if reusable.get(m) == p and (previous / f"month={m}").is_dir())
+    kept = sorted(
+        m for m, p in partitions.items() if previous and reusable.get(m) == p and (previous / f"month={m}").is_dir()
+    )
     if len(kept) < len(counts):
         # The written months as ranges of the date column itself, which DuckDB checks against each
-        # row group's min and max: `month NOT IN (kept)` formatted every row's date and joined them
-        # (two months of a day's order lines at 100,000 customers: 0.49 s, as ranges 0.22 s).
-        ranges = " OR ".join(f"(\"{by}\" >= DATE '{m}-01' AND \"{by}\" < DATE '{m}-01' + INTERVAL 1 MONTH)"
-                             for m in sorted(partitions.keys() - set(kept)))  # 'YYYY-MM', from strftime
-        only_changed = f"WHERE \"{by}\" IS NULL{' OR ' + ranges if ranges else ''}" if kept else ""
-        con.execute(f"COPY (SELECT * FROM ({query}) {only_changed}) TO '{_sql_path(target)}' "
-                    f"({PARQUET}, PARTITION_BY (month))").fetchall()
+        # row group's min and max: `month NOT IN (kept)` formatted every row's date and joined them.
+        ranges = " OR ".join(
+            f"(\"{by}\" >= DATE '{m}-01' AND \"{by}\" < DATE '{m}-01' + INTERVAL 1 MONTH)"
+            for m in sorted(partitions.keys() - set(kept))
+        )  # 'YYYY-MM', from strftime
+        only_changed = f'WHERE "{by}" IS NULL{" OR " + ranges if ranges else ""}' if kept else ""
+        con.execute(
+            f"COPY (SELECT * FROM ({query}) {only_changed}) TO '{_sql_path(target)}' ({PARQUET}, PARTITION_BY (month))"
+        ).fetchall()
     target.mkdir(exist_ok=True)  # also for a fact without rows
     for month in kept:
+        assert previous is not None  # kept months come from it
         (target / f"month={month}").mkdir()
         for file in (previous / f"month={month}").iterdir():
             os.link(file, target / f"month={month}" / file.name)
@@ -200,7 +238,11 @@ def read_manifest(path: Path) -> dict:
 def known_exports(warehouse_dir: Path) -> list[Path]:
     """Every export path under the warehouse folder (each a symlink to a folder with a manifest)."""
     found = []
-    for link in [warehouse_dir / "exports", *warehouse_dir.glob("exports_region/*"), *warehouse_dir.glob("audiences/*")]:
+    for link in [
+        warehouse_dir / "exports",
+        *warehouse_dir.glob("exports_region/*"),
+        *warehouse_dir.glob("audiences/*"),
+    ]:
         if link.is_symlink() and (link / MANIFEST).exists():
             found.append(link)
     return found
@@ -218,8 +260,13 @@ def drop_all_but_current(path: Path) -> None:
 def export_path(warehouse_dir: Path, spec: ExportSpec) -> Path:
     """Where an export of this spec lives: exports/, exports_region/<region>/, audiences/<segment>_<channel>/."""
     if spec.kind == "audience":
-        return warehouse_dir / "audiences" / f"{spec.segment}_{spec.channel}{'_' + spec.region if spec.region else ''}".replace("/", "-").replace(" ", "_")
+        return (
+            warehouse_dir
+            / "audiences"
+            / f"{spec.segment}_{spec.channel}{'_' + spec.region if spec.region else ''}".replace("/", "-").replace(
+                " ", "_"
+            )
+        )
     if spec.region:
         return warehouse_dir / "exports_region" / spec.region.replace("/", "-")
     return warehouse_dir / "exports"
-

@@ -23,13 +23,16 @@ MIN_LENGTH = 8
 
 
 def identifier_columns(manifest: Path) -> dict[str, set[str]]:
-    """"schema.table" -> columns tagged `meta: {identifier: …}` in the dbt project, from its manifest."""
+    """ "schema.table" -> columns tagged `meta: {identifier: …}` in the dbt project, from its manifest."""
     found: dict[str, set[str]] = {}
     for node in json.loads(manifest.read_text())["nodes"].values():
         if node["resource_type"] != "model":
             continue
-        tagged = {name for name, col in node["columns"].items()
-                  if (col.get("meta") or {}).get("identifier") or (col.get("config", {}).get("meta") or {}).get("identifier")}
+        tagged = {
+            name
+            for name, col in node["columns"].items()
+            if (col.get("meta") or {}).get("identifier") or (col.get("config", {}).get("meta") or {}).get("identifier")
+        }
         if tagged:
             found[f"{node['schema']}.{node.get('alias') or node['name']}"] = tagged
     return found
@@ -47,14 +50,22 @@ def _pieces(value: str) -> set[str]:
     return {value[s:e] for i, s in enumerate(starts) for e in ends[i:] if e > s}
 
 
-def clear_identifiers(con: duckdb.DuckDBPyConnection, queries: dict[str, MaskedSelect], identifiers: dict[str, set[str]],
-                      sample_rows: int | None = 2000) -> dict[str, int]:
+def clear_identifiers(
+    con: duckdb.DuckDBPyConnection,
+    queries: dict[str, MaskedSelect],
+    identifiers: dict[str, set[str]],
+    sample_rows: int | None = 2000,
+) -> dict[str, int]:
     """'table.column' -> how many of its values (a sample of `sample_rows`, or all when None) carry an
     identifier in clear, for every text column the export leaves unmasked. Empty: nothing leaks."""
-    known = [f'SELECT DISTINCT CAST("{c}" AS VARCHAR) AS v FROM {rel} WHERE length(CAST("{c}" AS VARCHAR)) >= {MIN_LENGTH}'
-             for rel, cols in identifiers.items() for c in sorted(cols)
-             if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name = ?",
-                            [rel]).fetchall()[0][0]]
+    known = [
+        f'SELECT DISTINCT CAST("{c}" AS VARCHAR) AS v FROM {rel} WHERE length(CAST("{c}" AS VARCHAR)) >= {MIN_LENGTH}'
+        for rel, cols in identifiers.items()
+        for c in sorted(cols)
+        if con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name = ?", [rel]
+        ).fetchall()[0][0]
+    ]
     if not known:
         return {}
     con.execute(f"CREATE OR REPLACE TEMP TABLE _identifier_values AS {' UNION '.join(known)}")
@@ -65,12 +76,22 @@ def clear_identifiers(con: duckdb.DuckDBPyConnection, queries: dict[str, MaskedS
         for column, type_, *_ in columns:
             if type_ != "VARCHAR" or column in select.masked_columns:
                 continue
-            values = [v for (v,) in con.execute(  # from the unmasked rows: the column is not masked anyway
-                f'SELECT DISTINCT "{column}" FROM (SELECT "{column}" FROM ({select.plain}) WHERE "{column}" IS NOT NULL{sample})'
-            ).fetchall()]
-            pieces = pa.table({"value": [v for v in values for _ in _pieces(v)],
-                               "piece": [p for v in values for p in _pieces(v)]})
-            found = con.execute("SELECT count(DISTINCT value) FROM pieces SEMI JOIN _identifier_values ON piece = v").fetchall()[0][0]
+            values = [
+                v
+                for (v,) in con.execute(  # from the unmasked rows: the column is not masked anyway
+                    f'SELECT DISTINCT "{column}" FROM (SELECT "{column}" FROM ({select.plain}) WHERE "{column}" IS NOT NULL{sample})'
+                ).fetchall()
+            ]
+            con.register(
+                "_pieces",
+                pa.table(
+                    {"value": [v for v in values for _ in _pieces(v)], "piece": [p for v in values for p in _pieces(v)]}
+                ),
+            )
+            found = con.execute(
+                "SELECT count(DISTINCT value) FROM _pieces SEMI JOIN _identifier_values ON piece = v"
+            ).fetchall()[0][0]
+            con.unregister("_pieces")
             if found:
                 leaks[f"{table}.{column}"] = found
     con.execute("DROP TABLE _identifier_values")

@@ -43,14 +43,16 @@ def define_mask(con: duckdb.DuckDBPyConnection, key: str) -> None:
 
 
 def personal_columns(manifest: Path) -> dict[str, set[str]]:
-    """"schema.table" -> columns tagged `meta: {pii: true}` in the dbt project, from its manifest."""
+    """ "schema.table" -> columns tagged `meta: {pii: true}` in the dbt project, from its manifest."""
     nodes = json.loads(manifest.read_text())["nodes"].values()
     found: dict[str, set[str]] = {}
     for node in nodes:
         if node["resource_type"] not in ("model", "seed", "snapshot"):
             continue
         columns = {name for name, col in node["columns"].items() if (col.get("meta") or {}).get("pii")}
-        columns |= {name for name, col in node["columns"].items() if (col.get("config", {}).get("meta") or {}).get("pii")}
+        columns |= {
+            name for name, col in node["columns"].items() if (col.get("config", {}).get("meta") or {}).get("pii")
+        }
         if columns:
             found[f"{node['schema']}.{node.get('alias') or node['name']}"] = columns
     return found

@@ -15,6 +15,7 @@ import fcntl
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +65,14 @@ def served_tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     ).fetchall()
 
 
-def publish(build: Path, published_dir: Path, run_id: str, as_of_date: dt.date | None, keep: int = 3,
-            prepare=None) -> Publication:
+def publish(
+    build: Path,
+    published_dir: Path,
+    run_id: str,
+    as_of_date: dt.date | None,
+    keep: int = 3,
+    prepare: Callable[[duckdb.DuckDBPyConnection], object] | None = None,
+) -> Publication:
     """Copy the build file to a new version, describe it inside, switch `current.duckdb` to it, prune.
 
     `prepare(con)` may add to the copy before it is switched in (the region views). The caller
@@ -76,8 +83,14 @@ def publish(build: Path, published_dir: Path, run_id: str, as_of_date: dt.date |
     return add_version(build, published_dir, run_id, as_of_date, keep, change=prepare)
 
 
-def add_version(source: Path, published_dir: Path, run_id: str, as_of_date: dt.date | None, keep: int = 3,
-                change=None) -> Publication:
+def add_version(
+    source: Path,
+    published_dir: Path,
+    run_id: str,
+    as_of_date: dt.date | None,
+    keep: int = 3,
+    change: Callable[[duckdb.DuckDBPyConnection], object] | None = None,
+) -> Publication:
     """Copy `source` to the next version, let `change(con)` edit the copy (erasure does), record
     what it holds in `serving.publication`/`serving.table_counts`, then switch to it and prune."""
     versions = published_dir / VERSIONS
@@ -105,9 +118,12 @@ def add_version(source: Path, published_dir: Path, run_id: str, as_of_date: dt.d
     return Publication(version, final, run_id, as_of_date, published_at, counts, final.stat().st_size, pruned)
 
 
-def _describe(con: duckdb.DuckDBPyConnection, version: int, run_id: str, as_of_date: dt.date | None,
-              published_at: dt.datetime) -> dict[str, int]:
-    counts = {f"{s}.{t}": con.execute(f'SELECT count(*) FROM "{s}"."{t}"').fetchall()[0][0] for s, t in served_tables(con)}
+def _describe(
+    con: duckdb.DuckDBPyConnection, version: int, run_id: str, as_of_date: dt.date | None, published_at: dt.datetime
+) -> dict[str, int]:
+    counts = {
+        f"{s}.{t}": con.execute(f'SELECT count(*) FROM "{s}"."{t}"').fetchall()[0][0] for s, t in served_tables(con)
+    }
     con.execute(
         """
         CREATE SCHEMA IF NOT EXISTS serving;

@@ -26,7 +26,9 @@ def render(con: duckdb.DuckDBPyConnection, query: str, fmt: str = "table") -> st
     return frame.write_csv().rstrip("\n") if fmt == "csv" else frame.write_json()
 
 
-def shell(con: duckdb.DuckDBPyConnection, read: Callable[[str], str], write: Callable[[str], None], fmt: str = "table") -> None:
+def shell(
+    con: duckdb.DuckDBPyConnection, read: Callable[[str], str], write: Callable[[str], None], fmt: str = "table"
+) -> None:
     """A read-eval-print loop: statements end with `;`, `.format csv|json|table` switches, `.quit` ends."""
     buffer: list[str] = []
     while True:

@@ -14,9 +14,7 @@ from serving.publish import served_tables
 
 SCHEMA = "scoped"
 VARIABLE = "crm_region"
-REGION_CUSTOMERS = (
-    "SELECT customer_key FROM marts.dim_customer WHERE is_current AND region = getvariable('crm_region')"
-)
+REGION_CUSTOMERS = "SELECT customer_key FROM marts.dim_customer WHERE is_current AND region = getvariable('crm_region')"
 
 
 class UnscopableTable(ValueError):
@@ -48,8 +46,12 @@ def create_scope_views(con: duckdb.DuckDBPyConnection, personal: dict[str, set[s
 
 def set_region(con: duckdb.DuckDBPyConnection, region: str) -> None:
     """Scope this connection's `scoped.*` views to `region`; an unknown region is an error, not an empty export."""
-    known = [r[0] for r in con.execute(
-        "SELECT DISTINCT region FROM marts.dim_customer WHERE is_current AND region IS NOT NULL ORDER BY 1").fetchall()]
+    known = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT region FROM marts.dim_customer WHERE is_current AND region IS NOT NULL ORDER BY 1"
+        ).fetchall()
+    ]
     if region not in known:
         raise ValueError(f"unknown region {region!r}; regions: {', '.join(known)}")
     con.execute(f"SET VARIABLE {VARIABLE} = ?", [region])

@@ -17,6 +17,17 @@ SAMPLE_SOURCES = REPO_ROOT / "ingestion" / "examples" / "sample" / "sources.yml"
 ONLINE_RETAIL_SOURCES = REPO_ROOT / "ingestion" / "examples" / "online_retail" / "sources.yml"
 
 
+# Tests that use these fixtures run the whole pipeline (a minute or more each): `make test-fast`
+# leaves them out, with every test marked `slow` by hand.
+PIPELINE_FIXTURES = {"grown", "year", "deployment", "next_days", "definitions", "con"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Runs of the tests land in a throw-away Dagster instance, not the developer's."""

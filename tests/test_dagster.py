@@ -16,12 +16,14 @@ import pytest
 
 from ingestion.generator import GeneratorConfig
 from ingestion.sources import load_sources
+from ml.tables import TABLES
 from orchestration.dbt_assets import DBT_DIR, invocation_target, parse_state
 from orchestration.environment import DBT_EXECUTABLE, DUCKDB_POOL, REPO_ROOT
 from orchestration.event_log import BatchingSqliteEventLogStorage
 from orchestration.run import RunFailed, run_pipeline
-from ml.tables import TABLES
 from tests.conftest import ONLINE_RETAIL_SOURCES
+
+pytestmark = pytest.mark.slow  # every test here runs the pipeline or reads its warehouse
 
 
 @pytest.fixture
@@ -35,7 +37,10 @@ def definitions(sample_copy: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch)
 def test_definitions_expose_every_source_as_a_checked_asset(definitions: dg.Definitions) -> None:
     dg.Definitions.validate_loadable(definitions)
     specs = {tuple(s.key.path): s for s in definitions.resolve_all_asset_specs()}
-    sources = {("raw", n) for n in ("pos_receipt_lines", "web_events", "call_center_calls", "social_interactions", "customer_profiles")}
+    sources = {
+        ("raw", n)
+        for n in ("pos_receipt_lines", "web_events", "call_center_calls", "social_interactions", "customer_profiles")
+    }
     channels = {("raw", c) for c in ("web", "store", "call_center", "social", "customers")}
     assert sources | channels <= set(specs)
     for key in sources | channels:
@@ -57,12 +62,15 @@ def test_definitions_expose_every_source_as_a_checked_asset(definitions: dg.Defi
     assert publish.op.pool == DUCKDB_POOL and specs[("serving", "published_warehouse")].group_name == "serving"
     upstream = {d.asset_key for d in specs[("serving", "published_warehouse")].deps}
     assert {dg.AssetKey(["marts", "fct_orders"]), dg.AssetKey(["ml", "churn_scores"])} <= upstream
-    assert dg.AssetKey(["serving", "published_warehouse"]) in {d.asset_key for d in specs[("serving", "bi_exports")].deps}
+    assert dg.AssetKey(["serving", "published_warehouse"]) in {
+        d.asset_key for d in specs[("serving", "bi_exports")].deps
+    }
     assert "raw__web_events" not in {n.name for n in build.graph.node_defs}
 
 
-def test_crm_run_materializes_every_asset_through_dagster(sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crm_run_materializes_every_asset_through_dagster(
+    sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Its own Dagster instance: the partitions it checks below are the instance's, and other
     # modules' runs in the session's instance load other days of the same assets.
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
@@ -70,7 +78,9 @@ def test_crm_run_materializes_every_asset_through_dagster(sample: GeneratorConfi
     summary = run_pipeline(sample_copy[1], warehouse)
     assert summary.as_of == sample.end  # the data's last day, not today
     assert all(summary.checks.values()), summary.checks
-    assert {"staging/stg_store__order_lines", "staging/stg_customers__profiles", "raw/store"} <= set(summary.materialized)
+    assert {"staging/stg_store__order_lines", "staging/stg_customers__profiles", "raw/store"} <= set(
+        summary.materialized
+    )
     assert "staging/stg_store__order_lines:not_null_stg_store__order_lines_order_line_id" in summary.checks
     with duckdb.connect(str(warehouse), read_only=True) as con:
         ingested = {t: m for t, m in summary.materialized.items() if "rows_loaded" in m}
@@ -79,12 +89,19 @@ def test_crm_run_materializes_every_asset_through_dagster(sample: GeneratorConfi
             schema, name = table.split("/")
             count = con.execute(f"SELECT count(*) FROM {schema}.{name}").fetchall()[0][0]
             assert count == meta["rows_loaded"] == meta["dagster/row_count"] > 0
-            assert meta["rows_read"] == (meta["rows_loaded"] + meta["rows_quarantined"] + meta["duplicates_skipped"]
-                                     + meta["rows_superseded"] + meta["rows_suppressed"])
+            assert meta["rows_read"] == (
+                meta["rows_loaded"]
+                + meta["rows_quarantined"]
+                + meta["duplicates_skipped"]
+                + meta["rows_superseded"]
+                + meta["rows_suppressed"]
+            )
         assert con.execute("SELECT count(*) FROM raw.quarantine").fetchall()[0][0] > 0
         # Staging keeps every loaded line (one per key) and reads phones in every shape.
         lines = con.execute("SELECT count(*) FROM staging.stg_store__order_lines").fetchall()[0][0]
-        assert lines == sum(summary.materialized[f"raw/{s}"]["rows_loaded"] for s in ("pos_receipt_lines", "franchise_receipt_lines"))
+        assert lines == sum(
+            summary.materialized[f"raw/{s}"]["rows_loaded"] for s in ("pos_receipt_lines", "franchise_receipt_lines")
+        )
         phones = con.execute(
             "SELECT count(phone_raw), count(phone_e164), count(*) FILTER (WHERE has_unusable_phone) FROM staging.stg_customers__profiles"
         ).fetchall()[0]
@@ -98,10 +115,15 @@ def test_crm_run_materializes_every_asset_through_dagster(sample: GeneratorConfi
         web = dg.AssetKey(["raw", "web_events"])
         days = {str(sample.start + dt.timedelta(days=i)) for i in range((sample.end - sample.start).days + 1)}
         assert instance.get_materialized_partitions(web) == days
-        logged = instance.get_records_for_run(summary.run_ids[0], of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+        logged = instance.get_records_for_run(
+            summary.run_ids[0], of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        ).records
         assert sorted(r.event_log_entry.dagster_event.partition for r in logged if r.asset_key == web) == sorted(days)
         latest = instance.get_latest_materialization_event(web)
-        assert latest.dagster_event.partition == str(sample.end) and latest.asset_materialization.metadata["rows_read"].value > 0
+        assert (
+            latest.dagster_event.partition == str(sample.end)
+            and latest.asset_materialization.metadata["rows_read"].value > 0
+        )
 
     # The pipeline's build leaves dbt's unit tests to development and CI (DbtBuildConfig.unit_tests).
     built = json.loads((invocation_target(summary.run_ids[-1]) / "run_results.json").read_text())["results"]
@@ -109,13 +131,28 @@ def test_crm_run_materializes_every_asset_through_dagster(sample: GeneratorConfi
     profile = _profile_hash(parse_state(warehouse))  # this deployment's parse state, from the first run
     # Another deployment's dbt parse in between (as the tests, the demo or the benchmark make) ...
     other = tmp_path / "other"
-    subprocess.run([DBT_EXECUTABLE, "parse", "--quiet", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
-                    "--target-path", str(other)], check=True, env={**os.environ, "CRM_WAREHOUSE": str(other / "crm.duckdb")})
+    subprocess.run(
+        [
+            DBT_EXECUTABLE,
+            "parse",
+            "--quiet",
+            "--project-dir",
+            str(DBT_DIR),
+            "--profiles-dir",
+            str(DBT_DIR),
+            "--target-path",
+            str(other),
+        ],
+        check=True,
+        env={**os.environ, "CRM_WAREHOUSE": str(other / "crm.duckdb")},
+    )
     (DBT_DIR / "target" / "partial_parse.msgpack").write_bytes((other / "partial_parse.msgpack").read_bytes())
 
     # A backfill over three days replaces exactly those partitions: same rows as before.
     before = _counts(warehouse)
-    again = run_pipeline(sample_copy[1], warehouse, start=sample.start + dt.timedelta(days=3), end=sample.start + dt.timedelta(days=5))
+    again = run_pipeline(
+        sample_copy[1], warehouse, start=sample.start + dt.timedelta(days=3), end=sample.start + dt.timedelta(days=5)
+    )
     assert _counts(warehouse) == before
     assert again.materialized["raw/web_events"]["rows_loaded"] < before["web_events"]
     # ... and its dbt build reuses this deployment's parse of the first run (dbt_assets.parse_state),
@@ -128,16 +165,22 @@ def _profile_hash(parse_state: Path) -> str:
     """The hash of the dbt profile a saved parse state was made for (dbt reuses it only for that profile)."""
     import msgpack
 
-    return msgpack.unpackb(parse_state.read_bytes(), raw=False, strict_map_key=False)["state_check"]["profile_hash"]["checksum"]
+    return msgpack.unpackb(parse_state.read_bytes(), raw=False, strict_map_key=False)["state_check"]["profile_hash"][
+        "checksum"
+    ]
 
 
 def _counts(warehouse: Path) -> dict[str, int]:
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        rows = con.execute("SELECT table_name, 0 FROM duckdb_tables() WHERE schema_name = 'raw' AND table_name NOT LIKE '\\_%' ESCAPE '\\'").fetchall()
+        rows = con.execute(
+            "SELECT table_name, 0 FROM duckdb_tables() WHERE schema_name = 'raw' AND table_name NOT LIKE '\\_%' ESCAPE '\\'"
+        ).fetchall()
         return {t: con.execute(f"SELECT count(*) FROM raw.{t}").fetchall()[0][0] for t, _ in rows}
 
 
-def test_unreadable_file_fails_the_run_with_its_name(sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path) -> None:
+def test_unreadable_file_fails_the_run_with_its_name(
+    sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path
+) -> None:
     extracts, sources_file = sample_copy
     warehouse = tmp_path / "crm.duckdb"
     run_pipeline(sources_file, warehouse)
@@ -150,7 +193,9 @@ def test_unreadable_file_fails_the_run_with_its_name(sample: GeneratorConfig, sa
     assert _counts(warehouse) == before
 
 
-def test_sensor_requests_partitions_of_new_files(sample: GeneratorConfig, sample_copy: tuple[Path, Path], definitions: dg.Definitions) -> None:
+def test_sensor_requests_partitions_of_new_files(
+    sample: GeneratorConfig, sample_copy: tuple[Path, Path], definitions: dg.Definitions
+) -> None:
     sensor = definitions.resolve_sensor_def("new_extract_files")
     with dg.DagsterInstance.ephemeral() as instance:
         first = sensor(dg.build_sensor_context(instance=instance, cursor=None, definitions=definitions))
@@ -164,7 +209,11 @@ def test_sensor_requests_partitions_of_new_files(sample: GeneratorConfig, sample
         assert quiet.run_requests == []
         day = sample.start + dt.timedelta(days=9)
         new = sample_copy[0] / "social" / f"social_{day}.resend.jsonl"
-        new.write_text('{"id":"so-x","platform":"weibo","handle":"@x","type":"post","created_at":"%sT10:00:00+08:00"}\n' % day)
+        new.write_text(
+            '{"id":"so-x","platform":"weibo","handle":"@x","type":"post","created_at":"'
+            + f"{day}T10:00:00+08:00"
+            + '"}\n'
+        )
         landed = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=definitions))
         (request,) = landed.run_requests
         assert request.asset_selection == [dg.AssetKey(["raw", "social_interactions"])]
@@ -187,11 +236,13 @@ def test_online_retail_through_dagster(tmp_path: Path) -> None:
         assert con.execute("SELECT count(*) FROM staging.stg_web__events").fetchall()[0][0] == 0
         # A source that carries only customer_ref still gets customers, orders and lines.
         fact_lines, fact_revenue, customers, orders = con.execute(
-            "SELECT count(*), sum(quantity * unit_price), count(DISTINCT customer_key), count(DISTINCT order_key) FROM marts.fct_order_lines"
+            "SELECT count(*), sum(quantity * unit_price), count(DISTINCT customer_key), count(DISTINCT order_key) "
+            "FROM marts.fct_order_lines"
         ).fetchall()[0]
         non_products = con.execute("SELECT count(*) FROM marts.dim_product WHERE is_non_product").fetchall()[0][0]
         customer_rows = con.execute(
-            "SELECT count(*), count(customer_ref), count(*) FILTER (WHERE is_current) FROM marts.dim_customer").fetchall()[0]
+            "SELECT count(*), count(customer_ref), count(*) FILTER (WHERE is_current) FROM marts.dim_customer"
+        ).fetchall()[0]
         known = con.execute("SELECT count(*), sum(net_revenue) FROM marts.customer_360 WHERE orders > 0").fetchall()[0]
         order_count = con.execute("SELECT count(*) FROM marts.fct_orders").fetchall()[0][0]
         # A store file with only customer ref, order, date, SKU, quantity and price still gets every ML table.
@@ -207,8 +258,12 @@ def test_online_retail_through_dagster(tmp_path: Path) -> None:
 
 def crm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "orchestration.cli", *args], capture_output=True, text=True, cwd=REPO_ROOT,
-        env={**os.environ, **(env or {})}, timeout=300,
+        [sys.executable, "-m", "orchestration.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=300,
     )
 
 

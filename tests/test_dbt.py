@@ -20,15 +20,33 @@ from ingestion.generator import GeneratorConfig
 from orchestration.dbt_assets import DBT_DIR
 from tests.conftest import Grown
 
-INCREMENTAL = ["marts.fct_order_lines", "marts.fct_web_sessions", "marts.fct_interactions",
-               "intermediate.int_web_events_sessionized", "intermediate.int_profiles_matched"]
+pytestmark = pytest.mark.slow  # every test here runs the pipeline or reads its warehouse
+
+INCREMENTAL = [
+    "marts.fct_order_lines",
+    "marts.fct_web_sessions",
+    "marts.fct_interactions",
+    "intermediate.int_web_events_sessionized",
+    "intermediate.int_profiles_matched",
+]
 
 
 def dbt(*args: str, warehouse: Path, target: Path) -> subprocess.CompletedProcess:
     run = subprocess.run(
-        [str(Path(sys.executable).with_name("dbt")), *args, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
-         "--target-path", str(target)],
-        capture_output=True, text=True, env={**os.environ, "CRM_WAREHOUSE": str(warehouse)}, timeout=600,
+        [
+            str(Path(sys.executable).with_name("dbt")),
+            *args,
+            "--project-dir",
+            str(DBT_DIR),
+            "--profiles-dir",
+            str(DBT_DIR),
+            "--target-path",
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CRM_WAREHOUSE": str(warehouse)},
+        timeout=600,
     )
     assert run.returncode == 0, run.stdout[-3000:]
     return run
@@ -45,8 +63,12 @@ def test_dbt_build_standalone_and_full_refresh_equals_incremental(grown: Grown, 
         con.execute(f"ATTACH '{grown.warehouse}' AS grown (READ_ONLY)").fetchall()
         for table in INCREMENTAL:
             rows = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-            only_full = con.execute(f"SELECT count(*) FROM (FROM {table} EXCEPT ALL FROM grown.{table})").fetchall()[0][0]
-            only_incremental = con.execute(f"SELECT count(*) FROM (FROM grown.{table} EXCEPT ALL FROM {table})").fetchall()[0][0]
+            only_full = con.execute(f"SELECT count(*) FROM (FROM {table} EXCEPT ALL FROM grown.{table})").fetchall()[0][
+                0
+            ]
+            only_incremental = con.execute(
+                f"SELECT count(*) FROM (FROM grown.{table} EXCEPT ALL FROM {table})"
+            ).fetchall()[0][0]
             assert rows > 0 and (only_full, only_incremental) == (0, 0), (table, rows, only_full, only_incremental)
         schemas = {r[0] for r in con.execute("SELECT DISTINCT table_schema FROM information_schema.tables").fetchall()}
     assert {"raw", "staging", "intermediate", "marts"} <= schemas and not any(s.startswith("main_") for s in schemas)
@@ -85,8 +107,12 @@ def test_incremental_facts_of_the_next_days_equal_a_full_refresh(next_days: Next
             if table == "intermediate.int_profiles_matched":
                 continue  # scored with other parameters: see the next test
             rows = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-            only_incremental = con.execute(f"SELECT count(*) FROM (FROM {table} EXCEPT ALL FROM refreshed.{table})").fetchall()[0][0]
-            only_full = con.execute(f"SELECT count(*) FROM (FROM refreshed.{table} EXCEPT ALL FROM {table})").fetchall()[0][0]
+            only_incremental = con.execute(
+                f"SELECT count(*) FROM (FROM {table} EXCEPT ALL FROM refreshed.{table})"
+            ).fetchall()[0][0]
+            only_full = con.execute(
+                f"SELECT count(*) FROM (FROM refreshed.{table} EXCEPT ALL FROM {table})"
+            ).fetchall()[0][0]
             assert rows > 0 and (only_incremental, only_full) == (0, 0), (table, rows, only_incremental, only_full)
 
 
@@ -94,25 +120,35 @@ def test_fuzzy_pairs_are_scored_again_only_for_profiles_loaded_since(grown: Grow
     """The next days' run searched again only the pairs of profiles loaded since the midway, scored
     the kept pairs again with its model, and so equals a full refresh: same pairs, probabilities
     and decisions."""
-    pairs = "SELECT customer_ref_l, customer_ref_r, match_probability, is_accepted FROM intermediate.int_profiles_matched"
+    pairs = (
+        "SELECT customer_ref_l, customer_ref_r, match_probability, is_accepted FROM intermediate.int_profiles_matched"
+    )
     with duckdb.connect(str(grown.midway), read_only=True) as con:
-        before = {(l, r): (p, a) for l, r, p, a in con.execute(pairs).fetchall()}
-        scored_through = con.execute("SELECT max(profiles_loaded_at) FROM intermediate.int_profiles_matched").fetchall()[0][0]
+        before = {(left, right): (p, a) for left, right, p, a in con.execute(pairs).fetchall()}
+        scored_through = con.execute(
+            "SELECT max(profiles_loaded_at) FROM intermediate.int_profiles_matched"
+        ).fetchall()[0][0]
     with duckdb.connect(str(next_days.warehouse), read_only=True) as con:
-        after = {(l, r): (p, a) for l, r, p, a in con.execute(pairs).fetchall()}
-        changed = {r for (r,) in con.execute(
-            "SELECT DISTINCT customer_ref FROM staging.stg_customers__profiles WHERE timezone('UTC', source_loaded_at) > ?",
-            [scored_through]).fetchall()}
+        after = {(left, right): (p, a) for left, right, p, a in con.execute(pairs).fetchall()}
+        changed = {
+            r
+            for (r,) in con.execute(
+                "SELECT DISTINCT customer_ref FROM staging.stg_customers__profiles WHERE timezone('UTC', source_loaded_at) > ?",
+                [scored_through],
+            ).fetchall()
+        }
     kept = {pair for pair in before if not set(pair) & changed}
     assert kept and kept <= after.keys()
     assert any(set(pair) & changed for pair in after)
 
     with duckdb.connect(str(next_days.refreshed), read_only=True) as con:
-        refreshed = {(l, r): (p, a) for l, r, p, a in con.execute(pairs).fetchall()}
+        refreshed = {(left, right): (p, a) for left, right, p, a in con.execute(pairs).fetchall()}
     # u is measured again on every run that scores, here on a registry that grew by a quarter: the
     # kept pairs are scored again with it, so probabilities and decisions equal a full refresh's.
     assert refreshed.keys() == after.keys()
-    assert all(refreshed[pair][1] == after[pair][1] and abs(refreshed[pair][0] - after[pair][0]) < 1e-9 for pair in after)
+    assert all(
+        refreshed[pair][1] == after[pair][1] and abs(refreshed[pair][0] - after[pair][0]) < 1e-9 for pair in after
+    )
 
 
 def test_the_benchmarks_sql_floor_builds_the_same_marts(grown: Grown, tmp_path: Path) -> None:
@@ -120,7 +156,9 @@ def test_the_benchmarks_sql_floor_builds_the_same_marts(grown: Grown, tmp_path: 
     from bench.floor import floor_vs_built
 
     floor = floor_vs_built(grown.warehouse, tmp_path / "floor")
-    assert floor["equal"], {t: m for t, m in floor["marts"].items() if m["columns_differing"] or m["rows"] != m["built_rows"]}
+    assert floor["equal"], {
+        t: m for t, m in floor["marts"].items() if m["columns_differing"] or m["rows"] != m["built_rows"]
+    }
     assert len(floor["marts"]) == 12 and all(m["rows"] > 0 for m in floor["marts"].values())
     script = Path(floor["script"]).read_text()
     assert script.count("CREATE OR REPLACE TABLE") >= 12 and "{{" not in script  # compiled SQL, no Jinja left

@@ -19,15 +19,35 @@ from ingestion.sources import Source, load_sources
 DAY = dt.date(2025, 3, 1)
 BOUNDS = (dt.date(1990, 1, 1), dt.date(2030, 12, 31))
 HEADER = ["receipt_no", "line_no", "sold_at", "store_code", "sku", "item_name", "qty", "unit_price", "member_card"]
-STORE_COLUMNS = {"order_id": "receipt_no", "line_number": "line_no", "ordered_at": "sold_at", "store_id": "store_code",
-                 "sku": "sku", "product_name": "item_name", "quantity": "qty", "unit_price": "unit_price",
-                 "loyalty_card": "member_card"}
+STORE_COLUMNS = {
+    "order_id": "receipt_no",
+    "line_number": "line_no",
+    "ordered_at": "sold_at",
+    "store_id": "store_code",
+    "sku": "sku",
+    "product_name": "item_name",
+    "quantity": "qty",
+    "unit_price": "unit_price",
+    "loyalty_card": "member_card",
+}
 WEB_COLUMNS = {"event_id": "event_id", "event_at": "ts", "event_type": "type", "cookie_id": "cookie", "page_url": "url"}
 
 
 def good_rows(n: int, name: str = "绿茶 Green tea") -> list[list[str]]:
-    return [[f"S01-{i:05d}", "1", f"{DAY} 10:{i % 60:02d}:00", "S01", f"SKU-{10000 + i}", f"{name} {i}", "2", "12.50",
-             f"8{i:011d}"] for i in range(1, n + 1)]
+    return [
+        [
+            f"S01-{i:05d}",
+            "1",
+            f"{DAY} 10:{i % 60:02d}:00",
+            "S01",
+            f"SKU-{10000 + i}",
+            f"{name} {i}",
+            "2",
+            "12.50",
+            f"8{i:011d}",
+        ]
+        for i in range(1, n + 1)
+    ]
 
 
 def csv_line(row: list[str]) -> str:
@@ -35,9 +55,18 @@ def csv_line(row: list[str]) -> str:
 
 
 def store_source(tmp_path: Path, options: dict | None = None, pattern: str = "*.csv", channel: str = "store") -> Source:
-    doc = {"partitions": {"start_date": "2025-01-01", "timezone": "Asia/Shanghai"},
-           "sources": [{"name": "src", "channel": channel, "path": str(tmp_path / "in" / pattern),
-                        "columns": STORE_COLUMNS if channel == "store" else WEB_COLUMNS, "options": options or {}}]}
+    doc = {
+        "partitions": {"start_date": "2025-01-01", "timezone": "Asia/Shanghai"},
+        "sources": [
+            {
+                "name": "src",
+                "channel": channel,
+                "path": str(tmp_path / "in" / pattern),
+                "columns": STORE_COLUMNS if channel == "store" else WEB_COLUMNS,
+                "options": options or {},
+            }
+        ],
+    }
     (tmp_path / "sources.yml").write_text(yaml.safe_dump(doc, allow_unicode=True))
     return load_sources(tmp_path / "sources.yml").source("src")
 
@@ -49,10 +78,14 @@ def load_twice(tmp_path: Path, source: Source) -> tuple[list[tuple], list[tuple]
     outcomes = []
     for _ in range(2):
         load_source(con, source, DAY, DAY, BOUNDS)
-        loaded = con.execute("SELECT order_id, product_name, quantity, unit_price, loyalty_card FROM raw.src ORDER BY order_id"
-                             if source.channel == "store" else
-                             "SELECT event_id, cookie_id, page_url FROM raw.src ORDER BY event_id").fetchall()
-        quarantined = con.execute("SELECT row_number, reason, raw_record FROM raw.quarantine ORDER BY row_number").fetchall()
+        loaded = con.execute(
+            "SELECT order_id, product_name, quantity, unit_price, loyalty_card FROM raw.src ORDER BY order_id"
+            if source.channel == "store"
+            else "SELECT event_id, cookie_id, page_url FROM raw.src ORDER BY event_id"
+        ).fetchall()
+        quarantined = con.execute(
+            "SELECT row_number, reason, raw_record FROM raw.quarantine ORDER BY row_number"
+        ).fetchall()
         outcomes.append((loaded, quarantined))
     assert outcomes[0] == outcomes[1]
     return outcomes[1]
@@ -69,12 +102,23 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
     return path
 
 
-@pytest.mark.parametrize("bad, where, reason", [
-    ('S01-99999,1,2025-03-01 10:00:00,S01,SKU-1,"Tea" large,2,12.50,8', 1, "QUOT"),  # text after a closing quote, early
-    ('S01-99999,1,2025-03-01 10:00:00,S01,SKU-1,"Tea large,2,12.50,8', -1, "UNTERMINATED QUOTE"),  # open to the end
-    ('S01-99999,1,2025-03-01 10:00:00,S01,SKU-1,Tea\x00large,2,12.50,8', 3, "NUL BYTE"),
-    ('S01-99999,1,2025-03-01 10:00:00,S01,SKU-1,' + "x" * 3_000_000 + ',2,12.50,8', 2, None),  # over DuckDB's line limit: loads
-])
+@pytest.mark.parametrize(
+    "bad, where, reason",
+    [
+        (
+            'S01-99999,1,2025-03-01 10:00:00,S01,SKU-1,"Tea" large,2,12.50,8',
+            1,
+            "QUOT",
+        ),  # text after a closing quote, early
+        ('S01-99999,1,2025-03-01 10:00:00,S01,SKU-1,"Tea large,2,12.50,8', -1, "UNTERMINATED QUOTE"),  # open to the end
+        ("S01-99999,1,2025-03-01 10:00:00,S01,SKU-1,Tea\x00large,2,12.50,8", 3, "NUL BYTE"),
+        (
+            "S01-99999,1,2025-03-01 10:00:00,S01,SKU-1," + "x" * 3_000_000 + ",2,12.50,8",
+            2,
+            None,
+        ),  # over DuckDB's line limit: loads
+    ],
+)
 def test_one_bad_csv_record_costs_that_record(tmp_path: Path, bad: str, where: int, reason: str | None) -> None:
     rows = good_rows(40)
     lines = [csv_line(r) for r in rows]
@@ -135,14 +179,28 @@ def test_invalid_utf8_in_csv_is_quarantined_with_its_bytes_escaped(tmp_path: Pat
 
 
 def web_event(i: int) -> str:
-    return json.dumps({"event_id": f"e{i}", "ts": f"{DAY}T10:00:{i % 60:02d}+08:00", "type": "page_view",
-                       "cookie": f"c{i}", "url": f"/p/茶{i}"}, ensure_ascii=False)
+    return json.dumps(
+        {
+            "event_id": f"e{i}",
+            "ts": f"{DAY}T10:00:{i % 60:02d}+08:00",
+            "type": "page_view",
+            "cookie": f"c{i}",
+            "url": f"/p/茶{i}",
+        },
+        ensure_ascii=False,
+    )
 
 
 def test_json_lines_with_invalid_utf8_a_truncated_object_and_a_bom(tmp_path: Path) -> None:
     good = [web_event(i) for i in range(1, 31)]
-    lines = [("\ufeff" + good[0]).encode(), *(g.encode() for g in good[1:10]), b'{"event_id": "bad\xff\xfe", "ts": 1}',
-             *(g.encode() for g in good[10:20]), good[20][: len(good[20]) // 2].encode(), *(g.encode() for g in good[21:])]
+    lines = [
+        ("\ufeff" + good[0]).encode(),
+        *(g.encode() for g in good[1:10]),
+        b'{"event_id": "bad\xff\xfe", "ts": 1}',
+        *(g.encode() for g in good[10:20]),
+        good[20][: len(good[20]) // 2].encode(),
+        *(g.encode() for g in good[21:]),
+    ]
     write(tmp_path, f"events_{DAY}.jsonl", b"\n".join(lines) + b"\n")
     loaded, quarantined = load_twice(tmp_path, store_source(tmp_path, pattern="*.jsonl", channel="web"))
     kept = [g for i, g in enumerate(good) if i != 20]
@@ -154,9 +212,11 @@ def test_json_lines_with_invalid_utf8_a_truncated_object_and_a_bom(tmp_path: Pat
 def test_excel_sheet_with_date_cells_and_text_dates(tmp_path: Path) -> None:
     rows = good_rows(12)
     frame = pl.DataFrame({h: [r[i] for r in rows] for i, h in enumerate(HEADER)}).with_columns(
-        pl.col("qty").cast(pl.Int64), pl.col("unit_price").cast(pl.Float64))
+        pl.col("qty").cast(pl.Int64), pl.col("unit_price").cast(pl.Float64)
+    )
     dated = frame.with_columns(  # half the rows carry a real Excel date cell, half a text date
-        sold_at=pl.col("sold_at").str.to_datetime("%Y-%m-%d %H:%M:%S"))
+        sold_at=pl.col("sold_at").str.to_datetime("%Y-%m-%d %H:%M:%S")
+    )
     (tmp_path / "in").mkdir()
     with_dates, with_text = tmp_path / "in" / f"pos_a_{DAY}.xlsx", tmp_path / "in" / f"pos_b_{DAY}.xlsx"
     dated.head(6).write_excel(with_dates, worksheet="receipts", autofit=False)

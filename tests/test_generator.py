@@ -21,7 +21,9 @@ FULL_WIDTH = str.maketrans("０１２３４５６７８９", "0123456789")
 def within(measured: float, rate: float, n: int, what: str) -> None:
     """Binomial tolerance: four standard deviations (plus one event) around the documented rate."""
     tolerance = 4 * math.sqrt(rate * (1 - rate) / n) + 1 / n
-    assert abs(measured - rate) <= tolerance, f"{what}: measured {measured:.5f} over {n}, documented {rate} ± {tolerance:.5f}"
+    assert abs(measured - rate) <= tolerance, (
+        f"{what}: measured {measured:.5f} over {n}, documented {rate} ± {tolerance:.5f}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +37,11 @@ def digest(root: Path) -> dict[str, tuple[str, int]]:
     """Content of every file, and delivery time (mtime) of the extracts, which the loader orders by."""
     return {
         str(p.relative_to(root)): (
-            hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns if "extracts" in p.parts else 0
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime_ns if "extracts" in p.parts else 0,
         )
-        for p in sorted(root.rglob("*")) if p.is_file()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -69,20 +73,39 @@ def test_every_channel_in_its_export_format(medium: GeneratorConfig) -> None:
     assert set(event["utm"]) == {"source", "medium", "campaign"}
     store = pl.read_csv(next((x / "store").glob("*/pos_*.csv")), infer_schema=False)
     assert store.columns[:4] == ["receipt_no", "line_no", "sold_at", "store_code"]
-    payments = pl.concat([pl.read_csv(p, infer_schema=False, truncate_ragged_lines=True, quote_char=None) for p in (x / "store").glob("S01/*.csv")])["payment"]
+    payments = pl.concat(
+        [
+            pl.read_csv(p, infer_schema=False, truncate_ragged_lines=True, quote_char=None)
+            for p in (x / "store").glob("S01/*.csv")
+        ]
+    )["payment"]
     assert {"card", "cash", "wechat_pay", "alipay"} <= set(payments.drop_nulls())
     # Returns are negative quantities on return receipts.
-    qty = pl.concat([pl.read_csv(p, infer_schema=False, truncate_ragged_lines=True, quote_char=None) for p in (x / "store").glob("*/*.csv")])
+    qty = pl.concat(
+        [
+            pl.read_csv(p, infer_schema=False, truncate_ragged_lines=True, quote_char=None)
+            for p in (x / "store").glob("*/*.csv")
+        ]
+    )
     assert qty.filter(pl.col("receipt_no").str.starts_with("R-"))["qty"].cast(pl.Int64).max() < 0
     # Ground truth is written apart from the extracts.
-    assert {p.name for p in medium.truth.iterdir()} >= {"persons.parquet", "planted_rules.json", "mess.json", "order_lines.csv"}
+    assert {p.name for p in medium.truth.iterdir()} >= {
+        "persons.parquet",
+        "planted_rules.json",
+        "mess.json",
+        "order_lines.csv",
+    }
     assert not any("truth" in str(p) for p in x.rglob("*"))
 
 
 def test_mess_rates_match_the_documentation(medium: GeneratorConfig) -> None:
     x = medium.extracts
     # Web: broken JSON lines and tracker retries (same event twice).
-    lines = [line for p in sorted((x / "web").glob("*.jsonl")) for line in p.read_bytes().decode("utf-8", "replace").splitlines()]
+    lines = [
+        line
+        for p in sorted((x / "web").glob("*.jsonl"))
+        for line in p.read_bytes().decode("utf-8", "replace").splitlines()
+    ]
     garbled = sum("\ufffd" in line for line in lines)
     within(garbled / len(lines), RATES.json_invalid_utf8, len(lines), "JSON lines with invalid UTF-8")
     parsed = []
@@ -92,7 +115,12 @@ def test_mess_rates_match_the_documentation(medium: GeneratorConfig) -> None:
         except json.JSONDecodeError:
             pass
     within((len(lines) - len(parsed)) / len(lines), RATES.web_broken_json, len(lines), "broken JSON")
-    within((len(parsed) - len(set(parsed))) / len(set(parsed)), RATES.web_duplicate_event, len(set(parsed)), "duplicate events")
+    within(
+        (len(parsed) - len(set(parsed))) / len(set(parsed)),
+        RATES.web_duplicate_event,
+        len(set(parsed)),
+        "duplicate events",
+    )
 
     # Store: unknown SKUs, unparsable times and amounts, broken rows, re-deliveries.
     base = [p for p in (x / "store").glob("*/*.csv") if p.name.count(".") == 1]
@@ -109,7 +137,9 @@ def test_mess_rates_match_the_documentation(medium: GeneratorConfig) -> None:
     within(bad_amount / n, RATES.non_numeric_amount, n, "non-numeric amounts")
     # Receipt numbers carry the sale date; late receipts sit in the file of a later day.
     in_later_file = sum(
-        1 for p in base for r in p.read_text().splitlines()[1:]
+        1
+        for p in base
+        for r in p.read_text().splitlines()[1:]
         if not r.startswith("R-") and r.split(",")[0][4:12] != p.stem.split("_")[-1].replace("-", "")
     )
     within(in_later_file / n, RATES.store_late_receipt, n // 3, "late receipts")  # receipts of ~3 lines move together
@@ -126,17 +156,26 @@ def test_mess_rates_match_the_documentation(medium: GeneratorConfig) -> None:
     within(mixed / len(calls), RATES.csv_mixed_line_endings, len(calls), "call files with mixed line endings")
 
     # Registry: phone formats, email case and typos, duplicate registrations.
-    profiles = pl.concat([pl.read_csv(p, infer_schema=False, encoding="gbk") for p in sorted((x / "customers").glob("*.csv"))])
+    profiles = pl.concat(
+        [pl.read_csv(p, infer_schema=False, encoding="gbk") for p in sorted((x / "customers").glob("*.csv"))]
+    )
     mobiles = profiles["mobile"].to_list()
     digits = [re.sub(r"\D", "", m.translate(FULL_WIDTH)) for m in mobiles]
-    is_mobile = [len(d[-11:]) == 11 and d[-11] == "1" and (len(d) == 11 or d.startswith("86") or d.startswith("0086")) for d in digits]
+    is_mobile = [
+        len(d[-11:]) == 11 and d[-11] == "1" and (len(d) == 11 or d.startswith("86") or d.startswith("0086"))
+        for d in digits
+    ]
     other = sum(1 for m, ok in zip(mobiles, is_mobile) if ok and not re.fullmatch(r"1\d{10}", m))
     within(other / sum(is_mobile), RATES.phone_other_format, sum(is_mobile), "phone formats")
     emails = profiles["email"].drop_nulls().to_list()
     cased = sum(1 for e in emails if e != e.strip() or e != e.lower())
     within(cased / len(emails), RATES.email_case_or_space, len(emails), "email case/spaces")
-    typos = sum(1 for e in emails if e.strip().lower().split("@")[1] not in
-                {"qq.com", "163.com", "126.com", "gmail.com", "outlook.com", "sina.com", "foxmail.com"})
+    typos = sum(
+        1
+        for e in emails
+        if e.strip().lower().split("@")[1]
+        not in {"qq.com", "163.com", "126.com", "gmail.com", "outlook.com", "sina.com", "foxmail.com"}
+    )
     within(typos / len(emails), RATES.email_domain_typo, len(emails), "email domain typos")
     members = profiles["member_id"].unique()
     duplicates = members.filter(members.str.slice(1).cast(pl.Int64) > medium.customers).len()
@@ -164,13 +203,20 @@ def test_churners_stop_buying_after_warning_signs(medium: GeneratorConfig) -> No
     persons = pl.read_parquet(medium.truth / "persons.parquet")
     lines = pl.read_csv(medium.truth / "order_lines.csv", infer_schema_length=None)
     day = pl.col("order_id").str.extract(r"(\d{8})").str.to_date("%Y%m%d")
-    orders = lines.filter(pl.col("quantity") > 0).with_columns(day=day).join(persons, left_on="person", right_on="person_id")
+    orders = (
+        lines.filter(pl.col("quantity") > 0).with_columns(day=day).join(persons, left_on="person", right_on="person_id")
+    )
     churned = orders.filter(pl.col("is_churner") & (pl.col("day") >= pl.col("churn_date")))
     assert churned.height == 0
-    calls = pl.read_csv(medium.truth / "calls.csv").with_columns(day=pl.col("call_id").str.extract(r"(\d{8})").str.to_date("%Y%m%d"))
+    calls = pl.read_csv(medium.truth / "calls.csv").with_columns(
+        day=pl.col("call_id").str.extract(r"(\d{8})").str.to_date("%Y%m%d")
+    )
     calls = calls.join(persons, left_on="person_id", right_on="person_id")
-    warning = calls.filter(pl.col("is_churner") & (pl.col("day") < pl.col("churn_date"))
-                           & (pl.col("day") >= pl.col("churn_date") - pl.duration(days=60)))
+    warning = calls.filter(
+        pl.col("is_churner")
+        & (pl.col("day") < pl.col("churn_date"))
+        & (pl.col("day") >= pl.col("churn_date") - pl.duration(days=60))
+    )
     # Warning-window persons call several times as often as the rest, per person-day.
     churner_days = persons.filter(pl.col("is_churner")).height * 60
     other_days = persons.filter(~pl.col("is_churner")).height * medium.days

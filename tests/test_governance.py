@@ -30,6 +30,8 @@ from serving.masking import MaskingKeyMissing, personal_columns
 from tests.conftest import Grown, sources_for
 from tests.test_serving import crm
 
+pytestmark = pytest.mark.slow  # every test here runs the pipeline or reads its warehouse
+
 
 @pytest.fixture(scope="module")
 def deployment(grown: Grown, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -40,9 +42,11 @@ def deployment(grown: Grown, tmp_path_factory: pytest.TempPathFactory) -> Path:
     # The loader remembers the files it read by path: point its lineage at the copied extracts.
     with duckdb.connect(str(root / "crm.duckdb")) as con:
         old, new = str(grown.warehouse.parent / "extracts"), str(root / "extracts")
-        for table, column in con.execute("SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'raw' "
-                                         "AND column_name IN ('_file', 'file') AND table_name IN (SELECT table_name FROM "
-                                         "information_schema.tables WHERE table_schema = 'raw' AND table_type = 'BASE TABLE')").fetchall():
+        for table, column in con.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'raw' "
+            "AND column_name IN ('_file', 'file') AND table_name IN (SELECT table_name FROM "
+            "information_schema.tables WHERE table_schema = 'raw' AND table_type = 'BASE TABLE')"
+        ).fetchall():
             con.execute(f"UPDATE raw.{table} SET {column} = replace({column}, ?, ?)", [old, new])
     return root
 
@@ -105,8 +109,12 @@ def test_bi_export_reads_back_with_its_types_and_personal_data_masked(deployment
         assert lines.schema.field("net_amount").type == pa.decimal128(18, 4)
         assert lines.schema.field("ordered_local_date").type == pa.date32()
         # Keyed hashes: HMAC-SHA256 with the deployment's key, the same in every table.
-        emails = dict(con.execute("SELECT customer_version_key, email FROM marts.dim_customer WHERE email IS NOT NULL").fetchall())
-        clear_names = {r[0] for r in con.execute("SELECT full_name FROM marts.dim_customer WHERE full_name IS NOT NULL").fetchall()}
+        emails = dict(
+            con.execute("SELECT customer_version_key, email FROM marts.dim_customer WHERE email IS NOT NULL").fetchall()
+        )
+        clear_names = {
+            r[0] for r in con.execute("SELECT full_name FROM marts.dim_customer WHERE full_name IS NOT NULL").fetchall()
+        }
     customers = pl.from_arrow(read_export(exports / "dim_customer"))
     for version_key, email in list(emails.items())[:50]:
         masked_email = customers.filter(pl.col("customer_version_key") == version_key)["email"][0]
@@ -150,7 +158,9 @@ def test_next_export_of_unchanged_months_links_their_files(deployment: Path) -> 
                 assert not inodes & {f.stat().st_ino for f in (rekeyed.folder / table).rglob("*.parquet")}, table
                 column = entry["masked_columns"][0]
                 values = set(read_export(rekeyed.folder / table).column(column).drop_null().to_pylist()[:100])
-                assert values and not values & set(read_export(previous.folder / table).column(column).to_pylist()), table
+                assert values and not values & set(read_export(previous.folder / table).column(column).to_pylist()), (
+                    table
+                )
         previous = rekeyed
 
 
@@ -163,13 +173,25 @@ def test_next_export_writes_only_the_months_that_changed(deployment: Path, tmp_p
     months = sorted(before["tables"]["fct_order_lines"]["partitions"])
     changed = months[len(months) // 2]  # a month inside the range, not at either end
     start = dt.date.fromisoformat(f"{changed}-01")
-    edit = ("UPDATE marts.fct_order_lines SET quantity = quantity + 1 "
-            f"WHERE ordered_local_date >= DATE '{start}' AND ordered_local_date < DATE '{start}' + INTERVAL 1 MONTH")
-    publish.add_version(publish.current(root / "published"), root / "published", "one-month-changed", None,
-                        change=lambda con: con.execute(edit).fetchall())
+    edit = (
+        "UPDATE marts.fct_order_lines SET quantity = quantity + 1 "
+        f"WHERE ordered_local_date >= DATE '{start}' AND ordered_local_date < DATE '{start}' + INTERVAL 1 MONTH"
+    )
+    publish.add_version(
+        publish.current(root / "published"),
+        root / "published",
+        "one-month-changed",
+        None,
+        change=lambda con: con.execute(edit).fetchall(),
+    )
     first = (root / "exports").resolve()
-    again = write_export(root / "published", root, ExportSpec(), personal_columns(dbt_project().manifest_path),
-                         os.environ["CRM_MASKING_KEY"])
+    again = write_export(
+        root / "published",
+        root,
+        ExportSpec(),
+        personal_columns(dbt_project().manifest_path),
+        os.environ["CRM_MASKING_KEY"],
+    )
     for table, entry in again.manifest["tables"].items():
         for file in (again.folder / table).rglob("*.parquet"):
             linked = file.stat().st_ino == (first / file.relative_to(again.folder)).stat().st_ino
@@ -195,17 +217,27 @@ def test_unmasked_export_needs_its_flag_and_is_audited(deployment: Path, env: di
     assert customers["email"].drop_nulls().str.contains("@").all()
     assert read_manifest(deployment / "exports_region" / "Sichuan")["tables"]["dim_customer"]["masked_columns"] == []
     again = crm("export", "--region", "Sichuan", env=env)  # masked again: the default
-    assert again.returncode == 0 and not read_export(deployment / "exports_region" / "Sichuan" / "dim_customer").column("email").to_pylist()[0].count("@")
+    assert again.returncode == 0 and not read_export(deployment / "exports_region" / "Sichuan" / "dim_customer").column(
+        "email"
+    ).to_pylist()[0].count("@")
 
 
 def test_region_export_holds_only_that_regions_customers(deployment: Path, env: dict[str, str]) -> None:
-    regions = published(deployment, "SELECT region, count(*) FROM marts.dim_customer WHERE is_current AND region IS NOT NULL "
-                                     "GROUP BY 1 ORDER BY 2 DESC, 1")
+    regions = published(
+        deployment,
+        "SELECT region, count(*) FROM marts.dim_customer WHERE is_current AND region IS NOT NULL "
+        "GROUP BY 1 ORDER BY 2 DESC, 1",
+    )
     region = regions[0][0]
     assert len(regions) > 3
     done = crm("export", "--region", region, env=env)
     assert done.returncode == 0, done.stderr
-    theirs = {r[0] for r in published(deployment, "SELECT customer_key FROM marts.dim_customer WHERE is_current AND region = ?", [region])}
+    theirs = {
+        r[0]
+        for r in published(
+            deployment, "SELECT customer_key FROM marts.dim_customer WHERE is_current AND region = ?", [region]
+        )
+    }
     everyone = {r[0] for r in published(deployment, "SELECT customer_key FROM marts.dim_customer")}
     folder = deployment / "exports_region" / region
     manifest = read_manifest(folder)
@@ -218,10 +250,16 @@ def test_region_export_holds_only_that_regions_customers(deployment: Path, env: 
             keyed += 1
     assert keyed >= 10 and len(everyone - theirs) > 0
     assert set(read_export(folder / "dim_customer").column("customer_key").to_pylist()) == theirs
-    orders = published(deployment, "SELECT count(*) FROM marts.fct_orders WHERE customer_key IN "
-                                   "(SELECT customer_key FROM marts.dim_customer WHERE is_current AND region = ?)", [region])[0][0]
+    orders = published(
+        deployment,
+        "SELECT count(*) FROM marts.fct_orders WHERE customer_key IN "
+        "(SELECT customer_key FROM marts.dim_customer WHERE is_current AND region = ?)",
+        [region],
+    )[0][0]
     assert manifest["tables"]["fct_orders"]["rows"] == orders > 0
-    assert crm("export", "--region", "Atlantis", env=env).stderr.count(region) == 1  # an unknown region lists the known ones
+    assert (
+        crm("export", "--region", "Atlantis", env=env).stderr.count(region) == 1
+    )  # an unknown region lists the known ones
     # The same rule as SQL views for analysts.
     scoped = published(deployment, f"SET VARIABLE crm_region = '{region}'; SELECT count(*) FROM scoped.fct_orders")
     assert scoped[0][0] == orders
@@ -231,16 +269,23 @@ def _expected_audience(con: duckdb.DuckDBPyConnection, segment: str, as_of: dt.d
     """Independently: the segment's customers whose version in force at the end of `as_of` consents and has an email."""
     rfm = con.sql("SELECT customer_key, as_of_date FROM ml.rfm_segments WHERE segment = ?", params=[segment]).pl()
     rfm = rfm.filter(pl.col("as_of_date") == rfm.filter(pl.col("as_of_date") <= as_of)["as_of_date"].max())
-    versions = con.sql("SELECT customer_key, valid_from, valid_to, has_marketing_consent, email FROM marts.dim_customer").pl()
+    versions = con.sql(
+        "SELECT customer_key, valid_from, valid_to, has_marketing_consent, email FROM marts.dim_customer"
+    ).pl()
     end = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time())
-    in_force = versions.filter((pl.col("valid_from") < end) & (pl.col("valid_to").is_null() | (pl.col("valid_to") >= end)))
+    in_force = versions.filter(
+        (pl.col("valid_from") < end) & (pl.col("valid_to").is_null() | (pl.col("valid_to") >= end))
+    )
     allowed = in_force.filter(pl.col("has_marketing_consent") & pl.col("email").is_not_null())
     return set(rfm["customer_key"]) & set(allowed["customer_key"])
 
 
-def test_audience_uses_consent_as_of_the_as_of_date(deployment: Path, env: dict[str, str], sample: GeneratorConfig,
-                                                    tmp_path: Path) -> None:
-    segment = published(deployment, "SELECT segment FROM ml.rfm_segments GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1")[0][0]
+def test_audience_uses_consent_as_of_the_as_of_date(
+    deployment: Path, env: dict[str, str], sample: GeneratorConfig, tmp_path: Path
+) -> None:
+    segment = published(deployment, "SELECT segment FROM ml.rfm_segments GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1")[
+        0
+    ][0]
     done = crm("audience", "--segment", segment, "--channel", "email", env=env)
     assert done.returncode == 0, done.stderr
     folder = next(p for p in (deployment / "audiences").iterdir() if p.is_symlink())
@@ -248,8 +293,12 @@ def test_audience_uses_consent_as_of_the_as_of_date(deployment: Path, env: dict[
     as_of = dt.date.fromisoformat(read_manifest(folder)["as_of_date"])
     with publish.connect(deployment / "published") as con:
         expected = _expected_audience(con, segment, as_of)
-        in_segment = {r[0] for r in con.execute(
-            "SELECT customer_key FROM ml.rfm_segments WHERE segment = ? AND as_of_date = ?", [segment, as_of]).fetchall()}
+        in_segment = {
+            r[0]
+            for r in con.execute(
+                "SELECT customer_key FROM ml.rfm_segments WHERE segment = ? AND as_of_date = ?", [segment, as_of]
+            ).fetchall()
+        }
     assert set(audience["customer_key"]) == expected and 0 < len(expected) < len(in_segment)  # consent excludes some
     assert audience["contact"].str.len_chars().eq(64).all()  # masked
     # As of an earlier date, the consent then in force decides, not today's.
@@ -258,7 +307,9 @@ def test_audience_uses_consent_as_of_the_as_of_date(deployment: Path, env: dict[
     earlier = sample.start + dt.timedelta(days=20)
     with duckdb.connect(str(copy)) as con:
         con.execute("UPDATE serving.publication SET as_of_date = ?", [earlier])
-        query = audience_query(con, ExportSpec(kind="audience", segment=segment, channel="email", masked=False), {})["audience"].query
+        query = audience_query(con, ExportSpec(kind="audience", segment=segment, channel="email", masked=False), {})[
+            "audience"
+        ].query
         then = {r[0] for r in con.execute(f"SELECT customer_key FROM ({query})").fetchall()}
         assert then == _expected_audience(con, segment, earlier) and then
         changed = con.execute("""
@@ -269,8 +320,9 @@ def test_audience_uses_consent_as_of_the_as_of_date(deployment: Path, env: dict[
     assert bad.returncode == 1 and segment in bad.stderr
 
 
-def test_forget_erases_one_person_everywhere_and_keeps_them_out(deployment: Path, env: dict[str, str],
-                                                                sample: GeneratorConfig, tmp_path: Path) -> None:
+def test_forget_erases_one_person_everywhere_and_keeps_them_out(
+    deployment: Path, env: dict[str, str], sample: GeneratorConfig, tmp_path: Path
+) -> None:
     build = deployment / "crm.duckdb"
     truth = pl.read_csv(deployment / "truth" / "identity.csv", infer_schema_length=0)
     with duckdb.connect(str(build), read_only=True) as con:
@@ -281,7 +333,9 @@ def test_forget_erases_one_person_everywhere_and_keeps_them_out(deployment: Path
             WHERE s.channel_count >= 2 AND c.email IS NOT NULL AND c.phone_e164 IS NOT NULL AND c.customer_ref IS NOT NULL
             ORDER BY c.version_number DESC, s.channel_count DESC, s.calls + s.social_interactions DESC, c.customer_key
             LIMIT 1""").fetchall()[0]
-        phone = con.execute("SELECT phone_e164 FROM marts.dim_customer WHERE customer_key = ? AND is_current", [key]).fetchall()[0][0]
+        phone = con.execute(
+            "SELECT phone_e164 FROM marts.dim_customer WHERE customer_key = ? AND is_current", [key]
+        ).fetchall()[0][0]
         spaced = f"{phone[:3]} {phone[3:6]}-{phone[6:10]}-{phone[10:]}"
         assert find_customer_keys(con, ErasureRequest(phone=spaced)) == [key]  # any phone format finds them
         assert find_customer_keys(con, ErasureRequest(email=email.upper())) == [key]
@@ -299,37 +353,72 @@ def test_forget_erases_one_person_everywhere_and_keeps_them_out(deployment: Path
                                 WHERE table_catalog = 'crm' AND table_type = 'BASE TABLE' AND table_schema <> 'serving'""").fetchall()
         removed_keyed = 0
         for schema, table in tables:
-            added = con.execute(f'SELECT count(*) FROM (SELECT * FROM crm."{schema}"."{table}" EXCEPT ALL '
-                                f'SELECT * FROM before."{schema}"."{table}")').fetchall()[0][0]
+            added = con.execute(
+                f'SELECT count(*) FROM (SELECT * FROM crm."{schema}"."{table}" EXCEPT ALL '
+                f'SELECT * FROM before."{schema}"."{table}")'
+            ).fetchall()[0][0]
             assert added == 0, f"{schema}.{table} has rows it did not have"  # nobody else's rows change
-            gone = con.sql(f'SELECT * FROM before."{schema}"."{table}" EXCEPT ALL SELECT * FROM crm."{schema}"."{table}"').pl()
+            gone = con.sql(
+                f'SELECT * FROM before."{schema}"."{table}" EXCEPT ALL SELECT * FROM crm."{schema}"."{table}"'
+            ).pl()
             if "customer_key" in gone.columns:
                 assert set(gone["customer_key"]) <= {key}, f"{schema}.{table} lost other customers' rows"
-                left = con.execute(f'SELECT count(*) FROM crm."{schema}"."{table}" WHERE customer_key = ?', [key]).fetchall()[0][0]
+                left = con.execute(
+                    f'SELECT count(*) FROM crm."{schema}"."{table}" WHERE customer_key = ?', [key]
+                ).fetchall()[0][0]
                 assert left == 0, f"{schema}.{table} still holds the person"
                 removed_keyed += gone.height
         assert removed_keyed > 20
-        assert con.execute("""SELECT count(*) FROM intermediate.int_web_events_sessionized WHERE web_event_id NOT IN
-                              (SELECT web_event_id FROM staging.stg_web__events)""").fetchall()[0][0] == 0
-        assert con.execute("SELECT count(*) FROM intermediate.int_identifiers_collected WHERE identifier_value = ?",
-                           [email]).fetchall()[0][0] == 0
+        assert (
+            con.execute("""SELECT count(*) FROM intermediate.int_web_events_sessionized WHERE web_event_id NOT IN
+                              (SELECT web_event_id FROM staging.stg_web__events)""").fetchall()[0][0]
+            == 0
+        )
+        assert (
+            con.execute(
+                "SELECT count(*) FROM intermediate.int_identifiers_collected WHERE identifier_value = ?", [email]
+            ).fetchall()[0][0]
+            == 0
+        )
         # Raw: every removed row is one of the person's true records, and none of theirs is left.
         theirs = {(r["record_type"], r["source_record_id"].lower()) for r in records.iter_rows(named=True)}
-        raw = {"pos_receipt_lines": ("order", "order_id"), "web_events": ("web_cookie", "cookie_id"),
-               "call_center_calls": ("call", "call_id"), "customer_profiles": ("profile", "customer_ref"),
-               "social_interactions": ("social_account", "platform || ':' || handle")}
+        raw = {
+            "pos_receipt_lines": ("order", "order_id"),
+            "web_events": ("web_cookie", "cookie_id"),
+            "call_center_calls": ("call", "call_id"),
+            "customer_profiles": ("profile", "customer_ref"),
+            "social_interactions": ("social_account", "platform || ':' || handle"),
+        }
         for table, (record_type, record_id) in raw.items():
+
             def ids(catalog: str, table=table, record_id=record_id, record_type=record_type) -> list[tuple[str, str]]:
-                return [(record_type, str(r[0]).strip().lower()) for r in con.execute(
-                    f"SELECT {record_id} FROM {catalog}.raw.{table} WHERE {record_id} IS NOT NULL").fetchall()]
+                return [
+                    (record_type, str(r[0]).strip().lower())
+                    for r in con.execute(
+                        f"SELECT {record_id} FROM {catalog}.raw.{table} WHERE {record_id} IS NOT NULL"
+                    ).fetchall()
+                ]
+
             removed = set(ids("before")) - set(ids("crm"))
             assert removed <= theirs, f"raw.{table} lost records of other persons: {sorted(removed - theirs)[:3]}"
             assert not set(ids("crm")) & theirs, f"raw.{table} still holds the person's records"
-        assert con.execute("SELECT count(*) FROM raw.web_events WHERE lower(email) LIKE ?", [f"%{email}%"]).fetchall()[0][0] == 0
+        assert (
+            con.execute("SELECT count(*) FROM raw.web_events WHERE lower(email) LIKE ?", [f"%{email}%"]).fetchall()[0][
+                0
+            ]
+            == 0
+        )
 
     # Published versions and exports: one new version, no trace of the person, audit without their data.
-    assert [p.name for p in publish.versions(deployment / "published")] == [publish.current(deployment / "published").name]
-    assert published(deployment, "SELECT count(*) FROM marts.dim_customer WHERE customer_key = ? OR email = ?", [key, email])[0][0] == 0
+    assert [p.name for p in publish.versions(deployment / "published")] == [
+        publish.current(deployment / "published").name
+    ]
+    assert (
+        published(
+            deployment, "SELECT count(*) FROM marts.dim_customer WHERE customer_key = ? OR email = ?", [key, email]
+        )[0][0]
+        == 0
+    )
     masked_email = hmac.new(os.environ["CRM_MASKING_KEY"].encode(), email.encode(), sha256).hexdigest()
     for manifest in (deployment).glob("**/manifest.json"):
         for table in json.loads(manifest.read_text())["tables"]:
@@ -351,7 +440,10 @@ def test_forget_erases_one_person_everywhere_and_keeps_them_out(deployment: Path
     summary = run_pipeline(deployment / "sources.yml", build, start=sample.start)
     assert sum(m.get("rows_suppressed", 0) for m in summary.materialized.values()) == entry["rows_suppressed"]
     with duckdb.connect(str(build), read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM raw.customer_profiles WHERE customer_ref = ?", [ref]).fetchall()[0][0] == 0
+        assert (
+            con.execute("SELECT count(*) FROM raw.customer_profiles WHERE customer_ref = ?", [ref]).fetchall()[0][0]
+            == 0
+        )
         assert con.execute("SELECT count(*) FROM marts.dim_customer WHERE email = ?", [email]).fetchall()[0][0] == 0
     assert published(deployment, "SELECT count(*) FROM marts.dim_customer WHERE email = ?", [email])[0][0] == 0
 
@@ -363,7 +455,9 @@ def _clear_identifier_hits(export: Path, identifiers: Path) -> dict[str, int]:
     hits = {}
     with duckdb.connect() as con:
         con.execute(f"ATTACH '{identifiers}' AS w (READ_ONLY)")
-        con.execute("CREATE TEMP TABLE ids AS SELECT DISTINCT identifier_value AS v FROM w.intermediate.int_customer_keys_assigned")
+        con.execute(
+            "CREATE TEMP TABLE ids AS SELECT DISTINCT identifier_value AS v FROM w.intermediate.int_customer_keys_assigned"
+        )
         for table in sorted(p for p in export.iterdir() if p.is_dir()):
             relation = f"read_parquet('{table}/**/*.parquet', hive_partitioning = false)"
             for column, type_, *_ in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall():
@@ -392,5 +486,11 @@ def test_export_refuses_a_column_that_carries_an_identifier_in_clear(deployment:
     personal = personal_columns(dbt_project().manifest_path)
     personal["marts.fct_web_sessions"] = personal["marts.fct_web_sessions"] - {"web_session_id"}  # as if untagged
     with pytest.raises(IdentifierLeak, match=r"fct_web_sessions\.web_session_id"):
-        write_export(deployment / "published", deployment / "leaky", ExportSpec(), personal, "k",
-                     identifiers=identifier_columns(dbt_project().manifest_path))
+        write_export(
+            deployment / "published",
+            deployment / "leaky",
+            ExportSpec(),
+            personal,
+            "k",
+            identifiers=identifier_columns(dbt_project().manifest_path),
+        )

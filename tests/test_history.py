@@ -34,9 +34,18 @@ def test_a_1990s_history_builds_every_table_and_publishes(tmp_path: Path) -> Non
     with duckdb.connect(str(publish.current(tmp_path / "published")), read_only=True) as con:
         first, last = con.execute("SELECT min(date_day), max(date_day) FROM marts.dim_date").fetchall()[0]
         assert first == dt.date(1997, 1, 1) and last.year >= 2000 and (last.month, last.day) == (12, 31)
-        for table in ("fct_order_lines", "fct_orders", "fct_web_sessions", "fct_interactions", "customer_360", "dim_customer"):
+        for table in (
+            "fct_order_lines",
+            "fct_orders",
+            "fct_web_sessions",
+            "fct_interactions",
+            "customer_360",
+            "dim_customer",
+        ):
             assert con.execute(f"SELECT count(*) FROM marts.{table}").fetchall()[0][0] > 0, table
-        years = con.execute("SELECT min(ordered_local_date), max(ordered_local_date) FROM marts.fct_orders").fetchall()[0]
+        years = con.execute("SELECT min(ordered_local_date), max(ordered_local_date) FROM marts.fct_orders").fetchall()[
+            0
+        ]
         assert years[0].year == 1997 and years[1].year == 1998
         for table in TABLES:
             assert con.execute(f"SELECT count(*) FROM ml.{table}").fetchall()[0][0] > 0, table

@@ -11,7 +11,9 @@ import pytest
 from ingestion.generator import GeneratorConfig, generate, sources_file_for
 from tests.conftest import Grown
 
-KEYS = "SELECT concat(identifier_type, ':', identifier_value), customer_key FROM intermediate.int_customer_keys_assigned"
+KEYS = (
+    "SELECT concat(identifier_type, ':', identifier_value), customer_key FROM intermediate.int_customer_keys_assigned"
+)
 
 
 def test_identity_precision_recall_and_stable_keys(grown: Grown) -> None:
@@ -19,8 +21,14 @@ def test_identity_precision_recall_and_stable_keys(grown: Grown) -> None:
         before = dict(con.execute(KEYS).fetchall())
     with duckdb.connect(str(grown.warehouse), read_only=True) as con:
         after = dict(con.execute(KEYS).fetchall())
-        merges = dict(con.execute("SELECT merged_customer_key, surviving_customer_key FROM intermediate.int_customer_merges").fetchall())
-        fuzzy_only = con.execute("SELECT count(*) FROM marts.customer_identity_map WHERE matched_by = 'fuzzy_profile_match'").fetchall()[0][0]
+        merges = dict(
+            con.execute(
+                "SELECT merged_customer_key, surviving_customer_key FROM intermediate.int_customer_merges"
+            ).fetchall()
+        )
+        fuzzy_only = con.execute(
+            "SELECT count(*) FROM marts.customer_identity_map WHERE matched_by = 'fuzzy_profile_match'"
+        ).fetchall()[0][0]
 
     # A key only changes when its customer merged with another known one, and that is recorded.
     kept = before.keys() & after.keys()
@@ -32,9 +40,13 @@ def test_identity_precision_recall_and_stable_keys(grown: Grown) -> None:
     # Typed even before any merge (the midway is the first build: it has none).
     for warehouse in (grown.midway, grown.warehouse):
         with duckdb.connect(str(warehouse), read_only=True) as con:
-            types = con.execute("SELECT table_name, data_type FROM information_schema.columns WHERE column_name IN "
-                                "('previous_customer_key', 'merged_customer_key')").fetchall()
-        assert sorted(types) == [("int_customer_keys_assigned", "VARCHAR"), ("int_customer_merges", "VARCHAR")], warehouse
+            types = con.execute(
+                "SELECT table_name, data_type FROM information_schema.columns WHERE column_name IN "
+                "('previous_customer_key', 'merged_customer_key')"
+            ).fetchall()
+        assert sorted(types) == [("int_customer_keys_assigned", "VARCHAR"), ("int_customer_merges", "VARCHAR")], (
+            warehouse
+        )
 
     # The planted re-registrations with a new phone and card and no email are found by Splink alone.
     assert fuzzy_only >= 5
@@ -98,7 +110,10 @@ def test_identity_on_a_year_of_ten_thousand_customers(tmp_path: Path) -> None:
     assert mixed <= 0.005
 
 
-def test_giant_customer_alarm_fails_the_build_and_names_the_identifier(sample_copy: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_giant_customer_alarm_fails_the_build_and_names_the_identifier(
+    sample_copy: tuple[Path, Path], tmp_path: Path
+) -> None:
     """A placeholder allow-listed by mistake glues its people into one customer: the alarm (a dbt
     test of customer_identity_map) fails the build with the customer and the value, and nothing
     is published."""
@@ -115,7 +130,9 @@ def test_giant_customer_alarm_fails_the_build_and_names_the_identifier(sample_co
     doc["identity"] = {"guard_allow": [value]}
     sources.write_text(yaml.safe_dump(doc))
     warehouse = tmp_path / "crm.duckdb"
-    with pytest.raises(RunFailed, match=rf"assert_no_giant_customer(.|\n)*phone {re.escape(value)} \(\d+ records\)") as failed:
+    with pytest.raises(
+        RunFailed, match=rf"assert_no_giant_customer(.|\n)*phone {re.escape(value)} \(\d+ records\)"
+    ) as failed:
         run_pipeline(sources, warehouse)
     print(failed.value)
     assert not list((tmp_path / "published").glob("*.duckdb"))

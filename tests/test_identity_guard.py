@@ -15,8 +15,15 @@ import pytest
 
 from tests.test_dbt import dbt
 
-SELECT = ["--select", "int_identifier_quality", "int_customer_keys_assigned", "int_customer_splits", "int_customer_merges",
-          "--indirect-selection", "cautious"]  # not the tests that read other models too
+SELECT = [
+    "--select",
+    "int_identifier_quality",
+    "int_customer_keys_assigned",
+    "int_customer_splits",
+    "int_customer_merges",
+    "--indirect-selection",
+    "cautious",
+]  # not the tests that read other models too
 
 
 @dataclass
@@ -59,13 +66,23 @@ def build(warehouse: Path, graph: Graph, tmp_path: Path, dbt_vars: dict | None =
     with duckdb.connect(str(warehouse)) as con:
         for schema in ("intermediate", "staging"):
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        con.execute("CREATE OR REPLACE TABLE intermediate.int_identifiers_collected "
-                    "(record_type VARCHAR, record_id VARCHAR, identifier_type VARCHAR, identifier_value VARCHAR)")
+        con.execute(
+            "CREATE OR REPLACE TABLE intermediate.int_identifiers_collected "
+            "(record_type VARCHAR, record_id VARCHAR, identifier_type VARCHAR, identifier_value VARCHAR)"
+        )
         con.executemany("INSERT INTO intermediate.int_identifiers_collected VALUES (?, ?, ?, ?)", graph.edges)
-        con.execute("CREATE OR REPLACE TABLE staging.stg_customers__profiles "
-                    "(customer_ref VARCHAR, loyalty_card VARCHAR, full_name VARCHAR, birth_date DATE)")
+        con.execute(
+            "CREATE OR REPLACE TABLE staging.stg_customers__profiles "
+            "(customer_ref VARCHAR, loyalty_card VARCHAR, full_name VARCHAR, birth_date DATE)"
+        )
         con.executemany("INSERT INTO staging.stg_customers__profiles VALUES (?, ?, ?, ?)", graph.profiles)
-    dbt("build", *SELECT, *(["--vars", json.dumps(dbt_vars)] if dbt_vars else []), warehouse=warehouse, target=tmp_path / "target")
+    dbt(
+        "build",
+        *SELECT,
+        *(["--vars", json.dumps(dbt_vars)] if dbt_vars else []),
+        warehouse=warehouse,
+        target=tmp_path / "target",
+    )
 
 
 def test_guard_decisions_on_hand_made_graphs(tmp_path: Path) -> None:
@@ -80,8 +97,10 @@ def test_guard_decisions_on_hand_made_graphs(tmp_path: Path) -> None:
     person = g.profile(phone=own_phone)
     person_receipts = [g.receipt(own_phone) for _ in range(30)]  # one person's phone on 30 of their receipts
     born = g.birth_date()
-    twice = [g.profile(name="Wang Wei", birth_date=born, email=dup_email),  # one person registered twice
-             g.profile(name="Wang Wie", birth_date=born, email=dup_email)]
+    twice = [
+        g.profile(name="Wang Wei", birth_date=born, email=dup_email),  # one person registered twice
+        g.profile(name="Wang Wie", birth_date=born, email=dup_email),
+    ]
     for _ in range(300):  # ordinary phones: 1-3 receipts each, the distribution a value is weighed against
         phone = g.mobile()
         g.profile(phone=phone)
@@ -95,12 +114,23 @@ def test_guard_decisions_on_hand_made_graphs(tmp_path: Path) -> None:
     build(warehouse, g, tmp_path, {"identity_guard_allow": [allowed], "identity_guard_deny": [denied]})
 
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        guarded = dict(con.execute("SELECT identifier_value, guard_reason FROM intermediate.int_identifier_quality").fetchall())
-        keys = dict(con.execute("SELECT identifier_value, customer_key FROM intermediate.int_customer_keys_assigned "
-                                "WHERE identifier_type IN ('customer_ref', 'phone', 'email')").fetchall())
+        guarded = dict(
+            con.execute("SELECT identifier_value, guard_reason FROM intermediate.int_identifier_quality").fetchall()
+        )
+        keys = dict(
+            con.execute(
+                "SELECT identifier_value, customer_key FROM intermediate.int_customer_keys_assigned "
+                "WHERE identifier_type IN ('customer_ref', 'phone', 'email')"
+            ).fetchall()
+        )
     print(f"seed {seed}: {guarded}")
-    assert guarded == {placeholder: "shared_by_people", landline: "shared_by_people", shop_phone: "frequency_outlier",
-                       lucky: "placeholder_pattern", denied: "deny_list"}, seed
+    assert guarded == {
+        placeholder: "shared_by_people",
+        landline: "shared_by_people",
+        shop_phone: "frequency_outlier",
+        lucky: "placeholder_pattern",
+        denied: "deny_list",
+    }, seed
     assert len({keys[r] for r in strangers}) == 50 and placeholder not in keys  # never one giant customer
     assert len({keys[r] for r in couple}) == 2 and landline not in keys
     assert len({keys[r] for r in lucky_pair}) == 2
@@ -108,9 +138,12 @@ def test_guard_decisions_on_hand_made_graphs(tmp_path: Path) -> None:
     assert keys[twice[0]] == keys[twice[1]] == keys[dup_email]  # a typo in the name is the same person
     assert len({keys[r] for r in shop_staff}) == 1
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        keyed_orders = con.execute("SELECT count(*) FROM intermediate.int_customer_keys_assigned k JOIN "
-                                   "intermediate.int_identifiers_collected i USING (identifier_type, identifier_value) "
-                                   "WHERE i.record_id IN (SELECT unnest(?))", [couple_receipts + shop_receipts]).fetchall()[0][0]
+        keyed_orders = con.execute(
+            "SELECT count(*) FROM intermediate.int_customer_keys_assigned k JOIN "
+            "intermediate.int_identifiers_collected i USING (identifier_type, identifier_value) "
+            "WHERE i.record_id IN (SELECT unnest(?))",
+            [couple_receipts + shop_receipts],
+        ).fetchall()[0][0]
     assert keyed_orders == 0  # receipts whose only identifier is guarded stay unlinked
     assert len(person_receipts) == 30
 
@@ -118,9 +151,15 @@ def test_guard_decisions_on_hand_made_graphs(tmp_path: Path) -> None:
     # one piece keeps the key, the other gets a new one, and the split is recorded.
     build(warehouse, g, tmp_path, {"identity_guard_allow": [allowed], "identity_guard_deny": [denied, dup_email]})
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        after = dict(con.execute("SELECT identifier_value, customer_key FROM intermediate.int_customer_keys_assigned "
-                                 "WHERE identifier_type = 'customer_ref'").fetchall())
-        splits = con.execute("SELECT split_customer_key, new_customer_key FROM intermediate.int_customer_splits").fetchall()
+        after = dict(
+            con.execute(
+                "SELECT identifier_value, customer_key FROM intermediate.int_customer_keys_assigned "
+                "WHERE identifier_type = 'customer_ref'"
+            ).fetchall()
+        )
+        splits = con.execute(
+            "SELECT split_customer_key, new_customer_key FROM intermediate.int_customer_splits"
+        ).fetchall()
         merges = con.execute("SELECT count(*) FROM intermediate.int_customer_merges").fetchall()[0][0]
     old = keys[twice[0]]
     assert sorted([after[twice[0]], after[twice[1]]]).count(old) == 1, (after[twice[0]], after[twice[1]], old)

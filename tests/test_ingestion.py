@@ -30,7 +30,9 @@ def totals(con: duckdb.DuckDBPyConnection, table: str) -> tuple:
     ).fetchall()[0]
 
 
-def test_rerun_and_redeliveries_never_double(sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path) -> None:
+def test_rerun_and_redeliveries_never_double(
+    sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path
+) -> None:
     extracts, sources_file = sample_copy
     store = source(sources_file, "pos_receipt_lines")
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
@@ -38,7 +40,9 @@ def test_rerun_and_redeliveries_never_double(sample: GeneratorConfig, sample_cop
     first = load_source(con, store, sample.start, end, BOUNDS)
     before = totals(con, store.table)
     assert first.rows_loaded == before[0] > 1000
-    assert first.rows_read == first.rows_loaded + first.rows_quarantined + first.duplicates_skipped + first.rows_superseded
+    assert (
+        first.rows_read == first.rows_loaded + first.rows_quarantined + first.duplicates_skipped + first.rows_superseded
+    )
     # The generator re-delivers some files unchanged and corrects others in a later v2 file.
     assert first.duplicates_skipped > 0 and first.rows_superseded > 0
 
@@ -53,7 +57,9 @@ def test_rerun_and_redeliveries_never_double(sample: GeneratorConfig, sample_cop
     day = dt.date.fromisoformat(day_file.stem.split("_")[-1])
     redelivered = load_source(con, store, day, day, BOUNDS)
     assert totals(con, store.table) == before
-    assert redelivered.duplicates_skipped >= len(day_file.read_text().splitlines()) - 1  # the copy's rows: counted, not loaded
+    assert (
+        redelivered.duplicates_skipped >= len(day_file.read_text().splitlines()) - 1
+    )  # the copy's rows: counted, not loaded
 
     # A corrected re-delivery of that file supersedes the rows it changes.
     lines = day_file.read_text().splitlines()
@@ -73,46 +79,80 @@ def test_rerun_and_redeliveries_never_double(sample: GeneratorConfig, sample_cop
     assert price == [(999,)]
 
 
-CSV_HEADER = "receipt_no,line_no,sold_at,store_code,sku,item_name,category,qty,unit_price,discount,currency,payment,member_card,member_phone"
+CSV_HEADER = ",".join(
+    [
+        "receipt_no",
+        "line_no",
+        "sold_at",
+        "store_code",
+        "sku",
+        "item_name",
+        "category",
+        "qty",
+        "unit_price",
+        "discount",
+        "currency",
+        "payment",
+        "member_card",
+        "member_phone",
+    ]
+)
 
 
-def test_every_malformed_kind_lands_in_quarantine_while_good_rows_load(sample_copy: tuple[Path, Path], tmp_path: Path) -> None:
+def test_every_malformed_kind_lands_in_quarantine_while_good_rows_load(
+    sample_copy: tuple[Path, Path], tmp_path: Path
+) -> None:
     extracts, sources_file = sample_copy
     store_file = extracts / "store" / "S01" / f"pos_S01_{D}.csv"
-    store_file.write_text("\n".join([
-        CSV_HEADER,
-        f"X-1,1,{D} 10:00:00,S01,SKU-10001,Tea,tea,2,10.50,0,CNY,cash,,",  # good
-        f"X-1,2,{D} 10:00:00,S01,,Tea,tea,1,10.50,0,CNY,cash,,",  # missing required sku
-        f"X-2,1,{D} 10:05:00,S01,SKU-10002,Pot,kitchen,one,10.50,0,CNY,cash,,",  # bad integer
-        f"X-3,1,not a date,S01,SKU-10002,Pot,kitchen,1,10.50,0,CNY,cash,,",  # unparsable date
-        f"X-4,1,{D} 10:07:00,S01,SKU-10002,Pot,kitchen,1,12.5O元,0,CNY,cash,,",  # non-numeric amount
-        f"X-5,1,{D} 10:08:00,S01,SKU-10002,Pot,kitchen,1,10.50,0,CNY,cash,,,EXTRA",  # too many columns
-        f"X-6,1,2031-01-01 10:09:00,S01,SKU-10002,Pot,kitchen,1,10.50,0,CNY,cash,,",  # date outside partitions
-        f'X-7,1,{D} 10:10:00,S01,SKU-10003,"Cup, large",home,-1,8.00,0,CNY,card,,',  # good: a return, quoted comma
-    ]) + "\n")
+    store_file.write_text(
+        "\n".join(
+            [
+                CSV_HEADER,
+                f"X-1,1,{D} 10:00:00,S01,SKU-10001,Tea,tea,2,10.50,0,CNY,cash,,",  # good
+                f"X-1,2,{D} 10:00:00,S01,,Tea,tea,1,10.50,0,CNY,cash,,",  # missing required sku
+                f"X-2,1,{D} 10:05:00,S01,SKU-10002,Pot,kitchen,one,10.50,0,CNY,cash,,",  # bad integer
+                "X-3,1,not a date,S01,SKU-10002,Pot,kitchen,1,10.50,0,CNY,cash,,",  # unparsable date
+                f"X-4,1,{D} 10:07:00,S01,SKU-10002,Pot,kitchen,1,12.5O元,0,CNY,cash,,",  # non-numeric amount
+                f"X-5,1,{D} 10:08:00,S01,SKU-10002,Pot,kitchen,1,10.50,0,CNY,cash,,,EXTRA",  # too many columns
+                "X-6,1,2031-01-01 10:09:00,S01,SKU-10002,Pot,kitchen,1,10.50,0,CNY,cash,,",  # date outside partitions
+                f'X-7,1,{D} 10:10:00,S01,SKU-10003,"Cup, large",home,-1,8.00,0,CNY,card,,',  # good: a return, quoted comma
+            ]
+        )
+        + "\n"
+    )
     web_file = extracts / "web" / f"events_{D}.jsonl"
-    web_file.write_text("\n".join([
-        '{"event_id":"e1","ts":"2025-03-01T10:00:00+08:00","type":"page_view","cookie":"c1","utm":{"source":"baidu"}}\r',
-        '{"event_id":"e2","ts":"2025-03-01T10:01:00+08:00","type":"page_view","cookie":"c1"',  # broken JSON
-        '{"event_id":"e3","ts":"yesterday","type":"page_view","cookie":"c1"}',  # unparsable date
-        ' \t\r',  # a blank line: skipped, and the lines after it keep their numbers
-        '{"event_id":"e4","ts":"2025-03-01T02:02:00Z","type":"page_view"}',  # missing required cookie
-        '{"event_id":"e5","ts":"2025-03-01T02:03:00Z","type":"purchase","cookie":"c2","qty":"2","price":"x"}',  # bad decimal
-    ]) + "\n")
+    web_file.write_text(
+        "\n".join(
+            [
+                '{"event_id":"e1","ts":"2025-03-01T10:00:00+08:00","type":"page_view","cookie":"c1","utm":{"source":"baidu"}}\r',
+                '{"event_id":"e2","ts":"2025-03-01T10:01:00+08:00","type":"page_view","cookie":"c1"',  # broken JSON
+                '{"event_id":"e3","ts":"yesterday","type":"page_view","cookie":"c1"}',  # unparsable date
+                " \t\r",  # a blank line: skipped, and the lines after it keep their numbers
+                '{"event_id":"e4","ts":"2025-03-01T02:02:00Z","type":"page_view"}',  # missing required cookie
+                '{"event_id":"e5","ts":"2025-03-01T02:03:00Z","type":"purchase","cookie":"c2","qty":"2","price":"x"}',  # bad decimal
+            ]
+        )
+        + "\n"
+    )
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     store = load_source(con, source(sources_file, "pos_receipt_lines"), D, D, BOUNDS)
     web = load_source(con, source(sources_file, "web_events"), D, D, BOUNDS)
 
     good = con.execute(
         "SELECT order_id, line_number, quantity, unit_price, ordered_at FROM raw.pos_receipt_lines "
-        "WHERE _file = ? ORDER BY order_id", [str(store_file)]
+        "WHERE _file = ? ORDER BY order_id",
+        [str(store_file)],
     ).fetchall()
     assert [(o, n, q, float(p)) for o, n, q, p, _ in good] == [("X-1", 1, 2, 10.5), ("X-7", 1, -1, 8.0)]
     # Store local time (Asia/Shanghai) is stored as an instant: 10:00 +08:00 = 02:00 UTC.
-    assert good[0][4] == dt.datetime(2025, 3, 1, 2, 0, tzinfo=dt.timezone.utc)
-    q = {r[0]: r[1:] for r in con.execute(
-        "SELECT row_number, field, reason, raw_record FROM raw.quarantine WHERE file = ? ORDER BY row_number", [str(store_file)]
-    ).fetchall()}
+    assert good[0][4] == dt.datetime(2025, 3, 1, 2, 0, tzinfo=dt.UTC)
+    q = {
+        r[0]: r[1:]
+        for r in con.execute(
+            "SELECT row_number, field, reason, raw_record FROM raw.quarantine WHERE file = ? ORDER BY row_number",
+            [str(store_file)],
+        ).fetchall()
+    }
     assert q[2][:2] == ("sku", "sku: missing required field")
     assert q[3][0] == "quantity" and "not a valid integer: one" in q[3][1]
     assert q[4][0] == "ordered_at" and "not a valid timestamp: not a date" in q[4][1]
@@ -122,9 +162,13 @@ def test_every_malformed_kind_lands_in_quarantine_while_good_rows_load(sample_co
     assert set(q) == {2, 3, 4, 5, 6, 7}
     assert '"sold_at":"not a date"' in q[4][2]  # the raw record, as read
 
-    wq = {r[0]: r[1:] for r in con.execute(
-        "SELECT row_number, field, reason, raw_record FROM raw.quarantine WHERE file = ? ORDER BY row_number", [str(web_file)]
-    ).fetchall()}
+    wq = {
+        r[0]: r[1:]
+        for r in con.execute(
+            "SELECT row_number, field, reason, raw_record FROM raw.quarantine WHERE file = ? ORDER BY row_number",
+            [str(web_file)],
+        ).fetchall()
+    }
     assert wq[2][1] == "malformed JSON line" and wq[2][2].endswith('"cookie":"c1"')
     assert wq[3][0] == "event_at" and wq[5][0] == "cookie_id" and wq[6][0] == "unit_price" and set(wq) == {2, 3, 5, 6}
     loaded = con.execute("SELECT event_id, utm_source FROM raw.web_events WHERE _file = ?", [str(web_file)]).fetchall()
@@ -132,7 +176,9 @@ def test_every_malformed_kind_lands_in_quarantine_while_good_rows_load(sample_co
     assert store.rows_quarantined >= 6 and web.rows_quarantined >= 4
 
 
-def test_unreadable_file_fails_only_its_partition(sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path) -> None:
+def test_unreadable_file_fails_only_its_partition(
+    sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path
+) -> None:
     extracts, sources_file = sample_copy
     calls = source(sources_file, "call_center_calls")
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
@@ -147,7 +193,10 @@ def test_unreadable_file_fails_only_its_partition(sample: GeneratorConfig, sampl
     assert "cannot read" in result.failure_summary() and str(target) in result.failure_summary()
     after = con.execute("SELECT count(*) FROM raw.call_center_calls WHERE _partition_date = ?", [day]).fetchall()[0][0]
     assert after == before  # nothing already loaded is touched
-    assert con.execute("SELECT count(*) FROM raw.call_center_calls WHERE _partition_date = ?", [next_day]).fetchall()[0][0] > 0
+    assert (
+        con.execute("SELECT count(*) FROM raw.call_center_calls WHERE _partition_date = ?", [next_day]).fetchall()[0][0]
+        > 0
+    )
 
 
 def test_late_rows_and_vanished_files(sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path) -> None:
@@ -161,14 +210,18 @@ def test_late_rows_and_vanished_files(sample: GeneratorConfig, sample_copy: tupl
     late.write_text(CSV_HEADER + f"\nLATE-1,1,{day} 12:00:00,S03,SKU-10001,Tea,tea,1,10.00,0,CNY,cash,,\n")
     result = load_source(con, store, day + dt.timedelta(days=2), day + dt.timedelta(days=2), BOUNDS)
     assert day in result.extra_dates
-    assert con.execute("SELECT _partition_date FROM raw.pos_receipt_lines WHERE order_id = 'LATE-1'").fetchall() == [(day,)]
+    assert con.execute("SELECT _partition_date FROM raw.pos_receipt_lines WHERE order_id = 'LATE-1'").fetchall() == [
+        (day,)
+    ]
     # A loaded file that disappears from the landing folder stops a reload instead of losing rows.
     late.unlink()
     with pytest.raises(LoadError, match="gone"):
         load_source(con, store, day, day, BOUNDS)
 
 
-def test_a_range_loaded_in_chunks_equals_one_load(sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path) -> None:
+def test_a_range_loaded_in_chunks_equals_one_load(
+    sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path
+) -> None:
     """Long ranges load in runs of days (one transaction each); rows, quarantine and counts must not
     depend on where the runs are cut, also when a later run's file holds late rows of an earlier one."""
     extracts, sources_file = sample_copy
@@ -187,7 +240,9 @@ def test_a_range_loaded_in_chunks_equals_one_load(sample: GeneratorConfig, sampl
         probe.execute(f"ATTACH '{whole}' AS one (READ_ONLY); ATTACH '{chunked}' AS many (READ_ONLY)")
         for table, run_columns in ((s.table, "_batch_id, _loaded_at"), ("raw.quarantine", "batch_id, loaded_at")):
             a, b = (f"SELECT * EXCLUDE ({run_columns}) FROM {db}.{table}" for db in ("one", "many"))
-            differ = probe.execute(f"SELECT count(*) FROM (({a}) EXCEPT ALL ({b})) UNION ALL SELECT count(*) FROM (({b}) EXCEPT ALL ({a}))")
+            differ = probe.execute(
+                f"SELECT count(*) FROM (({a}) EXCEPT ALL ({b})) UNION ALL SELECT count(*) FROM (({b}) EXCEPT ALL ({a}))"
+            )
             assert differ.fetchall() == [(0,), (0,)], (s.name, table)
         counts = ("rows_read", "rows_loaded", "rows_quarantined", "duplicates_skipped", "rows_superseded", "files_read")
         assert [getattr(many, c) for c in counts] == [getattr(one, c) for c in counts], s.name
@@ -202,7 +257,9 @@ def test_online_retail_cancellations_missing_ids_and_non_products(tmp_path: Path
 
     retail = load_sources(ONLINE_RETAIL_SOURCES).sources[0]
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
-    result = load_source(con, retail, dt.date(2010, 12, 1), dt.date(2011, 12, 9), (dt.date(2010, 12, 1), dt.date(2011, 12, 31)))
+    result = load_source(
+        con, retail, dt.date(2010, 12, 1), dt.date(2011, 12, 9), (dt.date(2010, 12, 1), dt.date(2011, 12, 31))
+    )
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (541_909, 541_909, 0)
     revenue, cancelled, no_customer, non_products = con.execute(
         """SELECT sum(quantity * unit_price), count(*) FILTER (WHERE order_id LIKE 'C%'),
@@ -231,8 +288,9 @@ def test_as_of_loads_nothing_after_it(sample: GeneratorConfig, sample_copy: tupl
     assert con.execute("SELECT count(*) FROM raw.quarantine WHERE partition_date > ?", [as_of]).fetchall()[0][0] == 0
 
 
-def test_quality_checks_count_each_expectations_bad_rows_over_batches(sample: GeneratorConfig, sample_copy: tuple[Path, Path],
-                                                                     tmp_path: Path) -> None:
+def test_quality_checks_count_each_expectations_bad_rows_over_batches(
+    sample: GeneratorConfig, sample_copy: tuple[Path, Path], tmp_path: Path
+) -> None:
     """Every expectation's unexpected rows are summed over batches and reported under its own field."""
     _, sources_file = sample_copy
     store = source(sources_file, "pos_receipt_lines")
@@ -246,8 +304,14 @@ def test_quality_checks_count_each_expectations_bad_rows_over_batches(sample: Ge
     con.execute(f"UPDATE {store.table} SET order_id = NULL WHERE rowid % 1000 = 7")
     con.execute(f"UPDATE {store.table} SET payment_method = 'bitcoin' WHERE rowid % 20 = 3")
     con.execute(f"UPDATE {store.table} SET unit_price = -1 WHERE rowid % 100 = 5")
-    expected = {name: con.execute(f"SELECT count(*) FROM {store.table} WHERE {where}").fetchall()[0][0] for name, where in (
-        ("order_id", "order_id IS NULL"), ("payment_method", "payment_method = 'bitcoin'"), ("unit_price", "unit_price < 0"))}
+    expected = {
+        name: con.execute(f"SELECT count(*) FROM {store.table} WHERE {where}").fetchall()[0][0]
+        for name, where in (
+            ("order_id", "order_id IS NULL"),
+            ("payment_method", "payment_method = 'bitcoin'"),
+            ("unit_price", "unit_price < 0"),
+        )
+    }
     assert min(expected.values()) > 0
     damaged = {o.name: o for o in validate(con, store, result, batch_rows=2048)}
     assert not damaged["keys_not_null"].passed and damaged["keys_not_null"].blocking

@@ -18,6 +18,7 @@ import pytest
 
 from ingestion.generator import GeneratorConfig, generate
 from ingestion.generator.config import MessRates
+from ml import data
 from ml.baskets import association_rules, encode, frequent_itemsets
 from ml.clv import fit_bgnbd, fit_gamma_gamma, fit_sample
 from ml.config import MLConfig
@@ -25,7 +26,6 @@ from ml.registry import MONEY_COLUMNS
 from ml.rfm import rfm_table
 from ml.run_context import RunContext
 from ml.tables import TABLES, MartInputs, build
-from ml import data
 from orchestration.environment import REPO_ROOT
 from orchestration.run import run_pipeline
 from tests.conftest import Grown, sources_for
@@ -50,9 +50,16 @@ def year(tmp_path_factory: pytest.TempPathFactory) -> Year:
     re-registration whose fuzzy score moves with the grown registry. This sample plants none of
     them, so that every row the second run adds is dated after D and identities stay put.
     """
-    mess = dataclasses.replace(MessRates(), store_late_receipt=0.0, store_corrected_file=0.0, placeholder_phone=0.0,
-                               placeholder_email=0.0, household_landline=0.0, shop_phone_receipt=0.0,
-                               duplicate_registration=0.0)
+    mess = dataclasses.replace(
+        MessRates(),
+        store_late_receipt=0.0,
+        store_corrected_file=0.0,
+        placeholder_phone=0.0,
+        placeholder_email=0.0,
+        household_landline=0.0,
+        shop_phone_receipt=0.0,
+        duplicate_registration=0.0,
+    )
     cfg = GeneratorConfig(out=tmp_path_factory.mktemp("year"), customers=3000, days=365, seed=5, mess=mess)
     generate(cfg)
     sources = sources_for(cfg.extracts, cfg.out / "sources.yml")
@@ -67,7 +74,8 @@ def test_rfm_matches_an_independent_sql_computation(grown: Grown) -> None:
     with duckdb.connect(str(grown.warehouse), read_only=True) as con:
         as_of = con.execute("SELECT max(ordered_local_date) FROM marts.fct_orders").fetchall()[0][0]
         ours = rfm_table(data.orders(con, as_of), as_of)
-        sql = con.sql("""
+        sql = con.sql(
+            """
             WITH per AS (
                 SELECT customer_key,
                        date_diff('day', max(ordered_local_date) FILTER (WHERE net_amount > 0), ?) AS recency_days,
@@ -78,7 +86,9 @@ def test_rfm_matches_an_independent_sql_computation(grown: Grown) -> None:
                    1 + (5 * (rank() OVER (ORDER BY recency_days DESC) - 1)) // count(*) OVER () AS r_score,
                    1 + (5 * (rank() OVER (ORDER BY frequency) - 1)) // count(*) OVER () AS f_score,
                    1 + (5 * (rank() OVER (ORDER BY monetary) - 1)) // count(*) OVER () AS m_score
-            FROM per WHERE frequency > 0 ORDER BY customer_key""", params=[as_of]).pl()
+            FROM per WHERE frequency > 0 ORDER BY customer_key""",
+            params=[as_of],
+        ).pl()
     assert ours.height == sql.height > 300
     for column in ("recency_days", "frequency", "r_score", "f_score", "m_score"):
         assert ours[column].cast(pl.Int64).to_list() == sql[column].cast(pl.Int64).to_list(), column
@@ -87,14 +97,17 @@ def test_rfm_matches_an_independent_sql_computation(grown: Grown) -> None:
 
 
 def test_itemsets_and_rules_equal_mlxtend_on_generated_baskets() -> None:
-    from mlxtend.frequent_patterns import association_rules as mlxtend_rules, fpgrowth
+    from mlxtend.frequent_patterns import association_rules as mlxtend_rules
+    from mlxtend.frequent_patterns import fpgrowth
 
     rng = np.random.default_rng(3)
     sizes = np.r_[rng.integers(1, 8, 3000), [60, 75, 90]]  # a few huge baskets (mlxtend issue #909)
-    pairs = pl.DataFrame({
-        "basket": np.repeat(np.arange(len(sizes)), sizes).astype(str),
-        "item": [f"P{int(x)}" for x in np.minimum(rng.zipf(1.6, sizes.sum()), 120)],
-    })
+    pairs = pl.DataFrame(
+        {
+            "basket": np.repeat(np.arange(len(sizes)), sizes).astype(str),
+            "item": [f"P{int(x)}" for x in np.minimum(rng.zipf(1.6, sizes.sum()), 120)],
+        }
+    )
     baskets, items, names, n = encode(pairs)
     ours = frequent_itemsets(baskets, items, names, n, 0.004)
     rules = association_rules(ours, 0.05)
@@ -104,7 +117,9 @@ def test_itemsets_and_rules_equal_mlxtend_on_generated_baskets() -> None:
     theirs = fpgrowth(onehot, min_support=0.004, use_colnames=True)
     their_rules = mlxtend_rules(theirs, num_itemsets=n, metric="confidence", min_threshold=0.05)
 
-    assert {frozenset(names[i] for i in s): c / n for s, c in zip(ours.sets, ours.counts)} == dict(zip(theirs["itemsets"], theirs["support"]))
+    assert {frozenset(names[i] for i in s): c / n for s, c in zip(ours.sets, ours.counts)} == dict(
+        zip(theirs["itemsets"], theirs["support"])
+    )
     assert max(map(len, ours.sets)) >= 3
     key = lambda a, c: (tuple(sorted(a)), tuple(sorted(c)))  # noqa: E731
     mine = {key(a, c): r for a, c, r in zip(rules["antecedents"], rules["consequents"], rules.iter_rows(named=True))}
@@ -123,7 +138,9 @@ def test_bgnbd_and_gamma_gamma_fit_the_published_cdnow_parameters() -> None:
     gg = fit_gamma_gamma(x, zbar)
     assert (gg.p, gg.q, gg.gamma) == pytest.approx((6.25, 3.74, 15.44), abs=0.02)
     # Fader, Hardie & Lee: customer 1 (x = 2, t_x = 30.43, T = 38.86) expects 1.226 purchases in the next 39 weeks.
-    assert bgnbd.expected_purchases(39, np.array([2.0]), np.array([30.43]), np.array([38.86]))[0] == pytest.approx(1.226, abs=2e-3)
+    assert bgnbd.expected_purchases(39, np.array([2.0]), np.array([30.43]), np.array([38.86]))[0] == pytest.approx(
+        1.226, abs=2e-3
+    )
 
 
 def test_value_models_fitted_on_a_sample_stay_near_the_full_fit() -> None:
@@ -138,20 +155,37 @@ def test_value_models_fitted_on_a_sample_stay_near_the_full_fit() -> None:
     ahead = lambda m: m.expected_purchases(39, x, t_x, T)  # noqa: E731
     assert ahead(sampled).sum() == pytest.approx(ahead(full).sum(), rel=0.05)
     spend_full, spend_sampled = fit_gamma_gamma(x, zbar), fit_gamma_gamma(x[part], zbar[part])
-    assert spend_sampled.expected_spend(x, zbar).mean() == pytest.approx(spend_full.expected_spend(x, zbar).mean(), rel=0.05)
+    assert spend_sampled.expected_spend(x, zbar).mean() == pytest.approx(
+        spend_full.expected_spend(x, zbar).mean(), rel=0.05
+    )
 
 
 def test_every_ml_table_is_built_by_crm_run_and_churn_beats_its_baseline(year: Year) -> None:
     with duckdb.connect(str(year.warehouse), read_only=True) as con:
         as_of = con.execute("SELECT max(as_of_date) FROM ml.churn_scores").fetchall()[0][0]
         for table in TABLES:
-            rows, runs = con.execute(f"SELECT count(*), count(DISTINCT run_id) FROM ml.{table} WHERE as_of_date = ?", [as_of]).fetchall()[0]
+            rows, runs = con.execute(
+                f"SELECT count(*), count(DISTINCT run_id) FROM ml.{table} WHERE as_of_date = ?", [as_of]
+            ).fetchall()[0]
             assert rows > 0 and runs == 1, table
-        metrics = dict(con.execute("SELECT metric, value FROM ml.model_metrics WHERE model = 'churn_scores' AND as_of_date = ?", [as_of]).fetchall())
-        bands = dict(con.execute("SELECT risk_band, count(*) FROM ml.churn_scores WHERE as_of_date = ? GROUP BY 1", [as_of]).fetchall())
-        money = con.execute("SELECT DISTINCT data_type FROM information_schema.columns WHERE table_schema = 'ml' "
-                            "AND column_name IN (SELECT unnest(?))", [sorted(MONEY_COLUMNS)]).fetchall()
-        revenue = con.execute("SELECT sum(monetary) FROM ml.rfm_segments WHERE as_of_date = ?", [as_of]).fetchall()[0][0]
+        metrics = dict(
+            con.execute(
+                "SELECT metric, value FROM ml.model_metrics WHERE model = 'churn_scores' AND as_of_date = ?", [as_of]
+            ).fetchall()
+        )
+        bands = dict(
+            con.execute(
+                "SELECT risk_band, count(*) FROM ml.churn_scores WHERE as_of_date = ? GROUP BY 1", [as_of]
+            ).fetchall()
+        )
+        money = con.execute(
+            "SELECT DISTINCT data_type FROM information_schema.columns WHERE table_schema = 'ml' "
+            "AND column_name IN (SELECT unnest(?))",
+            [sorted(MONEY_COLUMNS)],
+        ).fetchall()
+        revenue = con.execute("SELECT sum(monetary) FROM ml.rfm_segments WHERE as_of_date = ?", [as_of]).fetchall()[0][
+            0
+        ]
     assert money == [("DECIMAL(18,4)",)]  # amounts as the marts hold them: sums print as amounts
     assert str(revenue) == f"{revenue:.4f}"
     print({k: round(v, 4) for k, v in metrics.items()})
@@ -164,10 +198,16 @@ def test_planted_rules_are_found_with_their_lift(year: Year, tmp_path: Path) -> 
     planted = json.loads((year.cfg.truth / "planted_rules.json").read_text())
     warehouse = tmp_path / "crm.duckdb"
     shutil.copyfile(year.warehouse, warehouse)
-    cfg = dataclasses.replace(MLConfig(), baskets=dataclasses.replace(MLConfig().baskets, min_support=0.001))  # 12 of 12,154 baskets
+    cfg = dataclasses.replace(
+        MLConfig(), baskets=dataclasses.replace(MLConfig().baskets, min_support=0.001)
+    )  # 12 of 12,154 baskets
     with duckdb.connect(str(warehouse)) as con:
         out = build(con, "association_rules", RunContext(year.cfg.end, "test"), cfg)
-    found = {(a[0], c[0]): lift for a, c, lift in out.frame.select("antecedents", "consequents", "lift").iter_rows() if len(a) == len(c) == 1}
+    found = {
+        (a[0], c[0]): lift
+        for a, c, lift in out.frame.select("antecedents", "consequents", "lift").iter_rows()
+        if len(a) == len(c) == 1
+    }
     for rule in planted:
         lift = found.get((rule["antecedent"], rule["consequent"]))
         assert lift == pytest.approx(rule["lift"], rel=0.2), rule
@@ -190,13 +230,17 @@ def test_tables_as_of_a_date_do_not_move_when_later_data_arrives(year: Year, tmp
             assert before.columns == after.columns and before.height == after.height, table
             for column in before.columns:
                 if before[column].dtype.is_float():
-                    assert np.allclose(before[column].to_numpy(), after[column].to_numpy(), equal_nan=True), (table, column)
+                    assert np.allclose(before[column].to_numpy(), after[column].to_numpy(), equal_nan=True), (
+                        table,
+                        column,
+                    )
                 else:
                     assert before[column].to_list() == after[column].to_list(), (table, column)
 
 
-def test_fitted_models_are_reused_for_refit_days_on_their_own_warehouse(year: Year, tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fitted_models_are_reused_for_refit_days_on_their_own_warehouse(
+    year: Year, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A run within refit_days of a fit scores with that fit (and says so); a run past it, before it,
     with refit_days 0 or on another warehouse fits again."""
     monkeypatch.setenv("CRM_MODELS_DIR", str(tmp_path / "models"))
@@ -205,12 +249,13 @@ def test_fitted_models_are_reused_for_refit_days_on_their_own_warehouse(year: Ye
     fitted = ["churn_scores", "customer_segments", "customer_value"]
     day = year.cfg.end
 
-    def run(as_of: dt.date, cfg: MLConfig = MLConfig(), db: Path = warehouse) -> dict[str, dt.date | None]:
+    def run(as_of: dt.date, cfg: MLConfig | None = None, db: Path = warehouse) -> dict[str, dt.date | None]:
+        cfg = cfg or MLConfig()
         with duckdb.connect(str(db)) as con:
             ctx = RunContext(as_of, f"run-{as_of}-{db.stem}")
             inputs = MartInputs(as_of)
             outs = {name: build(con, name, ctx, cfg, inputs) for name in fitted}
-        for name, out in outs.items():
+        for out in outs.values():
             assert out.metrics["model_age_days"] == ((as_of - out.reused.as_of).days if out.reused else 0)
         return {name: out.reused.as_of if out.reused else None for name, out in outs.items()}
 
@@ -222,8 +267,12 @@ def test_fitted_models_are_reused_for_refit_days_on_their_own_warehouse(year: Ye
     assert not (scored.parent / "model.joblib").exists()
     assert run(day + dt.timedelta(days=7)) == dict.fromkeys(fitted)  # a week on: fitted again
     assert run(day - dt.timedelta(days=1)) == dict.fromkeys(fitted)  # a later fit never scores an earlier day
-    never = MLConfig(**{section: dataclasses.replace(getattr(MLConfig(), section), refit_days=0)
-                        for section in ("churn", "segments", "value")})
+    never = MLConfig(
+        **{
+            section: dataclasses.replace(getattr(MLConfig(), section), refit_days=0)
+            for section in ("churn", "segments", "value")
+        }
+    )
     assert run(day + dt.timedelta(days=8), never) == dict.fromkeys(fitted)
     other = tmp_path / "other.duckdb"
     shutil.copyfile(year.warehouse, other)
@@ -240,12 +289,19 @@ def test_the_ml_asset_materializes_only_the_selected_tables(year: Year, tmp_path
     warehouse = tmp_path / "crm.duckdb"
     shutil.copyfile(year.warehouse, warehouse)
     chosen = {dg.AssetKey(["ml", "rfm_segments"]), dg.AssetKey(["ml", "customer_health"])}
-    result = dg.materialize([ml_assets()], selection=list(chosen), tags={AS_OF_TAG: str(year.as_of_first_run)},
-                            resources={"warehouse": DuckDBResource(database=str(warehouse))})
+    result = dg.materialize(
+        [ml_assets()],
+        selection=list(chosen),
+        tags={AS_OF_TAG: str(year.as_of_first_run)},
+        resources={"warehouse": DuckDBResource(database=str(warehouse))},
+    )
     assert result.success
     assert {e.asset_key for e in result.get_asset_materialization_events()} == chosen
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        written = {t: con.execute(f"SELECT count(*) FROM ml.{t} WHERE run_id = ?", [result.run_id]).fetchall()[0][0] for t in TABLES}
+        written = {
+            t: con.execute(f"SELECT count(*) FROM ml.{t} WHERE run_id = ?", [result.run_id]).fetchall()[0][0]
+            for t in TABLES
+        }
     assert written["rfm_segments"] > 0 and written["customer_health"] > 0
     assert all(n == 0 for t, n in written.items() if t not in ("rfm_segments", "customer_health")), written
 

@@ -23,6 +23,8 @@ from orchestration.run import PID_TAG, run_pipeline
 from serving import publish
 from tests.conftest import Grown, sources_for
 
+pytestmark = pytest.mark.slow  # every test here runs the pipeline or reads its warehouse
+
 QUERIES = REPO_ROOT / "warehouse" / "queries"
 
 # Run in another process for the whole of a run: each query opens the current version, reads three
@@ -36,9 +38,12 @@ READER = textwrap.dedent("""
             with publish.connect(published) as con:
                 row = con.execute('''
                     SELECT (SELECT version FROM serving.publication),
-                           (SELECT count(*) FROM marts.fct_order_lines), (SELECT row_count FROM serving.table_counts WHERE table_name = 'marts.fct_order_lines'),
-                           (SELECT count(*) FROM marts.dim_customer), (SELECT row_count FROM serving.table_counts WHERE table_name = 'marts.dim_customer'),
-                           (SELECT count(*) FROM ml.rfm_segments), (SELECT row_count FROM serving.table_counts WHERE table_name = 'ml.rfm_segments'),
+                           (SELECT count(*) FROM marts.fct_order_lines),
+                           (SELECT row_count FROM serving.table_counts WHERE table_name = 'marts.fct_order_lines'),
+                           (SELECT count(*) FROM marts.dim_customer),
+                           (SELECT row_count FROM serving.table_counts WHERE table_name = 'marts.dim_customer'),
+                           (SELECT count(*) FROM ml.rfm_segments),
+                           (SELECT row_count FROM serving.table_counts WHERE table_name = 'ml.rfm_segments'),
                            (SELECT sum(hash(order_line_id)) FROM marts.fct_order_lines)::VARCHAR''').fetchall()[0]
             out.write(json.dumps({"ok": True, "row": list(row)}) + "\\n")
         except Exception as e:
@@ -51,16 +56,28 @@ READER = textwrap.dedent("""
 def checksum(database: Path) -> dict[str, tuple[int, int]]:
     """(rows, order-independent hash of every row) of every served table of a database file."""
     with duckdb.connect(str(database), read_only=True) as con:
-        return {f"{s}.{t}": tuple(con.execute(f'SELECT count(*), coalesce(sum(hash("{t}")), 0) FROM "{s}"."{t}" AS "{t}"').fetchall()[0])
-                for s, t in publish.served_tables(con)}
+        return {
+            f"{s}.{t}": tuple(
+                con.execute(f'SELECT count(*), coalesce(sum(hash("{t}")), 0) FROM "{s}"."{t}" AS "{t}"').fetchall()[0]
+            )
+            for s, t in publish.served_tables(con)
+        }
 
 
 def crm(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestration.cli", *args], capture_output=True, text=True,
-                          cwd=REPO_ROOT, env={**os.environ, **(env or {})}, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        **kwargs,
+    )
 
 
-def test_analysts_read_whole_versions_during_a_run_and_a_killed_run_publishes_nothing(sample: GeneratorConfig, tmp_path: Path) -> None:
+def test_analysts_read_whole_versions_during_a_run_and_a_killed_run_publishes_nothing(
+    sample: GeneratorConfig, tmp_path: Path
+) -> None:
     sources = sources_for(sample.extracts, tmp_path / "sources.yml")
     warehouse = tmp_path / "crm.duckdb"
     published = tmp_path / "published"
@@ -69,13 +86,23 @@ def test_analysts_read_whole_versions_during_a_run_and_a_killed_run_publishes_no
 
     env = {"CRM_SOURCES": str(sources), "CRM_WAREHOUSE": str(warehouse), "PYTHONPATH": str(REPO_ROOT)}
     log, stop = tmp_path / "reads.jsonl", tmp_path / "stop"
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(published), str(log), str(stop)], cwd=REPO_ROOT,
-                              env={**os.environ, **env})
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(published), str(log), str(stop)], cwd=REPO_ROOT, env={**os.environ, **env}
+    )
     try:
         # The rest of the data, in another process, as `.venv/bin/crm run` without the environment's
         # bin/ on PATH: dbt is found beside this Python.
-        run = crm("run", env={**env, "PATH": os.pathsep.join(
-            d for d in os.environ["PATH"].split(os.pathsep) if Path(d).resolve() != Path(sys.executable).parent.resolve())})
+        run = crm(
+            "run",
+            env={
+                **env,
+                "PATH": os.pathsep.join(
+                    d
+                    for d in os.environ["PATH"].split(os.pathsep)
+                    if Path(d).resolve() != Path(sys.executable).parent.resolve()
+                ),
+            },
+        )
         assert run.returncode == 0, run.stderr
         # dbt's lines went to the run's log beside the warehouse, not between crm's progress and table.
         assert "PASS=" not in run.stdout + run.stderr and "dbt's output:" in run.stderr
@@ -97,8 +124,14 @@ def test_analysts_read_whole_versions_during_a_run_and_a_killed_run_publishes_no
 
     # Kill a full rebuild while dbt writes the build file: the published version stays as it was.
     before, link = checksum(publish.current(published)), os.readlink(published / publish.CURRENT)
-    killed = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "run", "--full-refresh"], cwd=REPO_ROOT,
-                              env={**os.environ, **env}, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "orchestration.cli", "run", "--full-refresh"],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not _dbt_running(killed.pid):
         time.sleep(0.2)
@@ -116,7 +149,10 @@ def test_analysts_read_whole_versions_during_a_run_and_a_killed_run_publishes_no
     with dg.DagsterInstance.get() as instance:  # the killed run was marked failed and its pool slot freed
         killed_runs = instance.get_runs(filters=dg.RunsFilter(tags={PID_TAG: str(killed.pid)}))
         assert {r.job_name: r.status for r in killed_runs}["build_warehouse"] == dg.DagsterRunStatus.FAILURE
-    rows = lambda sums: {t: n for t, (n, _) in sums.items()}  # rows carry their load time and run id
+
+    def rows(sums: dict) -> dict:  # rows carry their load time and run id
+        return {t: n for t, (n, _) in sums.items()}
+
     assert rows(checksum(publish.current(published))) == rows(before)  # same data, same rows
 
 
@@ -131,7 +167,9 @@ def analyst_env(grown: Grown) -> dict[str, str]:
 
 
 def test_crm_sql_reads_the_published_version_as_table_csv_and_json(grown: Grown, analyst_env: dict[str, str]) -> None:
-    query = "SELECT channel, count(*) AS orders, sum(net_amount) AS revenue FROM marts.fct_orders GROUP BY ALL ORDER BY 1"
+    query = (
+        "SELECT channel, count(*) AS orders, sum(net_amount) AS revenue FROM marts.fct_orders GROUP BY ALL ORDER BY 1"
+    )
     table = crm("sql", query, env=analyst_env)
     assert table.returncode == 0, table.stderr
     assert "decimal" in table.stdout and "store" in table.stdout

@@ -74,7 +74,9 @@ def test_unreadable_sources_file_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(SourcesError, match=r"partitions.start_date must be a date"):
         load_sources(write(tmp_path, GOOD.replace("start_date: 2024-01-01", "start_date: soon")))
     with pytest.raises(SourcesError, match=r"unknown encoding 'klingon'"):
-        load_sources(write(tmp_path, GOOD.replace("sources:", "sources:", 1).rstrip() + "\n    options: {encoding: klingon}\n"))
+        load_sources(
+            write(tmp_path, GOOD.replace("sources:", "sources:", 1).rstrip() + "\n    options: {encoding: klingon}\n")
+        )
     with pytest.raises(SourcesError, match=r"identity: unknown keys \['guard_max_persons'\]"):
         load_sources(write(tmp_path, GOOD + "identity: {guard_max_persons: 2}\n"))
     with pytest.raises(SourcesError, match=r"names must be unique"):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import duckdb
 import polars as pl
 import pytest
 
 from orchestration.environment import REPO_ROOT
 from tests.conftest import Grown
+
+pytestmark = pytest.mark.slow  # every test here runs the pipeline or reads its warehouse
 
 QUERIES = REPO_ROOT / "warehouse" / "queries"
 
@@ -30,7 +30,9 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str):
 
 def test_analyst_queries_answer_the_questions(con: duckdb.DuckDBPyConnection) -> None:
     revenue = scalar(con, "SELECT sum(quantity * unit_price - coalesce(discount, 0)) FROM raw.store")
-    revenue += scalar(con, "SELECT sum(quantity * unit_price) FROM staging.stg_web__events WHERE event_type = 'purchase'")
+    revenue += scalar(
+        con, "SELECT sum(quantity * unit_price) FROM staging.stg_web__events WHERE event_type = 'purchase'"
+    )
 
     by_month = query(con, "revenue_by_channel_and_month")
     assert set(by_month["channel"]) == {"store", "web"} and by_month["year_month"].n_unique() == 2
@@ -51,24 +53,35 @@ def test_analyst_queries_answer_the_questions(con: duckdb.DuckDBPyConnection) ->
 
 def test_sessions_attach_anonymous_visits_once_the_cookie_logs_in(con: duckdb.DuckDBPyConnection, grown: Grown) -> None:
     sessions = con.sql("SELECT cookie_id, session_started_at, has_login, customer_key FROM marts.fct_web_sessions").pl()
-    first_login = sessions.filter(pl.col("has_login")).group_by("cookie_id").agg(pl.col("session_started_at").min().alias("login_at"))
+    first_login = (
+        sessions.filter(pl.col("has_login"))
+        .group_by("cookie_id")
+        .agg(pl.col("session_started_at").min().alias("login_at"))
+    )
     before_login = sessions.join(first_login, on="cookie_id").filter(pl.col("session_started_at") < pl.col("login_at"))
     assert before_login.height > 10
     assert before_login["customer_key"].null_count() < 0.05 * before_login.height  # shared devices stay anonymous
     # Sessions are 30-minute-inactivity sessions: no two of a cookie within 30 minutes of each other.
-    gap = scalar(con, """
+    gap = scalar(
+        con,
+        """
         SELECT min(date_diff('second', previous_end, session_started_at)) FROM (
             SELECT session_started_at, lag(session_ended_at) OVER (PARTITION BY cookie_id ORDER BY session_started_at) AS previous_end
-            FROM marts.fct_web_sessions) WHERE previous_end IS NOT NULL""")
+            FROM marts.fct_web_sessions) WHERE previous_end IS NOT NULL""",
+    )
     assert gap > 30 * 60
 
 
 def test_interactions_carry_csat_complaints_and_sentiment(con: duckdb.DuckDBPyConnection, grown: Grown) -> None:
-    by_channel = dict(con.execute("""
-        SELECT channel, count(*) FILTER (WHERE csat IS NOT NULL) FROM marts.fct_interactions GROUP BY channel""").fetchall())
+    by_channel = dict(
+        con.execute("""
+        SELECT channel, count(*) FILTER (WHERE csat IS NOT NULL) FROM marts.fct_interactions GROUP BY channel""").fetchall()
+    )
     assert by_channel["call_center"] > 0 and by_channel["web"] == by_channel["social"] == 0
     assert scalar(con, "SELECT count(*) FROM marts.fct_interactions WHERE is_complaint") > 0
-    scored = con.sql("SELECT interaction_id, sentiment FROM intermediate.int_social_interactions_scored WHERE sentiment IS NOT NULL").pl()
+    scored = con.sql(
+        "SELECT interaction_id, sentiment FROM intermediate.int_social_interactions_scored WHERE sentiment IS NOT NULL"
+    ).pl()
     truth = pl.read_csv(grown.sources.parent / "truth" / "social.csv").select("interaction_id", "sentiment")
     both = scored.join(truth.rename({"sentiment": "true_sentiment"}), on="interaction_id")
     expected = both["true_sentiment"].replace_strict({-1: "negative", 0: "neutral", 1: "positive"})

@@ -85,8 +85,8 @@
 {%- endmacro %}
 
 {#- Ranks only the keys delivered more than once; every other row is its key's only delivery
-    (rank 1). A window over every row holds every column read at once: at 1 million customers it
-    was a third of the CPU time of sessionizing the web events, which spilled 9 GB. Counting keys
+    (rank 1). A window over every row holds every column read at once: at a million customers it
+    was a third of the CPU time of sessionizing the web events, and spilled. Counting keys
     needs only the key. `relation` is read three times, so it and the CTEs it reads must be
     `not materialized`: DuckDB would otherwise hold every raw column of every row for the readers,
     where inlined each scans raw for its own columns and filters. Keys compare with `is not

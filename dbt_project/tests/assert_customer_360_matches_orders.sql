@@ -14,7 +14,7 @@ customers as (
     select sum(net_revenue) as net_revenue, sum(orders) as orders from {{ ref('customer_360') }}
 )
 
-select *
+select orders.*, customers.*
 from orders cross join customers
 where coalesce(orders.net_revenue, 0) <> coalesce(customers.net_revenue, 0)
    or coalesce(orders.orders, 0) <> coalesce(customers.orders, 0)

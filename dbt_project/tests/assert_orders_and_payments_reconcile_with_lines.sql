@@ -14,7 +14,7 @@ payments as (
     select count(*) as payments, sum(amount) as amount from {{ ref('fct_payments') }}
 )
 
-select *
+select lines.*, orders.*, payments.*
 from lines cross join orders cross join payments
 where lines.orders <> orders.orders
    or orders.orders <> payments.payments

@@ -26,7 +26,7 @@ interactions as (
     from {{ ref('fct_interactions') }}
 )
 
-select *
+select events.*, sessions.*, calls.*, social.*, interactions.*
 from events
 cross join sessions
 cross join calls

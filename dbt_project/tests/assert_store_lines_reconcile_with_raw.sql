@@ -12,7 +12,7 @@ mart_lines as (
     where channel = 'store'
 )
 
-select *
+select raw_lines.*, mart_lines.*
 from raw_lines cross join mart_lines
 where raw_lines.lines <> mart_lines.lines
    or mart_lines.distinct_lines <> mart_lines.lines

@@ -18,7 +18,7 @@ mart_lines as (
     where channel = 'web'
 )
 
-select *
+select raw_purchases.*, mart_lines.*
 from raw_purchases cross join mart_lines
 where raw_purchases.lines <> mart_lines.lines
    or coalesce(raw_purchases.revenue, 0) <> coalesce(mart_lines.revenue, 0)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import polars as pl
@@ -19,14 +20,16 @@ from ingestion.generator.config import CURRENCY, GeneratorConfig, coded
 from ingestion.generator.messy import email_variants, name_typo, phone_variants
 from ingestion.generator.population import REGIONS, TIERS, Catalog, Persons, store_codes
 from ingestion.generator.shared_contacts import landline
-from ingestion.generator.simulate import UTM, USER_AGENTS, Day
+from ingestion.generator.simulate import USER_AGENTS, UTM, Day
 
-PAYMENTS = np.asarray(coded(["card", "cash", "wechat_pay", "alipay", "wechat_pay", "alipay"], "payment_method", "store"), dtype=object)
+PAYMENTS = np.asarray(
+    coded(["card", "cash", "wechat_pay", "alipay", "wechat_pay", "alipay"], "payment_method", "store"), dtype=object
+)
 
 
 def _set_mtime(path: Path, date: dt.date, delay_hours: float) -> None:
     """Deterministic delivery time: the end of the file's day plus a delay."""
-    ts = dt.datetime.combine(date, dt.time(23, 0), tzinfo=dt.timezone.utc).timestamp() + delay_hours * 3600
+    ts = dt.datetime.combine(date, dt.time(23, 0), tzinfo=dt.UTC).timestamp() + delay_hours * 3600
     os.utime(path, (ts, ts))
 
 
@@ -51,7 +54,7 @@ def _write_workbook(frame: pl.DataFrame, path: Path, date: dt.date, delay_hours:
 
 class _Files:
     """Writes files on one background thread, in the order they are queued, while the main thread
-    simulates on: a year at 10,000 customers is 5,000 small files (opening one costs 0.2 ms here).
+    simulates on: a year at 10,000 customers is 5,000 small files.
     Everything random about a file is drawn before it is queued, so the output stays the same for a
     seed. A bounded backlog keeps memory to a few days' files; a failed write raises on close()."""
 
@@ -94,7 +97,7 @@ class Truth:
     root: Path
     writer: _Files
     mess: dict[str, list[int]] = field(default_factory=dict)  # kind -> [planted, out of]
-    files: dict[str, object] = field(default_factory=dict)  # name -> open handle (kept open: opens are slow)
+    files: dict[str, TextIO] = field(default_factory=dict)  # name -> open handle (kept open: opens are slow)
 
     def count(self, kind: str, planted: int, total: int) -> None:
         acc = self.mess.setdefault(kind, [0, 0])
@@ -144,8 +147,9 @@ class ExtractWriter:
         self.shop_phone_receipts = np.zeros(cfg.stores, dtype=np.int64)
 
     # ---- customers -------------------------------------------------------------------------
-    def _profiles(self, idx: np.ndarray, updated: np.ndarray, member: np.ndarray | None = None,
-                  names: np.ndarray | None = None) -> pl.DataFrame:
+    def _profiles(
+        self, idx: np.ndarray, updated: np.ndarray, member: np.ndarray | None = None, names: np.ndarray | None = None
+    ) -> pl.DataFrame:
         p, rng = self.p, self.rng
         n = len(idx)
         region = self.region[idx]
@@ -176,6 +180,7 @@ class ExtractWriter:
 
     def customers(self, day: Day) -> None:
         p, rng, d = self.p, self.rng, day.index
+
         def at(n: int, hour: int) -> np.ndarray:
             seconds = hour * 3600 + rng.integers(0, 3600, n)
             return (np.datetime64(day.date, "s") + seconds.astype("timedelta64[s]")).astype("datetime64[ms]")
@@ -197,7 +202,11 @@ class ExtractWriter:
         changed = np.unique(np.concatenate([movers, tiers, consent]))
         if len(changed):
             f = self._profiles(changed, at(len(changed), 18))
-            f = f.with_columns(opt_in_changed=pl.when(pl.Series(np.isin(changed, consent))).then(pl.col("updated")).otherwise(pl.col("opt_in_changed")))
+            f = f.with_columns(
+                opt_in_changed=pl.when(pl.Series(np.isin(changed, consent)))
+                .then(pl.col("updated"))
+                .otherwise(pl.col("opt_in_changed"))
+            )
             frames.append(f)
         # Duplicate registrations: the same person signs up again, name typo and all.
         dup_day = (np.arange(p.n) * 7919) % max(self.cfg.days, 1)
@@ -209,11 +218,15 @@ class ExtractWriter:
             unlinked = pl.Series(rng.random(len(dups)) < self.m.duplicate_unlinked)
             self.truth.count("duplicate_unlinked", int(unlinked.sum()), len(dups))
             new_phone = pl.Series([f"1{x}" for x in rng.integers(3 * 10**9, 10**10, len(dups))], dtype=pl.String)
-            frames.append(dup.with_columns(
-                mobile=pl.when(unlinked).then(new_phone).otherwise(pl.col("mobile")),
-                card_no=pl.when(unlinked).then(pl.lit("9") + pl.col("card_no").str.slice(1)).otherwise(pl.col("card_no")),
-                email=pl.when(unlinked).then(None).otherwise(pl.col("email")),
-            ))
+            frames.append(
+                dup.with_columns(
+                    mobile=pl.when(unlinked).then(new_phone).otherwise(pl.col("mobile")),
+                    card_no=pl.when(unlinked)
+                    .then(pl.lit("9") + pl.col("card_no").str.slice(1))
+                    .otherwise(pl.col("card_no")),
+                    email=pl.when(unlinked).then(None).otherwise(pl.col("email")),
+                )
+            )
         out = pl.concat(frames, how="vertical_relaxed")  # an empty frame may type a column Null
         if len(out):
             path = self.cfg.extracts / "customers" / f"customers_{day.date}.csv"
@@ -233,20 +246,32 @@ class ExtractWriter:
         shop_typed = self.types_shop_phone[store] & (rng.random(n_o) < m.shop_phone_receipt)
         self.shop_phone_receipts += np.bincount(store[(ident >= 0.85) & shop_typed], minlength=len(self.stores))
         orders = orders.with_columns(
-            order_id=pl.Series([f"{self.stores[s]}-{ymd}-{i + 1:05d}" for i, s in enumerate(orders["store"].to_numpy())], dtype=pl.String),
+            order_id=pl.Series(
+                [f"{self.stores[s]}-{ymd}-{i + 1:05d}" for i, s in enumerate(orders["store"].to_numpy())],
+                dtype=pl.String,
+            ),
             member_card=pl.Series(np.where(ident < 0.70, p.card[person], None).tolist(), dtype=pl.String),
             member_phone=pl.Series(
-                np.where((ident >= 0.70) & (ident < 0.85), phone_variants(p.given_phone[person], rng, m.phone_other_format),
-                         np.where((ident >= 0.85) & shop_typed, self.shop_phone[store], None)).tolist(),
+                np.where(
+                    (ident >= 0.70) & (ident < 0.85),
+                    phone_variants(p.given_phone[person], rng, m.phone_other_format),
+                    np.where((ident >= 0.85) & shop_typed, self.shop_phone[store], None),
+                ).tolist(),
                 dtype=pl.String,
             ),
             payment=pl.Series(PAYMENTS[rng.integers(0, len(PAYMENTS), n_o)].tolist(), dtype=pl.String),
         )
-        lines = lines.join(orders.select("order_seq", "order_id", "member_card", "member_phone", "payment"), on="order_seq", maintain_order="left")
+        lines = lines.join(
+            orders.select("order_seq", "order_id", "member_card", "member_phone", "payment"),
+            on="order_seq",
+            maintain_order="left",
+        )
         lines = lines.with_columns(line_no=pl.int_range(1, pl.len() + 1).over("order_id"))
         # Returns decided now, rung up 1-20 days later as negative lines on a return receipt.
         ret = lines.filter(pl.Series(rng.random(len(lines)) < 0.03))
-        for delay, grp in ret.with_columns(delay=pl.Series(rng.integers(1, 21, len(ret)))).group_by("delay", maintain_order=True):
+        for delay, grp in ret.with_columns(delay=pl.Series(rng.integers(1, 21, len(ret)))).group_by(
+            "delay", maintain_order=True
+        ):
             self.pending_returns.setdefault(day.index + int(delay[0]), []).append(grp.drop("delay"))
         todays_returns = self.pending_returns.pop(day.index, [])
         if todays_returns:
@@ -267,9 +292,13 @@ class ExtractWriter:
         name = np.where(rng.random(n) < m.missing_product_name, None, c.name[prod])
         self.truth.count("missing_product_name", int(sum(x is None for x in name)), n)
         clean = lines.select(
-            order_id="order_id", line_no="line_no", person="person",
+            order_id="order_id",
+            line_no="line_no",
+            person="person",
             sku=pl.Series(c.sku[prod].tolist(), dtype=pl.String),  # the true SKU, before any mess
-            quantity="quantity", unit_price="unit_price", discount="discount",
+            quantity="quantity",
+            unit_price="unit_price",
+            discount="discount",
         )
         self.truth.append("order_lines", clean.with_columns(channel=pl.lit("store")))
         self.truth.append("store_orders", lines.select("order_id", person_id="person").unique(maintain_order=True))
@@ -283,20 +312,35 @@ class ExtractWriter:
         self.truth.count("non_numeric_amount", int(bad_amount.sum()), n)
         out = _frame(
             {
-                "receipt_no": lines["order_id"], "line_no": lines["line_no"], "sold_at": sold_at,
+                "receipt_no": lines["order_id"],
+                "line_no": lines["line_no"],
+                "sold_at": sold_at,
                 "store_code": pl.Series(np.asarray(self.stores, object)[lines["store"].to_numpy()]),
-                "sku": sku, "item_name": name, "category": c.category[prod], "qty": lines["quantity"],
-                "unit_price": price, "discount": np.char.mod("%.2f", lines["discount"].to_numpy()),
-                "currency": CURRENCY, "payment": lines["payment"], "member_card": lines["member_card"],
-                "member_phone": lines["member_phone"], "_store": lines["store"],
+                "sku": sku,
+                "item_name": name,
+                "category": c.category[prod],
+                "qty": lines["quantity"],
+                "unit_price": price,
+                "discount": np.char.mod("%.2f", lines["discount"].to_numpy()),
+                "currency": CURRENCY,
+                "payment": lines["payment"],
+                "member_card": lines["member_card"],
+                "member_phone": lines["member_phone"],
+                "_store": lines["store"],
             }
         )
         # Tills that sync late: some receipts land in the file of a day 1-3 days later.
-        late_orders = out["receipt_no"].unique(maintain_order=True).filter(pl.Series(rng.random(out["receipt_no"].n_unique()) < m.store_late_receipt))
+        late_orders = (
+            out["receipt_no"]
+            .unique(maintain_order=True)
+            .filter(pl.Series(rng.random(out["receipt_no"].n_unique()) < m.store_late_receipt))
+        )
         late = out.filter(pl.col("receipt_no").is_in(late_orders.implode()))
         self.truth.count("store_late_receipt", len(late), n)
         out = out.filter(~pl.col("receipt_no").is_in(late_orders.implode()))
-        for (s, delay), grp in late.with_columns(delay=pl.Series(rng.integers(1, 4, len(late)))).group_by("_store", "delay", maintain_order=True):
+        for (s, delay), grp in late.with_columns(delay=pl.Series(rng.integers(1, 4, len(late)))).group_by(
+            "_store", "delay", maintain_order=True
+        ):
             self.late_receipts.setdefault((day.index + int(delay), int(s)), []).append(grp.drop("delay"))
         by_store = out.partition_by("_store", as_dict=True)
         for s, code in enumerate(self.stores):
@@ -314,7 +358,7 @@ class ExtractWriter:
         redelivered = rng.random() < m.store_redelivered_file
         self.truth.count("store_corrected_file", int(corrected), 1)
         self.truth.count("store_redelivered_file", int(redelivered), 1)
-        if code in self.stores[len(self.stores) - self.cfg.excel_stores:]:
+        if code in self.stores[len(self.stores) - self.cfg.excel_stores :]:
             self._write_store_workbook(path.with_suffix(".xlsx"), day, part, corrected, redelivered)
             return
         text = _csv_text(part)
@@ -342,23 +386,31 @@ class ExtractWriter:
                     cells[8] = f"{float(cells[8]) * 10:.2f}"
                     wrong[i] = ",".join(cells)
             first = "\n".join(wrong) + "\n"
-            self.files.write(_write_text, folder / f"pos_{code}_{day.date}.v2.csv", "\n".join(text) + "\n", day.date, 49)
+            self.files.write(
+                _write_text, folder / f"pos_{code}_{day.date}.v2.csv", "\n".join(text) + "\n", day.date, 49
+            )
         else:
             first = "\n".join(text) + "\n"
         self.files.write(_write_text, path, first, day.date, 1)
         if redelivered:  # the first delivery again, byte for byte
             self.files.write(_write_text, folder / f"pos_{code}_{day.date}.resend.csv", first, day.date, 25)
 
-    def _write_store_workbook(self, path: Path, day: Day, part: pl.DataFrame, corrected: bool, redelivered: bool) -> None:
+    def _write_store_workbook(
+        self, path: Path, day: Day, part: pl.DataFrame, corrected: bool, redelivered: bool
+    ) -> None:
         """A franchise's till exports Excel: sale times as date cells (an unparsable one left empty),
         the rest as text; the same re-deliveries as the CSV stores (v2 fixes two prices)."""
         book = part.with_columns(sold_at=pl.col("sold_at").str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False))
         first = book
         if corrected:
-            wrong = pl.Series(np.isin(np.arange(len(book)), self.rng.choice(len(book), min(2, len(book)), replace=False)))
-            first = book.with_columns(unit_price=pl.when(wrong & pl.col("unit_price").str.contains(r"^[0-9.]+$"))
-                                      .then((pl.col("unit_price").cast(pl.Float64, strict=False) * 10).round(2).cast(pl.String))
-                                      .otherwise(pl.col("unit_price")))
+            wrong = pl.Series(
+                np.isin(np.arange(len(book)), self.rng.choice(len(book), min(2, len(book)), replace=False))
+            )
+            first = book.with_columns(
+                unit_price=pl.when(wrong & pl.col("unit_price").str.contains(r"^[0-9.]+$"))
+                .then((pl.col("unit_price").cast(pl.Float64, strict=False) * 10).round(2).cast(pl.String))
+                .otherwise(pl.col("unit_price"))
+            )
             self.files.write(_write_workbook, book, path.with_name(path.stem + ".v2.xlsx"), day.date, 49)
         self.files.write(_write_workbook, first, path, day.date, 1)
         if redelivered:
@@ -398,16 +450,20 @@ class ExtractWriter:
             email=email,
             url=pl.when(col("event_type").is_in(["product_view", "add_to_cart", "purchase"]))
             .then(pl.format("/p/{}", self.sku_s.gather(ev["product"].to_numpy())))
-            .when(col("event_type") == "search").then(pl.lit("/search"))
-            .when(col("event_type") == "checkout").then(pl.lit("/checkout"))
+            .when(col("event_type") == "search")
+            .then(pl.lit("/search"))
+            .when(col("event_type") == "checkout")
+            .then(pl.lit("/checkout"))
             .otherwise(pl.lit("/")),
-            sku=pl.when(col("event_type").is_in(["product_view", "add_to_cart", "purchase"]))
-            .then(self.sku_s.gather(ev["product"].to_numpy())),
+            sku=pl.when(col("event_type").is_in(["product_view", "add_to_cart", "purchase"])).then(
+                self.sku_s.gather(ev["product"].to_numpy())
+            ),
             qty=col("quantity"),
             price=col("unit_price"),
             currency=pl.when(col("event_type") == "purchase").then(pl.lit(CURRENCY)),
-            order_id=pl.when(col("order_seq").is_not_null())
-            .then(pl.format("W-{}-{}", pl.lit(ymd), col("order_seq").cast(pl.String).str.zfill(5))),
+            order_id=pl.when(col("order_seq").is_not_null()).then(
+                pl.format("W-{}-{}", pl.lit(ymd), col("order_seq").cast(pl.String).str.zfill(5))
+            ),
             q=pl.when(col("event_type") == "search").then(pl.lit("tea gift set")),
             utm=pl.struct(
                 source=pl.Series([u[0] for u in UTM], dtype=pl.String).gather(utm),
@@ -420,18 +476,36 @@ class ExtractWriter:
         purchases = frame.filter(pl.col("type") == "purchase")
         if len(purchases):
             lines = purchases.select(
-                order_id="order_id", line_no=pl.int_range(1, pl.len() + 1).over("order_id"),
-                person=pl.Series(person[etype == "purchase"]), sku="sku", quantity="qty", unit_price="price",
-                discount=pl.lit(0.0), channel=pl.lit("web"),
+                order_id="order_id",
+                line_no=pl.int_range(1, pl.len() + 1).over("order_id"),
+                person=pl.Series(person[etype == "purchase"]),
+                sku="sku",
+                quantity="qty",
+                unit_price="price",
+                discount=pl.lit(0.0),
+                channel=pl.lit("web"),
             )
             self.truth.append("order_lines", lines)
         cookies = frame.select("cookie", person_id=pl.Series(np.where(known, person, -1))).unique(maintain_order=True)
         self.truth.append("web_cookies", cookies)
-        self._write_json_lines(frame, self.cfg.extracts / "web" / f"events_{day.date}.jsonl", day, 2,
-                               ("web_duplicate_event", m.web_duplicate_event), ("web_broken_json", m.web_broken_json))
+        self._write_json_lines(
+            frame,
+            self.cfg.extracts / "web" / f"events_{day.date}.jsonl",
+            day,
+            2,
+            ("web_duplicate_event", m.web_duplicate_event),
+            ("web_broken_json", m.web_broken_json),
+        )
 
-    def _write_json_lines(self, frame: pl.DataFrame, path: Path, day: Day, delay_hours: float,
-                          duplicate: tuple[str, float], broken: tuple[str, float]) -> None:
+    def _write_json_lines(
+        self,
+        frame: pl.DataFrame,
+        path: Path,
+        day: Day,
+        delay_hours: float,
+        duplicate: tuple[str, float],
+        broken: tuple[str, float],
+    ) -> None:
         """Write JSON lines as an exporter would: some lines twice (retries), some cut short."""
         rows = frame.write_ndjson().splitlines()
         n = len(rows)
@@ -479,7 +553,11 @@ class ExtractWriter:
                 "queue": np.where(angry, "complaints", "general"),
                 "agent": [f"A{int(x):03d}" for x in rng.integers(1, 40, n)],
                 "reason": calls["reason"],
-                "resolution": np.where(angry, np.asarray(["escalated", "unresolved", "callback", "resolved"], object)[rng.integers(0, 4, n)], "resolved"),
+                "resolution": np.where(
+                    angry,
+                    np.asarray(["escalated", "unresolved", "callback", "resolved"], object)[rng.integers(0, 4, n)],
+                    "resolved",
+                ),
                 "csat": np.where(calls["answered_survey"].to_numpy(), calls["csat"].to_numpy().astype(str), None),
                 "notes": notes,
             }
@@ -506,8 +584,14 @@ class ExtractWriter:
         typ = s["type"].to_numpy()
         shares = (typ == "dm") & (rng.random(n) < 0.5)
         contact = [
-            {"phone": phone_variants(np.asarray([p.phone[x]], object), rng, m.phone_other_format)[0] if sh and rng.random() < 0.6 else None,
-             "email": p.email[x] if sh else None} if sh else None
+            {
+                "phone": phone_variants(np.asarray([p.phone[x]], object), rng, m.phone_other_format)[0]
+                if sh and rng.random() < 0.6
+                else None,
+                "email": p.email[x] if sh else None,
+            }
+            if sh
+            else None
             for x, sh in zip(person, shares)
         ]
         frame = _frame(
@@ -522,9 +606,17 @@ class ExtractWriter:
                 "contact": contact,
             }
         )
-        self._write_json_lines(frame, self.cfg.extracts / "social" / f"social_{day.date}.jsonl", day, 4,
-                               ("social_duplicate", m.social_duplicate), ("social_broken_json", 0.0))
-        self.truth.append("social", pl.DataFrame({"interaction_id": ids, "person_id": person, "sentiment": s["sentiment"]}))
+        self._write_json_lines(
+            frame,
+            self.cfg.extracts / "social" / f"social_{day.date}.jsonl",
+            day,
+            4,
+            ("social_duplicate", m.social_duplicate),
+            ("social_broken_json", 0.0),
+        )
+        self.truth.append(
+            "social", pl.DataFrame({"interaction_id": ids, "person_id": person, "sentiment": s["sentiment"]})
+        )
 
     def finish(self, rule_counts: np.ndarray, baskets: int) -> None:
         """Write the planted rules with their realized lift, the mess counts and the persons."""
@@ -534,42 +626,76 @@ class ExtractWriter:
         rules = []
         for (a, b, prob), (na, nb, nab) in zip(c.rules, rule_counts):
             support_a, support_b, support_ab = na / baskets, nb / baskets, nab / baskets
-            rules.append({
-                "antecedent": c.sku[a], "consequent": c.sku[b], "add_probability": prob,
-                "baskets": int(baskets), "support": support_ab, "confidence": nab / na if na else None,
-                "lift": support_ab / (support_a * support_b) if na and nb else None,
-            })
+            rules.append(
+                {
+                    "antecedent": c.sku[a],
+                    "consequent": c.sku[b],
+                    "add_probability": prob,
+                    "baskets": int(baskets),
+                    "support": support_ab,
+                    "confidence": nab / na if na else None,
+                    "lift": support_ab / (support_a * support_b) if na and nb else None,
+                }
+            )
         (t.root / "planted_rules.json").write_text(json.dumps(rules, indent=2))
-        mess = {k: {"planted": v[0], "out_of": v[1], "rate": v[0] / v[1] if v[1] else 0.0} for k, v in sorted(t.mess.items())}
+        mess = {
+            k: {"planted": v[0], "out_of": v[1], "rate": v[0] / v[1] if v[1] else 0.0}
+            for k, v in sorted(t.mess.items())
+        }
         (t.root / "mess.json").write_text(json.dumps(mess, indent=2))
-        shops = pl.DataFrame({"kind": "shop_phone", "value": self.shop_phone.astype(str), "persons": None,
-                              "receipts": self.shop_phone_receipts}).filter(pl.col("receipts") > 0)
-        pl.concat([self.p.shared_contacts.with_columns(receipts=pl.lit(None, pl.Int64)), shops], how="vertical_relaxed") \
-            .write_csv(t.root / "shared_contacts.csv")
-        persons = self.p.frame(self.cfg.start).with_columns(cookie=pl.Series(self.p.cookie), handle=pl.Series(self.p.handles))
+        shops = pl.DataFrame(
+            {
+                "kind": "shop_phone",
+                "value": self.shop_phone.astype(str),
+                "persons": None,
+                "receipts": self.shop_phone_receipts,
+            }
+        ).filter(pl.col("receipts") > 0)
+        pl.concat(
+            [self.p.shared_contacts.with_columns(receipts=pl.lit(None, pl.Int64)), shops], how="vertical_relaxed"
+        ).write_csv(t.root / "shared_contacts.csv")
+        persons = self.p.frame(self.cfg.start).with_columns(
+            cookie=pl.Series(self.p.cookie), handle=pl.Series(self.p.handles)
+        )
         persons.write_parquet(t.root / "persons.parquet")
         self._identity_truth(persons).write_csv(t.root / "identity.csv")
 
     def _identity_truth(self, persons: pl.DataFrame) -> pl.DataFrame:
         """The true person of every record identity resolution sees, keyed as the records' own systems key them."""
         root = self.truth.root
+
         def read(name: str, record_type: str, id_column: str) -> pl.DataFrame:
             path = root / f"{name}.csv"
             if not path.exists():
-                return pl.DataFrame(schema={"record_type": pl.String, "source_record_id": pl.String, "person_id": pl.Int64})
+                return pl.DataFrame(
+                    schema={"record_type": pl.String, "source_record_id": pl.String, "person_id": pl.Int64}
+                )
             frame = pl.read_csv(path, columns=[id_column, "person_id"], schema_overrides={id_column: pl.String})
             return frame.filter(pl.col("person_id") >= 0).select(
-                record_type=pl.lit(record_type), source_record_id=id_column, person_id="person_id")
-        members = pl.concat([persons.select("person_id", source_record_id="member_id"),
-                             persons.select("person_id", source_record_id="duplicate_member_id")])
+                record_type=pl.lit(record_type), source_record_id=id_column, person_id="person_id"
+            )
+
+        members = pl.concat(
+            [
+                persons.select("person_id", source_record_id="member_id"),
+                persons.select("person_id", source_record_id="duplicate_member_id"),
+            ]
+        )
         social = persons.with_columns(platform=pl.Series(self.p.platform)).filter(pl.col("handle") != "")
-        return pl.concat([
-            members.filter(pl.col("source_record_id") != "").select(
-                record_type=pl.lit("profile"), source_record_id="source_record_id", person_id="person_id"),
-            read("store_orders", "order", "order_id"),
-            read("web_cookies", "web_cookie", "cookie"),
-            read("calls", "call", "call_id"),
-            social.select(record_type=pl.lit("social_account"),
-                          source_record_id=pl.concat_str(pl.col("platform").str.to_lowercase(), pl.lit(":"), pl.col("handle").str.to_lowercase()),
-                          person_id="person_id"),
-        ]).unique(maintain_order=True)
+        return pl.concat(
+            [
+                members.filter(pl.col("source_record_id") != "").select(
+                    record_type=pl.lit("profile"), source_record_id="source_record_id", person_id="person_id"
+                ),
+                read("store_orders", "order", "order_id"),
+                read("web_cookies", "web_cookie", "cookie"),
+                read("calls", "call", "call_id"),
+                social.select(
+                    record_type=pl.lit("social_account"),
+                    source_record_id=pl.concat_str(
+                        pl.col("platform").str.to_lowercase(), pl.lit(":"), pl.col("handle").str.to_lowercase()
+                    ),
+                    person_id="person_id",
+                ),
+            ]
+        ).unique(maintain_order=True)

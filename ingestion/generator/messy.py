@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
-DOMAIN_TYPOS = {"gmail.com": "gmial.com", "qq.com": "qq.con", "163.com": "163.cm", "outlook.com": "outlok.com",
-                "126.com": "126.con", "sina.com": "sina.cn.com", "foxmail.com": "foxmial.com"}
+DOMAIN_TYPOS = {
+    "gmail.com": "gmial.com",
+    "qq.com": "qq.con",
+    "163.com": "163.cm",
+    "outlook.com": "outlok.com",
+    "126.com": "126.con",
+    "sina.com": "sina.cn.com",
+    "foxmail.com": "foxmial.com",
+}
 
 
 def _mobile_formats(p: str) -> list[str]:
@@ -57,7 +64,7 @@ def name_typo(name: str, rng: np.random.Generator) -> str:
     if name.isascii():
         if len(name) > 3 and rng.random() < 0.5:
             i = int(rng.integers(1, len(name) - 2))
-            return name[:i] + name[i + 1] + name[i] + name[i + 2:]
+            return name[:i] + name[i + 1] + name[i] + name[i + 2 :]
         return name.lower() if rng.random() < 0.5 else f"  {name.upper()}"
     homophones = {"伟": "玮", "芳": "方", "静": "靜", "丽": "莉", "明": "铭", "华": "化", "军": "君", "杰": "洁"}
     for a, b in homophones.items():

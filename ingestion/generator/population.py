@@ -10,20 +10,76 @@ import numpy as np
 import polars as pl
 
 from ingestion.generator.config import GeneratorConfig, coded
-from ingestion.generator.shared_contacts import assign_placeholders, households, landline, placeholder_emails, placeholder_mobiles
+from ingestion.generator.shared_contacts import (
+    assign_placeholders,
+    households,
+    landline,
+    placeholder_emails,
+    placeholder_mobiles,
+)
 
 SURNAMES = list("王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高")
-SURNAME_PINYIN = ["wang", "li", "zhang", "liu", "chen", "yang", "huang", "zhao", "wu", "zhou",
-                  "xu", "sun", "ma", "zhu", "hu", "guo", "he", "lin", "luo", "gao"]
+SURNAME_PINYIN = [
+    "wang",
+    "li",
+    "zhang",
+    "liu",
+    "chen",
+    "yang",
+    "huang",
+    "zhao",
+    "wu",
+    "zhou",
+    "xu",
+    "sun",
+    "ma",
+    "zhu",
+    "hu",
+    "guo",
+    "he",
+    "lin",
+    "luo",
+    "gao",
+]
 GIVEN = list("伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰")
-GIVEN_PINYIN = ["wei", "fang", "na", "min", "jing", "li", "qiang", "lei", "jun", "yang", "yong", "yan",
-                "jie", "juan", "tao", "ming", "chao", "xiu", "xia", "ping", "gang", "gui", "ying", "hua",
-                "yu", "lan"]
+GIVEN_PINYIN = [
+    "wei",
+    "fang",
+    "na",
+    "min",
+    "jing",
+    "li",
+    "qiang",
+    "lei",
+    "jun",
+    "yang",
+    "yong",
+    "yan",
+    "jie",
+    "juan",
+    "tao",
+    "ming",
+    "chao",
+    "xiu",
+    "xia",
+    "ping",
+    "gang",
+    "gui",
+    "ying",
+    "hua",
+    "yu",
+    "lan",
+]
 DOMAINS = ["qq.com", "163.com", "126.com", "gmail.com", "outlook.com", "sina.com", "foxmail.com"]
 REGIONS = [  # region, city, area code
-    ("Shanghai", "Shanghai", "021"), ("Beijing", "Beijing", "010"), ("Guangdong", "Guangzhou", "020"),
-    ("Guangdong", "Shenzhen", "0755"), ("Zhejiang", "Hangzhou", "0571"), ("Jiangsu", "Nanjing", "025"),
-    ("Sichuan", "Chengdu", "028"), ("Hubei", "Wuhan", "027"),
+    ("Shanghai", "Shanghai", "021"),
+    ("Beijing", "Beijing", "010"),
+    ("Guangdong", "Guangzhou", "020"),
+    ("Guangdong", "Shenzhen", "0755"),
+    ("Zhejiang", "Hangzhou", "0571"),
+    ("Jiangsu", "Nanjing", "025"),
+    ("Sichuan", "Chengdu", "028"),
+    ("Hubei", "Wuhan", "027"),
 ]
 CATEGORIES = ["tea", "snacks", "kitchen", "home", "beauty", "toys", "stationery", "apparel"]
 TIERS = ["basic", "silver", "gold", "platinum"]
@@ -73,7 +129,8 @@ class Persons:
                 "signup_date": np.datetime64(start) + self.signup_day.astype("timedelta64[D]"),
                 "is_churner": self.churn_day < 10**6,
                 "churn_date": np.where(
-                    self.churn_day < 10**6, np.datetime64(start) + np.minimum(self.churn_day, 10**5).astype("timedelta64[D]"),
+                    self.churn_day < 10**6,
+                    np.datetime64(start) + np.minimum(self.churn_day, 10**5).astype("timedelta64[D]"),
                     np.datetime64("NaT"),
                 ),
                 "purchase_rate": self.purchase_rate,
@@ -92,14 +149,22 @@ def make_persons(cfg: GeneratorConfig, rng: np.random.Generator) -> Persons:
     g2 = rng.integers(0, len(GIVEN), n)
     two = rng.random(n) < 0.6
     latin = rng.random(n) < 0.15
-    cn_names = np.array([SURNAMES[s] + GIVEN[a] + (GIVEN[b] if t else "") for s, a, b, t in zip(sur, g1, g2, two)], dtype=object)
+    cn_names = np.array(
+        [SURNAMES[s] + GIVEN[a] + (GIVEN[b] if t else "") for s, a, b, t in zip(sur, g1, g2, two)], dtype=object
+    )
     py_names = np.array(
-        [f"{GIVEN_PINYIN[a].title()}{GIVEN_PINYIN[b] if t else ''} {SURNAME_PINYIN[s].title()}" for s, a, b, t in zip(sur, g1, g2, two)],
+        [
+            f"{GIVEN_PINYIN[a].title()}{GIVEN_PINYIN[b] if t else ''} {SURNAME_PINYIN[s].title()}"
+            for s, a, b, t in zip(sur, g1, g2, two)
+        ],
         dtype=object,
     )
     name = np.where(latin, py_names, cn_names)
     email = np.array(
-        [f"{SURNAME_PINYIN[s]}.{GIVEN_PINYIN[a]}{i % 9973}@{DOMAINS[i % len(DOMAINS)]}" for i, (s, a) in enumerate(zip(sur, g1))],
+        [
+            f"{SURNAME_PINYIN[s]}.{GIVEN_PINYIN[a]}{i % 9973}@{DOMAINS[i % len(DOMAINS)]}"
+            for i, (s, a) in enumerate(zip(sur, g1))
+        ],
         dtype=object,
     )
     kind = rng.random(n)
@@ -116,34 +181,54 @@ def make_persons(cfg: GeneratorConfig, rng: np.random.Generator) -> Persons:
     given_phone, given_email = phone.copy(), email.copy()
     dummy_phone, dummy_phone_values = assign_placeholders(rng, n, cfg.mess.placeholder_phone, placeholder_mobiles(rng))
     given_phone[dummy_phone] = dummy_phone_values
-    dummy_email, dummy_email_values = assign_placeholders(rng, n, cfg.mess.placeholder_email, placeholder_emails(rng, DOMAINS))
+    dummy_email, dummy_email_values = assign_placeholders(
+        rng, n, cfg.mess.placeholder_email, placeholder_emails(rng, DOMAINS)
+    )
     given_email[dummy_email] = dummy_email_values
-    shared = pl.concat([
-        # A member who gave a dummy mobile does not share the landline in the data.
-        pl.DataFrame({"kind": "household_landline", "value": given_phone}).filter(pl.col("value").str.contains("-")),
-        pl.DataFrame({"kind": "placeholder_phone", "value": dummy_phone_values.astype(str)}),
-        pl.DataFrame({"kind": "placeholder_email", "value": dummy_email_values.astype(str)}),
-    ]).group_by("kind", "value").agg(persons=pl.len()).filter(pl.col("persons") > 1).sort("kind", "value")
+    shared = (
+        pl.concat(
+            [
+                # A member who gave a dummy mobile does not share the landline in the data.
+                pl.DataFrame({"kind": "household_landline", "value": given_phone}).filter(
+                    pl.col("value").str.contains("-")
+                ),
+                pl.DataFrame({"kind": "placeholder_phone", "value": dummy_phone_values.astype(str)}),
+                pl.DataFrame({"kind": "placeholder_email", "value": dummy_email_values.astype(str)}),
+            ]
+        )
+        .group_by("kind", "value")
+        .agg(persons=pl.len())
+        .filter(pl.col("persons") > 1)
+        .sort("kind", "value")
+    )
     dup = rng.random(n) < cfg.mess.duplicate_registration
     member_id = np.array([f"M{i + 1:07d}" for i in range(n)], dtype=object)
     dup_member_id = np.where(dup, np.array([f"M{n + i + 1:07d}" for i in range(n)], dtype=object), "")
-    signup_day = np.where(
-        rng.random(n) < cfg.signup_share, rng.integers(0, cfg.days, n), -rng.integers(1, 1500, n)
-    )
+    signup_day = np.where(rng.random(n) < cfg.signup_share, rng.integers(0, cfg.days, n), -rng.integers(1, 1500, n))
     # Heterogeneous purchase rates: gamma-distributed, about 4.5 orders a year on average.
     purchase_rate = rng.gamma(0.9, 4.5 / 0.9 / 365.0, n)
     churners = (signup_day < 0) & (rng.random(n) < cfg.churn_share)
-    churn_day = np.where(churners, rng.integers(int(cfg.days * 0.3), max(int(cfg.days * 0.85), int(cfg.days * 0.3) + 1), n), 10**9)
+    churn_day = np.where(
+        churners, rng.integers(int(cfg.days * 0.3), max(int(cfg.days * 0.85), int(cfg.days * 0.3) + 1), n), 10**9
+    )
     platforms = coded(["weibo", "wechat", "douyin", "xiaohongshu", "instagram"], "platform", "social")
     social = rng.random(n) < 0.35
-    handles = np.where(social, np.array([f"@{SURNAME_PINYIN[s]}{GIVEN_PINYIN[a]}_{i % 997}" for i, (s, a) in enumerate(zip(sur, g1))], dtype=object), "")
+    handles = np.where(
+        social,
+        np.array(
+            [f"@{SURNAME_PINYIN[s]}{GIVEN_PINYIN[a]}_{i % 997}" for i, (s, a) in enumerate(zip(sur, g1))], dtype=object
+        ),
+        "",
+    )
     return Persons(
         n=n,
         member_id=member_id,
         dup_member_id=dup_member_id,
         name=name,
         is_latin_name=latin,
-        gender=_pick(rng, coded(["F", "M", "F", "M", "X"], "gender", "customers"), n),  # upper case, as the registry exports
+        gender=_pick(
+            rng, coded(["F", "M", "F", "M", "X"], "gender", "customers"), n
+        ),  # upper case, as the registry exports
         birth_date=np.datetime64("1950-01-01") + rng.integers(0, 365 * 55, n).astype("timedelta64[D]"),
         email=email,
         phone=phone,
@@ -153,7 +238,9 @@ def make_persons(cfg: GeneratorConfig, rng: np.random.Generator) -> Persons:
         region_idx=region_idx,
         card=np.array([f"8{i + 1:011d}" for i in range(n)], dtype=object),
         signup_day=signup_day,
-        signup_channel=_pick(rng, coded(["store", "store", "web", "web", "app", "social", "referral"], "signup_channel", "customers"), n),
+        signup_channel=_pick(
+            rng, coded(["store", "store", "web", "web", "app", "social", "referral"], "signup_channel", "customers"), n
+        ),
         consent=rng.random(n) < 0.7,
         purchase_rate=purchase_rate,
         web_share=rng.beta(2, 3, n),
@@ -182,7 +269,10 @@ def make_catalog(cfg: GeneratorConfig, rng: np.random.Generator) -> Catalog:
     n = cfg.products
     cat = rng.integers(0, len(CATEGORIES), n)
     adjectives = ["Classic", "Premium", "Mini", "Deluxe", "Organic", "Travel", "Family", "Limited"]
-    names = np.array([f"{adjectives[i % len(adjectives)]} {CATEGORIES[c].title()} Item {i + 1}" for i, c in enumerate(cat)], dtype=object)
+    names = np.array(
+        [f"{adjectives[i % len(adjectives)]} {CATEGORIES[c].title()} Item {i + 1}" for i, c in enumerate(cat)],
+        dtype=object,
+    )
     price = np.round(np.exp(rng.normal(3.5, 0.8, n)), 1)  # about 33 CNY median
     pop = 1.0 / np.arange(1, n + 1) ** 0.9
     pop = pop[rng.permutation(n)]

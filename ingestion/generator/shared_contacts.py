@@ -37,7 +37,9 @@ def placeholder_emails(rng: np.random.Generator, domains: list[str]) -> list[str
     ]
 
 
-def assign_placeholders(rng: np.random.Generator, n: int, rate: float, values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def assign_placeholders(
+    rng: np.random.Generator, n: int, rate: float, values: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """(person indices, the value each gives): a share `rate` of persons, the first values the
     commonest (weights 4:3:2:1...), so each value is shared by dozens to hundreds at 10,000 persons."""
     who = np.flatnonzero(rng.random(n) < rate)
@@ -52,7 +54,7 @@ def households(rng: np.random.Generator, n: int, rate: float) -> list[np.ndarray
     groups, i = [], 0
     while i + 2 <= len(members):
         size = int(rng.integers(2, 5))
-        groups.append(members[i:i + size])
+        groups.append(members[i : i + size])
         i += size
     return [g for g in groups if len(g) >= 2]
 

@@ -22,8 +22,15 @@ WARNING_DAYS = 60
 # The event kinds sessions are built from (below) must be codes of the web contract.
 coded(["page_view", "login", "search", "product_view", "add_to_cart", "checkout", "purchase"], "event_type", "web")
 PROMOTIONS = [(3, 8), (5, 20), (6, 18), (8, 8), (11, 11), (12, 12)]  # (month, day): 3-day sales
-UTM = [("baidu", "cpc", "brand"), ("wechat", "social", "spring_sale"), ("newsletter", "email", "weekly"),
-       ("douyin", "video", "live_show"), (None, None, None), (None, None, None), (None, None, None)]
+UTM = [
+    ("baidu", "cpc", "brand"),
+    ("wechat", "social", "spring_sale"),
+    ("newsletter", "email", "weekly"),
+    ("douyin", "video", "live_show"),
+    (None, None, None),
+    (None, None, None),
+    (None, None, None),
+]
 USER_AGENTS = [
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 MicroMessenger/8.0.47",
     "Mozilla/5.0 (Linux; Android 14; V2309A) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36",
@@ -32,7 +39,13 @@ USER_AGENTS = [
 ]
 REASONS_OK = ["order_status", "delivery", "product_question", "membership", "invoice"]
 REASONS_BAD = ["complaint", "refund", "damaged_item", "late_delivery", "cancel_membership"]
-POSITIVE = ["love the new tea set!", "great service at the store today", "fast delivery, thanks", "好喜欢这个", "推荐给朋友了"]
+POSITIVE = [
+    "love the new tea set!",
+    "great service at the store today",
+    "fast delivery, thanks",
+    "好喜欢这个",
+    "推荐给朋友了",
+]
 NEGATIVE = ["still waiting for my refund", "worst customer service", "item arrived broken", "太失望了", "不会再买了"]
 NEUTRAL = ["any discounts this weekend?", "is the store open on sunday?", "new collection looks nice", "请问有货吗"]
 
@@ -53,7 +66,9 @@ def season(date: dt.date) -> tuple[float, bool]:
     """Demand multiplier of a date and whether a promotion runs."""
     weekly = 1.3 if date.weekday() >= 5 else 1.0
     yearly = 1.0 + 0.25 * np.cos(2 * np.pi * (date.timetuple().tm_yday - 350) / 365.0)
-    promo = any(dt.date(date.year, m, d) <= date < dt.date(date.year, m, d) + dt.timedelta(days=3) for m, d in PROMOTIONS)
+    promo = any(
+        dt.date(date.year, m, d) <= date < dt.date(date.year, m, d) + dt.timedelta(days=3) for m, d in PROMOTIONS
+    )
     return weekly * yearly * (1.8 if promo else 1.0), promo
 
 
@@ -104,7 +119,9 @@ def simulate_day(cfg: GeneratorConfig, persons: Persons, catalog: Catalog, rng: 
     web = rng.random(len(buyer)) < persons.web_share[buyer]
     line_order, product, rule_counts = _baskets(rng, catalog, len(buyer))
     n_lines = len(line_order)
-    store_of_order = np.where(rng.random(len(buyer)) < 0.85, persons.home_store[buyer], rng.integers(0, cfg.stores, len(buyer)))
+    store_of_order = np.where(
+        rng.random(len(buyer)) < 0.85, persons.home_store[buyer], rng.integers(0, cfg.stores, len(buyer))
+    )
     order_ts = _timestamps(rng, date, len(buyer), 15.5 * 3600, 3.5 * 3600)
     price = catalog.price[product]
     quantity = 1 + rng.poisson(0.3, n_lines)
@@ -146,8 +163,11 @@ def simulate_day(cfg: GeneratorConfig, persons: Persons, catalog: Catalog, rng: 
             "started": start_ts,
             "ended": start_ts + duration.astype("timedelta64[s]").astype("timedelta64[ms]"),
             "angry": angry,
-            "reason": np.where(angry, np.asarray(REASONS_BAD, object)[rng.integers(0, 5, len(caller))],
-                               np.asarray(REASONS_OK, object)[rng.integers(0, 5, len(caller))]),
+            "reason": np.where(
+                angry,
+                np.asarray(REASONS_BAD, object)[rng.integers(0, 5, len(caller))],
+                np.asarray(REASONS_OK, object)[rng.integers(0, 5, len(caller))],
+            ),
             "csat": csat,
             "answered_survey": rng.random(len(caller)) < 0.6,
         }
@@ -157,15 +177,20 @@ def simulate_day(cfg: GeneratorConfig, persons: Persons, catalog: Catalog, rng: 
     social_pp = rng.poisson(persons.social_rate * np.where(warning, 2.0, 1.0) * signed_up)
     poster = np.repeat(np.arange(persons.n), social_pp)
     mood = np.where(warning[poster], rng.choice([0, 0, 1], len(poster)), rng.choice([0, 1, 2, 2], len(poster)))
-    texts = np.where(mood == 0, np.asarray(NEGATIVE, object)[rng.integers(0, 5, len(poster))],
-                     np.where(mood == 1, np.asarray(NEUTRAL, object)[rng.integers(0, 4, len(poster))],
-                              np.asarray(POSITIVE, object)[rng.integers(0, 5, len(poster))]))
+    texts = np.where(
+        mood == 0,
+        np.asarray(NEGATIVE, object)[rng.integers(0, 5, len(poster))],
+        np.where(
+            mood == 1,
+            np.asarray(NEUTRAL, object)[rng.integers(0, 4, len(poster))],
+            np.asarray(POSITIVE, object)[rng.integers(0, 5, len(poster))],
+        ),
+    )
     social = pl.DataFrame(
         {
             "person": poster,
             "ts": _timestamps(rng, date, len(poster), 20 * 3600, 3 * 3600),
-            "type": np.asarray(SOCIAL_TYPES, object)[
-                rng.choice(6, len(poster), p=[0.15, 0.3, 0.25, 0.1, 0.1, 0.1])],
+            "type": np.asarray(SOCIAL_TYPES, object)[rng.choice(6, len(poster), p=[0.15, 0.3, 0.25, 0.1, 0.1, 0.1])],
             "text": texts,
             "sentiment": mood - 1,
         }
@@ -174,8 +199,13 @@ def simulate_day(cfg: GeneratorConfig, persons: Persons, catalog: Catalog, rng: 
 
 
 def _web_sessions(
-    rng: np.random.Generator, catalog: Catalog, date: dt.date, person: np.ndarray, order: np.ndarray,
-    order_ts: np.ndarray, lines: pl.DataFrame,
+    rng: np.random.Generator,
+    catalog: Catalog,
+    date: dt.date,
+    person: np.ndarray,
+    order: np.ndarray,
+    order_ts: np.ndarray,
+    lines: pl.DataFrame,
 ) -> pl.DataFrame:
     """Events of each session: login, views, search, cart, checkout and purchase lines for orders."""
     n = len(person)
@@ -188,8 +218,9 @@ def _web_sessions(
     searches = rng.random(n) < 0.3
     utm = rng.integers(0, len(UTM), n)
     order_start = order_ts[np.maximum(order, 0)] if len(order_ts) else np.full(n, np.datetime64(date, "ms"))
-    start = np.where(is_order, order_start - np.timedelta64(600_000, "ms"),
-                     _timestamps(rng, date, n, 20 * 3600, 4 * 3600))
+    start = np.where(
+        is_order, order_start - np.timedelta64(600_000, "ms"), _timestamps(rng, date, n, 20 * 3600, 4 * 3600)
+    )
     # Event skeleton per session: [page_view, login?, search?, product_view x k, add_to_cart?, checkout?]
     kinds: list[np.ndarray] = []
     sess: list[np.ndarray] = []
@@ -210,7 +241,9 @@ def _web_sessions(
     step.append(3 + np.concatenate([np.arange(k) for k in browse_views]) if n else np.array([], int))
     add(abandons, "add_to_cart", 20)
     add(is_order, "checkout", 21)
-    ev = pl.DataFrame({"session": np.concatenate(sess), "event_type": np.concatenate(kinds), "step": np.concatenate(step)})
+    ev = pl.DataFrame(
+        {"session": np.concatenate(sess), "event_type": np.concatenate(kinds), "step": np.concatenate(step)}
+    )
     viewed = rng.choice(len(catalog.sku), len(ev), p=catalog.popularity)
     ev = ev.with_columns(product=pl.Series(viewed), cart_price=pl.Series(catalog.price[viewed]))
     # Purchase events: one per line of the web order.

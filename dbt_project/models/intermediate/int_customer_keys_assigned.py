@@ -28,8 +28,7 @@ CUSTOMER_IDENTIFIERS = ["customer_ref", "loyalty_card", "phone", "email"]  # str
 def previous_keys(dbt, session) -> pd.DataFrame | None:
     """The last run's key of each identifier in _identity_identifiers, in its numbering's order
     (NULL for an identifier new since), or None on a first build. Joined in DuckDB: merging the
-    previous keys in pandas on the two identifier strings took 8 s of a day's run at a million
-    customers (reading them 3.7 s, the merge 4.7 s)."""
+    previous keys in pandas on the two identifier strings was slow at a million customers."""
     exists = session.execute(
         "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
         [dbt.this.schema, dbt.this.identifier],
@@ -54,8 +53,7 @@ def graph_edges(dbt, session) -> tuple[int, np.ndarray, np.ndarray, pd.DataFrame
     numbered in DuckDB, the identifiers by number and their previous keys (previous_keys). The edges
     never become Python strings: at a million customers they are tens of millions of rows, which as
     a pandas frame held more memory than DuckDB's limit. Identifiers are numbered in value order, so
-    ordering by number is ordering by value: pandas sorting 5 million identifier strings took 9 s at
-    a million customers."""
+    ordering by number is ordering by value: pandas sorting millions of identifier strings is slow."""
     dbt.ref("int_identifiers_collected").create_view("_identity_all_edges", replace=True)
     dbt.ref("int_identifier_quality").create_view("_identity_guarded", replace=True)
     session.execute("""
@@ -100,7 +98,7 @@ def duckdb_cache_released(session, limit: str = "1GB"):
     cached blocks (temporary ones spill). If a model running beside this one holds too much to
     evict, the limit stays as it was: the frames then cost what they did before.
     """
-    # The profile's own value: DuckDB shows the limit rounded down (3.7 GiB for 4GB).
+    # The profile's own value: DuckDB shows the limit rounded down.
     before = os.environ.get("CRM_DUCKDB_MEMORY_LIMIT") or session.execute(
         "select current_setting('memory_limit')").fetchall()[0][0]
     try:
@@ -192,4 +190,4 @@ def assign_keys(n_rec: int, record_idx: np.ndarray, ident_idx: np.ndarray, ident
     out["key_change"] = out["key_change"].astype("string")
     out["assigned_at"] = pd.to_datetime(out["assigned_at"])
     out["merged_at"] = pd.to_datetime(out["merged_at"])
-    return out.reset_index(drop=True)  # in identifier order (graph_edges): sorting by key took 5 s at L
+    return out.reset_index(drop=True)  # in identifier order (graph_edges): sorting by key is slow at scale

@@ -2,8 +2,7 @@
 -- A record is what one system knows as one party: a registry member (all its versions), a store
 -- receipt, a web cookie, a call, a social account.
 -- A table, not a view: the identity graph, the identity map and the uniqueness test each read it,
--- and each recomputed three scans of every web event (at 1 million customers, the test alone
--- took 230 s). Rebuilt whole each run, as the graph is.
+-- and each recomputed three scans of every web event. Rebuilt whole each run, as the graph is.
 {{ config(materialized='table') }}
 
 with
@@ -60,7 +59,7 @@ identifiers as (
     union all
     select 'order', concat(source_name, ':', order_id), 'phone', phone_e164 from order_lines
     union all
-    select 'web_cookie', w.cookie_id, 'cookie', w.cookie_id from web_events as w
+    select 'web_cookie', w.cookie_id as record_id, 'cookie', w.cookie_id as identifier_value from web_events as w
     union all
     select 'web_cookie', w.cookie_id, 'customer_ref', w.customer_ref
     from web_events as w inner join single_account_cookies as c on w.cookie_id = c.cookie_id

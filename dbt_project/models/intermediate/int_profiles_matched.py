@@ -70,8 +70,7 @@ def settings(n_profiles: int):
 def splink_connection(session) -> duckdb.DuckDBPyConnection:
     """Splink's own in-memory DuckDB, with half the warehouse connection's memory limit and a spill
     folder beside the warehouse's (DuckDB creates one level of folder, not its parents). Left to
-    its defaults it may take 80 % of the machine on top of the warehouse's own limit (2.5 GB more
-    at a million customers)."""
+    its defaults it may take 80 % of the machine on top of the warehouse's own limit."""
     limit, temp = session.execute("select current_setting('memory_limit'), current_setting('temp_directory')").fetchall()[0]
     number, unit = limit.split()
     return duckdb.connect(config={"memory_limit": f"{int(float(number) * SIZE_UNITS[unit] / 2)}B",
@@ -158,7 +157,7 @@ def model(dbt, session):
     threshold = float(dbt.config.get("fuzzy_match_threshold") or 0.99)
     # The staging view de-duplicates every delivery: read it once. The current version of each
     # member is chosen in DuckDB: pulling every version with every column into pandas to sort it
-    # there took 9.9 s and 3.5 GiB at a million customers (now 1.8 s, 1 GiB).
+    # there cost several times the time and memory at a million customers.
     session.execute(f"""
         create or replace temp table _profile_versions as
         select customer_ref, full_name, birth_date, city, gender, updated_at, profile_version_id,

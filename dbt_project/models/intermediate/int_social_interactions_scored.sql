@@ -1,7 +1,7 @@
 -- Each social interaction with a lexicon sentiment: the sum of the polarities of the lexicon terms
 -- its text contains (seeds/sentiment_lexicon.csv). Likes and shares without text are unknown (NULL).
 -- A table, not a view: the match of every text against every term ran twice, for the key's test
--- and for fct_interactions (0.44 s of test at 100,000 customers for a 0.08 s view).
+-- and for fct_interactions.
 {{ config(materialized='table') }}
 with
 

@@ -2,7 +2,7 @@
 -- event (var web_session_timeout_minutes). The session id is the cookie plus the session's first
 -- event, so it does not change when later events arrive.
 -- Incremental by cookie, not a view: its tests and fct_web_sessions each recomputed the windows
--- over every web event (at 100,000 customers, 14 s for the fact and 10 s of tests every run).
+-- over every web event.
 -- Sessions depend only on the cookie's own events, so a run re-sessionizes the whole history of
 -- the cookies with rows loaded since the last run, and of the cookies with events on the dates
 -- those rows fall on (a re-delivered day that no longer holds a cookie's event drops it).

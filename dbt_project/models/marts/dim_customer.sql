@@ -116,7 +116,7 @@ unprofiled as (
         cast(null as timestamp) as consent_updated_at
     from first_seen
     left join customer_refs on first_seen.customer_key = customer_refs.customer_key
-    where first_seen.customer_key not in (select customer_key from member_versions)
+    where first_seen.customer_key not in (select member_versions.customer_key from member_versions)
 ),
 
 all_versions as (

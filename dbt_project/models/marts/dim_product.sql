@@ -34,10 +34,10 @@ latest as (
 
 final as (
     select
-        sku,
-        sighting.product_name,
-        sighting.category,
-        upper(sku) in ({{ "'" ~ var('non_product_skus') | join("', '") ~ "'" }}) as is_non_product
+        latest.sku,
+        latest.sighting.product_name,
+        latest.sighting.category,
+        upper(latest.sku) in ({{ "'" ~ var('non_product_skus') | join("', '") ~ "'" }}) as is_non_product
     from latest
 )
 
