@@ -26,9 +26,10 @@ demo: setup
 test: setup
 	$(RUN) pytest
 
-# The quick tier: tests of pure logic and single components, no pipeline run (`slow` ones left out).
+# The quick tier: tests of pure logic and single components, no pipeline run (`slow` ones left
+# out), on both cores (pytest-xdist): 40 s against 55 s in one process here.
 test-fast: setup
-	$(RUN) pytest -m "not slow"
+	$(RUN) pytest -m "not slow" -n 2
 
 # ruff (lint and format), mypy on the plain-Python packages, sqlfluff on the dbt project.
 lint: setup

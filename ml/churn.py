@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import warnings
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -130,7 +131,7 @@ def fit_churn(
     held_out_cutoff = as_of - dt.timedelta(days=cfg.horizon_days)
     last_training = held_out_cutoff - dt.timedelta(days=cfg.horizon_days)
     cutoffs = [last_training - dt.timedelta(days=cfg.step_days * k) for k in range(cfg.training_cutoffs)]
-    first_order = orders["order_date"].min()
+    first_order = cast(dt.date | None, orders["order_date"].min())
     cutoffs = [c for c in cutoffs if first_order is not None and c > first_order]
     if len(cutoffs) < 2:
         raise NotEnoughHistory(

@@ -63,7 +63,7 @@ def health_scores(features: pl.DataFrame) -> pl.DataFrame:
         complaints_component=1 / (1 + pl.col("complaints_90")),
         csat_component=pl.when(pl.col("avg_csat").is_null()).then(0.5).otherwise((pl.col("avg_csat") - 1) / 4),
     )
-    score = sum(w * pl.col(f"{name}_component") for name, w in HEALTH_WEIGHTS.items())
+    score = sum((w * pl.col(f"{name}_component") for name, w in HEALTH_WEIGHTS.items()), pl.lit(0.0))
     return components.with_columns(health_score=(100 * score).round(0).cast(pl.Int32)).select(
         "customer_key", "health_score", *[f"{n}_component" for n in HEALTH_WEIGHTS]
     )

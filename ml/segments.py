@@ -10,6 +10,7 @@ store-first, in touch with the call center).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -114,7 +115,7 @@ def segment_customers(features: pl.DataFrame, cfg: SegmentConfig, fitted: Segmen
         )
         .sort("segment_id")
     )
-    overall = {c: float(assigned[c].mean()) for c in SEGMENT_FEATURES}
+    overall = {c: float(cast(float, assigned[c].mean())) for c in SEGMENT_FEATURES}
     ranks = {sid: i for i, sid in enumerate(profiles.sort("monetary", descending=True)["segment_id"])}
     # A model fitted on other days may leave a segment empty today: tiers go by the segments there are.
     labels = [_label(p, overall, ranks[p["segment_id"]], profiles.height) for p in profiles.iter_rows(named=True)]

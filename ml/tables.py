@@ -14,6 +14,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import cast
 
 import duckdb
 import polars as pl
@@ -204,7 +205,7 @@ def build_customer_health(
     frame = health_scores(inputs.features(con))
     return TableOutput(
         frame,
-        {"customers": float(frame.height), "mean_health": float(frame["health_score"].mean() or 0)},
+        {"customers": float(frame.height), "mean_health": float(cast(float, frame["health_score"].mean()) or 0)},
         card={"weights": HEALTH_WEIGHTS},
     )
 
@@ -227,7 +228,7 @@ def build_customer_value(
     metrics = {
         "customers": float(frame.height),
         "predicted_value_total": float(frame["predicted_value"].sum()),
-        "mean_p_alive": float(frame["p_alive"].mean()),
+        "mean_p_alive": float(cast(float, frame["p_alive"].mean())),
         **params,
         **_model_age(reused, ctx),
     }

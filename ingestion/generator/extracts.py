@@ -22,6 +22,7 @@ from ingestion.generator.population import REGIONS, TIERS, Catalog, Persons, sto
 from ingestion.generator.shared_contacts import landline
 from ingestion.generator.simulate import USER_AGENTS, UTM, Day
 
+MISSING = np.array(None, dtype=object)  # an empty cell for np.where, whose stubs take arrays only
 PAYMENTS = np.asarray(
     coded(["card", "cash", "wechat_pay", "alipay", "wechat_pay", "alipay"], "payment_method", "store"), dtype=object
 )
@@ -164,7 +165,7 @@ class ExtractWriter:
                 "name": names if names is not None else p.name[idx],
                 "gender": p.gender[idx],
                 "birthday": pl.Series(p.birth_date[idx]).dt.strftime("%Y-%m-%d"),
-                "email": np.where(rng.random(n) < 0.08, None, emails),
+                "email": np.where(rng.random(n) < 0.08, MISSING, emails),
                 "mobile": phones,
                 "province": np.asarray([REGIONS[r][0] for r in region], object),
                 "city": np.asarray([REGIONS[r][1] for r in region], object),
@@ -250,7 +251,7 @@ class ExtractWriter:
                 [f"{self.stores[s]}-{ymd}-{i + 1:05d}" for i, s in enumerate(orders["store"].to_numpy())],
                 dtype=pl.String,
             ),
-            member_card=pl.Series(np.where(ident < 0.70, p.card[person], None).tolist(), dtype=pl.String),
+            member_card=pl.Series(np.where(ident < 0.70, p.card[person], MISSING).tolist(), dtype=pl.String),
             member_phone=pl.Series(
                 np.where(
                     (ident >= 0.70) & (ident < 0.85),
@@ -558,7 +559,7 @@ class ExtractWriter:
                     np.asarray(["escalated", "unresolved", "callback", "resolved"], object)[rng.integers(0, 4, n)],
                     "resolved",
                 ),
-                "csat": np.where(calls["answered_survey"].to_numpy(), calls["csat"].to_numpy().astype(str), None),
+                "csat": np.where(calls["answered_survey"].to_numpy(), calls["csat"].to_numpy().astype(str), MISSING),
                 "notes": notes,
             }
         )
@@ -600,7 +601,7 @@ class ExtractWriter:
                 "platform": p.platform[person],
                 "handle": p.handles[person],
                 "type": typ,
-                "text": np.where(typ == "like", None, s["text"].to_numpy()),
+                "text": np.where(typ == "like", MISSING, s["text"].to_numpy()),
                 "created_at": s["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S+08:00"),
                 "parent": None,
                 "contact": contact,
