@@ -27,7 +27,7 @@ test: setup
 	$(RUN) pytest
 
 # The quick tier: tests of pure logic and single components, no pipeline run (`slow` ones left
-# out), on both cores (pytest-xdist): 40 s against 55 s in one process here.
+# out), on both cores (pytest-xdist): faster here than one process.
 test-fast: setup
 	$(RUN) pytest -m "not slow" -n 2
 
