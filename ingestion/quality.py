@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 
+from ingestion._compat.great_expectations import skip_batch_fingerprints
 from ingestion.contracts import Contract
 from ingestion.load import LoadResult
 from ingestion.sources import Source
@@ -86,12 +87,8 @@ def _batch_definition() -> Any:
 
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     from great_expectations.data_context.types.base import ProgressBarsConfig
-    from great_expectations.execution_engine import pandas_execution_engine
 
-    # GX labels every pandas batch under this size with a fingerprint (an MD5 of pandas' hash of
-    # every row) that nothing here reads, and no setting turns it off: it was half the time of
-    # validating a year of M's web events.
-    pandas_execution_engine.HASH_THRESHOLD = 0
+    skip_batch_fingerprints()
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     asset = context.data_sources.add_pandas("raw").add_dataframe_asset("partition_batch")

@@ -12,10 +12,10 @@ import datetime as dt
 import json
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ingestion.load import name_date
 from ingestion.sources import SourcesConfig
+from orchestration._compat.dagster_tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 INGEST_JOB = "ingest_sources"
 BUILD_JOB = "build_warehouse"

@@ -6,15 +6,15 @@ import functools
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from dagster_duckdb import DuckDBResource
-from packaging.version import Version
 
+from orchestration._compat.dagster_dbt import InstalledDbtCli, invocation_target_path
 from orchestration.environment import DBT_EXECUTABLE, DUCKDB_POOL, REPO_ROOT
 from orchestration.identity_report import identity_report
 
@@ -82,7 +82,7 @@ def dbt_models(identity_truth: Path | None = None, dbt_vars: str | None = None) 
         context: dg.AssetExecutionContext, config: DbtBuildConfig, dbt: DbtCliResource, warehouse: DuckDBResource
     ):
         state = parse_state(Path(warehouse.database))
-        target = dbt._get_unique_target_path(context=context)  # dagster-dbt's own name (invocation_target finds it)
+        target = invocation_target_path(dbt, context)  # dagster-dbt's own name (invocation_target finds it)
         _seed_parse_state(project.project_dir / target, state)
         args = [
             "build",
@@ -205,24 +205,6 @@ def _with_identity_report(
                 report = identity_report(con, truth)
             event = event.with_metadata({**event.metadata, **{f"identity/{k}": v for k, v in report.items()}})
         yield event
-
-
-class InstalledDbtCli(DbtCliResource):
-    """dagster-dbt's dbt resource, without two costs of every build that this project does not use:
-    it is told dbt's version rather than asking `dbt --version` in a subprocess (dbt-core is
-    installed in this environment), and it opens no dbt adapter of its own in Dagster's
-    process (loading dbt's profile, project and DuckDB adapter), which dagster-dbt
-    needs only for `fetch_row_counts` and `fetch_column_metadata`. Its invocations then carry no
-    adapter, as they do under dbt Fusion."""
-
-    @functools.cached_property
-    def _cli_version(self) -> Version:
-        from dbt.version import __version__
-
-        return Version(__version__)
-
-    def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> None:
-        return None
 
 
 def dbt_resource() -> DbtCliResource:

@@ -39,7 +39,7 @@ DEFAULT_SAMPLE_OUT = REPO_ROOT / "warehouse" / "sample"
 # (Dagster's note): a failed range run does not mark its partitions failed in the UI; the step's
 # `failed_partitions` metadata and the run's failure still say which days failed.
 # The range's materializations handed to the event log as batches of up to 1,000, which
-# orchestration/event_log.py (configured in dagster.yaml) writes in one transaction each.
+# orchestration/_compat/dagster_event_log.py (configured in dagster.yaml) writes in one transaction each.
 DAGSTER_FLAGS = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true", "DAGSTER_EVENT_BATCH_SIZE": "1000"}
 DUCKDB_POOL = "duckdb_writer"  # every DuckDB writer runs in this pool; dagster.yaml limits it to 1
 

@@ -17,9 +17,9 @@ import pytest
 from ingestion.generator import GeneratorConfig
 from ingestion.sources import load_sources
 from ml.tables import TABLES
+from orchestration._compat.dagster_event_log import BatchingSqliteEventLogStorage
 from orchestration.dbt_assets import DBT_DIR, invocation_target, parse_state
 from orchestration.environment import DBT_EXECUTABLE, DUCKDB_POOL, REPO_ROOT
-from orchestration.event_log import BatchingSqliteEventLogStorage
 from orchestration.run import RunFailed, run_pipeline
 from tests.conftest import ONLINE_RETAIL_SOURCES
 
@@ -110,7 +110,7 @@ def test_crm_run_materializes_every_asset_through_dagster(
         record = instance.get_run_record_by_id(summary.run_id)
         assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
         # The range's materializations went to the event log as one batch per source
-        # (orchestration/event_log.py): every day is in the run's log and the cross-run index.
+        # (orchestration/_compat/dagster_event_log.py): every day is in the run's log and the cross-run index.
         assert isinstance(instance.event_log_storage, BatchingSqliteEventLogStorage)
         web = dg.AssetKey(["raw", "web_events"])
         days = {str(sample.start + dt.timedelta(days=i)) for i in range((sample.end - sample.start).days + 1)}

@@ -322,14 +322,3 @@ def test_quality_checks_count_each_expectations_bad_rows_over_batches(
     assert not damaged["values_in_range"].passed  # 1 % negative prices, 0.1 % allowed
     assert damaged["values_in_range"].metadata["unit_price_unexpected"] == expected["unit_price"]
     assert damaged["row_count_positive"].passed and damaged["quarantine_rate"].passed
-
-
-def test_quality_batches_are_not_fingerprinted() -> None:
-    """GX hashes every small pandas batch only to label it; ingestion.quality switches that off
-    through a module constant of GX's pandas engine. If GX moves it, this fails, not silently slows."""
-    import pandas as pd
-
-    from ingestion.quality import _batch_definition
-
-    batch = _batch_definition().get_batch(batch_parameters={"dataframe": pd.DataFrame({"a": range(1000)})})
-    assert "pandas_data_fingerprint" not in batch.batch_markers

@@ -1,0 +1,70 @@
+"""The private APIs of Dagster, dagster-dbt and great-expectations that orchestration/_compat/ and
+ingestion/_compat/ rely on: each test fails loudly when an upgrade moves or changes one."""
+
+from __future__ import annotations
+
+import inspect
+
+import dagster as dg
+import pandas as pd
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster_dbt import DbtCliResource
+
+from orchestration._compat import dagster_tags
+from orchestration._compat.dagster_dbt import InstalledDbtCli
+from orchestration._compat.dagster_event_log import BatchingSqliteEventLogStorage
+from orchestration.dbt_assets import DBT_DIR, dbt_project
+from orchestration.environment import DBT_EXECUTABLE
+
+
+def _parameters(function: object) -> list[str]:
+    return list(inspect.signature(function).parameters)  # type: ignore[arg-type]
+
+
+def test_partition_range_tags_are_dagsters() -> None:
+    from dagster._core.storage import tags
+
+    assert dagster_tags.ASSET_PARTITION_RANGE_START_TAG == tags.ASSET_PARTITION_RANGE_START_TAG
+    assert dagster_tags.ASSET_PARTITION_RANGE_END_TAG == tags.ASSET_PARTITION_RANGE_END_TAG
+
+
+def test_the_sqlite_event_log_still_has_what_the_batching_storage_overrides_and_calls(tmp_path) -> None:
+    for method, parameters in {
+        "_connect": ["self", "shard"],
+        "_initdb": ["self", "engine"],
+        "store_event_batch": ["self", "events"],
+        "run_connection": ["self", "run_id"],
+        "index_transaction": ["self"],
+        "prepare_insert_event": ["self", "event"],
+        "prepare_insert_event_batch": ["self", "events"],
+        "_store_asset_event_tags": ["self", "conn", "events", "event_ids"],
+        "_store_asset_event": ["self", "conn", "event", "event_id"],
+        "wipe": ["self"],
+        "dispose": ["self"],
+    }.items():
+        assert _parameters(getattr(SqliteEventLogStorage, method))[: len(parameters)] == parameters, method
+    storage = BatchingSqliteEventLogStorage(base_dir=str(tmp_path) + "/")
+    assert hasattr(storage, "_db_lock") and hasattr(storage, "_initialized_dbs") and hasattr(storage, "_base_dir")
+    storage.dispose()
+
+
+def test_dagster_dbt_still_has_what_the_dbt_resource_overrides_and_calls() -> None:
+    assert _parameters(DbtCliResource._get_unique_target_path) == ["self", "context"]
+    assert _parameters(DbtCliResource._initialize_dbt_core_adapter) == ["self", "args"]
+    assert isinstance(
+        inspect.getattr_static(DbtCliResource, "_cli_version"), property | type(InstalledDbtCli._cli_version)
+    )
+    from dbt.version import __version__
+
+    resource = InstalledDbtCli(project_dir=dbt_project(), profiles_dir=str(DBT_DIR), dbt_executable=DBT_EXECUTABLE)
+    assert str(resource._cli_version) == __version__
+    assert isinstance(resource, dg.ConfigurableResource)
+
+
+def test_great_expectations_batches_are_not_fingerprinted() -> None:
+    """GX hashes every small pandas batch only to label it; ingestion/_compat switches that off
+    through a module constant of GX's pandas engine. If GX moves it, this fails, not silently slows."""
+    from ingestion.quality import _batch_definition
+
+    batch = _batch_definition().get_batch(batch_parameters={"dataframe": pd.DataFrame({"a": range(1000)})})
+    assert "pandas_data_fingerprint" not in batch.batch_markers
