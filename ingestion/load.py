@@ -14,7 +14,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Iterable
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 
 import duckdb
@@ -276,7 +276,7 @@ def load_source(
     requested = set(days_between(start, end))
     files_read: set[str] = set()
     failed_dates: set[dt.date] = set()
-    counts: dict[dt.date, tuple[int, ...]] = {}  # day -> its latest load's counts (see _DayCounts)
+    counts: dict[dt.date, _DayCounts] = {}  # day -> its latest load's counts
     for chunk_start, chunk_end in _chunks(files, start, end, chunk_bytes):
         chunk = _load_days(con, source, files, chunk_start, chunk_end, partitions, result.batch_id, suppression)
         files_read |= chunk.files_read
@@ -315,14 +315,14 @@ class _DayCounts:
         return sum(astuple(self))
 
     @staticmethod
-    def total(days: Iterable[tuple[int, ...]]) -> _DayCounts:
-        return _DayCounts(*(sum(column) for column in zip(*days)))  # no days: all zero
+    def total(days: Iterable[_DayCounts]) -> _DayCounts:
+        return _DayCounts(*(sum(column) for column in zip(*(astuple(d) for d in days))))  # no days: all zero
 
 
 @dataclass
 class _Chunk:
     files_read: set[str]
-    counts: dict[dt.date, tuple[int, ...]]  # day -> _DayCounts fields, every day the chunk replaced
+    counts: dict[dt.date, _DayCounts]  # every day the chunk replaced
     failed_files: dict[str, str]
     failed_dates: list[dt.date]
     extra_dates: list[dt.date]
@@ -370,64 +370,116 @@ def _load_days(
     suppression: Path | None,
 ) -> _Chunk:
     """Replace partitions `start`..`end`, and the days new files also feed, in one transaction."""
-    catalog = _catalog(con, source)
+    spans = _FileSpans(_catalog(con, source))
     requested = set(days_between(start, end))
-
-    def span(path: Path) -> tuple[dt.date, dt.date] | None:
-        """Days an unchanged, catalogued file feeds; None if the file is new or changed."""
-        known = catalog.get(str(path))
-        stat = path.stat()
-        if known is None or (known[0], known[1]) != (stat.st_size, stat.st_mtime_ns):
-            return None
-        days = [d for d in known[2:5] if d is not None]
-        return min(days), max(days)
-
-    def feeds(path: Path, dates: set[dt.date]) -> bool:
-        s = span(path)
-        if s is None:  # new or changed: read it, unless it was exported after these days
-            exported = name_date(path)
-            return exported is None or exported <= max(dates)
-        return any(s[0] <= d <= s[1] for d in dates)
-
     _create_staging(con, source)
-    # Pass 1: new and changed files, and unchanged files that feed the requested days.
-    first = [p for p in files if feeds(p, requested)]
-    info, failed = _stage(con, source, first, partitions)
-    # New files may carry rows of other days (a till that synced late): reload those days too,
-    # from every file that feeds them, so late rows arrive with the run that first sees them.
-    # Days after `end` wait for their own chunk, or run: `end` may be the run's as-of.
-    extra: set[dt.date] = set()
-    for f, (home, lo, hi, _) in info.items():
-        if span(Path(f)) is None:
-            extra.update(days_between(min(home, lo or home), max(home, hi or home)))
-    extra = {d for d in extra if d <= end} - requested
-    if extra:
-        more = [p for p in files if p not in first and feeds(p, extra)]
-        info2, failed2 = _stage(con, source, more, partitions)
-        info.update(info2)
-        failed.update(failed2)
+    info, failed, extra = _stage_feeding_files(con, source, files, spans, requested, end, partitions)
     dates_all = requested | extra
-
-    blocked: set[dt.date] = set()
-    for path in failed:
-        known = span(path) if catalog.get(str(path)) else None
-        if known:
-            blocked.update(d for d in dates_all if known[0] <= d <= known[1])
-        elif dated := name_date(path):
-            blocked.add(dated)
-        else:  # nothing tells which days it feeds: every day of this run waits for it
-            blocked.update(dates_all)
+    blocked = _blocked_days(failed, spans, dates_all)
     dates = sorted(dates_all - blocked)
     _check_none_gone(con, source, files, dates)
     new_catalog = []
     for f, v in info.items():
         stat = Path(f).stat()
         new_catalog.append((source.name, f, stat.st_size, stat.st_mtime_ns, _sha256(Path(f)), *v))
-
     _load_suppression_list(con, suppression)
     _rank_staged(con, source)
-    counts: dict[dt.date, tuple[int, ...]] = {day: (0,) * 6 for day in dates}
-    for day, *loaded in con.execute(
+    counts = _day_counts(con, dates)
+    total = _DayCounts.total(counts.values())
+    log = [
+        batch_id,
+        source.name,
+        start,
+        end,
+        len(info),
+        total.read,
+        total.loaded,
+        total.quarantined,
+        total.duplicates,
+        total.superseded,
+        "; ".join(failed.values()) or None,
+    ]
+    try:
+        _replace_partitions(con, source, dates, batch_id, new_catalog, log)
+    finally:
+        con.execute(
+            "DROP TABLE IF EXISTS _staged; DROP TABLE IF EXISTS _staged_q; DROP TABLE IF EXISTS _ranked; "
+            "DROP TABLE IF EXISTS _suppression_list"
+        )
+    return _Chunk(
+        set(info), counts, {str(p): c for p, c in failed.items()}, sorted(blocked & dates_all), sorted(extra - blocked)
+    )
+
+
+class _FileSpans:
+    """Which days each file feeds, as far as the file catalog knows."""
+
+    def __init__(self, catalog: dict[str, tuple]) -> None:
+        self.catalog = catalog
+
+    def span(self, path: Path) -> tuple[dt.date, dt.date] | None:
+        """Days an unchanged, catalogued file feeds; None if the file is new or changed."""
+        known = self.catalog.get(str(path))
+        stat = path.stat()
+        if known is None or (known[0], known[1]) != (stat.st_size, stat.st_mtime_ns):
+            return None
+        days = [d for d in known[2:5] if d is not None]
+        return min(days), max(days)
+
+    def feeds(self, path: Path, dates: set[dt.date]) -> bool:
+        s = self.span(path)
+        if s is None:  # new or changed: read it, unless it was exported after these days
+            exported = name_date(path)
+            return exported is None or exported <= max(dates)
+        return any(s[0] <= d <= s[1] for d in dates)
+
+
+def _stage_feeding_files(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    files: list[Path],
+    spans: _FileSpans,
+    requested: set[dt.date],
+    end: dt.date,
+    partitions: tuple[dt.date, dt.date],
+) -> tuple[dict, dict[Path, str], set[dt.date]]:
+    """Stage new and changed files and the files that feed the requested days; then, since new
+    files may carry rows of other days (a till that synced late), every file that feeds those days
+    too, so late rows arrive with the run that first sees them. Days after `end` wait for their own
+    chunk, or run: `end` may be the run's as-of. Returns (file info, unreadable files, extra days)."""
+    first = [p for p in files if spans.feeds(p, requested)]
+    info, failed = _stage(con, source, first, partitions)
+    extra: set[dt.date] = set()
+    for f, (home, lo, hi, _) in info.items():
+        if spans.span(Path(f)) is None:
+            extra.update(days_between(min(home, lo or home), max(home, hi or home)))
+    extra = {d for d in extra if d <= end} - requested
+    if extra:
+        more = [p for p in files if p not in first and spans.feeds(p, extra)]
+        more_info, more_failed = _stage(con, source, more, partitions)
+        info.update(more_info)
+        failed.update(more_failed)
+    return info, failed, extra
+
+
+def _blocked_days(failed: dict[Path, str], spans: _FileSpans, dates: set[dt.date]) -> set[dt.date]:
+    """The days an unreadable file feeds: they keep what they had."""
+    blocked: set[dt.date] = set()
+    for path in failed:
+        known = spans.span(path) if spans.catalog.get(str(path)) else None
+        if known:
+            blocked.update(d for d in dates if known[0] <= d <= known[1])
+        elif dated := name_date(path):
+            blocked.add(dated)
+        else:  # nothing tells which days it feeds: every day of this run waits for it
+            blocked.update(dates)
+    return blocked
+
+
+def _day_counts(con: duckdb.DuckDBPyConnection, dates: list[dt.date]) -> dict[dt.date, _DayCounts]:
+    """What the staged rows of each day come to: loaded, duplicates, superseded, suppressed, quarantined."""
+    counts = {day: _DayCounts() for day in dates}
+    for day, loaded, duplicates, superseded, suppressed in con.execute(
         """
         SELECT _partition_date, count(*) FILTER (WHERE _delivery_rank = 1 AND NOT _suppressed),
                count(*) FILTER (WHERE _delivery_rank > 1 AND _row_hash = _kept_hash),
@@ -437,16 +489,26 @@ def _load_days(
         """,
         [dates],
     ).fetchall():
-        counts[day] = (*loaded, 0, 0)
-    for day, *quarantined in con.execute(
+        counts[day] = _DayCounts(loaded, duplicates, superseded, suppressed)
+    for day, quarantined, quarantined_suppressed in con.execute(
         "SELECT partition_date, count(*) FILTER (WHERE NOT _suppressed), count(*) FILTER (WHERE _suppressed) "
         "FROM _staged_q WHERE partition_date = ANY(?) GROUP BY ALL",
         [dates],
     ).fetchall():
-        counts[day] = (*counts[day][:4], *quarantined)
-    total = _DayCounts.total(counts.values())
+        counts[day] = replace(counts[day], quarantined=quarantined, quarantined_suppressed=quarantined_suppressed)
+    return counts
 
-    names = source.contract.names
+
+def _replace_partitions(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    dates: list[dt.date],
+    batch_id: str,
+    new_catalog: list[tuple],
+    log: list,
+) -> None:
+    """In one transaction: the days' raw rows and quarantine replaced by the staged ones, the files
+    catalogued, the load logged."""
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"DELETE FROM {source.table} WHERE _partition_date = ANY(?)", [dates])
@@ -454,8 +516,8 @@ def _load_days(
         con.execute(
             f"""
             INSERT INTO {source.table} BY NAME
-            SELECT {", ".join(names)}, '{source.name}' AS _source, _file, _row_number, _row_hash, _partition_date,
-                   ? AS _batch_id, now() AS _loaded_at
+            SELECT {", ".join(source.contract.names)}, '{source.name}' AS _source, _file, _row_number, _row_hash,
+                   _partition_date, ? AS _batch_id, now() AS _loaded_at
             FROM _ranked WHERE _delivery_rank = 1 AND NOT _suppressed AND _partition_date = ANY(?)
             ORDER BY _partition_date, _file, _row_number
             """,
@@ -473,34 +535,11 @@ def _load_days(
         )
         if new_catalog:
             insert_rows(con, "raw._file_catalog", new_catalog, verb="INSERT OR REPLACE", extra="now()")
-        con.execute(
-            "INSERT INTO raw._load_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
-            [
-                batch_id,
-                source.name,
-                start,
-                end,
-                len(info),
-                total.read,
-                total.loaded,
-                total.quarantined,
-                total.duplicates,
-                total.superseded,
-                "; ".join(failed.values()) or None,
-            ],
-        )
+        con.execute("INSERT INTO raw._load_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())", log)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    finally:
-        con.execute(
-            "DROP TABLE IF EXISTS _staged; DROP TABLE IF EXISTS _staged_q; DROP TABLE IF EXISTS _ranked; "
-            "DROP TABLE IF EXISTS _suppression_list"
-        )
-    return _Chunk(
-        set(info), counts, {str(p): c for p, c in failed.items()}, sorted(blocked & dates_all), sorted(extra - blocked)
-    )
 
 
 def _load_suppression_list(con: duckdb.DuckDBPyConnection, suppression: Path | None) -> None:

@@ -11,6 +11,7 @@ slower. Excel workbooks are read with fastexcel (calamine).
 from __future__ import annotations
 
 import codecs
+import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,28 +48,50 @@ class FilesRead:
         return set(self.columns) == {"_line"}
 
 
+def _csv_header(path: Path, delimiter: str) -> tuple[str, ...]:
+    """The column names on the file's first line (a UTF-8 BOM dropped)."""
+    with path.open("rb") as f:
+        first = f.readline()
+    text = first.decode("utf-8-sig").rstrip("\r\n").split("\r")[0]  # a lone-CR file is one "line"
+    return tuple(next(csv.reader([text], delimiter=delimiter), []))
+
+
 def _read_csv(con: duckdb.DuckDBPyConnection, source: Source, files: list[str], table: str) -> str:
     rejects = f"{table}_rejects"
-    # parallel=false keeps ORDINALITY in file order; store_rejects sets malformed records aside
-    # (instead of failing the file or skipping them silently) with their record number.
+    delimiter = str(source.options.get("delimiter", ","))
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name in files:  # files with the same header are read in one call
+        groups.setdefault(_csv_header(Path(name), delimiter), []).append(name)
+    # The dialect and columns are given, so DuckDB's sniffer does not run (it fails a whole file on a
+    # bad quote in its sample). parallel=false keeps ORDINALITY in file order; store_rejects sets
+    # malformed records aside (instead of failing the file or skipping them silently) with their
+    # record number.
+    selects = []
+    for i, (header, group) in enumerate(groups.items()):
+        columns = ", ".join(f"'{c.replace(chr(39), chr(39) * 2)}': 'VARCHAR'" for c in header)
+        selects.append(
+            f"""SELECT * FROM read_csv({_sql_list(group)}, delim = '{delimiter.replace(chr(39), chr(39) * 2)}',
+                quote = '"', escape = '"', header = true, auto_detect = false, columns = {{{columns}}},
+                filename = '_file', strict_mode = true, parallel = false, store_rejects = true,
+                rejects_table = '{rejects}_errors_{i}', rejects_scan = '{rejects}_scans_{i}') WITH ORDINALITY"""
+        )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_accepted AS {' UNION ALL BY NAME '.join(selects)}")
     con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE {table}_accepted AS
-        SELECT * FROM read_csv(?, delim = ?, quote = '"', escape = '"', header = true, all_varchar = true,
-                               filename = '_file', strict_mode = true, parallel = false,
-                               store_rejects = true, rejects_table = '{rejects}_errors', rejects_scan = '{rejects}_scans')
-        WITH ORDINALITY
-        """,
-        [files, str(source.options.get("delimiter", ","))],
+        f"CREATE OR REPLACE TEMP TABLE {rejects}_found AS "
+        + " UNION ALL ".join(
+            f"SELECT s.file_path, e.line, e.column_name, e.error_type, e.error_message, e.csv_line "
+            f"FROM {rejects}_errors_{i} AS e JOIN {rejects}_scans_{i} AS s USING (scan_id, file_id)"
+            for i in range(len(groups))
+        )
     )
     # Reject lines count records with the header as 1.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {rejects} AS
-        SELECT DISTINCT ON (s.file_path, e.line) s.file_path AS _file, e.line - 1 AS _row_number,
-               e.column_name AS field, e.error_type || ': ' || e.error_message AS reason, e.csv_line AS raw_record
-        FROM {rejects}_errors AS e JOIN {rejects}_scans AS s USING (scan_id, file_id)
-        ORDER BY s.file_path, e.line
+        SELECT DISTINCT ON (file_path, line) file_path AS _file, line - 1 AS _row_number,
+               column_name AS field, error_type || ': ' || error_message AS reason, csv_line AS raw_record
+        FROM {rejects}_found
+        ORDER BY file_path, line
         """
     )
     # Accepted record k of a file is the k-th record number that was not rejected.
@@ -89,10 +112,16 @@ def _read_csv(con: duckdb.DuckDBPyConnection, source: Source, files: list[str], 
         FROM accepted AS a JOIN numbers AS n USING (_file, k)
         """
     )
-    con.execute(
-        f"DROP TABLE {table}_accepted; DROP TABLE IF EXISTS {rejects}_errors; DROP TABLE IF EXISTS {rejects}_scans"
-    )
+    drops = [
+        f"DROP TABLE IF EXISTS {rejects}_errors_{i}; DROP TABLE IF EXISTS {rejects}_scans_{i}"
+        for i in range(len(groups))
+    ]
+    con.execute(f"DROP TABLE {table}_accepted; DROP TABLE {rejects}_found; {'; '.join(drops)}")
     return rejects
+
+
+def _sql_list(names: list[str]) -> str:
+    return "[" + ", ".join("'" + n.replace("'", "''") + "'" for n in names) + "]"
 
 
 def _read_jsonl(con: duckdb.DuckDBPyConnection, files: list[str], table: str) -> None:
@@ -245,11 +274,10 @@ def read_files(
     """Read `files` into temp table `table`: those DuckDB can be trusted with in one call, the
     others (needs_slow_path) record by record.
 
-    When the one call fails, each file is read alone, to name the unreadable ones and their cause,
-    and a file DuckDB refuses is read record by record. A file whose invalid UTF-8 DuckDB rejected
-    is read again record by record, to show the rejected bytes escaped. The parts are combined by
-    column name (which also covers files whose headers differ). Returns the read (None if no file
-    was readable) and {unreadable file: cause}.
+    When the call fails, the files are read in fewer and fewer at a time (_read_fast), and a file
+    DuckDB refuses is read record by record, as is one with records that path reads better
+    (_files_to_read_again). The parts are combined by column name (which also covers files whose
+    headers differ). Returns the read (None if no file was readable) and {unreadable file: cause}.
     """
     if not files:
         return None, {}
@@ -259,28 +287,22 @@ def read_files(
         return None, {Path(e.filename or files[0]): e.strerror or str(e)}
     fast = [p for p in files if p not in set(slow)]
     parts: list[FilesRead] = []
-    alone = []
-    if fast:
-        try:
-            read = _read(con, source, fast, f"{table}_fast")
-            garbled = _files_with_invalid_utf8(con, read)
-            if not slow and not garbled:
-                return _renamed(con, read, table), {}
-            parts.append(read)
-            _drop_files(con, read, garbled)
-            slow += garbled
-        except UnreadableFile:
-            alone = fast
     failed: dict[Path, str] = {}
-    for i, p in enumerate(alone + slow):
-        ways = (True,) if p in slow else (False,) if source.format == "parquet" else (False, True)
-        for slowly in ways:  # a file DuckDB refuses is read record by record
-            try:
-                parts.append(_read(con, source, [p], f"{table}_{i}", slowly=slowly))
-                failed.pop(p, None)
-                break
-            except UnreadableFile as e:
-                failed[p] = e.cause
+    refused = _read_fast(con, source, fast, f"{table}_fast", parts)
+    for read in parts:
+        garbled = _files_to_read_again(con, read)
+        _drop_files(con, read, garbled)
+        slow += garbled
+    if len(parts) == 1 and not slow and not refused:
+        return _renamed(con, parts[0], table), {}
+    for i, p in enumerate([*refused, *slow]):
+        if p in refused and source.format == "parquet":
+            failed[p] = refused[p]
+            continue
+        try:  # a file DuckDB refuses is read record by record
+            parts.append(_read(con, source, [p], f"{table}_{i}", slowly=True))
+        except UnreadableFile as e:
+            failed[p] = e.cause
     if not parts:
         return None, failed
     union = " UNION ALL BY NAME ".join(f"SELECT * FROM {part.table}" for part in parts)
@@ -298,11 +320,39 @@ def read_files(
     return FilesRead(table, columns, rejects), failed
 
 
-def _files_with_invalid_utf8(con: duckdb.DuckDBPyConnection, read: FilesRead) -> list[Path]:
+def _read_fast(
+    con: duckdb.DuckDBPyConnection, source: Source, files: list[Path], table: str, parts: list[FilesRead]
+) -> dict[Path, str]:
+    """Read `files` by DuckDB in as few calls as possible, appending the reads to `parts`: when a
+    call fails on a file its error names, the others are read again without it; else they are read
+    in two halves, so one refused file costs a few calls, not one per file. Returns {file DuckDB
+    refused: its cause}."""
+    if not files:
+        return {}
+    try:
+        parts.append(_read(con, source, files, table))
+        return {}
+    except UnreadableFile as e:
+        if len(files) == 1:
+            return {files[0]: e.cause}
+        named = [p for p in files if str(p) in e.cause]  # DuckDB's sniffer names the file it failed on
+        if len(named) == 1:
+            rest = [p for p in files if p != named[0]]
+            return {named[0]: e.cause} | _read_fast(con, source, rest, f"{table}_r", parts)
+    half = len(files) // 2
+    return _read_fast(con, source, files[:half], f"{table}_a", parts) | _read_fast(
+        con, source, files[half:], f"{table}_b", parts
+    )
+
+
+def _files_to_read_again(con: duckdb.DuckDBPyConnection, read: FilesRead) -> list[Path]:
+    """Files with records DuckDB rejected that the slow path reads better: invalid UTF-8 (to show
+    the bytes escaped) and lines over DuckDB's maximum size (which it loads)."""
     if not read.rejects_table:
         return []
     rows = con.execute(
-        f"SELECT DISTINCT _file FROM {read.rejects_table} WHERE starts_with(reason, 'INVALID ENCODING')"
+        f"SELECT DISTINCT _file FROM {read.rejects_table} "
+        "WHERE starts_with(reason, 'INVALID ENCODING') OR starts_with(reason, 'LINE SIZE OVER MAXIMUM')"
     ).fetchall()
     return [Path(f) for (f,) in rows]
 

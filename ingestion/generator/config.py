@@ -44,7 +44,7 @@ class MessRates:
     csv_bad_quote_file: float = 0.01  # store files whose first record has text after a closing quote
     csv_open_quote_file: float = 0.005  # store files whose last record opens a quote it never closes
     csv_mixed_line_endings: float = 0.02  # call-center files written with CRLF but one LF line
-    json_invalid_utf8: float = 0.0005  # web event lines holding a byte that is not UTF-8
+    json_invalid_utf8_file: float = 0.02  # web event files with one line holding a byte that is not UTF-8
     missing_product_name: float = 0.01
     missing_user_agent: float = 0.02
     # Contacts shared by different people (docs/identity.md: the guard that keeps them from linking).

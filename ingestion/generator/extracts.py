@@ -515,8 +515,12 @@ class ExtractWriter:
         self.truth.count(duplicate[0], int(dup.sum()), n)
         if broken[1]:
             self.truth.count(broken[0], int(cut.sum()), n)
-        garbled = self.rng.random(n) < (self.m.json_invalid_utf8 if duplicate[0].startswith("web") else 0.0)
-        self.truth.count("json_invalid_utf8", int(garbled.sum()), n)
+        # A tracker that once wrote a byte no UTF-8 has: one line of a few files.
+        garbled = np.zeros(n, dtype=bool)
+        if duplicate[0].startswith("web"):
+            hit = self.rng.random() < self.m.json_invalid_utf8_file
+            self.truth.count("json_invalid_utf8_file", int(hit), 1)
+            garbled[int(self.rng.integers(0, n))] = hit
         out: list[str] = []
         for line, twice, short, bad in zip(rows, dup, cut, garbled):
             line = line.replace('"type"', '"ty\udcffpe"', 1) if bad else line  # one byte no UTF-8 has: 0xFF
