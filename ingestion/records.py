@@ -235,14 +235,14 @@ def read_json_lines(con: duckdb.DuckDBPyConnection, path: Path, table: str, enco
     lines at a time, in C: only the rare invalid line is looked at in Python."""
     sink = _Sink(con, table, ["_line"], str(path))
     if _is_wide(encoding):  # UTF-16/32, rare: line by line
-        lines, numbers = [], []
+        texts, line_numbers = [], []
         for line in decoded_lines(path, encoding):
             if line.text is None:
                 sink.reject(line.number, f"INVALID ENCODING: not valid {encoding}", escaped(line.raw))
             else:
-                lines.append(line.text)
-                numbers.append(line.number)
-        sink.add_lines(pa.array(lines, pa.string()), np.asarray(numbers, dtype=np.int64))
+                texts.append(line.text)
+                line_numbers.append(line.number)
+        sink.add_lines(pa.array(texts, pa.string()), np.asarray(line_numbers, dtype=np.int64))
     first = 1
     for block in [] if _is_wide(encoding) else _line_blocks(path):
         text, invalid = _decoded(block, encoding)
