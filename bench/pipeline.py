@@ -30,6 +30,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -143,16 +144,27 @@ def timed(name: str, rss: TreeRSS, fn, rows=lambda result: 0) -> tuple[object, S
 
 def pandas_rfm(extracts: Path, as_of: dt.date) -> pd.DataFrame:
     """The peer: plain pandas reads the store, web and registry extracts as a user would (bad lines
-    skipped, duplicates dropped, store loyalty cards looked up in the registry) and scores RFM by
+    skipped, a file it cannot parse lost, the registry decoded as GBK, Excel sheets read through
+    polars, duplicates dropped, store loyalty cards looked up in the registry) and scores RFM by
     registry id. No quarantine, lineage, checks or identity resolution beyond the card lookup."""
 
-    def csvs(folder: Path) -> pd.DataFrame:
-        return pd.concat(
-            [pd.read_csv(p, dtype=str, on_bad_lines="skip") for p in sorted(folder.rglob("*.csv"))], ignore_index=True
-        )
+    def csvs(folder: Path, encoding: str = "utf-8") -> pd.DataFrame:
+        frames = []
+        for p in sorted(folder.rglob("*.csv")):
+            try:  # a file pandas cannot parse (a quote left open) is lost, as in a plain script
+                frames.append(
+                    pd.read_csv(p, dtype=str, on_bad_lines="skip", encoding=encoding, encoding_errors="replace")
+                )
+            except pd.errors.ParserError:
+                continue
+        return pd.concat(frames, ignore_index=True)
 
-    cards = csvs(extracts / "customers").dropna(subset=["card_no"]).drop_duplicates("card_no", keep="last")
-    store = csvs(extracts / "store").drop_duplicates(["receipt_no", "line_no"], keep="last")
+    def workbooks(folder: Path) -> list[pd.DataFrame]:
+        return [pl.read_excel(p).cast(pl.String).to_pandas() for p in sorted(folder.rglob("*.xlsx"))]
+
+    cards = csvs(extracts / "customers", "gbk").dropna(subset=["card_no"]).drop_duplicates("card_no", keep="last")
+    store = pd.concat([csvs(extracts / "store"), *workbooks(extracts / "store")], ignore_index=True)
+    store = store.drop_duplicates(["receipt_no", "line_no"], keep="last")
     store = store.merge(cards[["card_no", "member_id"]], left_on="member_card", right_on="card_no", how="inner")
     store["amount"] = pd.to_numeric(store["qty"], errors="coerce") * pd.to_numeric(store["unit_price"], errors="coerce")
     store["day"] = pd.to_datetime(store["sold_at"], errors="coerce", format="mixed", utc=True).dt.date
@@ -206,7 +218,7 @@ def pandas_peer(extracts: Path, as_of: dt.date) -> dict:
 def _json_lines(paths: list[Path]) -> list[dict]:
     records = []
     for path in paths:
-        for line in path.read_text().splitlines():
+        for line in path.read_text(errors="replace").splitlines():
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:  # broken lines skipped, as a plain script would
