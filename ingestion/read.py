@@ -281,19 +281,22 @@ def read_files(
     """
     if not files:
         return None, {}
-    try:
-        slow = [p for p in files if needs_slow_path(source, p)]
-    except OSError as e:
-        return None, {Path(e.filename or files[0]): e.strerror or str(e)}
-    fast = [p for p in files if p not in set(slow)]
-    parts: list[FilesRead] = []
+    slow: list[Path] = []
     failed: dict[Path, str] = {}
+    for p in files:
+        try:
+            if needs_slow_path(source, p):
+                slow.append(p)
+        except OSError as e:  # gone or unreadable since it was listed: only this file fails
+            failed[p] = e.strerror or str(e)
+    fast = [p for p in files if p not in set(slow) and p not in failed]
+    parts: list[FilesRead] = []
     refused = _read_fast(con, source, fast, f"{table}_fast", parts)
     for read in parts:
         garbled = _files_to_read_again(con, read)
         _drop_files(con, read, garbled)
         slow += garbled
-    if len(parts) == 1 and not slow and not refused:
+    if len(parts) == 1 and not slow and not refused and not failed:
         return _renamed(con, parts[0], table), {}
     for i, p in enumerate([*refused, *slow]):
         if p in refused and source.format == "parquet":

@@ -226,3 +226,15 @@ def test_excel_sheet_with_date_cells_and_text_dates(tmp_path: Path) -> None:
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     times = {r[0] for r in con.execute("SELECT DISTINCT ordered_at FROM raw.src").fetchall()}
     assert len(times) == 12 and all(t.date() == DAY for t in times)
+
+
+def test_a_file_gone_since_it_was_listed_fails_alone(tmp_path: Path) -> None:
+    from ingestion.read import read_files
+
+    rows = good_rows(5)
+    write(tmp_path, f"pos_S01_{DAY}.csv", ("\n".join([",".join(HEADER), *(csv_line(r) for r in rows)]) + "\n").encode())
+    gone = tmp_path / "in" / "pos_S02_2025-03-01.csv"
+    with duckdb.connect() as con:
+        read, failed = read_files(con, store_source(tmp_path), [tmp_path / "in" / f"pos_S01_{DAY}.csv", gone], "_r")
+        assert read is not None and con.execute("SELECT count(*) FROM _r").fetchall()[0][0] == 5
+    assert list(failed) == [gone]
