@@ -327,12 +327,33 @@ def test_forget_erases_one_person_everywhere_and_keeps_them_out(
     truth = pl.read_csv(deployment / "truth" / "identity.csv", infer_schema_length=0)
     with duckdb.connect(str(build), read_only=True) as con:
         # A customer seen in several channels, with an email and a phone, history first.
-        key, email, ref = con.execute("""
+        # Erasure reaches the records identity resolution linked to the person: take one whose every
+        # true record it linked (a record it missed, such as a call from a number the registry does
+        # not know, is nobody's to erase).
+        candidates = con.execute("""
             SELECT c.customer_key, c.email, c.customer_ref FROM marts.customer_360 AS s
             INNER JOIN marts.dim_customer AS c ON c.customer_key = s.customer_key AND c.is_current
             WHERE s.channel_count >= 2 AND c.email IS NOT NULL AND c.phone_e164 IS NOT NULL AND c.customer_ref IS NOT NULL
             ORDER BY c.version_number DESC, s.channel_count DESC, s.calls + s.social_interactions DESC, c.customer_key
-            LIMIT 1""").fetchall()[0]
+            LIMIT 50""").fetchall()
+        mapped = con.execute(
+            "SELECT customer_key, record_type, lower(regexp_replace(record_id, '^[^:]*:', '')) FROM marts.customer_identity_map "
+            "WHERE record_type IN ('order', 'call') UNION ALL SELECT customer_key, record_type, lower(record_id) "
+            "FROM marts.customer_identity_map WHERE record_type NOT IN ('order', 'call')"
+        ).fetchall()
+        linked: dict[str, set] = {}
+        for customer, record_type, record_id in mapped:
+            linked.setdefault(customer, set()).add((record_type, record_id))
+
+        def true_records(customer_ref: str) -> set:
+            person_id = truth.filter(
+                (pl.col("record_type") == "profile") & (pl.col("source_record_id") == customer_ref)
+            )
+            rows = truth.filter(pl.col("person_id") == person_id["person_id"][0])
+            return {(r["record_type"], r["source_record_id"].lower()) for r in rows.iter_rows(named=True)}
+
+        reached = [c for c in candidates if true_records(c[2]) <= linked.get(c[0], set())]
+        key, email, ref = max(reached, key=lambda c: len(true_records(c[2])))  # the most records to erase
         phone = con.execute(
             "SELECT phone_e164 FROM marts.dim_customer WHERE customer_key = ? AND is_current", [key]
         ).fetchall()[0][0]
