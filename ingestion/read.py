@@ -1,11 +1,12 @@
 """Read extract files into a DuckDB temp table, keeping each record's file and position so lineage
 and quarantine point at the exact row or line.
 
-The fast path is DuckDB's own readers, many files per call. A file they cannot be trusted with
-(another encoding than UTF-8, a quote left open, mixed line endings, a NUL byte) or that they
-refuse (a bad quote where the sniffer looks, a line over DuckDB's limit, invalid UTF-8 in JSON
-lines) takes the slow path, ingestion/records.py, record by record: the outcome is the same, only
-slower. Excel workbooks are read with fastexcel (calamine).
+The fast path is DuckDB's own readers, many files per call, CSV with the dialect and each file's
+header given (its sniffer does not run). A file they cannot be trusted with (another encoding than
+UTF-8, a quote left open, mixed line endings, a NUL byte), that they refuse (invalid UTF-8 in JSON
+lines) or whose records they reject for invalid UTF-8 or a line over DuckDB's limit takes the slow
+path, ingestion/records.py, record by record: the outcome is the same, only slower. Excel
+workbooks are read with fastexcel (calamine).
 """
 
 from __future__ import annotations

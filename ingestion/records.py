@@ -234,17 +234,28 @@ def read_json_lines(con: duckdb.DuckDBPyConnection, path: Path, table: str, enco
     encoding is rejected with its bytes escaped; broken JSON is left to conform. Decoded a block of
     lines at a time, in C: only the rare invalid line is looked at in Python."""
     sink = _Sink(con, table, ["_line"], str(path))
-    if _is_wide(encoding):  # UTF-16/32, rare: line by line
-        texts, line_numbers = [], []
-        for line in decoded_lines(path, encoding):
-            if line.text is None:
-                sink.reject(line.number, f"INVALID ENCODING: not valid {encoding}", escaped(line.raw))
-            else:
-                texts.append(line.text)
-                line_numbers.append(line.number)
-        sink.add_lines(pa.array(texts, pa.string()), np.asarray(line_numbers, dtype=np.int64))
+    if _is_wide(encoding):
+        _add_wide_json_lines(sink, path, encoding)
+    else:
+        _add_json_line_blocks(sink, path, encoding)
+    sink.flush()
+
+
+def _add_wide_json_lines(sink: _Sink, path: Path, encoding: str) -> None:
+    """UTF-16/32, rare: newlines are not single bytes, so the file is decoded line by line."""
+    texts, numbers = [], []
+    for line in decoded_lines(path, encoding):
+        if line.text is None:
+            sink.reject(line.number, f"INVALID ENCODING: not valid {encoding}", escaped(line.raw))
+        else:
+            texts.append(line.text)
+            numbers.append(line.number)
+    sink.add_lines(pa.array(texts, pa.string()), np.asarray(numbers, dtype=np.int64))
+
+
+def _add_json_line_blocks(sink: _Sink, path: Path, encoding: str) -> None:
     first = 1
-    for block in [] if _is_wide(encoding) else _line_blocks(path):
+    for block in _line_blocks(path):
         text, invalid = _decoded(block, encoding)
         lines = pa.array(text.split("\n"), pa.string())
         numbers = np.arange(first, first + len(lines), dtype=np.int64)
@@ -257,7 +268,6 @@ def read_json_lines(con: duckdb.DuckDBPyConnection, path: Path, table: str, enco
             keep[sorted(invalid)] = False
             lines, numbers = lines.filter(pa.array(keep)), numbers[keep]
         sink.add_lines(lines, numbers)
-    sink.flush()
 
 
 def _line_blocks(path: Path, size: int = BLOCK_BYTES) -> Iterator[bytes]:
