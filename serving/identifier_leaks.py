@@ -6,14 +6,13 @@ or between separators (`:`, `|`, `~`, space), in every other text column of the 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from serving.masking import MaskedSelect
+from serving.masking import MaskedSelect, tagged_columns
 
 SEPARATORS = re.compile(r"[:|~ ]")
 MAX_PARTS = 6  # a composite key of more parts is looked at in its first six
@@ -24,18 +23,7 @@ MIN_LENGTH = 8
 
 def identifier_columns(manifest: Path) -> dict[str, set[str]]:
     """ "schema.table" -> columns tagged `meta: {identifier: …}` in the dbt project, from its manifest."""
-    found: dict[str, set[str]] = {}
-    for node in json.loads(manifest.read_text())["nodes"].values():
-        if node["resource_type"] != "model":
-            continue
-        tagged = {
-            name
-            for name, col in node["columns"].items()
-            if (col.get("meta") or {}).get("identifier") or (col.get("config", {}).get("meta") or {}).get("identifier")
-        }
-        if tagged:
-            found[f"{node['schema']}.{node.get('alias') or node['name']}"] = tagged
-    return found
+    return tagged_columns(manifest, "identifier")
 
 
 def _pieces(value: str) -> set[str]:

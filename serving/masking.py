@@ -44,14 +44,19 @@ def define_mask(con: duckdb.DuckDBPyConnection, key: str) -> None:
 
 def personal_columns(manifest: Path) -> dict[str, set[str]]:
     """ "schema.table" -> columns tagged `meta: {pii: true}` in the dbt project, from its manifest."""
-    nodes = json.loads(manifest.read_text())["nodes"].values()
+    return tagged_columns(manifest, "pii")
+
+
+def tagged_columns(manifest: Path, meta_key: str) -> dict[str, set[str]]:
+    """ "schema.table" -> columns whose dbt `meta` (or `config.meta`) sets `meta_key`, from the manifest."""
     found: dict[str, set[str]] = {}
-    for node in nodes:
+    for node in json.loads(manifest.read_text())["nodes"].values():
         if node["resource_type"] not in ("model", "seed", "snapshot"):
             continue
-        columns = {name for name, col in node["columns"].items() if (col.get("meta") or {}).get("pii")}
-        columns |= {
-            name for name, col in node["columns"].items() if (col.get("config", {}).get("meta") or {}).get("pii")
+        columns = {
+            name
+            for name, col in node["columns"].items()
+            if (col.get("meta") or {}).get(meta_key) or (col.get("config", {}).get("meta") or {}).get(meta_key)
         }
         if columns:
             found[f"{node['schema']}.{node.get('alias') or node['name']}"] = columns
