@@ -23,7 +23,7 @@ from pathlib import Path
 
 import duckdb
 
-from orchestration.environment import DBT_EXECUTABLE
+from orchestration.settings import DBT_EXECUTABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 DBT_DIR = ROOT / "dbt_project"

@@ -25,7 +25,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -340,8 +340,8 @@ def main() -> None:
     from ingestion.generator import GeneratorConfig, generate, sources_file_for
     from ml.config import load_config
     from orchestration.dbt_assets import invocation_target
-    from orchestration.environment import ensure_dagster_home
     from orchestration.run import run_pipeline
+    from orchestration.settings import Settings
 
     work = args.work / f"work-{args.scale}"
     if work.exists():
@@ -349,22 +349,21 @@ def main() -> None:
 
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    os.environ.setdefault("DAGSTER_HOME", str(work / "dagster"))
-    os.environ.setdefault("CRM_MODELS_DIR", str(work / "models"))  # the runs' ML artifacts stay with their data
-    ensure_dagster_home()
     start_day = dt.date(2025, 1, 1)
     full_as_of, extra_day = start_day + dt.timedelta(days=args.days - 1), start_day + dt.timedelta(days=args.days)
     cfg = GeneratorConfig(
         out=work / "sample", customers=SCALES[args.scale], days=args.days + 1, seed=42, start=start_day
     )
     sources, warehouse = sources_file_for(cfg.extracts, work / "sources.yml"), work / "crm.duckdb"
+    # The runs' Dagster instance and ML artifacts stay with their data.
+    settings = replace(Settings.load(sources, warehouse), dagster_home=work / "dagster", models_dir=work / "models")
 
     stages: list[Stage] = []
     with TreeRSS() as rss:
         # The extracts reach the disk within generation's time: a user's files are on disk before a
         # load, and the kernel writing back gigabytes of them (L: 15 GB) would slow the ingestion.
         _, gen = timed("generation", rss, lambda: (generate(cfg), os.sync()))
-        full, total = timed("full build (crm run)", rss, lambda: run_pipeline(sources, warehouse, as_of=full_as_of))
+        full, total = timed("full build (crm run)", rss, lambda: run_pipeline(settings, as_of=full_as_of))
         run_stages = pipeline_stages(full, step_windows(full.run_ids), rss)
         gen.rows = next((s.rows for s in run_stages if s.name == "ingestion"), 0)
         total.rows = gen.rows
@@ -384,7 +383,7 @@ def main() -> None:
             incremental, inc = timed(
                 "one more day (incremental crm run)",
                 rss,
-                lambda: run_pipeline(sources, warehouse, as_of=extra_day, start=extra_day),
+                lambda: run_pipeline(settings, as_of=extra_day, start=extra_day),
             )
             inc.rows = sum(m.get("rows_read", 0) for m in incremental.materialized.values())
             stages.append(inc)

@@ -8,7 +8,6 @@ The YAML mirrors these classes, e.g.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -75,8 +74,7 @@ class MLConfig:
 
 
 def load_config(path: Path | str | None = None) -> MLConfig:
-    """Defaults, with the sections of a YAML file (default: $CRM_ML_CONFIG, if set) laid over them."""
-    path = path or os.environ.get("CRM_ML_CONFIG")
+    """Defaults, with the sections of the YAML file at `path` (if given) laid over them."""
     config = MLConfig()
     if not path:
         return config

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import platform
 from dataclasses import asdict, dataclass, is_dataclass
 from importlib import metadata
@@ -19,7 +18,6 @@ import polars as pl
 
 from ml.run_context import RunContext
 
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 LIBRARIES = ["duckdb", "polars", "numpy", "scikit-learn", "scipy"]
 
 
@@ -102,10 +100,6 @@ class Fitted:
     folder: Path
 
 
-def _models_dir() -> Path:
-    return Path(os.environ.get("CRM_MODELS_DIR", DEFAULT_MODELS_DIR))
-
-
 def _versions() -> dict[str, str]:
     return {lib: metadata.version(lib) for lib in LIBRARIES}
 
@@ -122,15 +116,16 @@ def warehouse_of(con: duckdb.DuckDBPyConnection) -> str | None:
     return str(Path(path).resolve()) if path else None
 
 
-def fitted_model(con: duckdb.DuckDBPyConnection, model: str, as_of: dt.date, config: Any, kind: type) -> Fitted | None:
-    """The newest `kind` fitted for `model` on this warehouse as of a date in the `config.refit_days`
-    days up to `as_of` (never after it: nothing later may shape a score), with this configuration
+def fitted_model(con: duckdb.DuckDBPyConnection, model: str, ctx: RunContext, config: Any, kind: type) -> Fitted | None:
+    """The newest `kind` fitted for `model` on this warehouse, in `ctx.models_dir`, as of a date in the
+    `config.refit_days` days up to `ctx.as_of` (never after it: nothing later may shape a score), with this configuration
     and these library versions; None when the table must fit."""
     warehouse = warehouse_of(con)
     if warehouse is None:
         return None
     found: list[tuple[dt.date, float, Path]] = []
-    for card_path in (_models_dir() / model).glob("*/card.json"):
+    as_of = ctx.as_of
+    for card_path in (ctx.models_dir / model).glob("*/card.json"):
         folder = card_path.parent
         card = json.loads(card_path.read_text())
         fitted_as_of = dt.date.fromisoformat(card.get("fitted_as_of", card["as_of_date"]))
@@ -160,8 +155,8 @@ def save_artifact(
 ) -> Path:
     """Write the fitted object (joblib) and its card (JSON and Markdown): features, training window,
     metrics, configuration and library versions. A run that scored with an earlier fit (`reused`)
-    writes only the card, naming that fit's folder. Root: $CRM_MODELS_DIR, default models/."""
-    folder = _models_dir() / model / f"{ctx.as_of}-{ctx.run_id[:8]}"
+    writes only the card, naming that fit's folder. Root: `ctx.models_dir`."""
+    folder = ctx.models_dir / model / f"{ctx.as_of}-{ctx.run_id[:8]}"
     folder.mkdir(parents=True, exist_ok=True)
     if artifact is not None and reused is None:
         joblib.dump(artifact, folder / "model.joblib")

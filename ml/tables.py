@@ -97,7 +97,7 @@ def build_churn_scores(
     con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig
 ) -> TableOutput:
     """Churn probability, risk band and top reasons per active customer; metrics next to a recency-only baseline."""
-    reused = fitted_model(con, "churn_scores", ctx.as_of, cfg.churn, ChurnModel)
+    reused = fitted_model(con, "churn_scores", ctx, cfg.churn, ChurnModel)
     result = churn_scores(
         inputs.orders(con),
         inputs.interactions(con),
@@ -155,7 +155,7 @@ def build_customer_segments(
 ) -> TableOutput:
     """Behaviour segments (k-means, k by silhouette) with a readable label and profile per segment."""
     features = inputs.features(con)
-    reused = fitted_model(con, "customer_segments", ctx.as_of, cfg.segments, SegmentModel)
+    reused = fitted_model(con, "customer_segments", ctx, cfg.segments, SegmentModel)
     seg = segment_customers(features, cfg.segments, reused.artifact if reused else None)
     fit = seg.fitted
     frame = seg.assignments.join(
@@ -214,7 +214,7 @@ def build_customer_value(
     con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig
 ) -> TableOutput:
     """Expected purchases, P(alive) and discounted value over the horizon (BG/NBD + Gamma-Gamma)."""
-    reused = fitted_model(con, "customer_value", ctx.as_of, cfg.value, dict)
+    reused = fitted_model(con, "customer_value", ctx, cfg.value, dict)
     frame, bgnbd, gg = customer_value(
         inputs.orders(con),
         ctx.as_of,

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from orchestration import environment
+from orchestration.settings import DEFAULT_SAMPLE_OUT, Settings, hand_to_processes
 
 app = typer.Typer(
     help="crm-warehouse: multi-channel CRM extracts into a tested DuckDB warehouse, through Dagster.",
@@ -54,7 +54,7 @@ def generate(
     start: Annotated[str, typer.Option(help="First day (YYYY-MM-DD).")] = "2025-01-01",
     out: Annotated[
         Path, typer.Option(help="Output folder: extracts/ and truth/ are written in it.")
-    ] = environment.DEFAULT_SAMPLE_OUT,
+    ] = DEFAULT_SAMPLE_OUT,
 ) -> None:
     """Write realistic sample extracts of all five channels, with planted structure, mess and ground truth."""
     from ingestion.generator import GeneratorConfig, sources_file_for
@@ -104,7 +104,8 @@ def run(
     from ingestion.sources import SourcesError
     from orchestration.run import RunFailed, run_pipeline
 
-    log = None if verbose else _run_log(warehouse)
+    settings = Settings.load(sources, warehouse)
+    log = None if verbose else _run_log(settings)
     try:
         # dagster-dbt echoes every dbt line to stdout: without -v they go to the run's log file.
         with (
@@ -114,8 +115,7 @@ def run(
         ):
             task = progress.add_task("Materializing assets", total=None)
             summary = run_pipeline(
-                sources,
-                warehouse,
+                settings,
                 as_of=_date(as_of, "--as-of"),
                 start=_date(from_, "--from"),
                 end=_date(to, "--to") or _date(as_of, "--as-of"),
@@ -163,9 +163,9 @@ def run(
 RUN_LOGS_KEPT = 10
 
 
-def _run_log(warehouse: Path | None) -> Path:
+def _run_log(settings: Settings) -> Path:
     """A new log file for this run's dbt output in logs/ beside the warehouse; the newest few are kept."""
-    folder = (warehouse.resolve() if warehouse else environment.current().warehouse).parent / "logs"
+    folder = settings.warehouse.parent / "logs"
     folder.mkdir(parents=True, exist_ok=True)
     for old in sorted(folder.glob("crm-run-*.log"))[: -(RUN_LOGS_KEPT - 1)]:
         old.unlink(missing_ok=True)
@@ -175,7 +175,7 @@ def _run_log(warehouse: Path | None) -> Path:
 @app.command()
 def dev() -> None:
     """Start the Dagster UI and daemon (`dagster dev`) on this deployment's Dagster instance."""
-    environment.ensure_dagster_home()  # the instance's dagster.yaml and Dagster's switches, as `crm run` has them
+    hand_to_processes(Settings.load())  # the instance's dagster.yaml and Dagster's switches, as `crm run` has them
     os.execv(sys.executable, [sys.executable, "-m", "dagster", "dev", "-m", "orchestration.definitions"])
 
 
@@ -193,14 +193,6 @@ def contracts(
         write.write_text(text + "\n")
     else:
         print(text)
-
-
-def _serving_env(warehouse: Path | None) -> environment.Environment:
-    if warehouse:
-        os.environ["CRM_WAREHOUSE"] = str(warehouse.resolve())
-    env = environment.current()
-    environment.ensure_masking_key(env)
-    return env
 
 
 def _manifest() -> Path:
@@ -237,7 +229,7 @@ def sql(
     from serving import publish
     from serving.query import render, shell
 
-    env = _serving_env(warehouse)
+    env = Settings.load(warehouse=warehouse)
     if file:
         query = file.read_text()
     try:
@@ -302,7 +294,7 @@ def _write_export(spec, warehouse: Path | None) -> None:
     from serving.identifier_leaks import IdentifierLeak, identifier_columns
     from serving.publish import NothingPublished
 
-    env = _serving_env(warehouse)
+    env = Settings.load(warehouse=warehouse)
     if not spec.masked:
         console.print("[yellow]warning:[/yellow] exporting personal data unmasked; recorded in the audit log")
         write_audit(
@@ -320,7 +312,7 @@ def _write_export(spec, warehouse: Path | None) -> None:
             env.warehouse.parent,
             spec,
             _personal_columns(),
-            os.environ.get(environment.MASKING_KEY),
+            env.masking_key(),
             env.duckdb_config,
             identifier_columns(_manifest()),
         )
@@ -351,9 +343,7 @@ def forget(
     from serving.erasure import ErasureRequest, PersonNotFound
     from serving.erasure import forget as erase_person
 
-    if sources:
-        os.environ["CRM_SOURCES"] = str(sources.resolve())
-    env = _serving_env(warehouse)
+    env = Settings.load(sources, warehouse)
     try:
         request = ErasureRequest(email, phone, customer_key, by or getpass.getuser())
         request.identifier()
@@ -363,7 +353,7 @@ def forget(
             env.published_dir,
             env.governance_dir,
             load_sources(env.sources_file).sources,
-            os.environ[environment.MASKING_KEY],
+            env.masking_key(),
             _personal_columns(),
             env.duckdb_config,
         )

@@ -15,8 +15,8 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from dagster_duckdb import DuckDBResource
 
 from orchestration._compat.dagster_dbt import InstalledDbtCli, invocation_target_path
-from orchestration.environment import DBT_EXECUTABLE, DUCKDB_POOL, REPO_ROOT
 from orchestration.identity_report import identity_report
+from orchestration.settings import DBT_EXECUTABLE, DUCKDB_POOL, REPO_ROOT
 
 DBT_DIR = REPO_ROOT / "dbt_project"
 IDENTITY_MAP = dg.AssetKey(["marts", "customer_identity_map"])

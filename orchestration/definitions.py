@@ -12,24 +12,28 @@ from dagster_duckdb import DuckDBResource
 from ingestion.contracts import CONTRACTS
 from ingestion.sources import load_sources
 from ingestion.start_date import with_start_date
-from orchestration import environment
 from orchestration.automation import build_after_ingest, build_job, daily_schedule, ingest_job, new_files_sensor
 from orchestration.dbt_assets import dbt_models, dbt_project, dbt_resource
 from orchestration.ingestion_assets import channel_view_asset, daily_partitions, ingestion_asset
 from orchestration.ml_assets import ml_assets
-from orchestration.serving_assets import MaskingKey, bi_exports, published_warehouse
+from orchestration.serving_assets import bi_exports, published_warehouse
+from orchestration.settings import Settings, hand_to_processes
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """Built when Dagster loads the code location, not at import: reads only the sources file."""
+    """Built when Dagster loads the code location (`dagster dev`), not at import, from the
+    environment's settings."""
+    return build_definitions(Settings.load())
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    """Every asset, job, schedule and sensor for this deployment; reads only the sources file."""
     # BackfillPolicy is "beta" but is how single-run backfills are declared; say so once, not per asset.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    env = environment.current()
-    environment.export(env)  # dbt runs in a subprocess: it reads the warehouse path from the environment
-    environment.ensure_masking_key(env)
+    hand_to_processes(settings)  # dbt runs in a subprocess: it reads the warehouse path from the environment
     dbt_project().prepare_if_dev()  # `dagster dev` re-parses the project; elsewhere set-up did
-    config, inferred = with_start_date(load_sources(env.sources_file), env.warehouse)
+    config, inferred = with_start_date(load_sources(settings.sources_file), settings.warehouse)
     if inferred:
         logging.getLogger("crm").warning(inferred)
     partitions = daily_partitions(config)
@@ -50,8 +54,8 @@ def defs() -> dg.Definitions:
         schedules=[daily_schedule(job)],
         sensors=[new_files_sensor(config, job, partitions), build_after_ingest(job, build)],
         resources={
-            "warehouse": DuckDBResource(database=str(env.warehouse), connection_config=env.duckdb_config),
+            "warehouse": DuckDBResource(database=str(settings.warehouse), connection_config=settings.duckdb_config),
             "dbt": dbt_resource(),
-            "masking": MaskingKey(key=dg.EnvVar(environment.MASKING_KEY)),
+            "settings": settings,  # a plain object: assets ask for it as dg.ResourceParam[Settings]
         },
     )

@@ -10,8 +10,7 @@ from ingestion.channels import create_channel_view
 from ingestion.load import LoadError, days_between, load_source
 from ingestion.quality import check_names, validate
 from ingestion.sources import Source, SourcesConfig
-from orchestration import environment
-from orchestration.environment import DUCKDB_POOL
+from orchestration.settings import DUCKDB_POOL, Settings
 from serving.erasure import suppression_list
 
 
@@ -40,7 +39,9 @@ def ingestion_asset(source: Source, partitions: dg.DailyPartitionsDefinition) ->
         check_specs=specs,
         metadata={"channel": source.channel, "path": source.path, "dagster/table_name": source.table},
     )
-    def _load(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    def _load(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, settings: dg.ResourceParam[Settings]
+    ) -> dg.MaterializeResult:
         window = context.partition_time_window
         start, end = window.start.date(), (window.end - dt.timedelta(days=1)).date()
         bounds = (
@@ -58,7 +59,7 @@ def ingestion_asset(source: Source, partitions: dg.DailyPartitionsDefinition) ->
                     end,
                     bounds,
                     batch_id=context.run.run_id,
-                    suppression=suppression_list(environment.current().governance_dir),
+                    suppression=suppression_list(settings.governance_dir),
                 )
             except LoadError as e:
                 raise dg.Failure(description=str(e)) from None

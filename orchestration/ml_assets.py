@@ -18,8 +18,8 @@ from dagster_duckdb import DuckDBResource
 from ml.config import load_config
 from ml.run_context import NotEnoughHistory, RunContext, latest_order_date
 from ml.tables import MART_INPUTS, TABLES, MartInputs, build
-from orchestration.environment import DUCKDB_POOL
 from orchestration.run import AS_OF_TAG
+from orchestration.settings import DUCKDB_POOL, Settings
 
 
 def ml_assets() -> dg.AssetsDefinition:
@@ -35,11 +35,12 @@ def ml_assets() -> dg.AssetsDefinition:
     ]
 
     @dg.multi_asset(specs=specs, name="ml_tables", pool=DUCKDB_POOL, can_subset=True)
-    def _tables(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+    def _tables(context: dg.AssetExecutionContext, warehouse: DuckDBResource, settings: dg.ResourceParam[Settings]):
         tag = context.run.tags.get(AS_OF_TAG)
         with warehouse.get_connection() as con, contextlib.closing(con):
-            ctx = RunContext(dt.date.fromisoformat(tag) if tag else latest_order_date(con), context.run.run_id)
-        inputs, cfg, failed = MartInputs(ctx.as_of), load_config(), []
+            as_of = dt.date.fromisoformat(tag) if tag else latest_order_date(con)
+        ctx = RunContext(as_of, context.run.run_id, settings.models_dir)
+        inputs, cfg, failed = MartInputs(ctx.as_of), load_config(settings.ml_config), []
         for name in (n for n in TABLES if dg.AssetKey(["ml", n]) in context.selected_asset_keys):
             started = time.perf_counter()  # includes the shared reads this table is the first to need
             # A connection per table, as each had its own step: DuckDB's cache of what one table

@@ -10,15 +10,14 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dagster as dg
 
 from ingestion.probe import latest_event_date
 from ingestion.sources import load_sources
 from ingestion.start_date import with_start_date
-from orchestration import environment
 from orchestration.automation import BUILD_JOB, INGEST_JOB, range_tags
+from orchestration.settings import Settings, hand_to_processes
 
 AS_OF_TAG = "crm/as_of"
 PROGRESS_POLL_SECONDS = 2.0
@@ -58,8 +57,7 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str:
 
 
 def run_pipeline(
-    sources_file: Path | None = None,
-    warehouse: Path | None = None,
+    settings: Settings,
     as_of: dt.date | None = None,
     start: dt.date | None = None,
     end: dt.date | None = None,
@@ -72,28 +70,23 @@ def run_pipeline(
     Defaults: start = the sources file's start_date (or the earliest event, recorded on the first
     run); end = as_of; as_of = the last day with data.
     """
-    if sources_file:
-        os.environ["CRM_SOURCES"] = str(Path(sources_file).resolve())
-    if warehouse:
-        os.environ["CRM_WAREHOUSE"] = str(Path(warehouse).resolve())
-    env = environment.current()
-    env.warehouse.parent.mkdir(parents=True, exist_ok=True)
+    settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
     # Fail fast, before Dagster starts, on a bad sources file; infer and record a missing start date.
-    config, inferred = with_start_date(load_sources(env.sources_file), env.warehouse)
-    environment.ensure_dagster_home()
+    config, inferred = with_start_date(load_sources(settings.sources_file), settings.warehouse)
+    hand_to_processes(settings)
 
     from orchestration.dbt_assets import prepare_manifest
-    from orchestration.definitions import defs
+    from orchestration.definitions import build_definitions
 
     prepare_manifest()
 
-    definitions = defs()
+    definitions = build_definitions(settings)
     partitions = definitions.resolve_assets_def(dg.AssetKey(["raw", config.sources[0].name])).partitions_def
     last = dt.date.fromisoformat(partitions.get_last_partition_key())
     if as_of is None and end is None:
         reach = [d for d in (latest_event_date(s, last) for s in config.sources) if d]
         if not reach:
-            raise ValueError(f"no data found in the files of {env.sources_file}")
+            raise ValueError(f"no data found in the files of {settings.sources_file}")
         as_of = max(reach)
     start = start or config.start_date
     end = end or as_of

@@ -5,10 +5,9 @@ import datetime as dt
 
 import dagster as dg
 
-from orchestration import environment
 from orchestration.dbt_assets import dbt_project
-from orchestration.environment import DUCKDB_POOL
 from orchestration.run import AS_OF_TAG
+from orchestration.settings import DUCKDB_POOL, Settings
 from serving.export import ExportSpec, write_export
 from serving.identifier_leaks import identifier_columns
 from serving.masking import personal_columns
@@ -17,12 +16,6 @@ from serving.scopes import create_scope_views
 
 PUBLISHED = dg.AssetKey(["serving", "published_warehouse"])
 EXPORTS = dg.AssetKey(["serving", "bi_exports"])
-
-
-class MaskingKey(dg.ConfigurableResource):
-    """The deployment's secret for keyed hashes of personal data (`dg.EnvVar("CRM_MASKING_KEY")`)."""
-
-    key: str
 
 
 def published_warehouse(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
@@ -35,16 +28,15 @@ def published_warehouse(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
         description="The build database copied to a new read-only version and switched in atomically; "
         "older versions pruned. Analysts and exports read only published versions.",
     )
-    def _publish(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        env = environment.current()
+    def _publish(context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
         tag = context.run.tags.get(AS_OF_TAG)
         personal = personal_columns(dbt_project().manifest_path)
         pub = publish(
-            env.warehouse,
-            env.published_dir,
+            settings.warehouse,
+            settings.published_dir,
             context.run.run_id,
             dt.date.fromisoformat(tag) if tag else None,
-            keep=env.keep_versions,
+            keep=settings.keep_versions,
             prepare=lambda con: create_scope_views(con, personal),
         )
         return dg.MaterializeResult(
@@ -69,16 +61,15 @@ def published_warehouse(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
     description="Every mart and ML table of the current version as zstd Parquet in warehouse/exports/, "
     "personal data as keyed hashes, manifest.json last, switched in atomically.",
 )
-def bi_exports(masking: MaskingKey) -> dg.MaterializeResult:
-    env = environment.current()
+def bi_exports(settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
     manifest = dbt_project().manifest_path
     export = write_export(
-        env.published_dir,
-        env.warehouse.parent,
+        settings.published_dir,
+        settings.warehouse.parent,
         ExportSpec(),
         personal_columns(manifest),
-        masking.key,
-        env.duckdb_config,
+        settings.masking_key(),
+        settings.duckdb_config,
         identifier_columns(manifest),
     )
     tables = export.manifest["tables"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ingestion.generator import GeneratorConfig, generate, sources_file_for
-from orchestration.environment import REPO_ROOT
+from orchestration.settings import REPO_ROOT, Settings
 
 SAMPLE_SOURCES = REPO_ROOT / "ingestion" / "examples" / "sample" / "sources.yml"
 ONLINE_RETAIL_SOURCES = REPO_ROOT / "ingestion" / "examples" / "online_retail" / "sources.yml"
@@ -86,9 +86,9 @@ def grown(sample: GeneratorConfig, tmp_path_factory: pytest.TempPathFactory) -> 
     shutil.copytree(sample.truth, root / "truth")
     sources = sources_for(root / "extracts", root / "sources.yml")
     warehouse = root / "crm.duckdb"
-    run_pipeline(sources, warehouse, as_of=sample.start + dt.timedelta(days=20))
+    run_pipeline(Settings.load(sources, warehouse), as_of=sample.start + dt.timedelta(days=20))
     shutil.copyfile(warehouse, root / "midway.duckdb")
-    summary = run_pipeline(sources, warehouse)  # the rest arrives: incremental marts, identity merges
+    summary = run_pipeline(Settings.load(sources, warehouse))  # the rest arrives: incremental marts, identity merges
     assert all(summary.checks.values()), {k: v for k, v in summary.checks.items() if not v}
     metadata = summary.materialized["marts/customer_identity_map"]
     return Grown(warehouse, root / "midway.duckdb", sources, metadata)

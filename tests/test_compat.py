@@ -14,7 +14,7 @@ from orchestration._compat import dagster_tags
 from orchestration._compat.dagster_dbt import InstalledDbtCli
 from orchestration._compat.dagster_event_log import BatchingSqliteEventLogStorage
 from orchestration.dbt_assets import DBT_DIR, dbt_project
-from orchestration.environment import DBT_EXECUTABLE
+from orchestration.settings import DBT_EXECUTABLE
 
 
 def _parameters(function: object) -> list[str]:

@@ -19,8 +19,8 @@ from ingestion.sources import load_sources
 from ml.tables import TABLES
 from orchestration._compat.dagster_event_log import BatchingSqliteEventLogStorage
 from orchestration.dbt_assets import DBT_DIR, invocation_target, parse_state
-from orchestration.environment import DBT_EXECUTABLE, DUCKDB_POOL, REPO_ROOT
 from orchestration.run import RunFailed, run_pipeline
+from orchestration.settings import DBT_EXECUTABLE, DUCKDB_POOL, REPO_ROOT, Settings
 from tests.conftest import ONLINE_RETAIL_SOURCES
 
 pytestmark = pytest.mark.slow  # every test here runs the pipeline or reads its warehouse
@@ -75,7 +75,7 @@ def test_crm_run_materializes_every_asset_through_dagster(
     # modules' runs in the session's instance load other days of the same assets.
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     warehouse = tmp_path / "crm.duckdb"
-    summary = run_pipeline(sample_copy[1], warehouse)
+    summary = run_pipeline(Settings.load(sample_copy[1], warehouse))
     assert summary.as_of == sample.end  # the data's last day, not today
     assert all(summary.checks.values()), summary.checks
     assert {"staging/stg_store__order_lines", "staging/stg_customers__profiles", "raw/store"} <= set(
@@ -151,7 +151,9 @@ def test_crm_run_materializes_every_asset_through_dagster(
     # A backfill over three days replaces exactly those partitions: same rows as before.
     before = _counts(warehouse)
     again = run_pipeline(
-        sample_copy[1], warehouse, start=sample.start + dt.timedelta(days=3), end=sample.start + dt.timedelta(days=5)
+        Settings.load(sample_copy[1], warehouse),
+        start=sample.start + dt.timedelta(days=3),
+        end=sample.start + dt.timedelta(days=5),
     )
     assert _counts(warehouse) == before
     assert again.materialized["raw/web_events"]["rows_loaded"] < before["web_events"]
@@ -183,13 +185,13 @@ def test_unreadable_file_fails_the_run_with_its_name(
 ) -> None:
     extracts, sources_file = sample_copy
     warehouse = tmp_path / "crm.duckdb"
-    run_pipeline(sources_file, warehouse)
+    run_pipeline(Settings.load(sources_file, warehouse))
     before = _counts(warehouse)
     day = sample.start + dt.timedelta(days=4)
     bad = extracts / "call_center" / f"calls_{day}.csv"
     bad.write_bytes(random.Random(2).randbytes(2000))
     with pytest.raises(RunFailed, match=rf"cannot read {bad}.*partitions {day} left as they were"):
-        run_pipeline(sources_file, warehouse, start=day, end=day)
+        run_pipeline(Settings.load(sources_file, warehouse), start=day, end=day)
     assert _counts(warehouse) == before
 
 
@@ -222,7 +224,7 @@ def test_sensor_requests_partitions_of_new_files(
 
 def test_online_retail_through_dagster(tmp_path: Path) -> None:
     warehouse = tmp_path / "retail.duckdb"
-    summary = run_pipeline(ONLINE_RETAIL_SOURCES, warehouse)
+    summary = run_pipeline(Settings.load(ONLINE_RETAIL_SOURCES, warehouse))
     assert summary.as_of == dt.date(2011, 12, 9)
     meta = summary.materialized["raw/uk_store_sales"]
     assert (meta["rows_loaded"], meta["rows_quarantined"]) == (541_909, 0)

@@ -90,11 +90,12 @@ class NextDays:
 @pytest.fixture(scope="module")
 def next_days(grown: Grown, sample: GeneratorConfig, tmp_path_factory: pytest.TempPathFactory) -> NextDays:
     from orchestration.run import run_pipeline
+    from orchestration.settings import Settings
 
     root = tmp_path_factory.mktemp("next_days")
     warehouse, refreshed = root / "crm.duckdb", root / "refreshed.duckdb"
     shutil.copyfile(grown.midway, warehouse)
-    run_pipeline(grown.sources, warehouse, start=sample.start + dt.timedelta(days=21))
+    run_pipeline(Settings.load(grown.sources, warehouse), start=sample.start + dt.timedelta(days=21))
     shutil.copyfile(warehouse, refreshed)
     dbt("build", "--full-refresh", warehouse=refreshed, target=root / "target")
     return NextDays(warehouse, refreshed)

@@ -22,6 +22,7 @@ import pytest
 from ingestion.generator import GeneratorConfig
 from orchestration.dbt_assets import dbt_project
 from orchestration.run import run_pipeline
+from orchestration.settings import Settings
 from serving import publish
 from serving.audience import audience_query
 from serving.erasure import ErasureRequest, find_customer_keys
@@ -458,7 +459,7 @@ def test_forget_erases_one_person_everywhere_and_keeps_them_out(
         assert len(list(csv.DictReader(f))) == entry["rows_suppressed"] > 0
 
     # Re-loading every landed file does not bring them back.
-    summary = run_pipeline(deployment / "sources.yml", build, start=sample.start)
+    summary = run_pipeline(Settings.load(deployment / "sources.yml", build), start=sample.start)
     assert sum(m.get("rows_suppressed", 0) for m in summary.materialized.values()) == entry["rows_suppressed"]
     with duckdb.connect(str(build), read_only=True) as con:
         assert (

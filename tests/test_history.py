@@ -14,6 +14,7 @@ from ingestion.generator import GeneratorConfig, generate, sources_file_for
 from ingestion.start_date import start_date_record
 from ml.tables import TABLES
 from orchestration.run import run_pipeline
+from orchestration.settings import Settings
 from serving import publish
 
 
@@ -27,7 +28,7 @@ def test_a_1990s_history_builds_every_table_and_publishes(tmp_path: Path) -> Non
     sources.write_text(yaml.safe_dump(doc, sort_keys=False))
     warehouse = tmp_path / "crm.duckdb"
 
-    summary = run_pipeline(sources, warehouse)
+    summary = run_pipeline(Settings.load(sources, warehouse))
     assert summary.start == cfg.start and any("earliest event" in n for n in summary.notes), summary.notes
     assert start_date_record(warehouse).exists()
     assert all(summary.checks.values()), {k: v for k, v in summary.checks.items() if not v}
@@ -51,4 +52,4 @@ def test_a_1990s_history_builds_every_table_and_publishes(tmp_path: Path) -> Non
             assert con.execute(f"SELECT count(*) FROM ml.{table}").fetchall()[0][0] > 0, table
 
     # A second run keeps the recorded start: it does not scan the files again.
-    assert run_pipeline(sources, warehouse).notes == []
+    assert run_pipeline(Settings.load(sources, warehouse)).notes == []

@@ -86,11 +86,12 @@ def test_identity_on_a_year_of_ten_thousand_customers(tmp_path: Path) -> None:
     contact planted): precision >= 0.99, recall >= 0.97, at most 0.5 % of keys holding two persons."""
     from orchestration.identity_report import identity_report
     from orchestration.run import run_pipeline
+    from orchestration.settings import Settings
 
     cfg = GeneratorConfig(out=tmp_path, customers=10_000, days=365, seed=42)
     generate(cfg)
     sources = sources_file_for(cfg.extracts, tmp_path / "sources.yml")
-    run_pipeline(sources, tmp_path / "crm.duckdb")
+    run_pipeline(Settings.load(sources, tmp_path / "crm.duckdb"))
     with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
         figures = identity_report(con, cfg.truth / "identity.csv")
         mixed = con.execute(f"""
@@ -120,6 +121,7 @@ def test_giant_customer_alarm_fails_the_build_and_names_the_identifier(
     import yaml
 
     from orchestration.run import RunFailed, run_pipeline
+    from orchestration.settings import Settings
 
     extracts, sources = sample_copy
     with duckdb.connect() as con:
@@ -133,6 +135,6 @@ def test_giant_customer_alarm_fails_the_build_and_names_the_identifier(
     with pytest.raises(
         RunFailed, match=rf"assert_no_giant_customer(.|\n)*phone {re.escape(value)} \(\d+ records\)"
     ) as failed:
-        run_pipeline(sources, warehouse)
+        run_pipeline(Settings.load(sources, warehouse))
     print(failed.value)
     assert not list((tmp_path / "published").glob("*.duckdb"))

@@ -26,8 +26,8 @@ from ml.registry import MONEY_COLUMNS
 from ml.rfm import rfm_table
 from ml.run_context import RunContext
 from ml.tables import TABLES, MartInputs, build
-from orchestration.environment import REPO_ROOT
 from orchestration.run import run_pipeline
+from orchestration.settings import REPO_ROOT, Settings
 from tests.conftest import Grown, sources_for
 
 DATA = Path(__file__).parent / "data"
@@ -65,8 +65,8 @@ def year(tmp_path_factory: pytest.TempPathFactory) -> Year:
     sources = sources_for(cfg.extracts, cfg.out / "sources.yml")
     warehouse = cfg.out / "crm.duckdb"
     first = cfg.start + dt.timedelta(days=299)
-    run_pipeline(sources, warehouse, as_of=first)
-    run_pipeline(sources, warehouse)
+    run_pipeline(Settings.load(sources, warehouse), as_of=first)
+    run_pipeline(Settings.load(sources, warehouse))
     return Year(cfg, warehouse, first)
 
 
@@ -243,7 +243,6 @@ def test_fitted_models_are_reused_for_refit_days_on_their_own_warehouse(
 ) -> None:
     """A run within refit_days of a fit scores with that fit (and says so); a run past it, before it,
     with refit_days 0 or on another warehouse fits again."""
-    monkeypatch.setenv("CRM_MODELS_DIR", str(tmp_path / "models"))
     warehouse = tmp_path / "crm.duckdb"
     shutil.copyfile(year.warehouse, warehouse)
     fitted = ["churn_scores", "customer_segments", "customer_value"]
@@ -252,7 +251,7 @@ def test_fitted_models_are_reused_for_refit_days_on_their_own_warehouse(
     def run(as_of: dt.date, cfg: MLConfig | None = None, db: Path = warehouse) -> dict[str, dt.date | None]:
         cfg = cfg or MLConfig()
         with duckdb.connect(str(db)) as con:
-            ctx = RunContext(as_of, f"run-{as_of}-{db.stem}")
+            ctx = RunContext(as_of, f"run-{as_of}-{db.stem}", tmp_path / "models")
             inputs = MartInputs(as_of)
             outs = {name: build(con, name, ctx, cfg, inputs) for name in fitted}
         for out in outs.values():

@@ -18,8 +18,8 @@ import duckdb
 import pytest
 
 from ingestion.generator import GeneratorConfig
-from orchestration.environment import REPO_ROOT
 from orchestration.run import PID_TAG, run_pipeline
+from orchestration.settings import REPO_ROOT
 from serving import publish
 from tests.conftest import Grown, sources_for
 

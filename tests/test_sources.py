@@ -8,7 +8,7 @@ import pytest
 
 from ingestion.contracts import CONTRACTS, contracts_markdown
 from ingestion.sources import SourcesError, load_sources
-from orchestration.environment import REPO_ROOT
+from orchestration.settings import REPO_ROOT
 from tests.conftest import ONLINE_RETAIL_SOURCES, SAMPLE_SOURCES
 
 

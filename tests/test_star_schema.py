@@ -6,7 +6,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from orchestration.environment import REPO_ROOT
+from orchestration.settings import REPO_ROOT
 from tests.conftest import Grown
 
 pytestmark = pytest.mark.slow  # every test here runs the pipeline or reads its warehouse

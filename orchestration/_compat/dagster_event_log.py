@@ -4,7 +4,7 @@ on connections it keeps open.
 A `crm run` over a year of daily partitions reports one materialization per day and source: 1,830
 for five sources. The stock SQLite storage writes each one on fresh connections to two databases
 (the run's and the cross-run index): a fixed cost per day and source that dominated small runs.
-When DAGSTER_EVENT_BATCH_SIZE is set (environment.ensure_dagster_home sets it), Dagster hands a
+When DAGSTER_EVENT_BATCH_SIZE is set (settings.hand_to_processes sets it), Dagster hands a
 step's partition materializations over as one batch; this storage writes such a batch with one
 statement per table and one transaction per database. The rows are the stock storage's, so the UI,
 sensors and `dagster` CLI read them unchanged; anything else is stored the stock way.

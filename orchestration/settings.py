@@ -1,4 +1,7 @@
-"""Where this deployment's inputs and outputs are: decided here, from the environment, once.
+"""This deployment's settings, decided once: `Settings.load` reads CLI options, then the environment,
+then defaults; the runner, the Dagster assets (as the `settings` resource) and the libraries get the
+object, never the environment. `hand_to_processes` is the one place that writes the environment,
+for the processes that read only it: dbt's subprocess (profiles.yml) and Dagster's own switches.
 
 CRM_SOURCES      sources file (default: the generated sample's, ingestion/examples/sample/sources.yml)
 CRM_WAREHOUSE    DuckDB warehouse file (default: warehouse/crm.duckdb)
@@ -9,15 +12,10 @@ CRM_DBT_THREADS  models dbt builds at once (default 2). Concurrent models share 
                  ones, whose many short tests then overlap.
 CRM_KEEP_VERSIONS  published warehouse versions kept (default 3; see serving/publish.py)
 CRM_MASKING_KEY  the deployment's secret for keyed hashes of personal data in exports and the
-                 erasure suppression list; `crm` creates one in warehouse/governance/ if unset
-ARROW_DEFAULT_MEMORY_POOL   set to "system" unless set (see export)
-DBT_LOG_LEVEL_FILE  level of dbt's dbt.log in each invocation's target folder (default info; see export)
+                 erasure suppression list; without it one is created in warehouse/governance/
 CRM_ML_CONFIG    YAML overriding the ML settings (ml/config.py); CRM_MODELS_DIR where ML artifacts
                  and cards go (default: models/)
 DAGSTER_HOME     Dagster instance folder holding dagster.yaml (default: .dagster/, set up by `crm`)
-DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS, DAGSTER_EVENT_BATCH_SIZE   `crm` sets them unless
-                 set: one planned event per asset of a partition-range run, and its materializations
-                 written as a batch (see ensure_dagster_home)
 """
 
 from __future__ import annotations
@@ -26,14 +24,17 @@ import os
 import secrets
 import shutil
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from ml.run_context import DEFAULT_MODELS_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCES = REPO_ROOT / "ingestion" / "examples" / "sample" / "sources.yml"
 DEFAULT_WAREHOUSE = REPO_ROOT / "warehouse" / "crm.duckdb"
 DEFAULT_SAMPLE_OUT = REPO_ROOT / "warehouse" / "sample"
-# Dagster's switches for partition-range runs, set for every process that runs or serves Dagster.
+# Dagster's switches for partition-range runs, which Dagster reads from the environment only.
 # One "materialization planned" event per asset for a partition-range run, not one per day: a
 # year's ingestion planned thousands of events, SQLite writes before the first step. The price
 # (Dagster's note): a failed range run does not mark its partitions failed in the UI; the step's
@@ -42,6 +43,7 @@ DEFAULT_SAMPLE_OUT = REPO_ROOT / "warehouse" / "sample"
 # orchestration/_compat/dagster_event_log.py (configured in dagster.yaml) writes in one transaction each.
 DAGSTER_FLAGS = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true", "DAGSTER_EVENT_BATCH_SIZE": "1000"}
 DUCKDB_POOL = "duckdb_writer"  # every DuckDB writer runs in this pool; dagster.yaml limits it to 1
+MASKING_KEY = "CRM_MASKING_KEY"
 
 
 def _environment_dbt() -> str:
@@ -55,13 +57,36 @@ DBT_EXECUTABLE = _environment_dbt()
 
 
 @dataclass(frozen=True)
-class Environment:
+class Settings:
     sources_file: Path
     warehouse: Path
-    memory_limit: str
-    threads: int
+    memory_limit: str = "4GB"
+    threads: int = 2
     keep_versions: int = 3
     dbt_threads: int = 2
+    models_dir: Path = DEFAULT_MODELS_DIR
+    ml_config: Path | None = None
+    dagster_home: Path = REPO_ROOT / ".dagster"
+    masking_key_given: str | None = field(default=None, repr=False)  # $CRM_MASKING_KEY, when set
+
+    @classmethod
+    def load(
+        cls, sources: Path | None = None, warehouse: Path | None = None, environ: Mapping[str, str] = os.environ
+    ) -> Settings:
+        """Options given on the command line win over the environment, which wins over defaults."""
+        ml_config = environ.get("CRM_ML_CONFIG")
+        return cls(
+            sources_file=Path(sources or environ.get("CRM_SOURCES", DEFAULT_SOURCES)).resolve(),
+            warehouse=Path(warehouse or environ.get("CRM_WAREHOUSE", DEFAULT_WAREHOUSE)).resolve(),
+            memory_limit=environ.get("CRM_DUCKDB_MEMORY_LIMIT", "4GB"),
+            threads=int(environ.get("CRM_DUCKDB_THREADS", os.cpu_count() or 2)),
+            keep_versions=int(environ.get("CRM_KEEP_VERSIONS", 3)),
+            dbt_threads=int(environ.get("CRM_DBT_THREADS", 2)),
+            models_dir=Path(environ.get("CRM_MODELS_DIR", DEFAULT_MODELS_DIR)).resolve(),
+            ml_config=Path(ml_config).resolve() if ml_config else None,
+            dagster_home=Path(environ.get("DAGSTER_HOME", REPO_ROOT / ".dagster")).resolve(),
+            masking_key_given=environ.get(MASKING_KEY) or None,
+        )
 
     @property
     def published_dir(self) -> Path:
@@ -86,64 +111,47 @@ class Environment:
             "temp_directory": str(self.warehouse.parent / ".duckdb_tmp"),
         }
 
+    def masking_key(self) -> str:
+        """$CRM_MASKING_KEY, else this deployment's random key kept in governance/masking.key (mode 600),
+        created on first use. It must not change once exports or erasures used it (their hashes depend on it)."""
+        if self.masking_key_given:
+            return self.masking_key_given
+        path = self.governance_dir / "masking.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        return path.read_text().strip()
 
-def current() -> Environment:
-    return Environment(
-        sources_file=Path(os.environ.get("CRM_SOURCES", DEFAULT_SOURCES)).resolve(),
-        warehouse=Path(os.environ.get("CRM_WAREHOUSE", DEFAULT_WAREHOUSE)).resolve(),
-        memory_limit=os.environ.get("CRM_DUCKDB_MEMORY_LIMIT", "4GB"),
-        threads=int(os.environ.get("CRM_DUCKDB_THREADS", os.cpu_count() or 2)),
-        keep_versions=int(os.environ.get("CRM_KEEP_VERSIONS", 3)),
-        dbt_threads=int(os.environ.get("CRM_DBT_THREADS", 2)),
-    )
 
-
-def export(env: Environment) -> None:
-    """Hand the decided paths and limits to subprocesses (dbt reads them in profiles.yml)."""
-    os.environ["CRM_WAREHOUSE"] = str(env.warehouse)
-    os.environ["CRM_DUCKDB_MEMORY_LIMIT"] = env.memory_limit
-    os.environ["CRM_DBT_THREADS"] = str(env.dbt_threads)
+def hand_to_processes(settings: Settings) -> None:
+    """Write the settings that other programs read from the environment only: dbt's subprocess
+    (profiles.yml reads the warehouse path and limits) and Dagster (its instance folder and
+    switches, kept if the user set them). The only place that writes os.environ."""
+    os.environ["CRM_WAREHOUSE"] = str(settings.warehouse)
+    os.environ["CRM_DUCKDB_MEMORY_LIMIT"] = settings.memory_limit
+    os.environ["CRM_DBT_THREADS"] = str(settings.dbt_threads)
     # dbt writes its dbt.log (in each invocation's target folder) at debug level unless told: every
-    # statement of every node, megabytes a run and a measurable part of each build.
-    # The executed SQL stays in target/run/; DBT_LOG_LEVEL_FILE=debug brings the full log back.
+    # statement of every node, megabytes a run. DBT_LOG_LEVEL_FILE=debug brings the full log back.
     os.environ.setdefault("DBT_LOG_LEVEL_FILE", "info")
-    # pandas 3 keeps strings in Arrow buffers, and Arrow's default pool (mimalloc) keeps freed
-    # memory for reuse: after the identity models' frames, dbt's process held gigabytes more for
-    # the rest of the build at a million customers, beside DuckDB's whole limit. The system
-    # allocator returns large buffers when they are freed (and was no slower on pandas merges).
+    # Arrow's default pool (mimalloc) keeps freed memory: after the identity models' pandas frames,
+    # dbt's process would hold it for the rest of the build beside DuckDB's whole limit.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     if os.environ["ARROW_DEFAULT_MEMORY_POOL"] == "system":  # this process may have made its pool already
         import pyarrow
 
         pyarrow.set_memory_pool(pyarrow.system_memory_pool())
-
-
-def ensure_dagster_home() -> Path:
-    """Point DAGSTER_HOME at .dagster/ (git-ignored) with the repo's dagster.yaml, unless set."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster")))
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     for name, value in DAGSTER_FLAGS.items():
         os.environ.setdefault(name, value)
+    _ensure_dagster_home(settings.dagster_home)
+
+
+def _ensure_dagster_home(home: Path) -> None:
+    """The instance folder (.dagster/ by default, git-ignored) with the repo's dagster.yaml."""
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
     source = REPO_ROOT / "dagster.yaml"
     if source.exists() and (not target.exists() or target.read_bytes() != source.read_bytes()):
         shutil.copyfile(source, target)
-    return home
-
-
-MASKING_KEY = "CRM_MASKING_KEY"
-
-
-def ensure_masking_key(env: Environment) -> None:
-    """Give this deployment a masking secret when the environment has none: a random key kept in
-    governance/masking.key (mode 600), read into $CRM_MASKING_KEY. Set the variable to manage it
-    yourself; it must not change once exports or erasures used it (their hashes depend on it)."""
-    if os.environ.get(MASKING_KEY):
-        return
-    path = env.governance_dir / "masking.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    os.environ[MASKING_KEY] = path.read_text().strip()
