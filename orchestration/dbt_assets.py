@@ -6,6 +6,7 @@ import functools
 import hashlib
 import os
 import shutil
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from dagster_duckdb import DuckDBResource
 
-from orchestration._compat.dagster_dbt import InstalledDbtCli, invocation_target_path
+from orchestration._compat.dagster_dbt import InstalledDbtCli
 from orchestration.identity_report import identity_report
 from orchestration.settings import DBT_EXECUTABLE, DUCKDB_POOL, REPO_ROOT
 
@@ -82,8 +83,8 @@ def dbt_models(identity_truth: Path | None = None, dbt_vars: str | None = None) 
         context: dg.AssetExecutionContext, config: DbtBuildConfig, dbt: DbtCliResource, warehouse: DuckDBResource
     ):
         state = parse_state(Path(warehouse.database))
-        target = invocation_target_path(dbt, context)  # dagster-dbt's own name (invocation_target finds it)
-        _seed_parse_state(project.project_dir / target, state)
+        target = _invocation_target_path(context.run.run_id)
+        _seed_parse_state(target, state)
         args = [
             "build",
             *(["--full-refresh"] if config.full_refresh else []),
@@ -125,8 +126,14 @@ def _prune_invocation_targets(current: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def _invocation_target_path(run_id: str) -> Path:
+    """A new target folder for this build, named after the run (as dagster-dbt names its own), so that
+    its parse state can be seeded before dbt starts and the folder found again after."""
+    return DBT_DIR / "target" / f"dbt_models-{run_id[:7]}-{uuid.uuid4().hex[:7]}"
+
+
 def invocation_target(run_id: str) -> Path | None:
-    """The target folder dagster-dbt gave a run's dbt build (it names it after the run), while kept."""
+    """The target folder of a run's dbt build, while kept."""
     return next(iter((DBT_DIR / "target").glob(f"dbt_models-{run_id[:7]}-*")), None)
 
 

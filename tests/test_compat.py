@@ -49,7 +49,6 @@ def test_the_sqlite_event_log_still_has_what_the_batching_storage_overrides_and_
 
 
 def test_dagster_dbt_still_has_what_the_dbt_resource_overrides_and_calls() -> None:
-    assert _parameters(DbtCliResource._get_unique_target_path) == ["self", "context"]
     assert _parameters(DbtCliResource._initialize_dbt_core_adapter) == ["self", "args"]
     assert isinstance(
         inspect.getattr_static(DbtCliResource, "_cli_version"), property | type(InstalledDbtCli._cli_version)

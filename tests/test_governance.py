@@ -7,7 +7,6 @@ import csv
 import datetime as dt
 import hmac
 import json
-import os
 import shutil
 from hashlib import sha256
 from pathlib import Path
@@ -57,6 +56,11 @@ def env(deployment: Path) -> dict[str, str]:
     return {"CRM_WAREHOUSE": str(deployment / "crm.duckdb"), "CRM_SOURCES": str(deployment / "sources.yml")}
 
 
+def masking_key(deployment: Path) -> str:
+    """The key the deployment's runs hashed with (created beside its warehouse on the first run)."""
+    return Settings.load(warehouse=deployment / "crm.duckdb", environ={}).masking_key()
+
+
 def read_export(folder: Path) -> pa.Table:
     partitioning = "hive" if any(p.name.startswith("month=") for p in folder.iterdir()) else None
     return ds.dataset(folder, format="parquet", partitioning=partitioning).to_table()
@@ -83,7 +87,7 @@ def published(deployment: Path, sql: str, params: list | None = None) -> list[tu
 def test_bi_export_reads_back_with_its_types_and_personal_data_masked(deployment: Path) -> None:
     exports = deployment / "exports"
     manifest = read_manifest(exports)
-    key = os.environ["CRM_MASKING_KEY"]
+    key = masking_key(deployment)
     personal = personal_columns(dbt_project().manifest_path)
     assert manifest["version"] == published(deployment, "SELECT version FROM serving.publication")[0][0]
     with publish.connect(deployment / "published") as con:
@@ -134,7 +138,7 @@ def test_next_export_of_unchanged_months_links_their_files(deployment: Path) -> 
     exports = deployment / "exports"
     first, first_manifest = exports.resolve(), read_manifest(exports)
     personal = personal_columns(dbt_project().manifest_path)
-    again = write_export(deployment / "published", deployment, ExportSpec(), personal, os.environ["CRM_MASKING_KEY"])
+    again = write_export(deployment / "published", deployment, ExportSpec(), personal, masking_key(deployment))
     assert again.folder != first and exports.resolve() == again.folder
     months, facts = 0, 0
     for table, entry in again.manifest["tables"].items():
@@ -150,7 +154,7 @@ def test_next_export_of_unchanged_months_links_their_files(deployment: Path) -> 
     # Months are fingerprinted before masking, so under another key no month is the same: all are
     # written again, with other hashes; and again when the deployment's key comes back.
     previous = again
-    for key in ("another-masking-key", os.environ["CRM_MASKING_KEY"]):
+    for key in ("another-masking-key", masking_key(deployment)):
         rekeyed = write_export(deployment / "published", deployment, ExportSpec(), personal, key)
         for table, entry in rekeyed.manifest["tables"].items():
             if entry["partitioned_by"] and entry["masked_columns"]:
@@ -191,7 +195,7 @@ def test_next_export_writes_only_the_months_that_changed(deployment: Path, tmp_p
         root,
         ExportSpec(),
         personal_columns(dbt_project().manifest_path),
-        os.environ["CRM_MASKING_KEY"],
+        masking_key(deployment),
     )
     for table, entry in again.manifest["tables"].items():
         for file in (again.folder / table).rglob("*.parquet"):
@@ -441,7 +445,7 @@ def test_forget_erases_one_person_everywhere_and_keeps_them_out(
         )[0][0]
         == 0
     )
-    masked_email = hmac.new(os.environ["CRM_MASKING_KEY"].encode(), email.encode(), sha256).hexdigest()
+    masked_email = hmac.new(masking_key(deployment).encode(), email.encode(), sha256).hexdigest()
     for manifest in (deployment).glob("**/manifest.json"):
         for table in json.loads(manifest.read_text())["tables"]:
             frame = pl.from_arrow(read_export(manifest.parent / table))

@@ -292,7 +292,10 @@ def test_the_ml_asset_materializes_only_the_selected_tables(year: Year, tmp_path
         [ml_assets()],
         selection=list(chosen),
         tags={AS_OF_TAG: str(year.as_of_first_run)},
-        resources={"warehouse": DuckDBResource(database=str(warehouse))},
+        resources={
+            "warehouse": DuckDBResource(database=str(warehouse)),
+            "settings": Settings.load(year.cfg.out / "sources.yml", warehouse, environ={}),
+        },
     )
     assert result.success
     assert {e.asset_key for e in result.get_asset_materialization_events()} == chosen

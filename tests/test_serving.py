@@ -19,7 +19,7 @@ import pytest
 
 from ingestion.generator import GeneratorConfig
 from orchestration.run import PID_TAG, run_pipeline
-from orchestration.settings import REPO_ROOT
+from orchestration.settings import REPO_ROOT, Settings
 from serving import publish
 from tests.conftest import Grown, sources_for
 
@@ -81,7 +81,7 @@ def test_analysts_read_whole_versions_during_a_run_and_a_killed_run_publishes_no
     sources = sources_for(sample.extracts, tmp_path / "sources.yml")
     warehouse = tmp_path / "crm.duckdb"
     published = tmp_path / "published"
-    run_pipeline(sources, warehouse, as_of=sample.start + dt.timedelta(days=20))
+    run_pipeline(Settings.load(sources, warehouse), as_of=sample.start + dt.timedelta(days=20))
     assert publish.current(published).name == "000001.duckdb"
 
     env = {"CRM_SOURCES": str(sources), "CRM_WAREHOUSE": str(warehouse), "PYTHONPATH": str(REPO_ROOT)}

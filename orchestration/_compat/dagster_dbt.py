@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from pathlib import Path
 
-import dagster as dg
 from dagster_dbt import DbtCliResource
 from packaging.version import Version
-
-
-def invocation_target_path(dbt: DbtCliResource, context: dg.AssetExecutionContext) -> Path:
-    """The target folder dagster-dbt gives this invocation (named after the run), so that its parse
-    state can be seeded before dbt starts and found again after (dbt_assets.invocation_target)."""
-    return dbt._get_unique_target_path(context=context)
 
 
 class InstalledDbtCli(DbtCliResource):
