@@ -3,12 +3,23 @@ UV := python3 -m uv
 # After `setup` has synced the locked environment: `uv run` would sync (and byte-compile) it again.
 RUN := $(UV) run --no-sync
 
-.PHONY: setup demo test test-fast lint lint-sql dev bench clean
+.PHONY: setup system-packages demo test test-fast lint lint-sql dev bench clean report
 
-setup:
+setup: system-packages
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv>=0.9"
 	$(UV) sync --frozen
 	@$(MAKE) --no-print-directory $(MANIFEST)
+
+# The insight report's PDF and its tests: Debian's Chromium, a CJK font, pdftotext. Installed
+# when missing and run as root (CI); otherwise say what to install.
+SYSTEM_PACKAGES := chromium fonts-noto-cjk poppler-utils
+system-packages:
+	@if ! command -v chromium >/dev/null || ! command -v pdftotext >/dev/null || ! fc-list :lang=zh 2>/dev/null | grep -q .; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			(apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
+			 (apt-get update -qq && apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES))); \
+		else echo "note: the report's PDF needs: apt-get install $(SYSTEM_PACKAGES)"; fi; \
+	fi
 
 # dbt's manifest, parsed again only when a file it is made from is newer (a parse costs seconds),
 # the same files orchestration/dbt_assets.py:prepare_manifest checks.
@@ -18,13 +29,15 @@ DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros dbt_project/te
 $(MANIFEST): $(DBT_SOURCES)
 	$(RUN) dbt parse --project-dir dbt_project --profiles-dir dbt_project --quiet
 
-# Generate the sample extracts, then materialize every asset into warehouse/crm.duckdb.
+# Generate the sample extracts, then materialize every asset into warehouse/crm.duckdb; the run
+# leaves the insight report in warehouse/reports/latest/.
 demo: setup
 	$(RUN) crm generate
 	$(RUN) crm run --full-refresh
 
+# On both cores (pytest-xdist): faster here than one process (docs/benchmark.md, "Test suite").
 test: setup
-	$(RUN) pytest
+	$(RUN) pytest -n 2
 
 # The quick tier: tests of pure logic and single components, no pipeline run (`slow` ones left
 # out), on both cores (pytest-xdist): faster here than one process.
@@ -55,4 +68,4 @@ clean:
 	rm -rf warehouse/crm.duckdb warehouse/crm.duckdb.wal warehouse/crm.duckdb.tmp warehouse/crm.duckdb.tmp-splink \
 		warehouse/sample warehouse/.duckdb_tmp .dagster \
 		warehouse/published warehouse/exports warehouse/.exports.versions warehouse/exports_region \
-		warehouse/audiences
+		warehouse/audiences warehouse/reports

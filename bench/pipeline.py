@@ -77,13 +77,14 @@ def step_windows(run_ids: list[str]) -> dict[str, tuple[float, float]]:
 
 
 def pipeline_stages(summary, windows: dict[str, tuple[float, float]], rss: TreeRSS) -> list[Stage]:
-    """Group the steps into stages: ingestion, dbt, each ML table, publish, export."""
+    """Group the steps into stages: ingestion, dbt, each ML table, publish, export, report."""
     groups: dict[str, list[str]] = {
         "ingestion": [k for k in windows if k.startswith("raw__")],
         "dbt build": ["dbt_models"],
         "ML tables (one step)": ["ml_tables"],
         "publish": ["serving__published_warehouse"],
         "export": ["serving__bi_exports"],
+        "insight report (HTML + PDF)": ["serving__insight_report"],
     }
     meta = summary.materialized
     published = meta.get("serving/published_warehouse", {}).get("row_counts", {}) or {}

@@ -95,6 +95,7 @@ class SourcesConfig:
     # against; only evaluation reads it, never matching. The generated sample ships one.
     identity_truth: Path | None = None
     identity: tuple[tuple[str, object], ...] = ()  # (key, value) of the `identity:` section, as given
+    report_lang: str = "en"  # the `report:` section's `lang`: the insight report's default language
 
     @property
     def dbt_vars(self) -> dict[str, object]:
@@ -207,7 +208,23 @@ def load_sources(path: str | Path) -> SourcesConfig:
     if truth is not None and not isinstance(truth, str):
         raise SourcesError(f"{path}: identity_truth must be a path to a CSV file")
     identity = _parse_identity(path, doc.get("identity") or {})
-    return SourcesConfig(path, start, tz, sources, (path.parent / truth).resolve() if truth else None, identity)
+    truth_path = (path.parent / truth).resolve() if truth else None
+    return SourcesConfig(path, start, tz, sources, truth_path, identity, _parse_report_lang(path, doc.get("report")))
+
+
+REPORT_LANGUAGES = ("en", "zh")
+
+
+def _parse_report_lang(path: Path, section: object) -> str:
+    """The `report:` section: `lang: en|zh`, the insight report's default language (default en)."""
+    if section is None:
+        return "en"
+    if not isinstance(section, dict) or set(section) - {"lang"}:
+        raise SourcesError(f"{path}: report must be a mapping with the one key 'lang'")
+    lang = section.get("lang", "en")
+    if lang not in REPORT_LANGUAGES:
+        raise SourcesError(f"{path}: report.lang: {lang!r} is not one of {list(REPORT_LANGUAGES)}")
+    return str(lang)
 
 
 def _parse_identity(path: Path, section: object) -> tuple[tuple[str, object], ...]:

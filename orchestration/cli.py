@@ -24,6 +24,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+SOURCES_OPTION = typer.Option(help="Sources file (default: $CRM_SOURCES or the generated sample's).")
+WAREHOUSE_OPTION = typer.Option(
+    help="Build warehouse file; published versions and exports sit beside it (default: $CRM_WAREHOUSE or warehouse/crm.duckdb)."
+)
 
 
 def _date(value: str | None, flag: str) -> dt.date | None:
@@ -78,9 +82,7 @@ def generate(
 
 @app.command()
 def run(
-    sources: Annotated[
-        Path | None, typer.Option(help="Sources file (default: $CRM_SOURCES or the generated sample's).")
-    ] = None,
+    sources: Annotated[Path | None, SOURCES_OPTION] = None,
     warehouse: Annotated[
         Path | None, typer.Option(help="DuckDB warehouse file (default: $CRM_WAREHOUSE or warehouse/crm.duckdb).")
     ] = None,
@@ -209,11 +211,6 @@ def _personal_columns() -> dict[str, set[str]]:
     return personal_columns(_manifest())
 
 
-WAREHOUSE_OPTION = typer.Option(
-    help="Build warehouse file; published versions and exports sit beside it (default: $CRM_WAREHOUSE or warehouse/crm.duckdb)."
-)
-
-
 @app.command()
 def sql(
     query: Annotated[str | None, typer.Argument(help="SQL to run; leave out for an interactive shell.")] = None,
@@ -284,28 +281,31 @@ def audience(
     )
 
 
-def _write_export(spec, warehouse: Path | None) -> None:
+def _audit_unmasked(env: Settings, event: str, warning: str, spec: dict) -> None:
+    """Say it, and write who asked for personal data in clear, and what, to the audit log."""
     import getpass
+
+    from serving.erasure import write_audit
+
+    console.print(f"[yellow]warning:[/yellow] {warning}; recorded in the audit log")
+    spec = {k: v if isinstance(v, str | int | bool | None) else str(v) for k, v in spec.items()}
+    write_audit(
+        env.governance_dir,
+        {"event": event, "at": dt.datetime.now(dt.UTC).isoformat(), "by": getpass.getuser(), "spec": spec},
+    )
+
+
+def _write_export(spec, warehouse: Path | None) -> None:
 
     import duckdb
 
-    from serving.erasure import write_audit
     from serving.export import write_export
     from serving.identifier_leaks import IdentifierLeak, identifier_columns
     from serving.publish import NothingPublished
 
     env = Settings.load(warehouse=warehouse)
     if not spec.masked:
-        console.print("[yellow]warning:[/yellow] exporting personal data unmasked; recorded in the audit log")
-        write_audit(
-            env.governance_dir,
-            {
-                "event": "unmasked_export",
-                "at": dt.datetime.now(dt.UTC).isoformat(),
-                "by": getpass.getuser(),
-                "spec": vars(spec),
-            },
-        )
+        _audit_unmasked(env, "unmasked_export", "exporting personal data unmasked", vars(spec))
     try:
         done = write_export(
             env.published_dir,
@@ -326,14 +326,62 @@ def _write_export(spec, warehouse: Path | None) -> None:
 
 
 @app.command()
+def report(
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Report as of this date (default: the published version's).")
+    ] = None,
+    region: Annotated[str | None, typer.Option(help="Only this region's customers and their facts.")] = None,
+    lang: Annotated[
+        str | None, typer.Option(help="en or zh (default: the sources file's report.lang, else en).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write into this folder instead of reports/<as_of>/.")] = None,
+    pdf: Annotated[bool, typer.Option("--pdf", help="Also print report.pdf with headless Chromium.")] = False,
+    unmasked: Annotated[
+        bool, typer.Option("--unmasked", help="Names of at-risk customers in clear (logged in the audit log).")
+    ] = False,
+    sources: Annotated[Path | None, SOURCES_OPTION] = None,
+    warehouse: Annotated[Path | None, WAREHOUSE_OPTION] = None,
+) -> None:
+    """Write the insight report (self-contained HTML, optionally PDF) of the published warehouse."""
+
+    import duckdb
+
+    from ingestion.sources import SourcesError, load_sources
+    from orchestration.serving_assets import checks_of_run
+    from serving.publish import NothingPublished
+    from serving.report.pdf import BrowserMissing
+    from serving.report.write import ReportSpec, published_run_id, write_report
+
+    env = Settings.load(sources, warehouse)
+    try:
+        default = load_sources(env.sources_file).report_lang if env.sources_file.exists() else "en"
+        spec = ReportSpec(_date(as_of, "--as-of"), region, lang or default, default, pdf, not unmasked, out)
+        if unmasked:
+            _audit_unmasked(env, "unmasked_report", "at-risk customers' names in clear", vars(spec))
+        hand_to_processes(env)  # the Dagster instance that holds the publishing run's checks
+        import dagster as dg
+
+        with dg.DagsterInstance.get() as instance:
+            checks = checks_of_run(instance, published_run_id(env.published_dir))
+        done = write_report(env.published_dir, env.reports_dir, spec, env.masking_key(), checks)
+    except (NothingPublished, ValueError, SourcesError, BrowserMissing, RuntimeError, duckdb.Error) as e:
+        _fail(e)
+    console.print(
+        f"report of published version {done.version} as of {done.as_of}: {done.html}"
+        + (f" and {done.pdf}" if done.pdf else "")
+        + f" ({done.size_bytes / 2**20:.1f} MiB, {sum(done.seconds.values()):.1f} s)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
 def forget(
     email: Annotated[str | None, typer.Option(help="The person's email.")] = None,
     phone: Annotated[str | None, typer.Option(help="The person's phone, any format.")] = None,
     customer_key: Annotated[str | None, typer.Option("--customer-key", help="The person's customer key.")] = None,
     by: Annotated[str | None, typer.Option(help="Who asks (for the audit log; default: the login name).")] = None,
-    sources: Annotated[
-        Path | None, typer.Option(help="Sources file (default: $CRM_SOURCES or the generated sample's).")
-    ] = None,
+    sources: Annotated[Path | None, SOURCES_OPTION] = None,
     warehouse: Annotated[Path | None, WAREHOUSE_OPTION] = None,
 ) -> None:
     """Erase one person everywhere (raw to exports), keep them out of re-loads, and audit it."""

@@ -16,7 +16,7 @@ from orchestration.automation import build_after_ingest, build_job, daily_schedu
 from orchestration.dbt_assets import dbt_models, dbt_project, dbt_resource
 from orchestration.ingestion_assets import channel_view_asset, daily_partitions, ingestion_asset
 from orchestration.ml_assets import ml_assets
-from orchestration.serving_assets import bi_exports, published_warehouse
+from orchestration.serving_assets import bi_exports, insight_report, published_warehouse
 from orchestration.settings import Settings, hand_to_processes
 
 
@@ -49,6 +49,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             ml,
             published_warehouse(served),
             bi_exports,
+            insight_report,
         ],
         jobs=[job, build],
         schedules=[daily_schedule(job)],

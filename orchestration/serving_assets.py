@@ -1,10 +1,11 @@
 """Group `serving`: publish the build database as a read-only version once everything upstream
-succeeded, then write the masked BI export of that version (serving/)."""
+succeeded, then write the masked BI export and the insight report of that version (serving/)."""
 
 import datetime as dt
 
 import dagster as dg
 
+from ingestion.sources import load_sources
 from orchestration.dbt_assets import dbt_project
 from orchestration.run import AS_OF_TAG
 from orchestration.settings import DUCKDB_POOL, Settings
@@ -12,10 +13,13 @@ from serving.export import ExportSpec, write_export
 from serving.identifier_leaks import identifier_columns
 from serving.masking import personal_columns
 from serving.publish import publish
+from serving.report.pdf import BrowserMissing, find_browser
+from serving.report.write import ReportSpec, published_run_id, write_report
 from serving.scopes import create_scope_views
 
 PUBLISHED = dg.AssetKey(["serving", "published_warehouse"])
 EXPORTS = dg.AssetKey(["serving", "bi_exports"])
+REPORT = dg.AssetKey(["serving", "insight_report"])
 
 
 def published_warehouse(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
@@ -83,5 +87,50 @@ def bi_exports(settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
             "masked_columns": dg.MetadataValue.json(
                 {t: v["masked_columns"] for t, v in tables.items() if v["masked_columns"]}
             ),
+        }
+    )
+
+
+def checks_of_run(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, bool]] | None:
+    """(asset:check, passed) of every check the run evaluated; None when this instance never saw the run."""
+    if not instance.has_run(run_id):
+        return None
+    records = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    evaluations = (r.dagster_event.event_specific_data for r in records if r.dagster_event)
+    return sorted((f"{'/'.join(e.asset_key.path)}:{e.check_name}", e.passed) for e in evaluations)
+
+
+@dg.asset(
+    key=REPORT,
+    group_name="serving",
+    deps=[PUBLISHED],
+    kinds={"html", "pdf"},
+    description="The insight report of the current published version: reports/<as_of>/report.html, and "
+    "report.pdf where Chromium is installed; reports/latest points at it. Reads only the published version.",
+)
+def insight_report(context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
+    lang = load_sources(settings.sources_file).report_lang
+    try:
+        find_browser()
+        pdf = True
+    except BrowserMissing as e:
+        context.log.warning(f"report.pdf not written: {e}")
+        pdf = False
+    run_id = published_run_id(settings.published_dir)
+    report = write_report(
+        settings.published_dir,
+        settings.reports_dir,
+        ReportSpec(lang=lang, default_lang=lang, pdf=pdf),
+        settings.masking_key(),
+        checks_of_run(context.instance, run_id),
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(report.html)),
+            "pdf": dg.MetadataValue.path(str(report.pdf)) if report.pdf else "not written (no Chromium)",
+            "as_of_date": report.as_of,
+            "version": report.version,
+            "size_mib": round(report.size_bytes / 2**20, 2),
+            **{f"seconds/{k}": v for k, v in report.seconds.items()},
         }
     )

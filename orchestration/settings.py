@@ -99,6 +99,11 @@ class Settings:
         return self.warehouse.parent / "exports"
 
     @property
+    def reports_dir(self) -> Path:
+        """The insight reports, one folder per as-of date (serving/report/)."""
+        return self.warehouse.parent / "reports"
+
+    @property
     def governance_dir(self) -> Path:
         """Erasure audit log, suppression list and the generated masking key (serving/erasure.py)."""
         return self.warehouse.parent / "governance"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
-from ingestion.generator import GeneratorConfig, generate, sources_file_for
+from ingestion.generator import GeneratorConfig, MessRates, generate, sources_file_for
 from orchestration.settings import REPO_ROOT, Settings
 
 SAMPLE_SOURCES = REPO_ROOT / "ingestion" / "examples" / "sample" / "sources.yml"
@@ -92,3 +92,42 @@ def grown(sample: GeneratorConfig, tmp_path_factory: pytest.TempPathFactory) -> 
     assert all(summary.checks.values()), {k: v for k, v in summary.checks.items() if not v}
     metadata = summary.materialized["marts/customer_identity_map"]
     return Grown(warehouse, root / "midway.duckdb", sources, metadata)
+
+
+@dataclass(frozen=True)
+class Year:
+    cfg: GeneratorConfig
+    warehouse: Path
+    as_of_first_run: dt.date
+
+
+@pytest.fixture(scope="session")
+def year(tmp_path_factory: pytest.TempPathFactory) -> Year:
+    """3,000 persons over a year, loaded as of day 300 (ML tables as of then), then to its end.
+
+    As of D means events dated D or earlier: a receipt synced late or a price corrected later still
+    belongs to its own day and rightly moves the past, and so does later evidence on who is who: a
+    contact that later data shows is shared (the guard splits customers of before D), or a
+    re-registration whose fuzzy score moves with the grown registry. This sample plants none of
+    them, so that every row the second run adds is dated after D and identities stay put.
+    """
+    mess = replace(
+        MessRates(),
+        store_late_receipt=0.0,
+        store_corrected_file=0.0,
+        placeholder_phone=0.0,
+        placeholder_email=0.0,
+        household_landline=0.0,
+        shop_phone_receipt=0.0,
+        duplicate_registration=0.0,
+    )
+    cfg = GeneratorConfig(out=tmp_path_factory.mktemp("year"), customers=3000, days=365, seed=5, mess=mess)
+    generate(cfg)
+    sources = sources_for(cfg.extracts, cfg.out / "sources.yml")
+    warehouse = cfg.out / "crm.duckdb"
+    first = cfg.start + dt.timedelta(days=299)
+    from orchestration.run import run_pipeline
+
+    run_pipeline(Settings.load(sources, warehouse), as_of=first)
+    run_pipeline(Settings.load(sources, warehouse))
+    return Year(cfg, warehouse, first)

@@ -16,8 +16,6 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from ingestion.generator import GeneratorConfig, generate
-from ingestion.generator.config import MessRates
 from ml import data
 from ml.baskets import association_rules, encode, frequent_itemsets
 from ml.clv import fit_bgnbd, fit_gamma_gamma, fit_sample
@@ -26,48 +24,10 @@ from ml.registry import MONEY_COLUMNS
 from ml.rfm import rfm_table
 from ml.run_context import RunContext
 from ml.tables import TABLES, MartInputs, build
-from orchestration.run import run_pipeline
 from orchestration.settings import REPO_ROOT, Settings
-from tests.conftest import Grown, sources_for
+from tests.conftest import Grown, Year
 
 DATA = Path(__file__).parent / "data"
-
-
-@dataclasses.dataclass(frozen=True)
-class Year:
-    cfg: GeneratorConfig
-    warehouse: Path
-    as_of_first_run: dt.date
-
-
-@pytest.fixture(scope="module")
-def year(tmp_path_factory: pytest.TempPathFactory) -> Year:
-    """3,000 persons over a year, loaded as of day 300 (ML tables as of then), then to its end.
-
-    As of D means events dated D or earlier: a receipt synced late or a price corrected later still
-    belongs to its own day and rightly moves the past, and so does later evidence on who is who: a
-    contact that later data shows is shared (the guard splits customers of before D), or a
-    re-registration whose fuzzy score moves with the grown registry. This sample plants none of
-    them, so that every row the second run adds is dated after D and identities stay put.
-    """
-    mess = dataclasses.replace(
-        MessRates(),
-        store_late_receipt=0.0,
-        store_corrected_file=0.0,
-        placeholder_phone=0.0,
-        placeholder_email=0.0,
-        household_landline=0.0,
-        shop_phone_receipt=0.0,
-        duplicate_registration=0.0,
-    )
-    cfg = GeneratorConfig(out=tmp_path_factory.mktemp("year"), customers=3000, days=365, seed=5, mess=mess)
-    generate(cfg)
-    sources = sources_for(cfg.extracts, cfg.out / "sources.yml")
-    warehouse = cfg.out / "crm.duckdb"
-    first = cfg.start + dt.timedelta(days=299)
-    run_pipeline(Settings.load(sources, warehouse), as_of=first)
-    run_pipeline(Settings.load(sources, warehouse))
-    return Year(cfg, warehouse, first)
 
 
 def test_rfm_matches_an_independent_sql_computation(grown: Grown) -> None:
