@@ -96,6 +96,7 @@ class SourcesConfig:
     identity_truth: Path | None = None
     identity: tuple[tuple[str, object], ...] = ()  # (key, value) of the `identity:` section, as given
     report_lang: str = "en"  # the `report:` section's `lang`: the insight report's default language
+    calendar: Path | None = None  # CSV of known event days (date,event) the sales forecasts use
 
     @property
     def dbt_vars(self) -> dict[str, object]:
@@ -209,7 +210,19 @@ def load_sources(path: str | Path) -> SourcesConfig:
         raise SourcesError(f"{path}: identity_truth must be a path to a CSV file")
     identity = _parse_identity(path, doc.get("identity") or {})
     truth_path = (path.parent / truth).resolve() if truth else None
-    return SourcesConfig(path, start, tz, sources, truth_path, identity, _parse_report_lang(path, doc.get("report")))
+    calendar = doc.get("calendar")
+    if calendar is not None and not isinstance(calendar, str):
+        raise SourcesError(f"{path}: calendar must be a path to a CSV file of date,event")
+    return SourcesConfig(
+        path,
+        start,
+        tz,
+        sources,
+        truth_path,
+        identity,
+        _parse_report_lang(path, doc.get("report")),
+        (path.parent / calendar).resolve() if calendar else None,
+    )
 
 
 REPORT_LANGUAGES = ("en", "zh")

@@ -115,14 +115,9 @@ def evaluate(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     }
 
 
-def risk_band(p: pl.Expr, cfg: ChurnConfig) -> pl.Expr:
-    return (
-        pl.when(p >= cfg.high_risk)
-        .then(pl.lit("high"))
-        .when(p >= cfg.medium_risk)
-        .then(pl.lit("medium"))
-        .otherwise(pl.lit("low"))
-    )
+def band(p: pl.Expr, medium: float, high: float) -> pl.Expr:
+    """'high' from `high` up, 'medium' from `medium`, else 'low'."""
+    return pl.when(p >= high).then(pl.lit("high")).when(p >= medium).then(pl.lit("medium")).otherwise(pl.lit("low"))
 
 
 def fit_churn(
@@ -181,20 +176,20 @@ def churn_scores(
             baseline_probability=pl.Series(
                 fitted.baseline.predict_proba(current.select("recency_days").to_numpy())[:, 1]
             ),
-            top_features=_top_features(fitted.model, x),
+            top_features=top_features(fitted.model, x),
         )
-        .with_columns(risk_band=risk_band(pl.col("churn_probability"), cfg))
+        .with_columns(risk_band=band(pl.col("churn_probability"), cfg.medium_risk, cfg.high_risk))
     )
     return ChurnResult(scores, fitted)
 
 
-def _top_features(model: CalibratedClassifierCV, x: np.ndarray, k: int = 3) -> pl.Series:
+def top_features(model: CalibratedClassifierCV, x: np.ndarray, k: int = 3, sign: int = 1) -> pl.Series:
     """The k features adding most to each customer's log-odds of churn (coefficient × standardized
-    value), those that add anything. Built column-wise: a Python list per customer held gigabytes
-    at the largest scale."""
+    value; with sign -1, those lowering it most), those that add anything. Built column-wise: a
+    Python list per customer held gigabytes at the largest scale."""
     pipeline = model.calibrated_classifiers_[0].estimator.estimator
     imputer, scaler, logistic = pipeline.steps[0][1], pipeline.steps[1][1], pipeline.steps[2][1]
-    contributions = scaler.transform(imputer.transform(x)) * logistic.coef_[0]
+    contributions = sign * scaler.transform(imputer.transform(x)) * logistic.coef_[0]
     top = np.argsort(-contributions, axis=1)[:, :k]
     adds = np.take_along_axis(contributions, top, axis=1) > 0
     ranks = pl.DataFrame(

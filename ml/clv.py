@@ -40,6 +40,13 @@ class BgNbd:
         odds = np.where(x > 0, a / np.maximum(b + x - 1, 1e-12) * ((alpha + T) / (alpha + t_x)) ** (r + x), 0.0)
         return 1.0 / (1.0 + odds)
 
+    def p_purchase(self, t: float, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+        """P(at least one purchase in (T, T + t]): alive (a customer drops out only right after a
+        purchase, so one alive at T stays alive until their next purchase) and one Poisson event with
+        the rate's posterior Gamma(r + x, alpha + T)."""
+        none_while_alive = ((self.alpha + T) / (self.alpha + T + t)) ** (self.r + x)
+        return self.p_alive(x, t_x, T) * (1 - none_while_alive)
+
     def expected_purchases(self, t: float, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
         """Expected purchases in (T, T + t] given the customer's history."""
         r, alpha, a, b = self.r, self.alpha, self.a, self.b

@@ -65,12 +65,36 @@ class ValueConfig:
 
 
 @dataclass(frozen=True)
+class RepurchaseConfig:
+    horizons: tuple[int, ...] = (30, 90)  # one score per customer and horizon: P(an order within this many days)
+    active_days: int = 365  # customers scored: bought in this many days before the cut-off
+    training_cutoffs: int = 6
+    step_days: int = 30
+    medium: float = 0.3  # purchase_probability >= this: band medium
+    high: float = 0.6  # >= this: high
+    refit_days: int = REFIT_DAYS
+
+
+@dataclass(frozen=True)
+class ForecastConfig:
+    horizon_weeks: int = 13
+    top_n: int = 10  # products (or categories) forecast one by one, by revenue in the last 52 weeks
+    product_level: str = "category"  # or "sku"
+    season_length: int = 52  # weeks in the yearly cycle; seasonal models need two cycles of history
+    backtest_windows: int = 4  # rolling origins, each horizon_weeks apart, at the end of the history
+    min_weeks: int = 26  # less history to fit on: not built
+    calendar: str | None = None  # CSV of known event days (date,event); default: the sources file's `calendar:`
+
+
+@dataclass(frozen=True)
 class MLConfig:
     churn: ChurnConfig = field(default_factory=ChurnConfig)
     baskets: BasketConfig = field(default_factory=BasketConfig)
     segments: SegmentConfig = field(default_factory=SegmentConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     value: ValueConfig = field(default_factory=ValueConfig)
+    repurchase: RepurchaseConfig = field(default_factory=RepurchaseConfig)
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
 
 
 def load_config(path: Path | str | None = None) -> MLConfig:

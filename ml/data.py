@@ -7,6 +7,7 @@ day everywhere. Every ML feature, label and score reads the warehouse through th
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -94,3 +95,54 @@ def customers(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
     """,
         [as_of, as_of, as_of, end_of_day, end_of_day],
     )
+
+
+def weekly_sales(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
+    """Net revenue and orders per complete week (Monday to Sunday, ending on or before `as_of`),
+    channel and the customer's region as known at the end of `as_of` ('unknown' without one): the
+    cells every forecast sums."""
+    return _frame(
+        con,
+        """
+        select date_trunc('week', o.ordered_local_date)::date as week_start, o.channel,
+            coalesce(c.region, 'unknown') as region,
+            sum(o.net_amount)::double as net_revenue, count(*) filter (where not o.is_refund) as orders
+        from marts.fct_orders as o
+        left join marts.dim_customer as c
+            on c.customer_key = o.customer_key
+            and c.valid_from < ? + interval 1 day and coalesce(c.valid_to, 'infinity') >= ? + interval 1 day
+        where date_trunc('week', o.ordered_local_date)::date + 6 <= ?
+        group by all order by all
+    """,
+        [as_of, as_of, as_of],
+    )
+
+
+def weekly_product_sales(con: duckdb.DuckDBPyConnection, as_of: dt.date, level: str) -> pl.DataFrame:
+    """Net revenue and orders per complete week and product (`level` sku) or category."""
+    key = {"sku": "l.sku", "category": "coalesce(p.category, 'unknown')"}[level]
+    return _frame(
+        con,
+        f"""
+        select date_trunc('week', l.ordered_local_date)::date as week_start, {key} as product,
+            sum(l.net_amount)::double as net_revenue, count(distinct l.order_key) as orders
+        from marts.fct_order_lines as l
+        inner join marts.dim_product as p on l.sku = p.sku
+        where not coalesce(p.is_non_product, false) and date_trunc('week', l.ordered_local_date)::date + 6 <= ?
+        group by all order by all
+    """,
+        [as_of],
+    )
+
+
+def calendar_days(path: Path | None) -> set[dt.date]:
+    """The event days of a calendar CSV (a `date` column, YYYY-MM-DD; other columns ignored)."""
+    if path is None:
+        return set()
+    if not path.exists():
+        raise FileNotFoundError(f"calendar file {path} (the sources file's `calendar:`) does not exist")
+    frame = pl.read_csv(path, columns=["date"], schema_overrides={"date": pl.String})
+    try:
+        return set(frame["date"].str.strip_chars().str.to_date("%Y-%m-%d").to_list())
+    except pl.exceptions.InvalidOperationError as e:
+        raise ValueError(f"{path}: column date must hold dates as YYYY-MM-DD ({e})") from None

@@ -14,6 +14,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import cast
 
 import duckdb
@@ -25,8 +26,10 @@ from ml.churn import ChurnModel, churn_scores
 from ml.clv import customer_value
 from ml.config import MLConfig
 from ml.features import FEATURES, customer_features
+from ml.forecast import forecast_sales
 from ml.lifecycle import HEALTH_WEIGHTS, health_scores, lifecycle_stages
 from ml.registry import Fitted, fitted_model, save_artifact, warehouse_of, write_metrics, write_table
+from ml.repurchase import RepurchaseModel, repurchase_scores
 from ml.rfm import SEGMENT_GRID, rfm_table
 from ml.run_context import RunContext
 from ml.segments import SEGMENT_FEATURES, SegmentModel, segment_customers
@@ -124,6 +127,58 @@ def build_churn_scores(
         "baseline (recency only)": fit.baseline_metrics,
     }
     return TableOutput(result.scores, metrics, fit, card, evaluated_on=f"cut-off {fit.held_out_cutoff}", reused=reused)
+
+
+def build_repurchase_scores(
+    con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig
+) -> TableOutput:
+    """P(an order in the next 30 / 90 days) per active customer and horizon, with top reasons; BG/NBD's where it is better."""
+    reused = fitted_model(con, "repurchase_scores", ctx, cfg.repurchase, RepurchaseModel)
+    frame, fit = repurchase_scores(
+        inputs.orders(con),
+        inputs.interactions(con),
+        inputs.customers(con),
+        ctx.as_of,
+        cfg.repurchase,
+        inputs.features(con),
+        reused.artifact if reused else None,
+    )
+    metrics: dict[str, float] = _model_age(reused, ctx)
+    for h in fit.horizons:
+        for name, values in (("model", h.metrics), ("bgnbd", h.bgnbd_metrics), ("recency", h.recency_metrics)):
+            metrics |= {f"h{h.horizon_days}/{name}/{k}": v for k, v in values.items()}
+        metrics[f"h{h.horizon_days}/published_is_model"] = float(h.beats_bgnbd)
+    card = {
+        "features": FEATURES,
+        "config": cfg.repurchase,
+        "model": "the churn model per horizon (StandardScaler + LogisticRegression, sigmoid-calibrated); "
+        "P(repurchase) = 1 - P(no order in the horizon)",
+        "held_out_cutoffs": {h.horizon_days: h.churn.held_out_cutoff for h in fit.horizons},
+        "published": {h.horizon_days: "model" if h.beats_bgnbd else "bgnbd" for h in fit.horizons},
+    }
+    cutoffs = ", ".join(f"{h.horizon_days} d: cut-off {h.churn.held_out_cutoff}" for h in fit.horizons)
+    return TableOutput(frame, metrics, fit, card, evaluated_on=cutoffs, reused=reused)
+
+
+def build_sales_forecast(
+    con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig
+) -> TableOutput:
+    """Weekly net revenue and orders forecasts with 80/95 % intervals: total, channels, regions (reconciled) and top products."""
+    f = cfg.forecast
+    events = data.calendar_days(Path(f.calendar) if f.calendar else None)
+    result = forecast_sales(
+        data.weekly_sales(con, ctx.as_of), data.weekly_product_sales(con, ctx.as_of, f.product_level), events, f
+    )
+    card = {
+        "config": f,
+        "models": "statsforecast AutoETS (no season), AutoTheta; baselines Naive and SeasonalNaive",
+        "seasonal": result.seasonal,
+        "backtest_windows": result.windows,
+        "reconciliation": "top-down with forecast proportions: channels and regions scaled to the total",
+        "event_effects": result.event_effects,
+    }
+    first = cast(dt.date, result.backtest["cutoff"].min())
+    return TableOutput(result.forecasts, result.metrics, card=card, evaluated_on=f"rolling origins from {first}")
 
 
 def build_association_rules(
@@ -246,6 +301,8 @@ TABLES: dict[str, Callable[[duckdb.DuckDBPyConnection, MartInputs, RunContext, M
     "customer_lifecycle": build_customer_lifecycle,
     "customer_health": build_customer_health,
     "customer_value": build_customer_value,
+    "repurchase_scores": build_repurchase_scores,
+    "sales_forecast": build_sales_forecast,
 }
 CUSTOMER_MARTS = ["fct_orders", "fct_interactions", "dim_customer"]
 MART_INPUTS: dict[str, list[str]] = {
@@ -256,6 +313,8 @@ MART_INPUTS: dict[str, list[str]] = {
     "customer_lifecycle": CUSTOMER_MARTS,
     "customer_health": CUSTOMER_MARTS,
     "customer_value": ["fct_orders"],
+    "repurchase_scores": CUSTOMER_MARTS,
+    "sales_forecast": ["fct_orders", "fct_order_lines", "dim_customer", "dim_product"],
 }
 
 

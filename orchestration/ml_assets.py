@@ -11,15 +11,25 @@ that fails does not stop the others; the step fails after them."""
 import contextlib
 import datetime as dt
 import time
+from dataclasses import replace
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from ml.config import load_config
+from ingestion.sources import load_sources
+from ml.config import MLConfig, load_config
 from ml.run_context import NotEnoughHistory, RunContext, latest_order_date
 from ml.tables import MART_INPUTS, TABLES, MartInputs, build
 from orchestration.run import AS_OF_TAG
 from orchestration.settings import DUCKDB_POOL, Settings
+
+
+def with_calendar(cfg: MLConfig, settings: Settings) -> MLConfig:
+    """The sources file's calendar of known events for the forecasts, unless the ML config names one."""
+    calendar = load_sources(settings.sources_file).calendar
+    if cfg.forecast.calendar or calendar is None:
+        return cfg
+    return replace(cfg, forecast=replace(cfg.forecast, calendar=str(calendar)))
 
 
 def ml_assets() -> dg.AssetsDefinition:
@@ -40,7 +50,7 @@ def ml_assets() -> dg.AssetsDefinition:
         with warehouse.get_connection() as con, contextlib.closing(con):
             as_of = dt.date.fromisoformat(tag) if tag else latest_order_date(con)
         ctx = RunContext(as_of, context.run.run_id, settings.models_dir)
-        inputs, cfg, failed = MartInputs(ctx.as_of), load_config(settings.ml_config), []
+        inputs, cfg, failed = MartInputs(ctx.as_of), with_calendar(load_config(settings.ml_config), settings), []
         for name in (n for n in TABLES if dg.AssetKey(["ml", n]) in context.selected_asset_keys):
             started = time.perf_counter()  # includes the shared reads this table is the first to need
             # A connection per table, as each had its own step: DuckDB's cache of what one table

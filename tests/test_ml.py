@@ -179,13 +179,24 @@ def test_tables_as_of_a_date_do_not_move_when_later_data_arrives(year: Year, tmp
     # (every table from one shared MartInputs); each table is built again below on its own reads
     shutil.copyfile(year.warehouse, warehouse)
     ctx = RunContext(year.as_of_first_run, "again")
+    calendar = str(year.cfg.extracts / "calendar.csv")  # the sources file's, as crm run used it
+    cfg = dataclasses.replace(MLConfig(), forecast=dataclasses.replace(MLConfig().forecast, calendar=calendar))
     with duckdb.connect(str(warehouse)) as con:
         for table in TABLES:
             before = con.sql(f"SELECT * EXCLUDE (run_id) FROM ml.{table} WHERE as_of_date = ?", params=[ctx.as_of]).pl()
-            build(con, table, ctx, MLConfig())  # now with a quarter more data in the warehouse
+            build(con, table, ctx, cfg)  # now with a quarter more data in the warehouse
             after = con.sql(f"SELECT * EXCLUDE (run_id) FROM ml.{table} WHERE as_of_date = ?", params=[ctx.as_of]).pl()
             assert before.height > 0, table
-            sort = [c for c in ("customer_key", "antecedents", "consequents") if c in before.columns]
+            keys = (
+                "customer_key",
+                "horizon_days",
+                "antecedents",
+                "consequents",
+                "series_type",
+                "series_key",
+                "measure",
+            )
+            sort = [c for c in (*keys, "week_start") if c in before.columns]
             before, after = before.sort(sort), after.sort(sort)
             assert before.columns == after.columns and before.height == after.height, table
             for column in before.columns:
@@ -282,3 +293,51 @@ def test_the_ten_documented_queries_run_on_the_published_version(year: Year) -> 
         result = crm("sql", "--file", str(path), "--format", "json", env=env)
         assert result.returncode == 0, f"{path.name}: {result.stderr}"
         assert json.loads(result.stdout), f"{path.name} returned no rows"
+
+
+def test_repurchase_scores_are_calibrated_and_say_which_score_they_publish(year: Year) -> None:
+    with duckdb.connect(str(year.warehouse), read_only=True) as con:
+        as_of = con.execute("select max(as_of_date) from ml.repurchase_scores").fetchall()[0][0]
+        metrics = dict(
+            con.execute(
+                "select metric, value from ml.model_metrics where model = 'repurchase_scores' and as_of_date = ?",
+                [as_of],
+            ).fetchall()
+        )
+        scores = con.sql(f"select * from ml.repurchase_scores where as_of_date = '{as_of}'").pl()
+    assert sorted(scores["horizon_days"].unique()) == [30, 90]
+    assert scores.group_by("horizon_days").len()["len"].n_unique() == 1  # every customer, every horizon
+    assert scores["purchase_probability"].is_between(0, 1).all()
+    assert metrics["h30/model/calibration_error"] < 0.05
+    assert metrics["h30/model/roc_auc"] > metrics["h30/recency/roc_auc"]
+    for horizon in (30, 90):
+        rows = scores.filter(pl.col("horizon_days") == horizon)
+        published = "model" if metrics[f"h{horizon}/published_is_model"] else "bgnbd"
+        assert rows["score_source"].unique().to_list() == [published]
+        assert (rows["purchase_probability"] == rows[f"{published}_probability"]).all()
+        beats = (
+            metrics[f"h{horizon}/model/roc_auc"] > metrics[f"h{horizon}/bgnbd/roc_auc"]
+            and metrics[f"h{horizon}/model/brier"] < metrics[f"h{horizon}/bgnbd/brier"]
+        )
+        assert beats == (published == "model")
+
+
+def test_the_sales_forecast_meets_the_generators_continuation(year: Year) -> None:
+    """Forecast as of day 300, against the weeks the generator went on to write (loaded by the second run)."""
+    with duckdb.connect(str(year.warehouse), read_only=True) as con:
+        forecast = con.sql(
+            "select week_start, forecast, lo_95, hi_95 from ml.sales_forecast where as_of_date = ? "
+            "and series_type = 'total' and measure = 'orders' order by week_start",
+            params=[year.as_of_first_run],
+        ).pl()
+        actual = con.sql(
+            "select date_trunc('week', ordered_local_date)::date as week_start, "
+            "count(*) filter (where not is_refund) as orders from marts.fct_orders group by 1"
+        ).pl()
+        last_day = con.execute("select max(ordered_local_date) from marts.fct_orders").fetchall()[0][0]
+    assert forecast.height == 13 and forecast["week_start"].min() > year.as_of_first_run - dt.timedelta(days=7)
+    weeks = forecast.filter(pl.col("week_start") + dt.timedelta(days=6) <= last_day).join(actual, on="week_start")
+    assert weeks.height >= 6
+    inside = weeks.filter(pl.col("orders").is_between(pl.col("lo_95"), pl.col("hi_95"))).height
+    error = (weeks["orders"] - weeks["forecast"]).abs().sum() / weeks["orders"].sum()
+    assert inside / weeks.height >= 0.5 and error < 0.3, (inside, weeks.height, error)

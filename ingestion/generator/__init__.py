@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 from collections.abc import Callable
@@ -11,9 +12,9 @@ import numpy as np
 import yaml
 
 from ingestion.generator.config import GeneratorConfig, MessRates
-from ingestion.generator.extracts import ExtractWriter
+from ingestion.generator.extracts import ExtractWriter, set_mtime
 from ingestion.generator.population import make_catalog, make_persons
-from ingestion.generator.simulate import simulate_day
+from ingestion.generator.simulate import promotion_days, simulate_day
 
 __all__ = ["GeneratorConfig", "MessRates", "generate", "sources_file_for"]
 
@@ -48,8 +49,22 @@ def generate(cfg: GeneratorConfig, on_day: Callable[[int], None] | None = None) 
             on_day(d)
     writer.finish(rule_counts, baskets)
     (cfg.truth / "config.json").write_text(json.dumps(cfg.as_dict(), indent=2))
+    write_calendar(cfg)
     files = sorted(p for p in cfg.extracts.rglob("*") if p.is_file())
     return {"files": len(files), "bytes": sum(p.stat().st_size for p in files), "baskets": baskets}
+
+
+CALENDAR_AHEAD_DAYS = 366  # promotions are planned a year ahead: the forecasts' horizon sees them
+
+
+def write_calendar(cfg: GeneratorConfig) -> Path:
+    """extracts/calendar.csv: the planted promotion days, through a year after the data."""
+    last = cfg.start + dt.timedelta(days=cfg.days - 1 + CALENDAR_AHEAD_DAYS)
+    path = cfg.extracts / "calendar.csv"
+    lines = ["date,event", *(f"{d},promotion" for d in promotion_days(cfg.start, last))]
+    path.write_text("\n".join(lines) + "\n")
+    set_mtime(path, cfg.start, 0.0)  # written before the data, like every delivery: same seed, same files
+    return path
 
 
 def sources_file_for(extracts: Path, dest: Path) -> Path:
@@ -59,5 +74,6 @@ def sources_file_for(extracts: Path, dest: Path) -> Path:
     for source in doc["sources"]:
         source["path"] = str(extracts / source["path"].split("extracts/", 1)[1])
     doc["identity_truth"] = str(extracts.parent / "truth" / "identity.csv")
+    doc["calendar"] = str(extracts / "calendar.csv")
     dest.write_text(yaml.safe_dump(doc, sort_keys=False))
     return dest

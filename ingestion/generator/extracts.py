@@ -28,7 +28,7 @@ PAYMENTS = np.asarray(
 )
 
 
-def _set_mtime(path: Path, date: dt.date, delay_hours: float) -> None:
+def set_mtime(path: Path, date: dt.date, delay_hours: float) -> None:
     """Deterministic delivery time: the end of the file's day plus a delay."""
     ts = dt.datetime.combine(date, dt.time(23, 0), tzinfo=dt.UTC).timestamp() + delay_hours * 3600
     os.utime(path, (ts, ts))
@@ -36,12 +36,12 @@ def _set_mtime(path: Path, date: dt.date, delay_hours: float) -> None:
 
 def _write_text(path: Path, text: str, date: dt.date, delay_hours: float, encoding: str = "utf-8") -> None:
     path.write_bytes(text.encode(encoding, "surrogateescape"))  # surrogates: bytes invalid in UTF-8, planted
-    _set_mtime(path, date, delay_hours)
+    set_mtime(path, date, delay_hours)
 
 
 def _write_csv(frame: pl.DataFrame, path: Path, date: dt.date, delay_hours: float) -> None:
     frame.write_csv(path)
-    _set_mtime(path, date, delay_hours)
+    set_mtime(path, date, delay_hours)
 
 
 def _write_workbook(frame: pl.DataFrame, path: Path, date: dt.date, delay_hours: float) -> None:
@@ -50,7 +50,7 @@ def _write_workbook(frame: pl.DataFrame, path: Path, date: dt.date, delay_hours:
     with xlsxwriter.Workbook(path) as book:  # created at the file's day, not now: the same bytes for a seed
         book.set_properties({"created": dt.datetime.combine(date, dt.time(23, 0))})
         frame.write_excel(book, worksheet="receipts", autofit=False)
-    _set_mtime(path, date, delay_hours)
+    set_mtime(path, date, delay_hours)
 
 
 class _Files:

@@ -62,6 +62,12 @@ class Day:
     rule_counts: np.ndarray  # per planted rule: [orders with A, with B, with both]
 
 
+def promotion_days(first: dt.date, last: dt.date) -> list[dt.date]:
+    """Every day of a planted promotion from `first` to `last`: the sales calendar a retailer plans ahead."""
+    days = [first + dt.timedelta(days=k) for k in range((last - first).days + 1)]
+    return [d for d in days if season(d)[1]]
+
+
 def season(date: dt.date) -> tuple[float, bool]:
     """Demand multiplier of a date and whether a promotion runs."""
     weekly = 1.3 if date.weekday() >= 5 else 1.0

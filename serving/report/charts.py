@@ -205,6 +205,48 @@ def rule_charts(data: ReportData, lang: str) -> dict[str, go.Figure]:
     return {"rules_lift": fig}
 
 
+def outlook_charts(data: ReportData, lang: str) -> dict[str, go.Figure]:
+    out = {}
+    forecast, history = data.frames.get("forecast"), data.frames.get("weekly_revenue")
+    if forecast is not None and not forecast.is_empty() and history is not None:
+        fig = _figure(lang, text(lang, "outlook.forecast"), height=360)
+        weeks = forecast["week_start"].to_list()
+        for lo, hi, shade in (("lo_95", "hi_95", 0.15), ("lo_80", "hi_80", 0.3)):
+            fig.add_trace(
+                go.Scatter(
+                    x=weeks + weeks[::-1],
+                    y=forecast[hi].to_list() + forecast[lo].to_list()[::-1],
+                    fill="toself",
+                    fillcolor=f"rgba(99,110,250,{shade})",
+                    line={"width": 0},
+                    name=f"{lo[3:]} %",
+                )
+            )
+        fig.add_trace(
+            go.Scatter(x=history["week_start"].to_list(), y=history["revenue"].to_list(), name=_col(lang, "revenue"))
+        )
+        fig.add_trace(
+            go.Scatter(x=weeks, y=forecast["forecast"].to_list(), name=_col(lang, "forecast"), line={"dash": "dash"})
+        )
+        out["sales_forecast"] = fig
+    bands = data.frames.get("repurchase_bands")
+    if bands is not None and not bands.is_empty():
+        fig = _figure(lang, text(lang, "outlook.repurchase"))
+        for band in BANDS:
+            part = bands.filter(pl.col("band") == band)
+            fig.add_trace(
+                go.Bar(
+                    name=value_label(lang, band),
+                    x=[f"{d} d" for d in part["horizon_days"].to_list()],
+                    y=part["customers"].to_list(),
+                    marker_color=BAND_COLOURS[{"high": "low", "low": "high"}.get(band, band)],
+                )
+            )
+        fig.update_layout(barmode="stack", yaxis_title=_col(lang, "customers"))
+        out["repurchase_bands"] = fig
+    return out
+
+
 def web_charts(data: ReportData, lang: str) -> dict[str, go.Figure]:
     frame = data.frames["web_funnel"]
     if frame.is_empty():
@@ -257,6 +299,7 @@ CHARTS: dict[str, Callable[[ReportData, str], dict[str, go.Figure]]] = {
     "value": value_charts,
     "segments": segment_charts,
     "rules": rule_charts,
+    "outlook": outlook_charts,
     "web": web_charts,
     "service": service_charts,
     "quality": quality_charts,

@@ -83,6 +83,10 @@ def gather(con: duckdb.DuckDBPyConnection, region: str | None = None, as_of: dt.
     """All the report's figures from the version `con` reads (a published, read-only version), as of
     `as_of` (default: the version's own as-of date; never after it)."""
     version, version_as_of = _one(con, "select version, as_of_date from serving.publication")
+    if version_as_of is None:  # a version published by a run without an as-of date: its last order day
+        version_as_of = _one(con, "select max(ordered_local_date) from marts.fct_orders")[0]
+    if version_as_of is None:
+        raise ValueError(f"the published version {version} holds no orders to report on")
     as_of = as_of or version_as_of
     if as_of > version_as_of:
         raise ValueError(f"the published version {version} holds data up to {version_as_of}; asked for {as_of}")
@@ -407,6 +411,59 @@ def rules(con: duckdb.DuckDBPyConnection, scope: Scope, dates: Dates) -> dict[st
     return {"rules": frame}
 
 
+def outlook(con: duckdb.DuckDBPyConnection, scope: Scope, dates: Dates) -> dict[str, pl.DataFrame]:
+    """Weekly net revenue of the last year and the forecast after it (the region's series in a region
+    report); repurchase bands per horizon and the 30-day model against its baselines."""
+    as_of, out = dates.ml_as_of, {}
+    if as_of is None:
+        return {}
+    if _has_table(con, "ml", "sales_forecast"):
+        series = ("region", scope.region) if scope.region else ("total", "total")
+        out["forecast"] = _frame(
+            con,
+            """
+            select week_start, forecast, lo_80, hi_80, lo_95, hi_95, model from ml.sales_forecast
+            where as_of_date = ? and measure = 'net_revenue' and series_type = ? and series_key = ?
+            order by week_start
+            """,
+            [as_of, *series],
+        )
+        out["weekly_revenue"] = _frame(
+            con,
+            f"""
+            select date_trunc('week', ordered_local_date)::date as week_start, sum(net_amount)::double as revenue
+            from {scope.table("marts", "fct_orders")}
+            where ordered_local_date >= ? and date_trunc('week', ordered_local_date)::date + 6 <= ?
+            group by all order by all
+            """,
+            [as_of - dt.timedelta(weeks=52), as_of],
+        )
+    if _has_table(con, "ml", "repurchase_scores"):
+        out["repurchase_bands"] = _frame(
+            con,
+            f"""
+            select horizon_days, band, count(*) as customers, avg(purchase_probability) as mean_probability
+            from {scope.table("ml", "repurchase_scores")} where as_of_date = ? group by all order by all
+            """,
+            [as_of],
+        )
+        out["repurchase_metrics"] = _frame(
+            con,
+            """
+            select split_part(metric, '/', 3) as metric,
+                max(value) filter (where split_part(metric, '/', 2) = 'model') as model,
+                max(value) filter (where split_part(metric, '/', 2) = 'bgnbd') as bgnbd,
+                max(value) filter (where split_part(metric, '/', 2) = 'recency') as recency
+            from ml.model_metrics
+            where model = 'repurchase_scores' and as_of_date = ? and starts_with(metric, 'h30/')
+                and split_part(metric, '/', 3) in ('roc_auc', 'brier', 'calibration_error')
+            group by 1 order by 1
+            """,
+            [as_of],
+        )
+    return out
+
+
 WEB_STEPS = ["sessions", "product_views", "add_to_carts", "checkouts", "purchases"]
 
 
@@ -503,6 +560,7 @@ SECTIONS = {
     "value": value,
     "segments": segments,
     "rules": rules,
+    "outlook": outlook,
     "web": web,
     "service": service,
     "quality": quality,

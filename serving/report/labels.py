@@ -73,6 +73,16 @@ TEXT: dict[str, dict[str, str]] = {
         "together than by chance.",
         "rules.defs": "Support: share of baskets with both. Confidence: share of baskets with A that also have B. "
         "Lift: confidence / share of baskets with B. Mined on all regions.",
+        "outlook.title": "Outlook",
+        "outlook.read": "Weekly net revenue of the last year and the forecast for the next 13 weeks with its 80 % "
+        "and 95 % intervals; how many customers are likely to order again within 30 and 90 days.",
+        "outlook.defs": "Forecast: the model that won its backtest (ml.sales_forecast), with planned promotions. "
+        "Repurchase: P(an order within the horizon); the table compares the 30-day model with BG/NBD and recency.",
+        "outlook.forecast": "Net revenue: history and forecast",
+        "outlook.repurchase": "Likely to order again",
+        "col.forecast": "Forecast",
+        "col.bgnbd": "BG/NBD",
+        "col.recency": "Recency only",
         "web.title": "Web funnel",
         "web.read": "Sessions over the last 12 months by the deepest step they reached, per campaign source.",
         "web.defs": "A purchase counts as passing every earlier step. Source: the session's utm_source; none = (direct).",
@@ -203,6 +213,15 @@ TEXT: dict[str, dict[str, str]] = {
         "rules.read": "“买了 A 的人也买 B” 的规则，按强度排序。提升度大于 1 表示一起购买的频率高于随机。",
         "rules.defs": "支持度：同时包含两者的购物篮比例。置信度：含 A 的购物篮中也含 B 的比例。"
         "提升度：置信度 / 含 B 的购物篮比例。基于全部地区挖掘。",
+        "outlook.title": "趋势预测",
+        "outlook.read": "近一年每周净销售额与未来13周的预测（含80%和95%区间）；以及30天和90天内可能再次下单的客户数。",
+        "outlook.defs": "预测：回测中胜出的模型（ml.sales_forecast），已计入计划中的促销。"
+        "复购：在时间窗内下单的概率；下表将30天模型与 BG/NBD 和仅用最近消费天数的基线对比。",
+        "outlook.forecast": "净销售额：历史与预测",
+        "outlook.repurchase": "可能再次下单",
+        "col.forecast": "预测",
+        "col.bgnbd": "BG/NBD",
+        "col.recency": "仅最近消费",
         "web.title": "网站转化漏斗",
         "web.read": "近12个月的会话按到达的最深步骤统计，按流量来源划分。",
         "web.defs": "完成购买的会话视为经过了之前的每一步。来源：会话的 utm_source；无来源记为 (direct)。",

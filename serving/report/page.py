@@ -18,10 +18,23 @@ from serving.report.charts import CHARTS, FONT
 from serving.report.data import KPI_ORDER, WEB_STEPS, ReportData
 from serving.report.labels import TEXT, text, value_label
 
-SECTIONS = ["kpis", "sales", "rfm", "cohorts", "churn", "value", "segments", "rules", "web", "service", "quality"]
+SECTIONS = [
+    "kpis",
+    "sales",
+    "rfm",
+    "cohorts",
+    "churn",
+    "value",
+    "segments",
+    "rules",
+    "outlook",
+    "web",
+    "service",
+    "quality",
+]
 SHARES = {"revenue_share", "retention", "quarantine_rate", "repeat_purchase_rate", "churn_probability", "mean_p_alive"}
 MONEY = {"revenue", "predicted_value", "mean_predicted_value", "mean_monetary", "average_order_value"}
-MONEY = MONEY | {"predicted_12m_value"}
+MONEY = MONEY | {"predicted_12m_value", "forecast", "lo_80", "hi_80", "lo_95", "hi_95"}
 
 CSS = f"""
 body {{ font-family: {FONT}; margin: 0 auto; max-width: 1180px; padding: 24px; color: #1f2933; }}
@@ -172,6 +185,8 @@ def _tables(section: str, data: ReportData, options: PageOptions) -> list[str]:
         return [_table(frames["segment_profiles"], lang, "segment_profiles")]
     if section == "rules" and "rules" in frames:
         return [_table(frames["rules"].drop("basket", "item"), lang, "rules")]
+    if section == "outlook" and "repurchase_metrics" in frames:
+        return [_table(frames["repurchase_metrics"], lang, "repurchase_metrics")]
     if section == "web":
         return [_table(frames["web_funnel"].select("source", *WEB_STEPS), lang, "web_funnel")]
     if section == "quality":
