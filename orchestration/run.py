@@ -10,11 +10,12 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
 from ingestion.probe import latest_event_date
-from ingestion.sources import load_sources
+from ingestion.sources import SourcesConfig, load_sources
 from ingestion.start_date import with_start_date
 from orchestration.automation import BUILD_JOB, INGEST_JOB, range_tags
 from orchestration.settings import Settings, hand_to_processes
@@ -83,19 +84,7 @@ def run_pipeline(
     definitions = build_definitions(settings)
     partitions = definitions.resolve_assets_def(dg.AssetKey(["raw", config.sources[0].name])).partitions_def
     last = dt.date.fromisoformat(partitions.get_last_partition_key())
-    if as_of is None and end is None:
-        reach = [d for d in (latest_event_date(s, last) for s in config.sources) if d]
-        if not reach:
-            raise ValueError(f"no data found in the files of {settings.sources_file}")
-        as_of = max(reach)
-    start = start or config.start_date
-    end = end or as_of
-    if start > end:
-        raise ValueError(f"--from {start} is after --to/--as-of {end}")
-    if as_of and end > as_of:
-        raise ValueError(f"--to {end} is after --as-of {as_of}: nothing after the as-of date may be loaded")
-    if start < config.start_date or end > last:
-        raise ValueError(f"partitions run from {config.start_date} to {last}; asked for {start}..{end}")
+    start, end, as_of = _partition_range(config, settings.sources_file, last, as_of, start, end)
 
     as_of_tag = {AS_OF_TAG: as_of.isoformat()} if as_of else {}
     runs = [  # ingestion over the partition range, then everything downstream (see automation.py)
@@ -135,6 +124,34 @@ def run_pipeline(
         for event in result.get_asset_check_evaluations():
             summary.checks[f"{'/'.join(event.asset_key.path)}:{event.check_name}"] = event.passed
     return summary
+
+
+def _partition_range(
+    config: SourcesConfig,
+    sources_file: Path,
+    last: dt.date,
+    as_of: dt.date | None,
+    start: dt.date | None,
+    end: dt.date | None,
+) -> tuple[dt.date, dt.date, dt.date | None]:
+    """start, end and as-of of a run: as-of defaults to the last day with data in the files (when
+    no end is given either), start to the sources file's start date, end to as-of."""
+    if as_of is None and end is None:
+        reach = [d for d in (latest_event_date(s, last) for s in config.sources) if d]
+        if not reach:
+            raise ValueError(f"no data found in the files of {sources_file}")
+        as_of = max(reach)
+    start = start or config.start_date
+    end = end or as_of
+    if start is None or end is None:
+        raise ValueError("no partition range: give --from and --to, or --as-of")
+    if start > end:
+        raise ValueError(f"--from {start} is after --to/--as-of {end}")
+    if as_of and end > as_of:
+        raise ValueError(f"--to {end} is after --as-of {as_of}: nothing after the as-of date may be loaded")
+    if start < config.start_date or end > last:
+        raise ValueError(f"partitions run from {config.start_date} to {last}; asked for {start}..{end}")
+    return start, end, as_of
 
 
 def release_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
