@@ -411,7 +411,8 @@ def forget(
         f"erasure {done.erasure_id}: {len(done.customer_keys)} customer(s), "
         f"{sum(done.removed.values()):,} rows removed from {len(done.removed)} tables, "
         f"{done.suppressed:,} row hashes on the suppression list; published version {done.published_version}, "
-        f"{len(done.versions_deleted)} older version(s) deleted, {len(done.exports_rewritten)} export(s) rewritten"
+        f"{len(done.versions_deleted)} older version(s) deleted, {len(done.exports_rewritten)} export(s) rewritten, "
+        f"{len(done.reports_deleted)} report(s) naming them deleted"
     )
 
 

@@ -9,7 +9,8 @@ customer key, and that to every identifier and source record they have). Removed
   identity graph's edges of their records and identifiers;
   staging views follow raw by themselves.
 The same removal makes a new published version from the current one; older versions and exports,
-which still hold the person, are deleted and the exports written again. The hashes of the removed
+which still hold the person, are deleted and the exports written again; insight reports that name
+the person (the at-risk list) are deleted, for the next run to write again. The hashes of the removed
 raw rows go to a suppression list the loader applies, so re-loading landed files does not bring
 them back. The audit log records who asked, when, keyed hashes of the identifiers and the counts.
 """
@@ -288,6 +289,21 @@ class Erasure:
     published_version: int | None
     versions_deleted: list[str]
     exports_rewritten: list[str]
+    reports_deleted: list[str]
+
+
+def delete_reports_naming(reports: Path, customer_keys: list[str]) -> list[str]:
+    """Delete every insight report (HTML and its PDF) whose page names one of `customer_keys` (the
+    at-risk list names customers, in clear with --unmasked); the next run or `crm report` writes
+    the report of the erased version again."""
+    deleted = []
+    for page in sorted(reports.rglob("*.html")) if reports.is_dir() else []:
+        text = page.read_text(encoding="utf-8", errors="replace")
+        if any(key in text for key in customer_keys):
+            page.unlink()
+            page.with_suffix(".pdf").unlink(missing_ok=True)
+            deleted.append(str(page))
+    return deleted
 
 
 def forget(
@@ -341,7 +357,10 @@ def forget(
             export.write_export(published_dir, published_dir.parent, spec, personal, key, duckdb_config)
             export.drop_all_but_current(path)
             rewritten.append(str(path))
-    result = Erasure(erasure_id, keys, footprint.removed, len(footprint.row_hashes), version, deleted, rewritten)
+    reports = delete_reports_naming(published_dir.parent / "reports", keys)
+    result = Erasure(
+        erasure_id, keys, footprint.removed, len(footprint.row_hashes), version, deleted, rewritten, reports
+    )
     kind, value = request.identifier()
     write_audit(
         governance,
@@ -360,6 +379,7 @@ def forget(
             "published_version": version,
             "versions_deleted": deleted,
             "exports_rewritten": rewritten,
+            "reports_deleted": reports,
         },
     )
     return result

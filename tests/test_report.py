@@ -247,3 +247,17 @@ def test_the_page_renders_offline_in_chromium_and_prints_in_chinese(year: Year, 
 
 def test_both_languages_say_every_thing() -> None:
     assert set(TEXT["en"]) == set(TEXT["zh"])
+
+
+def test_erasure_deletes_the_reports_that_name_the_person(year: Year, tmp_path: Path) -> None:
+    from serving.erasure import delete_reports_naming
+
+    reports = tmp_path / "reports"
+    named = write_report(year.cfg.out / "published", reports, ReportSpec(masked=False, pdf=True), KEY)
+    person = Page(named.html.read_text()).rows("at_risk")[0]["customer"]
+    kept = reports / "2000-01-01" / "report.html"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("<html>a report that names nobody</html>")
+    assert delete_reports_naming(reports, [person]) == [str(named.html)]
+    assert not named.html.exists() and named.pdf is not None and not named.pdf.exists()
+    assert kept.exists()
