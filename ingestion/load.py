@@ -21,7 +21,7 @@ import duckdb
 
 from ingestion.conform import conform_sql, raw_record_sql
 from ingestion.contracts import LINEAGE_COLUMNS
-from ingestion.read import read_files
+from ingestion.read import FilesRead, read_files
 from ingestion.sources import Source
 
 # Files expand several-fold in the staged temp tables; 256 MiB of them a run stays well inside
@@ -130,26 +130,51 @@ def _catalog(con: duckdb.DuckDBPyConnection, source: Source) -> dict[str, tuple]
     return {r[0]: r[1:] for r in rows}
 
 
+@dataclass(frozen=True)
+class _StagedFile:
+    """What staging learnt of one file: the day its unplaceable rows belong to, the first and last
+    day of its rows within the partitions, and its records (rejects included)."""
+
+    home: dt.date
+    first_day: dt.date | None
+    last_day: dt.date | None
+    records: int
+
+    def days(self) -> list[dt.date]:
+        """Every day the file feeds, from its home and its rows' days."""
+        first, last = min(self.home, self.first_day or self.home), max(self.home, self.last_day or self.home)
+        return days_between(first, last)
+
+
 def _stage(
     con: duckdb.DuckDBPyConnection, source: Source, files: list[Path], partitions: tuple[dt.date, dt.date]
-) -> tuple[dict[str, tuple[dt.date, dt.date | None, dt.date | None, int]], dict[Path, str]]:
+) -> tuple[dict[str, _StagedFile], dict[Path, str]]:
     """Read `files` and append their conformed rows to `_staged`, their rejects to `_staged_q`.
 
-    Returns ({file: (home_date, min_date, max_date, records)}, {unreadable file: cause}). Rows whose
-    event time is missing, broken or outside the partitions belong to the file's home date (the
-    date in its name, else its first valid day), so they land in quarantine in a partition that
-    a re-run replaces.
+    Returns ({file: what staging learnt of it}, {unreadable file: cause}). Rows whose event time is
+    missing, broken or outside the partitions belong to the file's home date (the date in its
+    name, else its first valid day), so they land in quarantine in a partition that a re-run replaces.
     """
     read, failed = read_files(con, source, files, "_read")
     if read is None:
         return {}, failed
-    event = source.contract.event_time
-    p_start, p_end = partitions
     tz = source.timezone.replace("'", "''")
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _conformed AS SELECT *, CAST(timezone('{tz}', {event}) AS DATE) AS _event_date "
-        f"FROM ({conform_sql(source, read)})"
+        f"CREATE OR REPLACE TEMP TABLE _conformed AS SELECT *, "
+        f"CAST(timezone('{tz}', {source.contract.event_time}) AS DATE) AS _event_date FROM ({conform_sql(source, read)})"
     )
+    staged = _staged_files(con, read, partitions)
+    con.execute("CREATE OR REPLACE TEMP TABLE _homes (_file VARCHAR, _home DATE, _file_mtime BIGINT)")
+    insert_rows(con, "_homes", [(f, v.home, Path(f).stat().st_mtime_ns) for f, v in staged.items()])
+    _append_staged(con, source, read, partitions)
+    con.execute(f"DROP TABLE {read.table}; DROP TABLE _conformed; DROP TABLE _homes")
+    return staged, failed
+
+
+def _staged_files(
+    con: duckdb.DuckDBPyConnection, read: FilesRead, partitions: tuple[dt.date, dt.date]
+) -> dict[str, _StagedFile]:
+    p_start, p_end = partitions
     rejects = read.rejects_table or "(SELECT NULL::VARCHAR AS _file, NULL::BIGINT AS _row_number WHERE false)"
     stats = con.execute(
         f"""
@@ -160,12 +185,19 @@ def _stage(
         """,
         [p_start, p_end],
     ).fetchall()
-    info = {}
-    for file, lo, hi, records in stats:
-        home = min(max(name_date(Path(file)) or lo or p_start, p_start), p_end)
-        info[file] = (home, lo, hi, records)
-    con.execute("CREATE OR REPLACE TEMP TABLE _homes (_file VARCHAR, _home DATE, _file_mtime BIGINT)")
-    insert_rows(con, "_homes", [(f, v[0], Path(f).stat().st_mtime_ns) for f, v in info.items()])
+    return {
+        file: _StagedFile(min(max(name_date(Path(file)) or lo or p_start, p_start), p_end), lo, hi, records)
+        for file, lo, hi, records in stats
+    }
+
+
+def _append_staged(
+    con: duckdb.DuckDBPyConnection, source: Source, read: FilesRead, partitions: tuple[dt.date, dt.date]
+) -> None:
+    """The conformed rows into `_staged` (out-of-range days to their file's home), their errors and
+    the reader's rejects into `_staged_q`."""
+    event = source.contract.event_time
+    p_start, p_end = partitions
     out_of_range = (
         f"CASE WHEN _event_date NOT BETWEEN DATE '{p_start}' AND DATE '{p_end}' THEN "
         f"[{{'field': '{event}', 'reason': 'event date ' || _event_date || ' outside the partitions "
@@ -200,8 +232,6 @@ def _stage(
             """
         )
         con.execute(f"DROP TABLE {read.rejects_table}")
-    con.execute(f"DROP TABLE {read.table}; DROP TABLE _conformed; DROP TABLE _homes")
-    return info, failed
 
 
 def _create_staging(con: duckdb.DuckDBPyConnection, source: Source) -> None:
@@ -381,7 +411,19 @@ def _load_days(
     new_catalog = []
     for f, v in info.items():
         stat = Path(f).stat()
-        new_catalog.append((source.name, f, stat.st_size, stat.st_mtime_ns, _sha256(Path(f)), *v))
+        new_catalog.append(
+            (
+                source.name,
+                f,
+                stat.st_size,
+                stat.st_mtime_ns,
+                _sha256(Path(f)),
+                v.home,
+                v.first_day,
+                v.last_day,
+                v.records,
+            )
+        )
     _load_suppression_list(con, suppression)
     _rank_staged(con, source)
     counts = _day_counts(con, dates)
@@ -442,7 +484,7 @@ def _stage_feeding_files(
     requested: set[dt.date],
     end: dt.date,
     partitions: tuple[dt.date, dt.date],
-) -> tuple[dict, dict[Path, str], set[dt.date]]:
+) -> tuple[dict[str, _StagedFile], dict[Path, str], set[dt.date]]:
     """Stage new and changed files and the files that feed the requested days; then, since new
     files may carry rows of other days (a till that synced late), every file that feeds those days
     too, so late rows arrive with the run that first sees them. Days after `end` wait for their own
@@ -450,9 +492,9 @@ def _stage_feeding_files(
     first = [p for p in files if spans.feeds(p, requested)]
     info, failed = _stage(con, source, first, partitions)
     extra: set[dt.date] = set()
-    for f, (home, lo, hi, _) in info.items():
+    for f, staged in info.items():
         if spans.span(Path(f)) is None:
-            extra.update(days_between(min(home, lo or home), max(home, hi or home)))
+            extra.update(staged.days())
     extra = {d for d in extra if d <= end} - requested
     if extra:
         more = [p for p in files if p not in first and spans.feeds(p, extra)]
