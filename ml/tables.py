@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import cast
 
@@ -166,9 +166,11 @@ def build_sales_forecast(
     """Weekly net revenue and orders forecasts with 80/95 % intervals: total, channels, regions (reconciled) and top products."""
     f = cfg.forecast
     events = data.calendar_days(Path(f.calendar) if f.calendar else None)
-    result = forecast_sales(
-        data.weekly_sales(con, ctx.as_of), data.weekly_product_sales(con, ctx.as_of, f.product_level), events, f
-    )
+    products = data.weekly_product_sales(con, ctx.as_of, f.product_level)
+    if f.product_level == "category" and products.filter(pl.col("product") != "unknown")["product"].n_unique() < 2:
+        f = replace(f, product_level="sku")  # extracts without categories (e.g. Online Retail): forecast the top SKUs
+        products = data.weekly_product_sales(con, ctx.as_of, "sku")
+    result = forecast_sales(data.weekly_sales(con, ctx.as_of), products, events, f)
     card = {
         "config": f,
         "models": "statsforecast AutoETS (no season), AutoTheta; baselines Naive and SeasonalNaive",

@@ -249,6 +249,9 @@ def test_online_retail_through_dagster(tmp_path: Path) -> None:
         order_count = con.execute("SELECT count(*) FROM marts.fct_orders").fetchall()[0][0]
         # A store file with only customer ref, order, date, SKU, quantity and price still gets every ML table.
         ml_rows = {t: con.execute(f"SELECT count(*) FROM ml.{t}").fetchall()[0][0] for t in TABLES}
+        # No categories in the file: the forecasts take the top SKUs instead of one 'unknown' category.
+        forecast_types = {r[0] for r in con.execute("SELECT DISTINCT series_type FROM ml.sales_forecast").fetchall()}
+    assert forecast_types == {"total", "channel", "region", "sku"}
     assert (fact_lines, fact_revenue) == (541_909, revenue)
     assert (customers, orders) == (4_372, 25_900) and non_products >= 4
     assert customer_rows == (4_372, 4_372, 4_372) and order_count == 25_900

@@ -187,7 +187,7 @@ def _tables(section: str, data: ReportData, options: PageOptions) -> list[str]:
         return [_table(frames["rules"].drop("basket", "item"), lang, "rules")]
     if section == "outlook" and "repurchase_metrics" in frames:
         return [_table(frames["repurchase_metrics"], lang, "repurchase_metrics")]
-    if section == "web":
+    if section == "web" and not frames["web_funnel"].is_empty():
         return [_table(frames["web_funnel"].select("source", *WEB_STEPS), lang, "web_funnel")]
     if section == "quality":
         return _quality_tables(data, options)
