@@ -87,6 +87,12 @@ class ForecastConfig:
 
 
 @dataclass(frozen=True)
+class TriggerConfig:
+    within_hours: int = 24  # abandoned: no order by the customer within this many hours after the session
+    lookback_days: int = 7  # sessions this recent are candidates (older ones are past following up)
+
+
+@dataclass(frozen=True)
 class MLConfig:
     churn: ChurnConfig = field(default_factory=ChurnConfig)
     baskets: BasketConfig = field(default_factory=BasketConfig)
@@ -95,6 +101,7 @@ class MLConfig:
     value: ValueConfig = field(default_factory=ValueConfig)
     repurchase: RepurchaseConfig = field(default_factory=RepurchaseConfig)
     forecast: ForecastConfig = field(default_factory=ForecastConfig)
+    triggers: TriggerConfig = field(default_factory=TriggerConfig)
 
 
 def load_config(path: Path | str | None = None) -> MLConfig:

@@ -146,3 +146,42 @@ def calendar_days(path: Path | None) -> set[dt.date]:
         return set(frame["date"].str.strip_chars().str.to_date("%Y-%m-%d").to_list())
     except pl.exceptions.InvalidOperationError as e:
         raise ValueError(f"{path}: column date must hold dates as YYYY-MM-DD ({e})") from None
+
+
+def abandoned_sessions(con: duckdb.DuckDBPyConnection, as_of: dt.date, lookback_days: int) -> pl.DataFrame:
+    """Web sessions of the `lookback_days` before `as_of` that viewed products (browse) or added to
+    the cart (cart) and ordered nothing, of customers their cookie had named by `as_of` (as in
+    `interactions`; a session counts from the day after it starts, when no later event can still
+    join it), with the customer's next order after the session (any channel, on or before
+    `as_of`) and `now`: the latest order or session start the warehouse holds as of `as_of` (UTC)."""
+    return _frame(
+        con,
+        """
+        with now as (
+            select greatest(
+                (select max(ordered_at) from marts.fct_orders where ordered_local_date <= $1),
+                (select max(session_started_at) from marts.fct_web_sessions where session_local_date <= $1)
+            ) as now
+        ),
+        known as (
+            select distinct identity_record_key from marts.fct_interactions
+            where carries_identifier and occurred_local_date <= $1
+        ),
+        sessions as (
+            select s.customer_key, s.session_ended_at, s.product_views, s.add_to_carts,
+                case when s.add_to_carts > 0 then 'cart_abandonment' else 'browse_abandonment' end as trigger
+            from marts.fct_web_sessions as s
+            inner join known on s.identity_record_key = known.identity_record_key
+            where s.customer_key is not null and s.session_local_date >= $1 - $2 and s.session_local_date < $1
+              and s.orders = 0 and (s.product_views > 0 or s.add_to_carts > 0)
+        )
+        select s.trigger, s.customer_key, s.session_ended_at, s.product_views, s.add_to_carts,
+            (select min(o.ordered_at) from marts.fct_orders as o
+             where o.customer_key = s.customer_key and o.ordered_at > s.session_ended_at
+               and o.ordered_local_date <= $1 and not o.is_refund) as next_order_at,
+            (select now from now) as now
+        from sessions as s
+        order by s.trigger, s.customer_key, s.session_ended_at
+    """,
+        [as_of, lookback_days],
+    )

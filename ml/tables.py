@@ -33,6 +33,7 @@ from ml.repurchase import RepurchaseModel, repurchase_scores
 from ml.rfm import SEGMENT_GRID, rfm_table
 from ml.run_context import RunContext
 from ml.segments import SEGMENT_FEATURES, SegmentModel, segment_customers
+from ml.triggers import TRIGGERS, due
 
 
 @dataclass
@@ -183,6 +184,17 @@ def build_sales_forecast(
     return TableOutput(result.forecasts, result.metrics, card=card, evaluated_on=f"rolling origins from {first}")
 
 
+def build_triggered_audiences(
+    con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig
+) -> TableOutput:
+    """Browse- and cart-abandonment follow-ups due now: customers whose session had no order within the window."""
+    t = cfg.triggers
+    frame = due(data.abandoned_sessions(con, ctx.as_of, t.lookback_days), t.within_hours)
+    counts = dict(frame.group_by("trigger").len().iter_rows())
+    metrics = {f"customers/{name}": float(counts.get(name, 0)) for name in TRIGGERS}
+    return TableOutput(frame, metrics, card={"config": t})
+
+
 def build_association_rules(
     con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig
 ) -> TableOutput:
@@ -305,6 +317,7 @@ TABLES: dict[str, Callable[[duckdb.DuckDBPyConnection, MartInputs, RunContext, M
     "customer_value": build_customer_value,
     "repurchase_scores": build_repurchase_scores,
     "sales_forecast": build_sales_forecast,
+    "triggered_audiences": build_triggered_audiences,
 }
 CUSTOMER_MARTS = ["fct_orders", "fct_interactions", "dim_customer"]
 MART_INPUTS: dict[str, list[str]] = {
@@ -317,6 +330,7 @@ MART_INPUTS: dict[str, list[str]] = {
     "customer_value": ["fct_orders"],
     "repurchase_scores": CUSTOMER_MARTS,
     "sales_forecast": ["fct_orders", "fct_order_lines", "dim_customer", "dim_product"],
+    "triggered_audiences": ["fct_web_sessions", "fct_orders"],
 }
 
 

@@ -265,7 +265,14 @@ def export(
 
 @app.command()
 def audience(
-    segment: Annotated[str, typer.Option(help="RFM segment, e.g. champions (see ml.rfm_segments).")],
+    segment: Annotated[str | None, typer.Option(help="RFM segment, e.g. Champions (see ml.rfm_segments).")] = None,
+    trigger: Annotated[
+        str | None,
+        typer.Option(help="Instead of a segment: browse_abandonment or cart_abandonment (follow-ups due now)."),
+    ] = None,
+    within: Annotated[
+        int | None, typer.Option(help="The trigger's window: no order within this many hours (default 24).")
+    ] = None,
     channel: Annotated[str, typer.Option(help="email, sms or phone.")] = "email",
     region: Annotated[str | None, typer.Option(help="Only this region's customers.")] = None,
     unmasked: Annotated[
@@ -273,12 +280,25 @@ def audience(
     ] = False,
     warehouse: Annotated[Path | None, WAREHOUSE_OPTION] = None,
 ) -> None:
-    """Export a marketing audience: the segment's customers whose consent as of the as-of date allows contact."""
+    """Export a marketing audience: a segment's customers, or those a follow-up is due for, whose
+    consent as of the as-of date allows contact on the channel."""
+    from ml.config import TriggerConfig
     from serving.export import ExportSpec
 
-    _write_export(
-        ExportSpec(kind="audience", segment=segment, channel=channel, region=region, masked=not unmasked), warehouse
+    if (segment is None) == (trigger is None):
+        _fail("give one of --segment or --trigger")
+    if within is not None and (trigger is None or within <= 0):
+        _fail("--within takes a positive number of hours, with --trigger")
+    spec = ExportSpec(
+        kind="audience",
+        segment=segment,
+        channel=channel,
+        region=region,
+        masked=not unmasked,
+        trigger=trigger,
+        within_hours=within or (TriggerConfig().within_hours if trigger else None),
     )
+    _write_export(spec, warehouse)
 
 
 def _audit_unmasked(env: Settings, event: str, warning: str, spec: dict) -> None:

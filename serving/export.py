@@ -47,8 +47,10 @@ class ExportSpec:
     kind: str = "bi"  # "bi": every mart and ML table; "audience": one marketing audience
     region: str | None = None
     masked: bool = True
-    segment: str | None = None  # audience only
+    segment: str | None = None  # audience of an RFM segment
     channel: str | None = None  # audience only
+    trigger: str | None = None  # audience of a triggered follow-up (ml/triggers.py), instead of a segment
+    within_hours: int | None = None  # the trigger's window (default: ml's TriggerConfig)
 
 
 @dataclass
@@ -258,15 +260,12 @@ def drop_all_but_current(path: Path) -> None:
 
 
 def export_path(warehouse_dir: Path, spec: ExportSpec) -> Path:
-    """Where an export of this spec lives: exports/, exports_region/<region>/, audiences/<segment>_<channel>/."""
+    """Where an export of this spec lives: exports/, exports_region/<region>/, audiences/<segment>_<channel>/
+    (or audiences/<trigger>_<hours>h_<channel>/)."""
     if spec.kind == "audience":
-        return (
-            warehouse_dir
-            / "audiences"
-            / f"{spec.segment}_{spec.channel}{'_' + spec.region if spec.region else ''}".replace("/", "-").replace(
-                " ", "_"
-            )
-        )
+        who = f"{spec.trigger}_{spec.within_hours}h" if spec.trigger else spec.segment
+        name = f"{who}_{spec.channel}{'_' + spec.region if spec.region else ''}"
+        return warehouse_dir / "audiences" / name.replace("/", "-").replace(" ", "_")
     if spec.region:
         return warehouse_dir / "exports_region" / spec.region.replace("/", "-")
     return warehouse_dir / "exports"

@@ -274,6 +274,11 @@ def _expected_audience(con: duckdb.DuckDBPyConnection, segment: str, as_of: dt.d
     """Independently: the segment's customers whose version in force at the end of `as_of` consents and has an email."""
     rfm = con.sql("SELECT customer_key, as_of_date FROM ml.rfm_segments WHERE segment = ?", params=[segment]).pl()
     rfm = rfm.filter(pl.col("as_of_date") == rfm.filter(pl.col("as_of_date") <= as_of)["as_of_date"].max())
+    return _consenting(con, set(rfm["customer_key"]), as_of)
+
+
+def _consenting(con: duckdb.DuckDBPyConnection, keys: set[str], as_of: dt.date) -> set[str]:
+    """Those of `keys` whose version in force at the end of `as_of` consents and has an email."""
     versions = con.sql(
         "SELECT customer_key, valid_from, valid_to, has_marketing_consent, email FROM marts.dim_customer"
     ).pl()
@@ -282,7 +287,7 @@ def _expected_audience(con: duckdb.DuckDBPyConnection, segment: str, as_of: dt.d
         (pl.col("valid_from") < end) & (pl.col("valid_to").is_null() | (pl.col("valid_to") >= end))
     )
     allowed = in_force.filter(pl.col("has_marketing_consent") & pl.col("email").is_not_null())
-    return set(rfm["customer_key"]) & set(allowed["customer_key"])
+    return keys & set(allowed["customer_key"])
 
 
 def test_audience_uses_consent_as_of_the_as_of_date(
@@ -323,6 +328,42 @@ def test_audience_uses_consent_as_of_the_as_of_date(
     assert changed, "the sample has customers whose consent changed"
     bad = crm("audience", "--segment", "Nobody", env=env)
     assert bad.returncode == 1 and segment in bad.stderr
+
+
+def test_triggered_audience_holds_abandoners_with_consent_and_no_order_since(
+    deployment: Path, env: dict[str, str]
+) -> None:
+    done = crm("audience", "--trigger", "cart_abandonment", "--within", "12", "--channel", "email", env=env)
+    assert done.returncode == 0, done.stderr
+    folder = deployment / "audiences" / "cart_abandonment_12h_email"
+    audience = pl.from_arrow(read_export(folder / "audience"))
+    as_of = dt.date.fromisoformat(read_manifest(folder)["as_of_date"])
+    with publish.connect(deployment / "published") as con:
+        sessions = con.sql(
+            "SELECT customer_key, session_ended_at FROM marts.fct_web_sessions WHERE customer_key IS NOT NULL "
+            "AND add_to_carts > 0 AND orders = 0 AND session_local_date >= ? - 7 AND session_local_date < ? "
+            "AND identity_record_key IN (SELECT identity_record_key FROM marts.fct_interactions "
+            "WHERE carries_identifier AND occurred_local_date <= ?)",
+            params=[as_of, as_of, as_of],
+        ).pl()
+        orders = con.sql(
+            "SELECT customer_key, ordered_at FROM marts.fct_orders WHERE NOT is_refund AND ordered_local_date <= ?",
+            params=[as_of],
+        ).pl()
+        web_last = con.execute(
+            "SELECT max(session_started_at) FROM marts.fct_web_sessions WHERE session_local_date <= ?", [as_of]
+        ).fetchall()[0][0]
+        expected_consent = _consenting(con, set(sessions["customer_key"]), as_of)
+    now = max(web_last, orders["ordered_at"].max())
+    waited = sessions.filter(pl.col("session_ended_at") + dt.timedelta(hours=12) <= now)
+    last_order = orders.group_by("customer_key").agg(last_order=pl.col("ordered_at").max())
+    quiet = waited.join(last_order, on="customer_key", how="left").filter(
+        pl.col("last_order").is_null() | (pl.col("last_order") <= pl.col("session_ended_at"))
+    )  # no order after this session
+    expected = set(quiet["customer_key"]) & expected_consent
+    assert set(audience["customer_key"]) == expected and expected
+    assert set(audience["trigger"]) == {"cart_abandonment"} and audience["contact"].str.len_chars().eq(64).all()
+    assert crm("audience", "--trigger", "cart_abandonment", "--segment", "Champions", env=env).returncode == 1
 
 
 def test_forget_erases_one_person_everywhere_and_keeps_them_out(
