@@ -113,10 +113,20 @@ def validate(
     con: duckdb.DuckDBPyConnection, source: Source, result: LoadResult, batch_rows: int = BATCH_ROWS
 ) -> list[CheckOutcome]:
     """Run the checks of `check_names` over partitions result.start..result.end of the source."""
+    groups = {k: v for k, v in _expectations(source.contract).items() if v}
+    totals, rows = _unexpected_counts(con, source, result, groups, batch_rows)
+    return [
+        _outcome(name, description, blocking, groups.get(name, []), totals.get(name, []), rows, source, result)
+        for name, description, blocking in check_names(source.contract)
+    ]
+
+
+def _unexpected_counts(
+    con: duckdb.DuckDBPyConnection, source: Source, result: LoadResult, groups: dict[str, list], batch_rows: int
+) -> tuple[dict[str, list[list[int]]], int]:
+    """Per check, per expectation: [unexpected, seen] over the partitions' rows; and the rows read."""
     import great_expectations as gx
 
-    contract = source.contract
-    groups = {k: v for k, v in _expectations(contract).items() if v}
     totals: dict[str, list[list[int]]] = {k: [[0, 0] for _ in v] for k, v in groups.items()}
     # One suite per batch, not one validation per expectation: GX plans its metrics once per
     # validation (and fingerprinted the batch each time, before `_batch_definition` turned it
@@ -127,7 +137,7 @@ def validate(
             exp.meta = {"check": name, "index": i}
     suite = gx.ExpectationSuite(name=f"raw_{source.name}", expectations=[e for v in groups.values() for e in v])
     cursor = con.execute(
-        f"SELECT {', '.join(_columns(contract))} FROM {source.table} WHERE _partition_date BETWEEN ? AND ?",
+        f"SELECT {', '.join(_columns(source.contract))} FROM {source.table} WHERE _partition_date BETWEEN ? AND ?",
         [result.start, result.end],
     )
     batch_def = _batch_definition()
@@ -144,36 +154,40 @@ def validate(
             total = totals[r.expectation_config.meta["check"]][r.expectation_config.meta["index"]]
             total[0] += int(r.result.get("unexpected_count") or 0)
             total[1] += int(r.result.get("element_count") or 0) - int(r.result.get("missing_count") or 0)
+    return totals, rows
 
-    outcomes: list[CheckOutcome] = []
-    for name, description, blocking in check_names(contract):
-        if name == "row_count_positive":
-            outcomes.append(CheckOutcome(name, rows > 0, description, blocking, {"rows": rows}))
-        elif name == "quarantine_rate":
-            outcomes.append(
-                CheckOutcome(
-                    name,
-                    _quarantine_rate_passes(result, source.max_quarantine_rate),
-                    description,
-                    blocking,
-                    {
-                        "quarantine_rate": round(result.quarantine_rate, 6),
-                        "max_quarantine_rate": source.max_quarantine_rate,
-                        "rows_quarantined": result.rows_quarantined,
-                        "rows_read": result.rows_read,
-                    },
-                )
-            )
-        else:
-            exps = groups.get(name, [])
-            passed, meta = True, {}
-            for exp, (bad, seen) in zip(exps, totals.get(name, [])):
-                mostly = getattr(exp, "mostly", 1.0) or 1.0
-                ok = seen == 0 or bad / seen <= (1 - mostly) + 1e-12
-                passed &= ok
-                meta[f"{exp.column}_unexpected"] = bad
-            outcomes.append(CheckOutcome(name, passed, description, blocking, {**meta, "rows": rows}))
-    return outcomes
+
+def _outcome(
+    name: str,
+    description: str,
+    blocking: bool,
+    expectations: list,
+    totals: list[list[int]],
+    rows: int,
+    source: Source,
+    result: LoadResult,
+) -> CheckOutcome:
+    if name == "row_count_positive":
+        return CheckOutcome(name, rows > 0, description, blocking, {"rows": rows})
+    if name == "quarantine_rate":
+        return CheckOutcome(
+            name,
+            _quarantine_rate_passes(result, source.max_quarantine_rate),
+            description,
+            blocking,
+            {
+                "quarantine_rate": round(result.quarantine_rate, 6),
+                "max_quarantine_rate": source.max_quarantine_rate,
+                "rows_quarantined": result.rows_quarantined,
+                "rows_read": result.rows_read,
+            },
+        )
+    passed, meta = True, {}
+    for exp, (bad, seen) in zip(expectations, totals):
+        mostly = getattr(exp, "mostly", 1.0) or 1.0
+        passed &= seen == 0 or bad / seen <= (1 - mostly) + 1e-12
+        meta[f"{exp.column}_unexpected"] = bad
+    return CheckOutcome(name, passed, description, blocking, {**meta, "rows": rows})
 
 
 def _quarantine_rate_passes(result: LoadResult, threshold: float) -> bool:

@@ -306,6 +306,29 @@ def delete_reports_naming(reports: Path, customer_keys: list[str]) -> list[str]:
     return deleted
 
 
+def _erase_published(
+    published_dir: Path, keys: list[str], sources: list[Source], governance: Path, erasure_id: str
+) -> tuple[int, list[str]]:
+    """A new published version: the current one with the person erased; every older one deleted.
+    Returns (the new version, the versions deleted)."""
+    from serving import publish
+
+    current = publish.current(published_dir)
+    with duckdb.connect(str(current), read_only=True) as con:
+        run_id, as_of = con.execute("SELECT run_id, as_of_date FROM serving.publication").fetchall()[0]
+    pub = publish.add_version(
+        current,
+        published_dir,
+        run_id,
+        as_of,
+        keep=1,
+        change=lambda c: erase(
+            c, keys, sources, before_commit=lambda fp: append_suppression(governance, erasure_id, fp.row_hashes)
+        ),
+    )
+    return pub.version, pub.pruned
+
+
 def forget(
     request: ErasureRequest,
     build: Path,
@@ -336,22 +359,11 @@ def forget(
         footprint = erase(
             con, keys, sources, before_commit=lambda fp: append_suppression(governance, erasure_id, fp.row_hashes)
         )
-    version, deleted, rewritten = None, [], []
+    version: int | None = None
+    deleted: list[str] = []
+    rewritten: list[str] = []
     if (published_dir / publish.CURRENT).is_symlink():
-        current = publish.current(published_dir)
-        with duckdb.connect(str(current), read_only=True) as con:
-            run_id, as_of = con.execute("SELECT run_id, as_of_date FROM serving.publication").fetchall()[0]
-        pub = publish.add_version(
-            current,
-            published_dir,
-            run_id,
-            as_of,
-            keep=1,
-            change=lambda c: erase(
-                c, keys, sources, before_commit=lambda fp: append_suppression(governance, erasure_id, fp.row_hashes)
-            ),
-        )
-        version, deleted = pub.version, pub.pruned
+        version, deleted = _erase_published(published_dir, keys, sources, governance, erasure_id)
         for path in export.known_exports(published_dir.parent):
             spec = export.ExportSpec(**export.read_manifest(path)["spec"])
             export.write_export(published_dir, published_dir.parent, spec, personal, key, duckdb_config)
