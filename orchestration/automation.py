@@ -19,6 +19,8 @@ from orchestration._compat.dagster_tags import ASSET_PARTITION_RANGE_END_TAG, AS
 
 INGEST_JOB = "ingest_sources"
 BUILD_JOB = "build_warehouse"
+INGEST_RUN_TAG = "crm/ingest_run"  # on a build run: the ingestion run it builds on (its checks are the version's too)
+AS_OF_TAG = "crm/as_of"
 
 
 def range_tags(start: dt.date, end: dt.date) -> dict[str, str]:
@@ -48,7 +50,9 @@ def build_after_ingest(
         "checks, publish a new version and export it.",
     )
     def _sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest:
-        return dg.RunRequest(run_key=context.dagster_run.run_id)
+        run = context.dagster_run
+        as_of = {AS_OF_TAG: run.tags[AS_OF_TAG]} if AS_OF_TAG in run.tags else {}
+        return dg.RunRequest(run_key=run.run_id, tags={INGEST_RUN_TAG: run.run_id, **as_of})
 
     return _sensor
 

@@ -17,10 +17,9 @@ import dagster as dg
 from ingestion.probe import latest_event_date
 from ingestion.sources import SourcesConfig, load_sources
 from ingestion.start_date import with_start_date
-from orchestration.automation import BUILD_JOB, INGEST_JOB, range_tags
+from orchestration.automation import AS_OF_TAG, BUILD_JOB, INGEST_JOB, INGEST_RUN_TAG, range_tags
 from orchestration.settings import Settings, hand_to_processes
 
-AS_OF_TAG = "crm/as_of"
 PROGRESS_POLL_SECONDS = 2.0
 PID_TAG, HOST_TAG = "crm/pid", "crm/host"  # which process runs it, to notice when one was killed
 
@@ -101,10 +100,11 @@ def run_pipeline(
         release_abandoned_runs(instance)
         for job, tags, run_config in runs:
             done_before = sum(len(j.graph.node_defs) for j, _, _ in runs[: len(results)])
+            built_on = {INGEST_RUN_TAG: results[0].run_id} if results else {}  # the build names its ingestion
             result = _execute(
                 instance,
                 job,
-                tags,
+                {**tags, **built_on},
                 {"loggers": {"console": {"config": {"log_level": log_level}}}, **run_config},
                 (lambda n, before=done_before: on_progress(before + n, total)) if on_progress else None,
             )

@@ -6,6 +6,7 @@ import datetime as dt
 import dagster as dg
 
 from ingestion.sources import load_sources
+from orchestration.automation import INGEST_RUN_TAG
 from orchestration.dbt_assets import dbt_project
 from orchestration.run import AS_OF_TAG
 from orchestration.settings import DUCKDB_POOL, Settings
@@ -92,10 +93,13 @@ def bi_exports(settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
 
 
 def checks_of_run(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, bool]] | None:
-    """(asset:check, passed) of every check the run evaluated; None when this instance never saw the run."""
-    if not instance.has_run(run_id):
+    """(asset:check, passed) of every check the build run evaluated, and the ingestion run it built
+    on (the sources' quality gates); None when this instance never saw the run."""
+    run = instance.get_run_by_id(run_id)
+    if run is None:
         return None
-    records = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    runs = [run_id, *([run.tags[INGEST_RUN_TAG]] if INGEST_RUN_TAG in run.tags else [])]
+    records = [r for i in runs for r in instance.all_logs(i, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
     evaluations = (r.dagster_event.event_specific_data for r in records if r.dagster_event)
     return sorted((f"{'/'.join(e.asset_key.path)}:{e.check_name}", e.passed) for e in evaluations)
 

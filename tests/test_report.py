@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -86,6 +87,17 @@ def test_every_run_leaves_a_report_with_a_latest_link(year: Year) -> None:
     assert latest.is_symlink() and latest.resolve().name == str(as_of)
     assert (latest / "report.html").stat().st_size > 0
     assert (latest / "report.pdf").stat().st_size > 0  # Chromium is installed by set-up
+    # The checks of the build run and of the ingestion run it built on: dbt's tests and the GX gates.
+    import dagster as dg
+
+    from orchestration.serving_assets import checks_of_run
+    from serving.report.write import published_run_id
+
+    with dg.DagsterInstance.get() as instance:
+        checks = checks_of_run(instance, published_run_id(year.cfg.out / "published"))
+    assert checks and {c.split("/")[0] for c, _ in checks} >= {"raw", "staging", "marts"}
+    shown = re.search(r'data-checks-passed="(\d+)" data-checks="(\d+)"', (latest / "report.html").read_text())
+    assert shown and (int(shown[1]), int(shown[2])) == (sum(ok for _, ok in checks), len(checks))
 
 
 def test_kpis_equal_an_independent_computation(report: tuple[Page, Path]) -> None:
