@@ -396,6 +396,65 @@ def report(
 
 
 @app.command()
+def simulate(
+    target: Annotated[
+        str,
+        typer.Option(
+            help="Who: key=value joined by 'and'; keys segment (RFM), churn_band, stage (lifecycle), kmeans, "
+            'region, clv (LOW..HIGH), e.g. "segment=At Risk and clv=200..".'
+        ),
+    ],
+    offer_cost: Annotated[float, typer.Option("--offer-cost", help="Cost of the offer per customer contacted.")],
+    margin: Annotated[float, typer.Option(help="Share of revenue kept as profit (0 to 1].")],
+    response_lift: Annotated[
+        float | None,
+        typer.Option("--response-lift", help="Assumed relative lift of the conversion rate, e.g. 0.2 for +20 %."),
+    ] = None,
+    response_from: Annotated[
+        str | None, typer.Option("--response-from", help="A randomized campaign whose measured response to use.")
+    ] = None,
+    horizon: Annotated[int, typer.Option(help="Days the offer has to convert (a repurchase horizon: 30 or 90).")] = 30,
+    channel: Annotated[str, typer.Option(help="email, sms or phone: whose consent counts.")] = "email",
+    region: Annotated[str | None, typer.Option(help="Only this region's customers.")] = None,
+    warehouse: Annotated[Path | None, WAREHOUSE_OPTION] = None,
+) -> None:
+    """What-if of a promotion before launch: audience, incremental conversions, revenue, profit and ROI
+    with an interval, revenue at risk, and the holdout needed to measure it (a model-based scenario)."""
+    import duckdb
+
+    from serving import publish
+    from serving.simulate import Scenario, ScenarioError, simulate, store
+
+    env = Settings.load(warehouse=warehouse)
+    scenario = Scenario(target, offer_cost, margin, response_lift, response_from, horizon, channel, region)
+    try:
+        with publish.connect(env.published_dir) as con:
+            result = simulate(con, scenario)
+        with duckdb.connect(str(env.warehouse)) as build:
+            store(build, scenario, result)
+    except duckdb.IOException as e:
+        _fail(f"the scenario was computed but not stored: the warehouse is being written (a run holds it): {e}")
+    except (ScenarioError, publish.NothingPublished, duckdb.Error) as e:
+        _fail(e)
+    roi = f"{result.roi:.2f}" if result.roi is not None else "n/a (no cost)"
+    console.print(
+        f"scenario {result.scenario_id} as of {result.as_of_date} (response: {result.response_source}, "
+        f"{response_lift:+.0%} assumed):\n"
+        f"  audience {result.audience:,} customers consenting to {channel}; baseline conversions "
+        f"{result.baseline_conversions:,.1f} in {horizon} days\n"
+        f"  incremental conversions {result.incremental_conversions:,.1f}; revenue {result.incremental_revenue:,.0f} "
+        f"(95 % {result.incremental_revenue_lo:,.0f} to {result.incremental_revenue_hi:,.0f})\n"
+        f"  cost {result.cost:,.0f}; profit {result.profit:,.0f} (95 % {result.profit_lo:,.0f} to "
+        f"{result.profit_hi:,.0f}); ROI {roi}\n"
+        f"  revenue at risk from churn in the audience {result.revenue_at_risk:,.0f}; a holdout of "
+        f"{result.holdout_needed:,} customers measures the lift at 80 % power\n"
+        f"  stored in ml.promotion_scenarios",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
 def forget(
     email: Annotated[str | None, typer.Option(help="The person's email.")] = None,
     phone: Annotated[str | None, typer.Option(help="The person's phone, any format.")] = None,
