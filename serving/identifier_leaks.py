@@ -13,6 +13,7 @@ import duckdb
 import pyarrow as pa
 
 from serving.masking import MaskedSelect, tagged_columns
+from serving.publish import has_table
 
 SEPARATORS = re.compile(r"[:|~ ]")
 MAX_PARTS = 6  # a composite key of more parts is looked at in its first six
@@ -50,9 +51,7 @@ def clear_identifiers(
         f'SELECT DISTINCT CAST("{c}" AS VARCHAR) AS v FROM {rel} WHERE length(CAST("{c}" AS VARCHAR)) >= {MIN_LENGTH}'
         for rel, cols in identifiers.items()
         for c in sorted(cols)
-        if con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name = ?", [rel]
-        ).fetchall()[0][0]
+        if has_table(con, *rel.split(".", 1))
     ]
     if not known:
         return {}

@@ -56,6 +56,15 @@ def connect(published_dir: Path) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(current(published_dir)), read_only=True)
 
 
+def has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    """Whether the version holds `schema`.`table` (a table not built, e.g. an ML table without history, is absent)."""
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table]
+        ).fetchall()[0][0]
+    )
+
+
 def served_tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     """(schema, table) of every base table analysts and BI tools are served, in a stable order."""
     return con.execute(

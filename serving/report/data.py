@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import duckdb
 import polars as pl
 
+from serving.publish import has_table
 from serving.scopes import scoped_view_name, set_region
 
 KPI_PERIOD_DAYS = 30  # KPIs cover the last 30 days to the as-of date, against the 30 days before
@@ -69,16 +70,6 @@ def _one(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -
     return con.execute(sql, params or []).fetchall()[0]
 
 
-def _has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return bool(
-        _one(
-            con,
-            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-            [schema, table],
-        )[0]
-    )
-
-
 def gather(con: duckdb.DuckDBPyConnection, region: str | None = None, as_of: dt.date | None = None) -> ReportData:
     """All the report's figures from the version `con` reads (a published, read-only version), as of
     `as_of` (default: the version's own as-of date; never after it)."""
@@ -107,7 +98,7 @@ def gather(con: duckdb.DuckDBPyConnection, region: str | None = None, as_of: dt.
 
 
 def _dates(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> Dates:
-    if not _has_table(con, "ml", "rfm_segments"):
+    if not has_table(con, "ml", "rfm_segments"):
         return Dates(as_of, None, None)
     ml_as_of = _one(con, "select max(as_of_date) from ml.rfm_segments where as_of_date <= ?", [as_of])[0]
     previous = _one(con, "select max(as_of_date) from ml.rfm_segments where as_of_date < ?", [ml_as_of])[0]
@@ -147,13 +138,13 @@ def _order_kpis(con: duckdb.DuckDBPyConnection, orders: str, first: dt.date, las
 
 def _ml_kpis(con: duckdb.DuckDBPyConnection, scope: Scope, as_of: dt.date | None) -> dict[str, float | None]:
     at_risk = value = None
-    if as_of and _has_table(con, "ml", "churn_scores"):
+    if as_of and has_table(con, "ml", "churn_scores"):
         at_risk = _one(
             con,
             f"select count(*) from {scope.table('ml', 'churn_scores')} where as_of_date = ? and risk_band = 'high'",
             [as_of],
         )[0]
-    if as_of and _has_table(con, "ml", "customer_value"):
+    if as_of and has_table(con, "ml", "customer_value"):
         value = _one(
             con,
             f"select sum(predicted_value)::double from {scope.table('ml', 'customer_value')} where as_of_date = ?",
@@ -240,7 +231,7 @@ def rfm(con: duckdb.DuckDBPyConnection, scope: Scope, dates: Dates) -> dict[str,
     if as_of is None:
         return {}
     previous = dates.previous_ml_as_of
-    if not _has_table(con, "ml", "rfm_segments"):
+    if not has_table(con, "ml", "rfm_segments"):
         return {}
     table = scope.table("ml", "rfm_segments")
     segments = _frame(
@@ -296,7 +287,7 @@ def churn(con: duckdb.DuckDBPyConnection, scope: Scope, dates: Dates) -> dict[st
     as_of = dates.ml_as_of
     if as_of is None:
         return {}
-    if not (_has_table(con, "ml", "churn_scores") and _has_table(con, "ml", "rfm_segments")):
+    if not (has_table(con, "ml", "churn_scores") and has_table(con, "ml", "rfm_segments")):
         return {}
     scores, segments = scope.table("ml", "churn_scores"), scope.table("ml", "rfm_segments")
     customers, value = scope.table("marts", "dim_customer"), scope.table("ml", "customer_value")
@@ -346,7 +337,7 @@ def value(con: duckdb.DuckDBPyConnection, scope: Scope, dates: Dates) -> dict[st
     if as_of is None:
         return {}
     out = {}
-    if _has_table(con, "ml", "customer_value") and _has_table(con, "ml", "rfm_segments"):
+    if has_table(con, "ml", "customer_value") and has_table(con, "ml", "rfm_segments"):
         out["value_by_segment"] = _frame(
             con,
             f"""
@@ -358,7 +349,7 @@ def value(con: duckdb.DuckDBPyConnection, scope: Scope, dates: Dates) -> dict[st
             """,
             [as_of],
         )
-    if _has_table(con, "ml", "customer_lifecycle"):
+    if has_table(con, "ml", "customer_lifecycle"):
         counted = _frame(
             con,
             f"""
@@ -376,7 +367,7 @@ def segments(con: duckdb.DuckDBPyConnection, scope: Scope, dates: Dates) -> dict
     as_of = dates.ml_as_of
     if as_of is None:
         return {}
-    if not _has_table(con, "ml", "customer_segments"):
+    if not has_table(con, "ml", "customer_segments"):
         return {}
     profiles = _frame(
         con,
@@ -396,7 +387,7 @@ def rules(con: duckdb.DuckDBPyConnection, scope: Scope, dates: Dates) -> dict[st
     as_of = dates.ml_as_of
     if as_of is None:
         return {}
-    if not _has_table(con, "ml", "association_rules"):
+    if not has_table(con, "ml", "association_rules"):
         return {}
     frame = _frame(
         con,
@@ -417,7 +408,7 @@ def outlook(con: duckdb.DuckDBPyConnection, scope: Scope, dates: Dates) -> dict[
     as_of, out = dates.ml_as_of, {}
     if as_of is None:
         return {}
-    if _has_table(con, "ml", "sales_forecast"):
+    if has_table(con, "ml", "sales_forecast"):
         series = ("region", scope.region) if scope.region else ("total", "total")
         out["forecast"] = _frame(
             con,
@@ -438,7 +429,7 @@ def outlook(con: duckdb.DuckDBPyConnection, scope: Scope, dates: Dates) -> dict[
             """,
             [as_of - dt.timedelta(weeks=52), as_of],
         )
-    if _has_table(con, "ml", "repurchase_scores"):
+    if has_table(con, "ml", "repurchase_scores"):
         out["repurchase_bands"] = _frame(
             con,
             f"""
@@ -514,7 +505,7 @@ def service(con: duckdb.DuckDBPyConnection, scope: Scope, dates: Dates) -> dict[
 def quality(con: duckdb.DuckDBPyConnection, scope: Scope, dates: Dates) -> dict[str, pl.DataFrame]:
     """Loads and quarantine of the whole warehouse (not customers' rows: never region-scoped)."""
     out = {}
-    if _has_table(con, "raw", "_load_log"):
+    if has_table(con, "raw", "_load_log"):
         out["loads"] = _frame(
             con,
             """
@@ -525,7 +516,7 @@ def quality(con: duckdb.DuckDBPyConnection, scope: Scope, dates: Dates) -> dict[
             from raw._load_log group by source order by source
             """,
         )
-    if _has_table(con, "raw", "quarantine"):
+    if has_table(con, "raw", "quarantine"):
         out["quarantine"] = _frame(
             con,
             """
@@ -533,10 +524,10 @@ def quality(con: duckdb.DuckDBPyConnection, scope: Scope, dates: Dates) -> dict[
             from raw.quarantine group by all order by rows desc, source, reason
             """,
         )
-    if _has_table(con, "marts", "customer_identity_map"):
+    if has_table(con, "marts", "customer_identity_map"):
         guarded = (
             "(select count(*) from intermediate.int_identifier_quality where guard_reason is not null)"
-            if _has_table(con, "intermediate", "int_identifier_quality")
+            if has_table(con, "intermediate", "int_identifier_quality")
             else "null"
         )
         out["identity"] = _frame(
