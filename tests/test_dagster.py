@@ -119,6 +119,19 @@ def test_crm_run_materializes_every_asset_through_dagster(
             summary.run_ids[0], of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
         ).records
         assert sorted(r.event_log_entry.dagster_event.partition for r in logged if r.asset_key == web) == sorted(days)
+        # The build names the ingestion it built on, and the sensor does the same for the daemon's builds.
+        ingest = instance.get_run_by_id(summary.run_ids[0])
+        assert record.dagster_run.tags["crm/ingest_run"] == ingest.run_id
+        success = instance.get_records_for_run(ingest.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS).records[0]
+        context = dg.build_run_status_sensor_context(
+            "build_after_ingest", success.event_log_entry.dagster_event, instance, ingest
+        )
+        from orchestration.definitions import build_definitions
+
+        sensor = build_definitions(Settings.load(sample_copy[1], warehouse)).resolve_sensor_def("build_after_ingest")
+        request = sensor(context)
+        assert request.run_key == ingest.run_id
+        assert request.tags == {"crm/ingest_run": ingest.run_id, "crm/as_of": str(sample.end)}
         latest = instance.get_latest_materialization_event(web)
         assert (
             latest.dagster_event.partition == str(sample.end)
