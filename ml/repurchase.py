@@ -112,14 +112,16 @@ def repurchase_scores(
     cfg: RepurchaseConfig,
     features_now: pl.DataFrame,
     fitted: RepurchaseModel | None = None,
+    bgnbd_now: BgNbd | None = None,
 ) -> tuple[pl.DataFrame, RepurchaseModel]:
-    """One row per customer active at `as_of` and horizon. `fitted`: models of an earlier run to score with."""
+    """One row per customer active at `as_of` and horizon. `fitted`: models of an earlier run to score
+    with. `bgnbd_now`: the BG/NBD model `ml.customer_value` scores with, when there is one (else fitted)."""
     fitted = fitted or RepurchaseModel(
         [fit_horizon(orders, interactions, customers, as_of, cfg, d) for d in cfg.horizons]
     )
     current = features_now.filter(pl.col("last_purchase_date") > as_of - dt.timedelta(days=cfg.active_days))
     x = current.select(FEATURES).to_numpy()
-    bgnbd_now = _fit_bgnbd(orders, as_of)  # BG/NBD as of today, for the score it publishes
+    bgnbd_now = bgnbd_now or _fit_bgnbd(orders, as_of)  # for the score it publishes where it is better
     frames = []
     for h in fitted.horizons:
         p_model = 1 - h.churn.model.predict_proba(x)[:, 1]

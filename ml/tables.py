@@ -135,6 +135,7 @@ def build_repurchase_scores(
 ) -> TableOutput:
     """P(an order in the next 30 / 90 days) per active customer and horizon, with top reasons; BG/NBD's where it is better."""
     reused = fitted_model(con, "repurchase_scores", ctx, cfg.repurchase, RepurchaseModel)
+    value = fitted_model(con, "customer_value", ctx, cfg.value, dict)  # its BG/NBD, not a second fit
     frame, fit = repurchase_scores(
         inputs.orders(con),
         inputs.interactions(con),
@@ -143,6 +144,7 @@ def build_repurchase_scores(
         cfg.repurchase,
         inputs.features(con),
         reused.artifact if reused else None,
+        value.artifact["bgnbd"] if value else None,
     )
     metrics: dict[str, float] = _model_age(reused, ctx)
     for h in fit.horizons:
