@@ -86,6 +86,7 @@ SOCIAL_TYPES = ("post", "comment", "like", "share", "mention", "dm")
 SOCIAL_PLATFORMS = ("weibo", "wechat", "douyin", "xiaohongshu", "instagram", "facebook", "x")
 GENDERS = ("f", "m", "x")
 CHANNELS = ("web", "store", "call_center", "social", "app", "referral")
+CONTACT_CHANNELS = ("email", "sms", "phone", "app", "mail", "other")
 
 CONTRACTS: dict[str, Contract] = {
     c.channel: c
@@ -210,6 +211,48 @@ CONTRACTS: dict[str, Contract] = {
                 _f("signup_date", "date", False, "Date of sign-up."),
                 _f("marketing_consent", "boolean", False, "May we contact for marketing?"),
                 _f("consent_updated_at", "timestamp", False, "When consent was last given or withdrawn."),
+            ),
+        ),
+        Contract(
+            channel="campaigns",
+            description=(
+                "Marketing campaign contacts: one row per customer contacted or held out, with the arm "
+                "(offer or message variant) they were assigned to. The customer is named by any identifier "
+                "the identity graph knows; the records link nobody (docs/decision_support.md)."
+            ),
+            event_time="assigned_at",
+            key=("campaign_id", "contact_id"),
+            fields=(
+                _f("campaign_id", "string", True, "Id of the campaign (one experiment or send)."),
+                _f(
+                    "contact_id",
+                    "string",
+                    True,
+                    "The campaign tool's id of the contact, one per customer in a campaign (a subscriber key; "
+                    "map it to the same column as the customer identifier when the tool has none).",
+                ),
+                _f("arm", "string", True, "Offer or message variant; the source's control_arms name the holdout."),
+                _f(
+                    "assigned_at",
+                    "timestamp",
+                    True,
+                    "When the customer was assigned (and, unless held out, contacted).",
+                ),
+                _f("customer_ref", "string", False, "Customer id of the registry or shop."),
+                _f("loyalty_card", "string", False, "Loyalty card number.", pii=True),
+                _f("email", "string", False, "Email the message went to.", pii=True),
+                _f("phone", "string", False, "Phone the message or call went to (any format).", pii=True),
+                _f("channel", "string", False, "How the customer was contacted.", values=CONTACT_CHANNELS),
+                _f(
+                    "offer_cost",
+                    "decimal",
+                    False,
+                    "Cost of this contact (message plus offer), in money.",
+                    min_value=0,
+                    max_value=1e9,
+                ),
+                _f("campaign_name", "string", False, "Name of the campaign."),
+                _f("offer", "string", False, "What the arm offered."),
             ),
         ),
     )

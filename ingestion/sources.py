@@ -39,6 +39,15 @@ OPTION_KEYS = {
     "sheet",  # Excel: the sheet, by name or 0-based index; default the first
     "header_row",  # Excel: the 1-based row holding the header; default 1
 }
+# Options only one channel's sources take: name -> (type, default). The campaigns' describe the
+# experiment the file comes from (docs/decision_support.md).
+CHANNEL_OPTIONS: dict[str, dict[str, tuple[type, object]]] = {
+    "campaigns": {
+        "control_arms": (list, []),  # arms that were held out (not contacted), e.g. [holdout]
+        "randomized": (bool, False),  # were arms assigned at random? Only then is an effect reported
+        "response_window_days": (int, 14),  # orders this many days after assignment count as responses
+    },
+}
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # The `identity:` section: the identity guard and the giant-customer alarm (docs/identity.md). Each
 # key is the dbt var identity_<key>, whose default dbt_project.yml holds.
@@ -79,6 +88,11 @@ class Source:
     @property
     def max_quarantine_rate(self) -> float:
         return float(self.options.get("max_quarantine_rate", 0.05))
+
+    def channel_option(self, name: str) -> Any:
+        """A channel-specific option (CHANNEL_OPTIONS) as given, else its default."""
+        _, default = CHANNEL_OPTIONS[self.channel][name]
+        return self.options.get(name, default)
 
     def files(self) -> list[Path]:
         """Files the glob matches now, in a stable order (sorted path)."""
@@ -157,9 +171,11 @@ def _parse_source(path: Path, i: int, raw: object, default_tz: str) -> Source:
             path, where, f"required fields {missing} of the {contract.channel} contract are not mapped in columns"
         )
     options = dict(raw.get("options") or {})
-    bad = set(options) - OPTION_KEYS
+    own = CHANNEL_OPTIONS.get(contract.channel, {})
+    bad = set(options) - OPTION_KEYS - set(own)
     if bad:
-        raise _fail(path, where, f"unknown options {sorted(bad)}; known: {sorted(OPTION_KEYS)}")
+        raise _fail(path, where, f"unknown options {sorted(bad)}; known: {sorted(OPTION_KEYS | set(own))}")
+    _check_channel_options(path, where, options, own)
     if "encoding" in options:
         try:
             codecs.lookup(str(options["encoding"]))
@@ -172,6 +188,21 @@ def _parse_source(path: Path, i: int, raw: object, default_tz: str) -> Source:
             ) from None
     tz = _check_timezone(path, where, str(options.get("timezone", default_tz)))
     return Source(name, contract.channel, glob_path, fmt, dict(columns), tz, options)
+
+
+def _check_channel_options(
+    path: Path, where: str, options: dict[str, Any], own: dict[str, tuple[type, object]]
+) -> None:
+    for name, (kind, _) in own.items():
+        if name not in options:
+            continue
+        value = options[name]
+        if kind is list and not (isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value)):
+            raise _fail(path, where, f"options.{name}: {value!r} must be a list of names, e.g. [holdout]")
+        if kind is bool and not isinstance(value, bool):
+            raise _fail(path, where, f"options.{name}: {value!r} must be true or false")
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise _fail(path, where, f"options.{name}: {value!r} must be a whole number of days, at least 1")
 
 
 def load_sources(path: str | Path) -> SourcesConfig:

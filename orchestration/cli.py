@@ -60,7 +60,7 @@ def generate(
         Path, typer.Option(help="Output folder: extracts/ and truth/ are written in it.")
     ] = DEFAULT_SAMPLE_OUT,
 ) -> None:
-    """Write realistic sample extracts of all five channels, with planted structure, mess and ground truth."""
+    """Write realistic sample extracts of every channel, with planted structure, mess and ground truth."""
     from ingestion.generator import GeneratorConfig, sources_file_for
     from ingestion.generator import generate as run_generator
 

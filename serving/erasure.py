@@ -54,6 +54,12 @@ PERSON_ROWS: dict[str, tuple[str, str, dict[str, str]]] = {
         "concat(platform, ':', handle)",
         {"social_handle": "concat(platform, ':', handle)", "phone": "linked_phone_e164", "email": "linked_email"},
     ),
+    # Campaign contacts are no records of the graph (they only look customers up): found by identifier.
+    "stg_campaigns__contacts": (
+        "campaign_contact",
+        "campaign_contact_id",
+        {"customer_ref": "customer_ref", "loyalty_card": "loyalty_card", "email": "email", "phone": "phone_e164"},
+    ),
 }
 SUPPRESSION = "suppression.csv"
 AUDIT = "audit.jsonl"

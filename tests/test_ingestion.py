@@ -235,7 +235,8 @@ def test_a_range_loaded_in_chunks_equals_one_load(
         with duckdb.connect(str(chunked)) as con:
             size = sum(f.stat().st_size for f in s.files())
             many = load_source(con, s, sample.start, sample.end, BOUNDS, chunk_bytes=size // 8)
-            assert con.execute("SELECT count(*) FROM raw._load_log").fetchall()[0][0] > 3, s.name
+            if len(s.files()) > 3:  # a campaign source is one file per campaign: nothing to cut
+                assert con.execute("SELECT count(*) FROM raw._load_log").fetchall()[0][0] > 3, s.name
         probe = duckdb.connect()
         probe.execute(f"ATTACH '{whole}' AS one (READ_ONLY); ATTACH '{chunked}' AS many (READ_ONLY)")
         for table, run_columns in ((s.table, "_batch_id, _loaded_at"), ("raw.quarantine", "batch_id, loaded_at")):
@@ -281,7 +282,9 @@ def test_as_of_loads_nothing_after_it(sample: GeneratorConfig, sample_copy: tupl
     for s in load_sources(sources_file).sources:
         load_source(con, s, sample.start, as_of, BOUNDS)
         latest = con.execute(f"SELECT max(_partition_date) FROM {s.table}").fetchall()[0][0]
-        assert latest <= as_of, s.name
+        assert latest is None or latest <= as_of, s.name
+        if s.channel == "campaigns":  # a campaign list lands on its campaign's day only
+            continue
         rows = con.execute(f"SELECT count(*) FROM {s.table} WHERE _partition_date = ?", [as_of]).fetchall()[0][0]
         on_the_day[s.channel] = on_the_day.get(s.channel, 0) + rows  # one franchise store may sell nothing that day
     assert all(n > 0 for n in on_the_day.values()), on_the_day

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ingestion.generator.campaigns import campaign_truth, plan_campaigns, with_responses
 from ingestion.generator.config import GeneratorConfig, MessRates
 from ingestion.generator.extracts import ExtractWriter, set_mtime
 from ingestion.generator.population import make_catalog, make_persons
@@ -34,20 +35,27 @@ def generate(cfg: GeneratorConfig, on_day: Callable[[int], None] | None = None) 
     persons = make_persons(cfg, rng)
     catalog = make_catalog(cfg, rng)
     writer = ExtractWriter(cfg, persons, catalog, rng)
+    campaign_rng = np.random.default_rng([cfg.seed, 26])  # its own stream: the other channels stay as they were
+    campaigns, listed = plan_campaigns(cfg, persons, campaign_rng), []
     rule_counts = np.zeros((len(catalog.rules), 3), dtype=np.int64)
     baskets = 0
     for d in range(cfg.days):
-        day = simulate_day(cfg, persons, catalog, rng, d)
+        day = with_responses(simulate_day(cfg, persons, catalog, rng, d), campaigns, catalog, persons, campaign_rng)
         writer.customers(day)
         writer.store(day)
         writer.web(day)
         writer.calls(day)
         writer.social(day)
+        listed += [writer.campaign(c, day, campaign_rng) for c in campaigns if c.day == d]
         rule_counts += day.rule_counts
         baskets += day.baskets
         if on_day:
             on_day(d)
     writer.finish(rule_counts, baskets)
+    if campaigns:
+        contacts, effects = campaign_truth(campaigns, listed)
+        contacts.write_csv(cfg.truth / "campaign_contacts.csv")
+        effects.write_csv(cfg.truth / "campaign_effects.csv")
     (cfg.truth / "config.json").write_text(json.dumps(cfg.as_dict(), indent=2))
     write_calendar(cfg)
     files = sorted(p for p in cfg.extracts.rglob("*") if p.is_file())

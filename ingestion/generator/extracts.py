@@ -16,6 +16,7 @@ from typing import TextIO
 import numpy as np
 import polars as pl
 
+from ingestion.generator.campaigns import Campaign, write_campaign
 from ingestion.generator.config import CURRENCY, GeneratorConfig, coded
 from ingestion.generator.messy import email_variants, name_typo, phone_variants
 from ingestion.generator.population import REGIONS, TIERS, Catalog, Persons, store_codes
@@ -44,12 +45,14 @@ def _write_csv(frame: pl.DataFrame, path: Path, date: dt.date, delay_hours: floa
     set_mtime(path, date, delay_hours)
 
 
-def _write_workbook(frame: pl.DataFrame, path: Path, date: dt.date, delay_hours: float) -> None:
+def _write_workbook(
+    frame: pl.DataFrame, path: Path, date: dt.date, delay_hours: float, sheet: str = "receipts"
+) -> None:
     import xlsxwriter
 
     with xlsxwriter.Workbook(path) as book:  # created at the file's day, not now: the same bytes for a seed
         book.set_properties({"created": dt.datetime.combine(date, dt.time(23, 0))})
-        frame.write_excel(book, worksheet="receipts", autofit=False)
+        frame.write_excel(book, worksheet=sheet, autofit=False)
     set_mtime(path, date, delay_hours)
 
 
@@ -132,7 +135,7 @@ class ExtractWriter:
         self.pending_returns: dict[int, list[pl.DataFrame]] = {}
         self.late_receipts: dict[tuple[int, int], list[pl.DataFrame]] = {}
         self.stores = store_codes(cfg)
-        for sub in ("web", "store", "call_center", "social", "customers"):
+        for sub in ("web", "store", "call_center", "social", "customers", "campaigns"):
             (cfg.extracts / sub).mkdir(parents=True, exist_ok=True)
         cfg.truth.mkdir(parents=True, exist_ok=True)
         self.tier = np.asarray(TIERS, object)[np.minimum((persons.purchase_rate * 365 / 3).astype(int), 3)]
@@ -238,9 +241,10 @@ class ExtractWriter:
         p, c, rng, m = self.p, self.c, self.rng, self.m
         ymd = f"{day.date:%Y%m%d}"
         lines = day.lines.filter(~pl.col("is_web"))
-        orders = lines.select("order_seq", "person", "store").unique("order_seq", maintain_order=True)
+        orders = lines.select("order_seq", "person", "store", "coupon").unique("order_seq", maintain_order=True)
         n_o = len(orders)
-        ident = rng.random(n_o)
+        # A redeemed coupon is rung up against the member card: campaign responses are always identified.
+        ident = np.where(orders["coupon"].to_numpy(), 0.0, rng.random(n_o))
         person = orders["person"].to_numpy()
         store = orders["store"].to_numpy()
         # Staff at some stores type the shop's own phone when a customer gives none.
@@ -269,7 +273,7 @@ class ExtractWriter:
         )
         lines = lines.with_columns(line_no=pl.int_range(1, pl.len() + 1).over("order_id"))
         # Returns decided now, rung up 1-20 days later as negative lines on a return receipt.
-        ret = lines.filter(pl.Series(rng.random(len(lines)) < 0.03))
+        ret = lines.filter(pl.Series(rng.random(len(lines)) < 0.03) & ~pl.col("coupon"))
         for delay, grp in ret.with_columns(delay=pl.Series(rng.integers(1, 21, len(ret)))).group_by(
             "delay", maintain_order=True
         ):
@@ -416,6 +420,18 @@ class ExtractWriter:
         self.files.write(_write_workbook, first, path, day.date, 1)
         if redelivered:
             self.files.write(_write_workbook, first, path.with_name(path.stem + ".resend.xlsx"), day.date, 25)
+
+    # ---- campaigns -------------------------------------------------------------------------
+    def campaign(self, c: Campaign, day: Day, rng: np.random.Generator) -> pl.DataFrame:
+        """Queue a campaign's export on its day; return who each of its rows is (the truth)."""
+        path, content, truth = write_campaign(
+            c, self.cfg.extracts / "campaigns", self.p, rng, day.date, self.m.phone_other_format
+        )
+        if isinstance(content, str):
+            self.files.write(_write_text, path, content, day.date, 2)
+        else:
+            self.files.write(_write_workbook, content, path, day.date, 2, "contacts")
+        return truth
 
     # ---- web -------------------------------------------------------------------------------
     def web(self, day: Day) -> None:

@@ -90,7 +90,9 @@ def _timestamps(rng: np.random.Generator, date: dt.date, n: int, peak: float, sp
     return (np.datetime64(date, "s") + seconds.astype("timedelta64[s]")).astype("datetime64[ms]")
 
 
-def _baskets(rng: np.random.Generator, catalog: Catalog, n_orders: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def draw_baskets(
+    rng: np.random.Generator, catalog: Catalog, n_orders: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(order index, product index) of every line, plus per-rule [A, B, both] order counts."""
     sizes = 1 + rng.poisson(1.4, n_orders)
     order = np.repeat(np.arange(n_orders), sizes)
@@ -123,7 +125,7 @@ def simulate_day(cfg: GeneratorConfig, persons: Persons, catalog: Catalog, rng: 
     n_orders_pp = rng.poisson(persons.purchase_rate * factor * fade * signed_up)
     buyer = np.repeat(np.arange(persons.n), n_orders_pp)
     web = rng.random(len(buyer)) < persons.web_share[buyer]
-    line_order, product, rule_counts = _baskets(rng, catalog, len(buyer))
+    line_order, product, rule_counts = draw_baskets(rng, catalog, len(buyer))
     n_lines = len(line_order)
     store_of_order = np.where(
         rng.random(len(buyer)) < 0.85, persons.home_store[buyer], rng.integers(0, cfg.stores, len(buyer))
@@ -143,6 +145,7 @@ def simulate_day(cfg: GeneratorConfig, persons: Persons, catalog: Catalog, rng: 
             "unit_price": price,
             "discount": discount,
             "ts": order_ts[line_order],
+            "coupon": np.zeros(n_lines, bool),  # a campaign response (campaigns.py) redeems a coupon
         }
     )
 
