@@ -88,7 +88,7 @@ class MedianImputer(TransformerMixin, BaseEstimator):
         return np.where(np.isnan(x), self.statistics_, x)
 
 
-def _model() -> Pipeline:
+def logistic_pipeline() -> Pipeline:
     # Newton-Cholesky: many more customers than features, where sklearn advises it; it converges in
     # 4 iterations where lbfgs took 18 and stopped at its looser tolerance.
     return make_pipeline(MedianImputer(), StandardScaler(), LogisticRegression(solver="newton-cholesky", max_iter=2000))
@@ -97,7 +97,7 @@ def _model() -> Pipeline:
 def _fit(train: pl.DataFrame, calibrate: pl.DataFrame, columns: list[str]) -> CalibratedClassifierCV:
     if train["is_churned"].n_unique() < 2 or calibrate["is_churned"].n_unique() < 2:
         raise NotEnoughHistory("churn training needs churners and buyers at every training cut-off; load more history")
-    base = _model().fit(train.select(columns).to_numpy(), train["is_churned"].to_numpy())
+    base = logistic_pipeline().fit(train.select(columns).to_numpy(), train["is_churned"].to_numpy())
     return CalibratedClassifierCV(FrozenEstimator(base), method="sigmoid").fit(
         calibrate.select(columns).to_numpy(), calibrate["is_churned"].to_numpy()
     )

@@ -93,6 +93,14 @@ class TriggerConfig:
 
 
 @dataclass(frozen=True)
+class CampaignConfig:
+    margin: float = 0.35  # share of net revenue kept as profit (incremental profit, ROI)
+    uplift_min_customers: int = 200  # an arm and its control group need this many customers for an uplift model
+    uplift_test_share: float = 0.3  # of each group, held out to measure the Qini coefficient
+    seed: int = 42
+
+
+@dataclass(frozen=True)
 class MLConfig:
     churn: ChurnConfig = field(default_factory=ChurnConfig)
     baskets: BasketConfig = field(default_factory=BasketConfig)
@@ -102,6 +110,7 @@ class MLConfig:
     repurchase: RepurchaseConfig = field(default_factory=RepurchaseConfig)
     forecast: ForecastConfig = field(default_factory=ForecastConfig)
     triggers: TriggerConfig = field(default_factory=TriggerConfig)
+    campaigns: CampaignConfig = field(default_factory=CampaignConfig)
 
 
 def load_config(path: Path | str | None = None) -> MLConfig:

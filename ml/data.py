@@ -185,3 +185,20 @@ def abandoned_sessions(con: duckdb.DuckDBPyConnection, as_of: dt.date, lookback_
     """,
         [as_of, lookback_days],
     )
+
+
+def campaign_contacts(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
+    """Campaign contacts whose response window had closed by the as-of date: their orders are all
+    known. (Midnight UTC of the as-of date falls within or before that local day in every zone.)"""
+    return _frame(
+        con,
+        """
+        select campaign_id, campaign_name, customer_key, arm, is_control, is_randomized, assigned_at,
+            window_ends_at, cast(offer_cost as double) as offer_cost, is_in_several_arms, excluded_because,
+            converted, orders, cast(net_revenue as double) as net_revenue
+        from marts.fct_campaign_contacts
+        where window_ends_at <= cast(? as date)
+        order by campaign_id, arm, customer_key
+    """,
+        [as_of],
+    )

@@ -22,6 +22,7 @@ import polars as pl
 
 from ml import data
 from ml.baskets import association_rules, encode, frequent_itemsets
+from ml.campaigns import campaign_results
 from ml.churn import ChurnModel, churn_scores
 from ml.clv import customer_value
 from ml.config import MLConfig
@@ -31,9 +32,10 @@ from ml.lifecycle import HEALTH_WEIGHTS, health_scores, lifecycle_stages
 from ml.registry import Fitted, fitted_model, save_artifact, warehouse_of, write_metrics, write_table
 from ml.repurchase import RepurchaseModel, repurchase_scores
 from ml.rfm import SEGMENT_GRID, rfm_table
-from ml.run_context import RunContext
+from ml.run_context import NotEnoughHistory, RunContext
 from ml.segments import SEGMENT_FEATURES, SegmentModel, segment_customers
 from ml.triggers import TRIGGERS, due
+from ml.uplift import fit_uplift, uplift_scores
 
 
 @dataclass
@@ -197,6 +199,51 @@ def build_triggered_audiences(
     return TableOutput(frame, metrics, card={"config": t})
 
 
+def build_campaign_results(
+    con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig
+) -> TableOutput:
+    """Each campaign arm against its control group: differences with 95 % intervals, profit, ROI (randomized only)."""
+    contacts = data.campaign_contacts(con, ctx.as_of)
+    if contacts.is_empty():
+        raise NotEnoughHistory("no campaign contact has a closed response window as of this date")
+    frame = campaign_results(contacts, cfg.campaigns.margin)
+    measured = frame.filter(pl.col("status") == "measured")
+    metrics = {
+        "campaigns": float(frame["campaign_id"].n_unique()),
+        "arms_measured": float(measured.height),
+        "arms_not_randomized": float((frame["status"] == "not randomized").sum()),
+        **{
+            f"{r['campaign_id']}/{r['arm']}/revenue_difference": r["revenue_difference"]
+            for r in measured.iter_rows(named=True)
+        },
+    }
+    return TableOutput(frame, metrics, card={"config": cfg.campaigns, "interval": "Welch t, 95 %"})
+
+
+def build_uplift_scores(
+    con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig
+) -> TableOutput:
+    """Per customer and randomized campaign arm: the expected change in conversion if contacted (T-learner)."""
+    models = fit_uplift(
+        data.campaign_contacts(con, ctx.as_of),
+        inputs.orders(con),
+        inputs.interactions(con),
+        inputs.customers(con),
+        cfg.campaigns,
+    )
+    metrics = {f"{m.campaign_id}/{m.arm}/{k}": v for m in models for k, v in m.metrics.items()}
+    card = {
+        "features": FEATURES,
+        "config": cfg.campaigns,
+        "model": "T-learner: StandardScaler + LogisticRegression per group on features as of the day before the campaign",
+        "arms": {f"{m.campaign_id}/{m.arm}": m.metrics for m in models},
+    }
+    artifact = {f"{m.campaign_id}/{m.arm}": m for m in models}
+    return TableOutput(
+        uplift_scores(models, inputs.features(con)), metrics, artifact, card, evaluated_on="held-out campaign customers"
+    )
+
+
 def build_association_rules(
     con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig
 ) -> TableOutput:
@@ -320,6 +367,8 @@ TABLES: dict[str, Callable[[duckdb.DuckDBPyConnection, MartInputs, RunContext, M
     "repurchase_scores": build_repurchase_scores,
     "sales_forecast": build_sales_forecast,
     "triggered_audiences": build_triggered_audiences,
+    "campaign_results": build_campaign_results,
+    "uplift_scores": build_uplift_scores,
 }
 CUSTOMER_MARTS = ["fct_orders", "fct_interactions", "dim_customer"]
 MART_INPUTS: dict[str, list[str]] = {
@@ -333,6 +382,8 @@ MART_INPUTS: dict[str, list[str]] = {
     "repurchase_scores": CUSTOMER_MARTS,
     "sales_forecast": ["fct_orders", "fct_order_lines", "dim_customer", "dim_product"],
     "triggered_audiences": ["fct_web_sessions", "fct_orders"],
+    "campaign_results": ["fct_campaign_contacts"],
+    "uplift_scores": ["fct_campaign_contacts", *CUSTOMER_MARTS],
 }
 
 

@@ -411,7 +411,11 @@ def simulate(
         typer.Option("--response-lift", help="Assumed relative lift of the conversion rate, e.g. 0.2 for +20 %."),
     ] = None,
     response_from: Annotated[
-        str | None, typer.Option("--response-from", help="A randomized campaign whose measured response to use.")
+        str | None,
+        typer.Option(
+            "--response-from",
+            help="CAMPAIGN or CAMPAIGN:ARM: use the conversion difference measured on this randomized campaign.",
+        ),
     ] = None,
     horizon: Annotated[int, typer.Option(help="Days the offer has to convert (a repurchase horizon: 30 or 90).")] = 30,
     channel: Annotated[str, typer.Option(help="email, sms or phone: whose consent counts.")] = "email",
@@ -438,8 +442,8 @@ def simulate(
         _fail(e)
     roi = f"{result.roi:.2f}" if result.roi is not None else "n/a (no cost)"
     console.print(
-        f"scenario {result.scenario_id} as of {result.as_of_date} (response: {result.response_source}, "
-        f"{response_lift:+.0%} assumed):\n"
+        f"scenario {result.scenario_id} as of {result.as_of_date} (response: {result.response_source}"
+        f"{f', {response_lift:+.0%} assumed' if response_lift is not None else ''}):\n"
         f"  audience {result.audience:,} customers consenting to {channel}; baseline conversions "
         f"{result.baseline_conversions:,.1f} in {horizon} days\n"
         f"  incremental conversions {result.incremental_conversions:,.1f}; revenue {result.incremental_revenue:,.0f} "

@@ -12,10 +12,14 @@ who is in the audience and chance. Revenue at risk: Σ churn probability × pred
 of the audience. Holdout: the customers a random control group needs to measure the assumed lift
 with a two-sided 5 % test at 80 % power (two proportions).
 
-A response measured on a randomized campaign (`--response-from`) needs the campaigns channel,
-which this warehouse does not load yet: asking for one is an error, not a number. Every scenario
-is stored, with its inputs and `response_source` = 'assumption', in `ml.promotion_scenarios` of
-the build warehouse (published with the next run).
+With `--response-from CAMPAIGN[:ARM]` the response is measured instead: the arm's conversion
+difference from its control group in a randomized campaign (marts.fct_campaign_contacts, windows
+closed by the as-of date) is added to each customer's p, and every bootstrap draw also resamples
+the campaign's treated and control customers, so the interval holds the measurement's own
+uncertainty. The campaign's response window stands for the horizon. A campaign that was not
+randomized is refused: its difference is not an effect. Every scenario is stored, with its inputs
+and `response_source` ('assumption' or the campaign and arm), in `ml.promotion_scenarios` of the
+build warehouse (published with the next run).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import polars as pl
 from scipy.stats import norm
 
 from serving.audience import CHANNEL_CONTACT
+from serving.publish import has_table
 
 BOOTSTRAP_DRAWS, SEED = 2_000, 7
 ALPHA, POWER = 0.05, 0.80
@@ -130,9 +135,11 @@ def audience_frame(con: duckdb.DuckDBPyConnection, scenario: Scenario) -> tuple[
     if scenario.channel not in CHANNEL_CONTACT:
         raise ScenarioError(f"unknown channel {scenario.channel!r}; channels: {', '.join(CHANNEL_CONTACT)}")
     as_of = con.execute("select as_of_date from serving.publication").fetchall()[0][0]
-    ml_as_of = con.execute(
-        "select max(as_of_date) from ml.repurchase_scores where as_of_date <= ?", [as_of]
-    ).fetchall()[0][0]
+    ml_as_of = None
+    if has_table(con, "ml", "repurchase_scores"):
+        ml_as_of = con.execute(
+            "select max(as_of_date) from ml.repurchase_scores where as_of_date <= ?", [as_of]
+        ).fetchall()[0][0]
     if ml_as_of is None:
         raise ScenarioError("no repurchase scores in the published version: run the ML tables first")
     horizons = [r[0] for r in con.execute("select distinct horizon_days from ml.repurchase_scores").fetchall()]
@@ -179,22 +186,87 @@ def holdout_needed(p_base: float, p_offer: float) -> int:
     return int(np.ceil(z**2 * variance / (p_offer - p_base) ** 2))
 
 
+@dataclass(frozen=True)
+class Response:
+    """How the offer changes each customer's chance to order: an assumed relative lift, or the
+    conversion difference measured on a randomized campaign's customers (kept to resample)."""
+
+    source: str
+    lift: float | None = None
+    treated: np.ndarray | None = None  # converted (0/1) per customer of the measured arm
+    control: np.ndarray | None = None
+
+    def offered(self, p: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        """P(order) with the offer; with `rng`, from one bootstrap draw of the measurement."""
+        if self.lift is not None:
+            return np.minimum(1.0, p * (1 + self.lift))
+        assert self.treated is not None and self.control is not None
+        treated, control = self.treated, self.control
+        if rng is not None:
+            treated = treated[rng.integers(0, len(treated), len(treated))]
+            control = control[rng.integers(0, len(control), len(control))]
+        return np.clip(p + (treated.mean() - control.mean()), 0.0, 1.0)
+
+
+def measured_response(con: duckdb.DuckDBPyConnection, ref: str, as_of: dt.date) -> Response:
+    """The response measured on `ref` (CAMPAIGN or CAMPAIGN:ARM), a randomized campaign of the published version."""
+    campaign, _, arm = ref.partition(":")
+    rows = con.sql(
+        "select arm, is_control, is_randomized, cast(converted as int) as converted from marts.fct_campaign_contacts "
+        "where campaign_id = ? and excluded_because is null and window_ends_at <= cast(? as date)",
+        params=[campaign, as_of],
+    ).pl()
+    if rows.is_empty():
+        known = [
+            r[0]
+            for r in con.execute("select distinct campaign_id from marts.fct_campaign_contacts order by 1").fetchall()
+        ]
+        raise ScenarioError(
+            f"--response-from {ref}: no campaign {campaign!r} with a closed response window as of {as_of}; "
+            f"campaigns: {', '.join(known) or 'none'}"
+        )
+    if not rows["is_randomized"].all():
+        raise ScenarioError(
+            f"--response-from {ref}: campaign {campaign} was not randomized, so the difference between its arms is "
+            "not an effect; give --response-lift and the scenario is labelled an assumption"
+        )
+    arms = sorted(rows.filter(~pl.col("is_control"))["arm"].unique().to_list())
+    if not arm and len(arms) == 1:
+        arm = arms[0]
+    if arm not in arms:
+        raise ScenarioError(
+            f"--response-from {ref}: name one arm of {campaign} as CAMPAIGN:ARM; arms: {', '.join(arms)}"
+        )
+    control = rows.filter(pl.col("is_control"))["converted"].to_numpy()
+    if len(control) == 0:
+        raise ScenarioError(f"--response-from {ref}: campaign {campaign} has no control group to measure against")
+    treated = rows.filter(pl.col("arm") == arm)["converted"].to_numpy()
+    return Response(
+        f"randomized campaign {campaign}:{arm}", treated=treated.astype(float), control=control.astype(float)
+    )
+
+
+def _response(con: duckdb.DuckDBPyConnection, scenario: Scenario) -> Response:
+    if (scenario.response_from is None) == (scenario.response_lift is None):
+        raise ScenarioError("give one of --response-lift (an assumption) or --response-from (a randomized campaign)")
+    if scenario.response_from is not None:
+        as_of = con.execute("select as_of_date from serving.publication").fetchall()[0][0]
+        return measured_response(con, scenario.response_from, as_of)
+    if scenario.response_lift is None or scenario.response_lift <= -1:
+        raise ScenarioError("--response-lift must be above -1 (a relative change of the conversion rate)")
+    return Response("assumption", lift=scenario.response_lift)
+
+
 def simulate(con: duckdb.DuckDBPyConnection, scenario: Scenario) -> ScenarioResult:
     """The scenario's expected effect, its interval and the holdout to measure it, from the published version."""
-    if scenario.response_from is not None:
-        raise ScenarioError(
-            f"--response-from {scenario.response_from}: no randomized campaign measurement exists here (the "
-            "campaigns channel is not loaded); give --response-lift and the scenario says it is an assumption"
-        )
-    if scenario.response_lift is None or scenario.response_lift <= -1:
-        raise ScenarioError("--response-lift must be given, above -1 (a relative change of the conversion rate)")
+    response = _response(con, scenario)
     if scenario.offer_cost < 0:
         raise ScenarioError(f"--offer-cost {scenario.offer_cost}: a cost cannot be negative")
     if not 0 < scenario.margin <= 1:
         raise ScenarioError(f"--margin {scenario.margin}: the share of revenue kept, above 0 and at most 1")
     frame, as_of = audience_frame(con, scenario)
     p = frame["p"].to_numpy()
-    offered = np.minimum(1.0, p * (1 + scenario.response_lift))
+    offered = response.offered(p)
     spend = frame["spend"].to_numpy()
     n, cost = len(p), scenario.offer_cost * len(p)
     incremental = float((offered - p).sum())
@@ -203,7 +275,8 @@ def simulate(con: duckdb.DuckDBPyConnection, scenario: Scenario) -> ScenarioResu
     draws = np.empty(BOOTSTRAP_DRAWS)
     for b in range(BOOTSTRAP_DRAWS):
         who = rng.integers(0, n, n)
-        draws[b] = float(((rng.random(n) < offered[who]).astype(float) - (rng.random(n) < p[who])) @ spend[who])
+        with_offer = offered[who] if response.lift is not None else response.offered(p[who], rng)
+        draws[b] = float(((rng.random(n) < with_offer).astype(float) - (rng.random(n) < p[who])) @ spend[who])
     lo, hi = np.quantile(draws, [0.025, 0.975])
     profit = revenue * scenario.margin - cost
     return ScenarioResult(
@@ -222,7 +295,7 @@ def simulate(con: duckdb.DuckDBPyConnection, scenario: Scenario) -> ScenarioResu
         roi=profit / cost if cost > 0 else None,
         revenue_at_risk=float((frame["churn_probability"] * frame["predicted_value"]).sum()),
         holdout_needed=holdout_needed(float(p.mean()), float(offered.mean())),
-        response_source="assumption",
+        response_source=response.source,
     )
 
 

@@ -305,7 +305,7 @@ class ExtractWriter:
             unit_price="unit_price",
             discount="discount",
         )
-        self.truth.append("order_lines", clean.with_columns(channel=pl.lit("store")))
+        self.truth.append("order_lines", clean.with_columns(channel=pl.lit("store"), ordered_at=lines["ts"]))
         self.truth.append("store_orders", lines.select("order_id", person_id="person").unique(maintain_order=True))
         sold_at = lines["ts"].dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy().astype(object)
         bad_ts = rng.random(n) < m.bad_timestamp
@@ -501,6 +501,7 @@ class ExtractWriter:
                 unit_price="price",
                 discount=pl.lit(0.0),
                 channel=pl.lit("web"),
+                ordered_at=pl.Series(ev["ts"].to_numpy()[etype == "purchase"]),
             )
             self.truth.append("order_lines", lines)
         cookies = frame.select("cookie", person_id=pl.Series(np.where(known, person, -1))).unique(maintain_order=True)

@@ -86,7 +86,8 @@ responses as (
 
 final as (
     select
-        concat(w.campaign_id, ':', coalesce(w.customer_key, w.campaign_contact_id)) as campaign_contact_key,
+        -- hashed for a contact without a customer: its id may be a member id or phone in clear
+        concat(w.campaign_id, ':', coalesce(w.customer_key, {{ dbt.hash('w.campaign_contact_id') }})) as campaign_contact_key,
         w.campaign_id,
         w.campaign_name,
         w.source_name,
