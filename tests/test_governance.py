@@ -475,6 +475,14 @@ def test_forget_erases_one_person_everywhere_and_keeps_them_out(
             ]
             == 0
         )
+        # Campaign lists name the person by member id: those rows go too, and only those.
+        listed = "SELECT count(*) FROM {}.raw.campaign_tests WHERE customer_ref = ?"
+        assert con.execute(listed.format("crm"), [ref]).fetchall()[0][0] == 0
+        gone = con.execute(
+            "SELECT lower(customer_ref) FROM before.raw.campaign_tests EXCEPT ALL "
+            "SELECT lower(customer_ref) FROM crm.raw.campaign_tests"
+        ).fetchall()
+        assert {("profile", r[0]) for r in gone} <= theirs
 
     # Published versions and exports: one new version, no trace of the person, audit without their data.
     assert [p.name for p in publish.versions(deployment / "published")] == [

@@ -273,3 +273,28 @@ def test_erasure_deletes_the_reports_that_name_the_person(year: Year, tmp_path: 
     assert delete_reports_naming(reports, [person]) == [str(named.html)]
     assert not named.html.exists() and named.pdf is not None and not named.pdf.exists()
     assert kept.exists()
+
+
+def test_the_campaigns_section_shows_each_arm_as_ml_campaign_results_has_it(report: tuple[Page, Path]) -> None:
+    page, version = report
+    with duckdb.connect(str(version), read_only=True) as con:
+        ml_as_of = con.execute("select max(as_of_date) from ml.campaign_results").fetchall()[0][0]
+        results = con.sql(
+            "select arm, status, revenue_difference, revenue_difference_lo, revenue_difference_hi, "
+            "naive_difference_not_causal from ml.campaign_results where as_of_date = ? order by campaign_id, arm",
+            params=[ml_as_of],
+        ).pl()
+    shown = page.rows("campaign_results")
+    assert [r["arm"] for r in shown] == results["arm"].to_list()
+    for got, want in zip(shown, results.iter_rows(named=True), strict=True):
+        assert got["status"] == want["status"]
+        for column in (
+            "revenue_difference",
+            "revenue_difference_lo",
+            "revenue_difference_hi",
+            "naive_difference_not_causal",
+        ):
+            assert _close(got[column], want[column]), (want["arm"], column)
+    measured = results.filter(pl.col("status") == "measured")
+    bars = page.figures["campaign_effects"]["data"][0]
+    assert bars["y"] == pytest.approx(measured["revenue_difference"].to_list())

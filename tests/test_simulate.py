@@ -54,6 +54,22 @@ def tiny(tmp_path: Path) -> duckdb.DuckDBPyConnection:
             "insert into marts.dim_customer values (?, timestamp '2025-01-01', null, true, ?, ?, null, ?)",
             [key, consent, email, region],
         )
+    # Campaign contacts: a randomized test (offer converts 2 of 4, holdout 1 of 4; one customer in
+    # two arms, one window still open) and a targeted send.
+    con.execute(
+        "create table marts.fct_campaign_contacts (campaign_id varchar, arm varchar, is_control boolean, "
+        "is_randomized boolean, window_ends_at timestamptz, excluded_because varchar, converted boolean)"
+    )
+    closed, open_ = "2025-05-20 00:00:00+00", "2025-07-10 00:00:00+00"
+    contacts = [("T", "offer", False, True, closed, None, c) for c in (True, True, False, False)]
+    contacts += [("T", "holdout", True, True, closed, None, c) for c in (True, False, False, False)]
+    contacts += [
+        ("T", None, False, True, closed, "in several arms", True),
+        ("T", "offer", False, True, open_, None, True),
+        ("V", "vip", False, False, closed, None, True),
+        ("V", "not_selected", True, False, closed, None, False),
+    ]
+    con.executemany("insert into marts.fct_campaign_contacts values (?, ?, ?, ?, ?, ?, ?)", contacts)
     return con
 
 
@@ -84,6 +100,23 @@ def test_a_scenario_reproduces_the_hand_calculation(tiny: duckdb.DuckDBPyConnect
     assert stored[0] == 2 and stored[1] == "assumption" and '"response_lift": 0.5' in stored[2]
 
 
+def test_a_measured_response_adds_the_campaigns_conversion_difference(tiny: duckdb.DuckDBPyConnection) -> None:
+    # Campaign T as of AS_OF: offer 2/4 converted, holdout 1/4 (the excluded and the open-window
+    # rows left out): +0.25 on each p. a: 0.2 -> 0.45, b: 0.5 -> 0.75.
+    r = simulate(tiny, Scenario("segment=At Risk", 2.0, 0.5, None, response_from="T"))
+    assert r.response_source == "randomized campaign T:offer"
+    assert math.isclose(r.incremental_conversions, 0.5)
+    assert math.isclose(r.incremental_revenue, 0.25 * 100 + 0.25 * 50)
+    assert math.isclose(r.profit, 37.5 * 0.5 - 4.0)
+    assert r.holdout_needed == holdout_needed(0.35, 0.6)
+    # The interval also resamples the 8 measured customers: wider than chance alone gives.
+    assumed = simulate(tiny, Scenario("segment=At Risk", 2.0, 0.5, 0.25 / 0.35))
+    assert (
+        r.incremental_revenue_hi - r.incremental_revenue_lo
+        > assumed.incremental_revenue_hi - assumed.incremental_revenue_lo
+    )
+
+
 @pytest.mark.parametrize(
     ("scenario", "message"),
     [
@@ -92,7 +125,11 @@ def test_a_scenario_reproduces_the_hand_calculation(tiny: duckdb.DuckDBPyConnect
         (Scenario("clv=950..", 1.0, 0.5, 0.2), "holds no customer"),
         (Scenario("segment=At Risk", -1.0, 0.5, 0.2), "cannot be negative"),
         (Scenario("segment=At Risk", 1.0, 1.5, 0.2), "--margin"),
-        (Scenario("segment=At Risk", 1.0, 0.5, None, response_from="spring"), "no randomized campaign"),
+        (Scenario("segment=At Risk", 1.0, 0.5, None, response_from="spring"), "no campaign 'spring'"),
+        (Scenario("segment=At Risk", 1.0, 0.5, None, response_from="V"), "was not randomized"),
+        (Scenario("segment=At Risk", 1.0, 0.5, None, response_from="T:gift"), "arms: offer"),
+        (Scenario("segment=At Risk", 1.0, 0.5, 0.2, response_from="T"), "give one of"),
+        (Scenario("segment=At Risk", 1.0, 0.5, None), "give one of"),
         (Scenario("segment=At Risk", 1.0, 0.5, 0.2, horizon_days=60), "exist for [30] days"),
         (Scenario("vip=yes", 1.0, 0.5, 0.2), "key one of"),
         (Scenario("segment=At Risk", 1.0, 0.5, 0.0), "adds no conversions"),

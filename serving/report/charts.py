@@ -247,6 +247,28 @@ def outlook_charts(data: ReportData, lang: str) -> dict[str, go.Figure]:
     return out
 
 
+def campaign_charts(data: ReportData, lang: str) -> dict[str, go.Figure]:
+    frame = data.frames.get("campaign_results")
+    measured = None if frame is None else frame.filter(pl.col("status") == "measured")
+    if measured is None or measured.is_empty():
+        return {}
+    fig = _figure(lang, text(lang, "campaigns.effect"))
+    fig.add_trace(
+        go.Bar(
+            x=[f"{c} · {a}" for c, a in zip(measured["campaign_id"], measured["arm"], strict=True)],
+            y=measured["revenue_difference"].to_list(),
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": (measured["revenue_difference_hi"] - measured["revenue_difference"]).to_list(),
+                "arrayminus": (measured["revenue_difference"] - measured["revenue_difference_lo"]).to_list(),
+            },
+        )
+    )
+    fig.update_layout(yaxis_title=_col(lang, "revenue_difference"))
+    return {"campaign_effects": fig}
+
+
 def web_charts(data: ReportData, lang: str) -> dict[str, go.Figure]:
     frame = data.frames["web_funnel"]
     if frame.is_empty():
@@ -300,6 +322,7 @@ CHARTS: dict[str, Callable[[ReportData, str], dict[str, go.Figure]]] = {
     "segments": segment_charts,
     "rules": rule_charts,
     "outlook": outlook_charts,
+    "campaigns": campaign_charts,
     "web": web_charts,
     "service": service_charts,
     "quality": quality_charts,

@@ -455,6 +455,25 @@ def outlook(con: duckdb.DuckDBPyConnection, scope: Scope, dates: Dates) -> dict[
     return out
 
 
+def campaigns(con: duckdb.DuckDBPyConnection, scope: Scope, dates: Dates) -> dict[str, pl.DataFrame]:
+    """Each campaign arm against its control group (all regions: an effect is measured on the whole
+    randomized group); a campaign that was not randomized shows its status and no effect."""
+    as_of = dates.ml_as_of
+    if as_of is None or not has_table(con, "ml", "campaign_results"):
+        return {}
+    frame = _frame(
+        con,
+        """
+        select campaign_id, arm, status, customers, control_customers, conversion_rate, control_conversion_rate,
+            revenue_difference, revenue_difference_lo, revenue_difference_hi, revenue_p_value,
+            incremental_profit, roi, naive_difference_not_causal
+        from ml.campaign_results where as_of_date = ? order by campaign_id, arm
+        """,
+        [as_of],
+    )
+    return {"campaign_results": frame}
+
+
 WEB_STEPS = ["sessions", "product_views", "add_to_carts", "checkouts", "purchases"]
 
 
@@ -552,6 +571,7 @@ SECTIONS = {
     "segments": segments,
     "rules": rules,
     "outlook": outlook,
+    "campaigns": campaigns,
     "web": web,
     "service": service,
     "quality": quality,

@@ -28,13 +28,17 @@ SECTIONS = [
     "segments",
     "rules",
     "outlook",
+    "campaigns",
     "web",
     "service",
     "quality",
 ]
 SHARES = {"revenue_share", "retention", "quarantine_rate", "repeat_purchase_rate", "churn_probability", "mean_p_alive"}
+SHARES = SHARES | {"conversion_rate", "control_conversion_rate"}
 MONEY = {"revenue", "predicted_value", "mean_predicted_value", "mean_monetary", "average_order_value"}
 MONEY = MONEY | {"predicted_12m_value", "forecast", "lo_80", "hi_80", "lo_95", "hi_95"}
+MONEY = MONEY | {"revenue_difference", "revenue_difference_lo", "revenue_difference_hi", "incremental_profit"}
+MONEY = MONEY | {"naive_difference_not_causal"}
 
 CSS = f"""
 body {{ font-family: {FONT}; margin: 0 auto; max-width: 1180px; padding: 24px; color: #1f2933; }}
@@ -187,6 +191,8 @@ def _tables(section: str, data: ReportData, options: PageOptions) -> list[str]:
         return [_table(frames["rules"].drop("basket", "item"), lang, "rules")]
     if section == "outlook" and "repurchase_metrics" in frames:
         return [_table(frames["repurchase_metrics"], lang, "repurchase_metrics")]
+    if section == "campaigns" and "campaign_results" in frames and not frames["campaign_results"].is_empty():
+        return [_table(frames["campaign_results"], lang, "campaign_results", {"status"})]
     if section == "web" and not frames["web_funnel"].is_empty():
         return [_table(frames["web_funnel"].select("source", *WEB_STEPS), lang, "web_funnel")]
     if section == "quality":
