@@ -56,7 +56,8 @@ def test_dbt_build_standalone_and_full_refresh_equals_incremental(grown: Grown, 
     warehouse = tmp_path / "crm.duckdb"
     shutil.copyfile(grown.warehouse, warehouse)
     build = dbt("build", "--full-refresh", warehouse=warehouse, target=tmp_path / "target")
-    assert "4 unit tests" in build.stdout  # phones/emails/names, latest delivery, identity rules, sessionization
+    # phones/emails/names, latest delivery, identity rules, sessionization, campaign lookup and window
+    assert "6 unit tests" in build.stdout
 
     # Built run by run (midway, then the rest: new dates, late rows, re-keyed customers) = built at once.
     with duckdb.connect(str(warehouse), read_only=True) as con:
@@ -160,6 +161,6 @@ def test_the_benchmarks_sql_floor_builds_the_same_marts(grown: Grown, tmp_path: 
     assert floor["equal"], {
         t: m for t, m in floor["marts"].items() if m["columns_differing"] or m["rows"] != m["built_rows"]
     }
-    assert len(floor["marts"]) == 12 and all(m["rows"] > 0 for m in floor["marts"].values())
+    assert len(floor["marts"]) == 13 and all(m["rows"] > 0 for m in floor["marts"].values())
     script = Path(floor["script"]).read_text()
-    assert script.count("CREATE OR REPLACE TABLE") >= 12 and "{{" not in script  # compiled SQL, no Jinja left
+    assert script.count("CREATE OR REPLACE TABLE") >= 13 and "{{" not in script  # compiled SQL, no Jinja left

@@ -11,8 +11,8 @@
   groups shows a large difference that is who was chosen, not what the campaign did. The CRM tool
   exports an Excel sheet keyed by the mobile number the person gave (dummy numbers included).
 
-Response orders are store receipts paid with the member card (a coupon is redeemed against it), so
-the warehouse can see every one; they are never returned. Truth: truth/campaign_contacts.csv (per
+Response orders are store receipts paid with the member card (a coupon is redeemed against it) in
+the coupon till's own file, so the warehouse can see every one; they are never returned. Truth: truth/campaign_contacts.csv (per
 contact: person, arm, type, uplift probability, responded, realized incremental revenue) and
 truth/campaign_effects.csv (per campaign and arm: the true revenue-per-customer effect).
 """

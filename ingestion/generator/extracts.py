@@ -240,11 +240,11 @@ class ExtractWriter:
     def store(self, day: Day) -> None:
         p, c, rng, m = self.p, self.c, self.rng, self.m
         ymd = f"{day.date:%Y%m%d}"
-        lines = day.lines.filter(~pl.col("is_web"))
-        orders = lines.select("order_seq", "person", "store", "coupon").unique("order_seq", maintain_order=True)
+        self._coupon_receipts(day, day.lines.filter(pl.col("coupon")))
+        lines = day.lines.filter(~pl.col("is_web") & ~pl.col("coupon"))
+        orders = lines.select("order_seq", "person", "store").unique("order_seq", maintain_order=True)
         n_o = len(orders)
-        # A redeemed coupon is rung up against the member card: campaign responses are always identified.
-        ident = np.where(orders["coupon"].to_numpy(), 0.0, rng.random(n_o))
+        ident = rng.random(n_o)
         person = orders["person"].to_numpy()
         store = orders["store"].to_numpy()
         # Staff at some stores type the shop's own phone when a customer gives none.
@@ -273,7 +273,7 @@ class ExtractWriter:
         )
         lines = lines.with_columns(line_no=pl.int_range(1, pl.len() + 1).over("order_id"))
         # Returns decided now, rung up 1-20 days later as negative lines on a return receipt.
-        ret = lines.filter(pl.Series(rng.random(len(lines)) < 0.03) & ~pl.col("coupon"))
+        ret = lines.filter(pl.Series(rng.random(len(lines)) < 0.03))
         for delay, grp in ret.with_columns(delay=pl.Series(rng.integers(1, 21, len(ret)))).group_by(
             "delay", maintain_order=True
         ):
@@ -353,6 +353,65 @@ class ExtractWriter:
             parts += self.late_receipts.pop((day.index, s), [])
             if parts:
                 self._write_store_file(code, day, pl.concat(parts).drop("_store"))
+
+    def _coupon_receipts(self, day: Day, lines: pl.DataFrame) -> None:
+        """Campaign responses (campaigns.py): the coupon till exports its own clean receipt file per
+        store and day, each receipt rung up against the member card, none returned. It draws nothing
+        at random, so the other files are what they would be without campaigns."""
+        if lines.is_empty():
+            return
+        ymd = f"{day.date:%Y%m%d}"
+        lines = lines.with_columns(
+            order_id=pl.format(
+                "{}-{}-C{}",
+                pl.col("store").replace_strict(dict(enumerate(self.stores)), return_dtype=pl.String),
+                pl.lit(ymd),
+                pl.col("order_seq").cast(pl.String).str.zfill(5),
+            )
+        ).with_columns(line_no=pl.int_range(1, pl.len() + 1).over("order_id"))
+        prod, person = lines["product"].to_numpy(), lines["person"].to_numpy()
+        self.truth.append(
+            "order_lines",
+            lines.select(
+                "order_id",
+                "line_no",
+                "person",
+                "quantity",
+                "unit_price",
+                "discount",
+                sku=pl.Series(self.c.sku[prod].tolist(), dtype=pl.String),
+                channel=pl.lit("store"),
+                ordered_at="ts",
+            ).select(
+                "order_id", "line_no", "person", "sku", "quantity", "unit_price", "discount", "channel", "ordered_at"
+            ),
+        )
+        self.truth.append("store_orders", lines.select("order_id", person_id="person").unique(maintain_order=True))
+        out = _frame(
+            {
+                "receipt_no": lines["order_id"],
+                "line_no": lines["line_no"],
+                "sold_at": lines["ts"].dt.strftime("%Y-%m-%d %H:%M:%S"),
+                "store_code": pl.Series(np.asarray(self.stores, object)[lines["store"].to_numpy()]),
+                "sku": self.c.sku[prod],
+                "item_name": self.c.name[prod],
+                "category": self.c.category[prod],
+                "qty": lines["quantity"],
+                "unit_price": np.char.mod("%.2f", lines["unit_price"].to_numpy()),
+                "discount": np.char.mod("%.2f", lines["discount"].to_numpy()),
+                "currency": CURRENCY,
+                "payment": "card",
+                "member_card": self.p.card[person],
+                "member_phone": None,
+                "_store": lines["store"],
+            }
+        )
+        for (s,), part in out.partition_by("_store", as_dict=True, maintain_order=True).items():
+            code = self.stores[int(s)]
+            folder = self.cfg.extracts / "store" / code
+            folder.mkdir(exist_ok=True)
+            path = folder / f"pos_{code}_{day.date}_coupons.csv"
+            self.files.write(_write_csv, part.drop("_store"), path, day.date, 1)
 
     def _write_store_file(self, code: str, day: Day, part: pl.DataFrame) -> None:
         rng, m = self.rng, self.m
