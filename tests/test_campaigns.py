@@ -16,7 +16,7 @@ from ingestion.generator import GeneratorConfig, generate
 from ingestion.load import load_source
 from ingestion.sources import load_sources
 from ml.campaigns import campaign_results
-from tests.conftest import Grown, Year
+from tests.conftest import Demo, Grown
 
 BOUNDS = (dt.date(2025, 1, 1), dt.date(2025, 2, 14))
 
@@ -27,16 +27,16 @@ def _truth_effects(truth: Path) -> dict[tuple[str, str], float]:
 
 
 @pytest.mark.slow
-def test_randomized_arms_cover_the_planted_effect_and_a_targeted_campaign_reports_none(year: Year) -> None:
-    truth = _truth_effects(year.cfg.truth)
-    with duckdb.connect(str(year.warehouse), read_only=True) as con:
+def test_randomized_arms_cover_the_planted_effect_and_a_targeted_campaign_reports_none(demo: Demo) -> None:
+    truth = _truth_effects(demo.cfg.truth)
+    with duckdb.connect(str(demo.warehouse), read_only=True) as con:
         as_of = con.execute("select max(as_of_date) from ml.campaign_results").fetchall()[0][0]
         results = con.sql("select * from ml.campaign_results where as_of_date = ?", params=[as_of]).pl()
     measured = results.filter(pl.col("campaign_id") == "C-TEST")
     assert sorted(measured["arm"]) == ["discount_10", "free_gift"] and set(measured["status"]) == {"measured"}
     for r in measured.iter_rows(named=True):
         assert r["revenue_difference_lo"] <= truth[("C-TEST", r["arm"])] <= r["revenue_difference_hi"], r
-        assert r["control_arms"] == "holdout" and r["customers"] > 500 and r["control_customers"] > 500
+        assert r["control_arms"] == "holdout" and r["customers"] > 1500 and r["control_customers"] > 1500
         assert r["incremental_revenue"] == pytest.approx(r["revenue_difference"] * r["customers"])
         assert r["incremental_profit"] == pytest.approx(r["incremental_revenue"] * r["margin"] - r["cost"])
     # The targeted campaign: no effect reported; the naive difference is far from the small true one.
@@ -136,12 +136,10 @@ def test_intervals_cover_the_planted_effect_at_their_level_over_twenty_seeds(tmp
 
 
 @pytest.mark.slow
-def test_uplift_beats_random_targeting_and_ranks_the_planted_uplift(year: Year) -> None:
-    contacts = pl.read_csv(year.cfg.truth / "campaign_contacts.csv").filter(
-        (pl.col("campaign_id") == "C-TEST") & (pl.col("arm") == "discount_10")
-    )
-    members = pl.read_parquet(year.cfg.truth / "persons.parquet").select("person_id", "member_id")
-    with duckdb.connect(str(year.warehouse), read_only=True) as con:
+def test_uplift_beats_random_targeting_and_ranks_the_planted_uplift(demo: Demo) -> None:
+    contacts = pl.read_csv(demo.cfg.truth / "campaign_contacts.csv").filter(pl.col("campaign_id") == "C-TEST")
+    members = pl.read_parquet(demo.cfg.truth / "persons.parquet").select("person_id", "member_id")
+    with duckdb.connect(str(demo.warehouse), read_only=True) as con:
         as_of = con.execute("select max(as_of_date) from ml.uplift_scores").fetchall()[0][0]
         qini = dict(
             con.execute(
@@ -149,14 +147,20 @@ def test_uplift_beats_random_targeting_and_ranks_the_planted_uplift(year: Year) 
             ).fetchall()
         )
         scores = con.sql(
-            """select m.record_id as member_id, s.uplift from ml.uplift_scores as s
+            """select m.record_id as member_id, s.arm, s.uplift from ml.uplift_scores as s
                join marts.customer_identity_map as m on m.customer_key = s.customer_key and m.record_type = 'profile'
-               where s.campaign_id = 'C-TEST' and s.arm = 'discount_10' and s.as_of_date = ?""",
+               where s.campaign_id = 'C-TEST' and s.as_of_date = ?""",
             params=[as_of],
         ).pl()
-    assert qini["C-TEST/discount_10/qini_coefficient"] > 0
-    assert qini["C-TEST/discount_10/auuc"] > qini["C-TEST/discount_10/auuc_random"]
-    planted = contacts.join(members, on="person_id").join(scores, on="member_id")
-    assert planted.height > 500
-    rho = spearmanr(planted["uplift"], planted["uplift_probability"]).statistic
-    assert rho > 0.3, rho
+    for arm in ("discount_10", "free_gift"):
+        assert qini[f"C-TEST/{arm}/qini_coefficient"] > 0, arm
+        assert qini[f"C-TEST/{arm}/auuc"] > qini[f"C-TEST/{arm}/auuc_random"], arm
+        planted = (
+            contacts.filter(pl.col("arm") == arm).join(members, on="person_id").join(scores, on=["member_id", "arm"])
+        )
+        assert planted.height > 1500
+        # The published scores use features as of the run's date, months after the campaign: they
+        # rank by who the customer is now, so the correlation is lower than on the campaign's day.
+        rho, p = spearmanr(planted["uplift"], planted["uplift_probability"])
+        print(arm, rho, p)
+        assert rho > 0.15 and p < 1e-6, (arm, rho, p)
