@@ -8,6 +8,11 @@ seasonal models: AutoTheta runs without a season, MSTL and seasonal naive are le
 metrics say `seasonal` 0). Seasonal AutoETS is not used: with a 52-week season it cost ten times
 the other models together on 2 cores.
 
+Net revenue also has a derived model, `OrdersxAOV`: the orders forecast of MSTL (AutoETS without
+seasons) times the revenue per order of the AOV_WEEKS before the origin. Weekly revenue is orders
+times a noisy basket value; forecasting the count and scaling it by a stable average spends the
+models' fit on the part that has a pattern.
+
 Backtest: rolling origins `horizon_weeks` apart over the end of the history (up to
 `backtest_windows` of them, each leaving at least `min_weeks` to fit on); MASE (scaled by the
 in-sample error of seasonal naive, or naive without seasons) and sMAPE per series type and model;
@@ -46,6 +51,8 @@ MEASURES = ("net_revenue", "orders")
 LEVELS = (80, 95)
 RECONCILED = ("channel", "region")
 EVENT_WINDOW_WEEKS = 3  # an event week's base: the median of the event-free weeks this close
+AOV_WEEKS = 26  # revenue per order of this many weeks before the origin scales the orders forecast
+DERIVED = "OrdersxAOV"
 
 
 @dataclass
@@ -130,7 +137,51 @@ def _models(seasonal: bool, season_length: int) -> list:
 
 
 def _model_names(seasonal: bool) -> list[str]:
-    return ["AutoETS", "AutoTheta", "Naive", *(["SeasonalNaive", "MSTL"] if seasonal else [])]
+    return ["AutoETS", "AutoTheta", "Naive", *(["SeasonalNaive", "MSTL"] if seasonal else []), DERIVED]
+
+
+def with_orders_times_aov(frame: pl.DataFrame, history: pd.DataFrame, seasonal: bool) -> pl.DataFrame:
+    """`frame` (statsforecast's output: unique_id, ds, [cutoff], a column per model and bound) with
+    DERIVED columns on the net revenue series: the paired orders series' base model times the revenue
+    per order of the AOV_WEEKS up to the origin (`cutoff`, else the last week of history)."""
+    base = "MSTL" if seasonal else "AutoETS"
+    columns = [base, *(f"{base}-{b}-{lv}" for lv in LEVELS for b in ("lo", "hi"))]
+    raw = pl.from_pandas(history[["unique_id", "ds", "y_raw"]]).with_columns(
+        pl.col("ds").cast(frame["ds"].dtype),
+        measure=pl.col("unique_id").str.split("|").list.first(),
+        series=pl.col("unique_id").str.splitn("|", 2).struct.field("field_1"),
+    )
+    origins = frame["cutoff"].unique() if "cutoff" in frame.columns else pl.Series([raw["ds"].max()])
+    aov = pl.concat(
+        [
+            raw.filter(pl.col("ds").is_between(origin - dt.timedelta(weeks=AOV_WEEKS), origin, closed="right"))
+            .group_by("series")
+            .agg(
+                aov=pl.col("y_raw").filter(pl.col("measure") == "net_revenue").sum()
+                / pl.col("y_raw").filter(pl.col("measure") == "orders").sum(),
+            )
+            .with_columns(origin=pl.lit(origin).cast(frame["ds"].dtype))
+            for origin in origins
+        ]
+    )
+    keyed = frame.with_columns(
+        measure=pl.col("unique_id").str.split("|").list.first(),
+        series=pl.col("unique_id").str.splitn("|", 2).struct.field("field_1"),
+        origin=(pl.col("cutoff") if "cutoff" in frame.columns else pl.lit(origins[0])).cast(frame["ds"].dtype),
+    )
+    orders = (
+        keyed.filter(pl.col("measure") == "orders")
+        .join(aov, on=["series", "origin"])
+        .select(
+            "series",
+            "ds",
+            "origin",
+            **{c.replace(base, DERIVED, 1): pl.col(c) * pl.col("aov").fill_nan(None) for c in columns},
+        )
+    )
+    return keyed.join(
+        orders.with_columns(measure=pl.lit("net_revenue")), on=["measure", "series", "ds", "origin"], how="left"
+    ).drop("measure", "series", "origin")
 
 
 @dataclass
@@ -198,12 +249,15 @@ def forecast_sales(
         df=s.history[["unique_id", "ds", "y"]], h=h, n_windows=s.windows, step_size=h, level=levels
     )
     weeks = sorted(set(s.history["ds"].dt.date))
-    backtest = _backtest(pl.from_pandas(cv), s.history, s.days_past, weeks, s.seasonal)
+    cv = with_orders_times_aov(pl.from_pandas(cv), s.history, s.seasonal)
+    backtest = _backtest(cv, s.history, s.days_past, weeks, s.seasonal)
     table, per_series = _scores(backtest, s.scales, s.seasonal, s.ids)
 
     adjusted = s.history.copy()
     adjusted["y"] = adjusted["y_raw"] / (1 + adjusted["unique_id"].map(s.effects) * np.tile(s.days_past, len(s.ids)))
-    ahead = pl.from_pandas(sf.forecast(df=adjusted[["unique_id", "ds", "y"]], h=h, level=levels))
+    ahead = with_orders_times_aov(
+        pl.from_pandas(sf.forecast(df=adjusted[["unique_id", "ds", "y"]], h=h, level=levels)), s.history, s.seasonal
+    )
     forecasts = _published(
         ahead, s.ids, per_series, _widening(backtest), s.effects, s.days_future, s.future, s.seasonal
     )
@@ -243,12 +297,16 @@ def _backtest(
                 **{f"{b}_{lv}": pl.col(f"{name}-{b}-{lv}") * factor for lv in LEVELS for b in ("lo", "hi")},
             )
         )
-    return pl.concat(rows).with_columns(
-        (
-            (pl.col("actual") - pl.col("forecast")).abs()
-            / ((pl.col(f"hi_{lv}") - pl.col(f"lo_{lv}")) / 2).clip(lower_bound=1e-9)
-        ).alias(f"ratio_{lv}")
-        for lv in LEVELS
+    return (
+        pl.concat(rows)
+        .drop_nulls("forecast")
+        .with_columns(
+            (
+                (pl.col("actual") - pl.col("forecast")).abs()
+                / ((pl.col(f"hi_{lv}") - pl.col(f"lo_{lv}")) / 2).clip(lower_bound=1e-9)
+            ).alias(f"ratio_{lv}")
+            for lv in LEVELS
+        )
     )
 
 

@@ -75,8 +75,12 @@ def test_two_years_bring_a_seasonal_model_that_beats_seasonal_naive() -> None:
     for measure in ("net_revenue", "orders"):
         assert f"{measure}/total/SeasonalNaive/mase" in result.metrics
         assert result.metrics[f"{measure}/total/MSTL/mase_vs_seasonalnaive"] < 1.0
-    published = result.forecasts.filter(pl.col("series_type") == "total")["model"].unique().to_list()
-    assert published == ["MSTL"], published  # the backtest's winner is what is published
+    published = dict(
+        result.forecasts.filter(pl.col("series_type") == "total").select("measure", "model").unique().iter_rows()
+    )
+    assert published == {"orders": "MSTL", "net_revenue": "OrdersxAOV"}, (
+        published
+    )  # each backtest's winner is published
 
 
 def test_event_effect_needs_two_event_weeks() -> None:
@@ -93,3 +97,22 @@ def test_a_short_history_is_not_forecast() -> None:
     cells, products, events = _process(30)
     with pytest.raises(NotEnoughHistory, match="39 complete weeks"):
         forecast_sales(cells, products, events, ForecastConfig())
+
+
+def test_revenue_is_also_forecast_as_orders_times_revenue_per_order() -> None:
+    cells, products, events = _process(130)  # revenue = 50 per order plus noise: the count carries the pattern
+    result = forecast_sales(cells, products, events, ForecastConfig(top_n=1))
+    assert "orders/total/OrdersxAOV/mase" not in result.metrics  # a revenue model only
+    assert result.metrics["net_revenue/total/OrdersxAOV/mase_vs_seasonalnaive"] < 1.0
+    derived = result.backtest.filter(
+        (pl.col("model") == "OrdersxAOV") & (pl.col("unique_id") == "net_revenue|total|total")
+    )
+    orders = result.backtest.filter((pl.col("model") == "MSTL") & (pl.col("unique_id") == "orders|total|total"))
+    ratio = derived.join(orders, on=["cutoff", "week_start"]).select(
+        aov=pl.col("forecast") / pl.col("forecast_right"), cutoff="cutoff"
+    )
+    assert ratio.height == derived.height > 0
+    spans = ratio.group_by("cutoff").agg(low=pl.col("aov").min(), high=pl.col("aov").max())
+    for span in spans.iter_rows(named=True):  # one revenue per order per origin, about the planted 50
+        # (event weeks differ a little: revenue's own event effect scales them, not the orders')
+        assert 45 < span["low"] <= span["high"] < 55 and span["high"] - span["low"] < 0.01 * span["high"]
