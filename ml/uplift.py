@@ -58,7 +58,7 @@ def _split(frame: pl.DataFrame, share: float, seed: int) -> tuple[pl.DataFrame, 
     return frame.filter(~pl.Series(test)), frame.filter(pl.Series(test))
 
 
-def _fit_arm(frame: pl.DataFrame, cfg: CampaignConfig) -> tuple[Pipeline, Pipeline]:
+def _fit_arm(frame: pl.DataFrame) -> tuple[Pipeline, Pipeline]:
     models = []
     for group in (True, False):
         rows = frame.filter(pl.col("is_treated") == group)
@@ -70,9 +70,15 @@ def _fit_arm(frame: pl.DataFrame, cfg: CampaignConfig) -> tuple[Pipeline, Pipeli
     return models[0], models[1]
 
 
-def uplift_of(model: ArmModel, features: pl.DataFrame) -> np.ndarray:
+def probabilities(model: ArmModel, features: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(P(convert | contacted), P(convert | not)) per row of `features`."""
     x = features.select(FEATURES).to_numpy()
-    return model.treated.predict_proba(x)[:, 1] - model.control.predict_proba(x)[:, 1]
+    return model.treated.predict_proba(x)[:, 1], model.control.predict_proba(x)[:, 1]
+
+
+def uplift_of(model: ArmModel, features: pl.DataFrame) -> np.ndarray:
+    contacted, not_contacted = probabilities(model, features)
+    return contacted - not_contacted
 
 
 def fit_uplift(
@@ -97,7 +103,7 @@ def fit_uplift(
                 continue
             frame = pl.concat([treated, control]).with_columns(is_treated=pl.col("arm") == arm)
             train, test = _split(frame, cfg.uplift_test_share, cfg.seed)
-            treated_model, control_model = _fit_arm(train, cfg)
+            treated_model, control_model = _fit_arm(train)
             spend = train.filter(pl.col("is_treated") & pl.col("converted"))["net_revenue"].to_numpy()
             model = ArmModel(campaign["campaign_id"][0], arm, treated_model, control_model, float(spend.mean()), {})
             model.metrics = qini(uplift_of(model, test), test["is_treated"].to_numpy(), test["converted"].to_numpy())
@@ -115,8 +121,7 @@ def uplift_scores(models: list[ArmModel], features: pl.DataFrame) -> pl.DataFram
     """Every customer's uplift per campaign arm (features as of the run's as-of date), best first."""
     frames = []
     for m in models:
-        x = features.select(FEATURES).to_numpy()
-        p1, p0 = m.treated.predict_proba(x)[:, 1], m.control.predict_proba(x)[:, 1]
+        p1, p0 = probabilities(m, features)
         frames.append(
             features.select("customer_key").with_columns(
                 campaign_id=pl.lit(m.campaign_id),
