@@ -355,7 +355,7 @@ def main() -> None:
     cfg = GeneratorConfig(
         out=work / "sample", customers=SCALES[args.scale], days=args.days + 1, seed=42, start=start_day
     )
-    sources, warehouse = sources_file_for(cfg.extracts, work / "sources.yml"), work / "crm.duckdb"
+    sources, warehouse = sources_file_for(cfg.extracts, work / "sources.yml", cfg.start), work / "crm.duckdb"
     # The runs' Dagster instance and ML artifacts stay with their data.
     settings = replace(Settings.load(sources, warehouse), dagster_home=work / "dagster", models_dir=work / "models")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -20,6 +21,7 @@ import numpy as np
 import polars as pl
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
@@ -94,10 +96,23 @@ def logistic_pipeline() -> Pipeline:
     return make_pipeline(MedianImputer(), StandardScaler(), LogisticRegression(solver="newton-cholesky", max_iter=2000))
 
 
-def _fit(train: pl.DataFrame, calibrate: pl.DataFrame, columns: list[str]) -> CalibratedClassifierCV:
+def boosted_trees() -> HistGradientBoostingClassifier:
+    """Gradient-boosted trees: they learn how recency, frequency and rhythm interact, which a linear
+    log-odds cannot (the repurchase model; docs/ml.md). Small leaves and a slow rate, fixed seed."""
+    return HistGradientBoostingClassifier(
+        max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=100, random_state=0
+    )
+
+
+Learner = Callable[[], BaseEstimator]
+
+
+def _fit(
+    train: pl.DataFrame, calibrate: pl.DataFrame, columns: list[str], learner: Learner = logistic_pipeline
+) -> CalibratedClassifierCV:
     if train["is_churned"].n_unique() < 2 or calibrate["is_churned"].n_unique() < 2:
         raise NotEnoughHistory("churn training needs churners and buyers at every training cut-off; load more history")
-    base = logistic_pipeline().fit(train.select(columns).to_numpy(), train["is_churned"].to_numpy())
+    base = learner().fit(train.select(columns).to_numpy(), train["is_churned"].to_numpy())
     return CalibratedClassifierCV(FrozenEstimator(base), method="sigmoid").fit(
         calibrate.select(columns).to_numpy(), calibrate["is_churned"].to_numpy()
     )
@@ -121,7 +136,12 @@ def band(p: pl.Expr, medium: float, high: float) -> pl.Expr:
 
 
 def fit_churn(
-    orders: pl.DataFrame, interactions: pl.DataFrame, customers: pl.DataFrame, as_of: dt.date, cfg: ChurnConfig
+    orders: pl.DataFrame,
+    interactions: pl.DataFrame,
+    customers: pl.DataFrame,
+    as_of: dt.date,
+    cfg: ChurnConfig,
+    learner: Learner = logistic_pipeline,
 ) -> ChurnModel:
     held_out_cutoff = as_of - dt.timedelta(days=cfg.horizon_days)
     last_training = held_out_cutoff - dt.timedelta(days=cfg.horizon_days)
@@ -138,7 +158,7 @@ def fit_churn(
     calibrate = frames[cutoffs[0]]
     held_out = labelled(orders, interactions, customers, held_out_cutoff, cfg)
 
-    model = _fit(train, calibrate, FEATURES)
+    model = _fit(train, calibrate, FEATURES, learner)
     baseline = _fit(train, calibrate, ["recency_days"])
     y = held_out["is_churned"].to_numpy()
     return ChurnModel(
@@ -184,12 +204,17 @@ def churn_scores(
 
 
 def top_features(model: CalibratedClassifierCV, x: np.ndarray, k: int = 3, sign: int = 1) -> pl.Series:
-    """The k features adding most to each customer's log-odds of churn (coefficient × standardized
-    value; with sign -1, those lowering it most), those that add anything. Built column-wise: a
-    Python list per customer held gigabytes at the largest scale."""
-    pipeline = model.calibrated_classifiers_[0].estimator.estimator
-    imputer, scaler, logistic = pipeline.steps[0][1], pipeline.steps[1][1], pipeline.steps[2][1]
-    contributions = sign * scaler.transform(imputer.transform(x)) * logistic.coef_[0]
+    """The k features adding most to each customer's log-odds of churn (with sign -1, those lowering
+    it most), those that add anything: coefficient × standardized value for the logistic regression;
+    for another model, how far the log-odds move from the customer's value to the scored customers'
+    median of that feature. Built column-wise: a Python list per customer held gigabytes at the
+    largest scale."""
+    base = model.calibrated_classifiers_[0].estimator.estimator
+    if isinstance(base, Pipeline):
+        imputer, scaler, logistic = base.steps[0][1], base.steps[1][1], base.steps[2][1]
+        contributions = sign * scaler.transform(imputer.transform(x)) * logistic.coef_[0]
+    else:
+        contributions = sign * _moved_from_median(base, x)
     top = np.argsort(-contributions, axis=1)[:, :k]
     adds = np.take_along_axis(contributions, top, axis=1) > 0
     ranks = pl.DataFrame(
@@ -205,3 +230,18 @@ def top_features(model: CalibratedClassifierCV, x: np.ndarray, k: int = 3, sign:
         for j in range(top.shape[1])
     ).list.drop_nulls()
     return ranks.select(names.alias("top_features")).to_series()
+
+
+def _moved_from_median(base: BaseEstimator, x: np.ndarray) -> np.ndarray:
+    """Per customer and feature: log-odds at the customer's values minus log-odds with that one
+    feature set to its median over `x` (missing stays missing where the median is)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column's median
+        median = np.nanmedian(x, axis=0)
+    here = base.decision_function(x)
+    moved = np.empty_like(x, dtype=float)
+    for j in range(x.shape[1]):
+        typical = x.copy()
+        typical[:, j] = median[j]
+        moved[:, j] = here - base.decision_function(typical)
+    return moved

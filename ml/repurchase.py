@@ -1,8 +1,9 @@
 """Repurchase scores: P(a customer orders at least once in the next `horizon` days), per horizon.
 
-The model is the churn model's (ml/churn.py) trained for each horizon: a logistic regression on the
-point-in-time customer features, trained on older cut-offs, sigmoid-calibrated on the latest
-training cut-off, evaluated on the held-out cut-off as_of - horizon, whose labels end at as_of;
+The model is trained like the churn model (ml/churn.py) for each horizon, on the same point-in-time
+customer features, but with gradient-boosted trees (`boosted_trees`): a logistic regression's
+linear log-odds lost to BG/NBD on two years of history. Trained on older cut-offs, sigmoid-
+calibrated on the latest training cut-off, evaluated on the held-out cut-off as_of - horizon, whose labels end at as_of;
 P(repurchase) = 1 - P(no order in the horizon). Beside it, on the same held-out customers, two
 baselines: BG/NBD's P(at least one purchase in the horizon), fitted on the orders up to that
 cut-off, and recency alone. Where the model does not beat BG/NBD (ROC AUC and Brier both), BG/NBD's
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from ml.churn import ChurnModel, band, evaluate, fit_churn, top_features
+from ml.churn import ChurnModel, band, boosted_trees, evaluate, fit_churn, top_features
 from ml.clv import BgNbd, fit_bgnbd, fit_sample, purchase_history
 from ml.config import ChurnConfig, RepurchaseConfig
 from ml.features import FEATURES, customer_features
@@ -84,7 +85,7 @@ def fit_horizon(
     churn_cfg = ChurnConfig(
         horizon_days=days, active_days=cfg.active_days, training_cutoffs=cfg.training_cutoffs, step_days=cfg.step_days
     )
-    model = fit_churn(orders, interactions, customers, as_of, churn_cfg)
+    model = fit_churn(orders, interactions, customers, as_of, churn_cfg, boosted_trees)
     cutoff = model.held_out_cutoff
     held_out = customer_features(orders, interactions, customers, cutoff).filter(
         pl.col("last_purchase_date") > cutoff - dt.timedelta(days=cfg.active_days)

@@ -156,7 +156,7 @@ def build_repurchase_scores(
     card = {
         "features": FEATURES,
         "config": cfg.repurchase,
-        "model": "the churn model per horizon (StandardScaler + LogisticRegression, sigmoid-calibrated); "
+        "model": "the churn model's recipe per horizon with HistGradientBoostingClassifier, sigmoid-calibrated; "
         "P(repurchase) = 1 - P(no order in the horizon)",
         "held_out_cutoffs": {h.horizon_days: h.churn.held_out_cutoff for h in fit.horizons},
         "published": {h.horizon_days: "model" if h.beats_bgnbd else "bgnbd" for h in fit.horizons},
@@ -178,7 +178,8 @@ def build_sales_forecast(
     result = forecast_sales(data.weekly_sales(con, ctx.as_of), products, events, f)
     card = {
         "config": f,
-        "models": "statsforecast AutoETS (no season), AutoTheta; baselines Naive and SeasonalNaive",
+        "models": "statsforecast AutoETS (no season), AutoTheta, MSTL (two yearly cycles); derived OrdersxAOV "
+        "(net revenue) and Combined (mean of the seasonal models); baselines Naive and SeasonalNaive",
         "seasonal": result.seasonal,
         "backtest_windows": result.windows,
         "reconciliation": "top-down with forecast proportions: channels and regions scaled to the total",

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from orchestration.settings import DEFAULT_SAMPLE_OUT, Settings, hand_to_processes
+from orchestration.settings import DEFAULT_SAMPLE_OUT, SAMPLE_DAYS, SAMPLE_START, Settings, hand_to_processes
 
 app = typer.Typer(
     help="crm-warehouse: multi-channel CRM extracts into a tested DuckDB warehouse, through Dagster.",
@@ -53,9 +53,9 @@ def _fail(error: BaseException | str) -> None:
 @app.command()
 def generate(
     customers: Annotated[int, typer.Option(min=1, help="Number of true persons.")] = 10_000,
-    days: Annotated[int, typer.Option(min=1, help="Days of activity.")] = 365,
+    days: Annotated[int, typer.Option(min=1, help="Days of activity.")] = SAMPLE_DAYS,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 42,
-    start: Annotated[str, typer.Option(help="First day (YYYY-MM-DD).")] = "2025-01-01",
+    start: Annotated[str, typer.Option(help="First day (YYYY-MM-DD).")] = SAMPLE_START.isoformat(),
     out: Annotated[
         Path, typer.Option(help="Output folder: extracts/ and truth/ are written in it.")
     ] = DEFAULT_SAMPLE_OUT,
@@ -73,7 +73,7 @@ def generate(
             summary = run_generator(cfg, on_day=lambda d: progress.update(task, completed=d + 1))
     except (OSError, ValueError) as e:
         _fail(e)
-    sources = sources_file_for(cfg.extracts, cfg.out / "sources.yml")
+    sources = sources_file_for(cfg.extracts, cfg.out / "sources.yml", cfg.start)
     console.print(
         f"Wrote {summary['files']:,} files ({summary['bytes'] / 2**20:,.0f} MiB) to {cfg.extracts}; "
         f"ground truth in {cfg.truth}; run them with `crm run --sources {sources}`"

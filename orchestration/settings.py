@@ -20,6 +20,7 @@ DAGSTER_HOME     Dagster instance folder holding dagster.yaml (default: .dagster
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets
 import shutil
@@ -34,6 +35,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCES = REPO_ROOT / "ingestion" / "examples" / "sample" / "sources.yml"
 DEFAULT_WAREHOUSE = REPO_ROOT / "warehouse" / "crm.duckdb"
 DEFAULT_SAMPLE_OUT = REPO_ROOT / "warehouse" / "sample"
+# The default sample (`crm generate`, `make demo`): two years to 2025-12-31, so that the sales
+# forecasts see two yearly cycles (a seasonal model and the seasonal-naive baseline need them).
+SAMPLE_START = dt.date(2024, 1, 1)
+SAMPLE_DAYS = 731
 # Dagster's switches for partition-range runs, which Dagster reads from the environment only.
 # One "materialization planned" event per asset for a partition-range run, not one per day: a
 # year's ingestion planned thousands of events, SQLite writes before the first step. The price

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ingestion.generator import GeneratorConfig, MessRates, generate, sources_file_for
-from orchestration.settings import REPO_ROOT, Settings
+from orchestration.settings import REPO_ROOT, SAMPLE_DAYS, SAMPLE_START, Settings
 
 SAMPLE_SOURCES = REPO_ROOT / "ingestion" / "examples" / "sample" / "sources.yml"
 ONLINE_RETAIL_SOURCES = REPO_ROOT / "ingestion" / "examples" / "online_retail" / "sources.yml"
@@ -37,9 +37,10 @@ def dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-def sources_for(extracts: Path, dest: Path) -> Path:
-    """A copy of the sample sources file whose paths point at `extracts` (a generator's output)."""
-    return sources_file_for(extracts, dest)
+def sources_for(extracts: Path, dest: Path, start: dt.date) -> Path:
+    """A copy of the sample sources file whose paths point at `extracts` (a generator's output,
+    whose first day is `start`)."""
+    return sources_file_for(extracts, dest, start)
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +57,7 @@ def sample_copy(sample: GeneratorConfig, tmp_path: Path) -> tuple[Path, Path]:
     extracts = tmp_path / "extracts"
     shutil.copytree(sample.extracts, extracts)  # copy2 keeps delivery times (mtimes)
     shutil.copytree(sample.truth, tmp_path / "truth")
-    return extracts, sources_for(extracts, tmp_path / "sources.yml")
+    return extracts, sources_for(extracts, tmp_path / "sources.yml", sample.start)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -84,7 +85,7 @@ def grown(sample: GeneratorConfig, tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("grown")
     shutil.copytree(sample.extracts, root / "extracts")
     shutil.copytree(sample.truth, root / "truth")
-    sources = sources_for(root / "extracts", root / "sources.yml")
+    sources = sources_for(root / "extracts", root / "sources.yml", sample.start)
     warehouse = root / "crm.duckdb"
     run_pipeline(Settings.load(sources, warehouse), as_of=sample.start + dt.timedelta(days=20))
     shutil.copyfile(warehouse, root / "midway.duckdb")
@@ -123,7 +124,7 @@ def year(tmp_path_factory: pytest.TempPathFactory) -> Year:
     )
     cfg = GeneratorConfig(out=tmp_path_factory.mktemp("year"), customers=3000, days=365, seed=5, mess=mess)
     generate(cfg)
-    sources = sources_for(cfg.extracts, cfg.out / "sources.yml")
+    sources = sources_for(cfg.extracts, cfg.out / "sources.yml", cfg.start)
     warehouse = cfg.out / "crm.duckdb"
     first = cfg.start + dt.timedelta(days=299)
     from orchestration.run import run_pipeline
@@ -146,9 +147,9 @@ class Demo:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     from orchestration.run import run_pipeline
 
-    cfg = GeneratorConfig(out=tmp_path_factory.mktemp("demo"))
+    cfg = GeneratorConfig(out=tmp_path_factory.mktemp("demo"), days=SAMPLE_DAYS, start=SAMPLE_START)
     generate(cfg)
-    sources = sources_for(cfg.extracts, cfg.out / "sources.yml")
+    sources = sources_for(cfg.extracts, cfg.out / "sources.yml", cfg.start)
     warehouse = cfg.out / "crm.duckdb"
     run_pipeline(Settings.load(sources, warehouse))
     return Demo(cfg, warehouse)

@@ -34,11 +34,11 @@ pytestmark = pytest.mark.slow  # every test here runs the pipeline or reads its 
 
 
 @pytest.fixture(scope="module")
-def deployment(grown: Grown, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def deployment(grown: Grown, sample: GeneratorConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private copy of the grown deployment: build file, published versions, exports, extracts."""
     root = tmp_path_factory.mktemp("governed") / "w"
     shutil.copytree(grown.warehouse.parent, root, symlinks=True)
-    sources_for(root / "extracts", root / "sources.yml")
+    sources_for(root / "extracts", root / "sources.yml", sample.start)
     # The loader remembers the files it read by path: point its lineage at the copied extracts.
     with duckdb.connect(str(root / "crm.duckdb")) as con:
         old, new = str(grown.warehouse.parent / "extracts"), str(root / "extracts")

@@ -22,7 +22,7 @@ from serving import publish
 def test_a_1990s_history_builds_every_table_and_publishes(tmp_path: Path) -> None:
     cfg = GeneratorConfig(out=tmp_path / "sample", customers=1200, days=330, seed=11, start=dt.date(1997, 3, 1))
     generate(cfg)
-    sources = sources_file_for(cfg.extracts, tmp_path / "sources.yml")
+    sources = sources_file_for(cfg.extracts, tmp_path / "sources.yml", cfg.start)
     doc = yaml.safe_load(sources.read_text())
     del doc["partitions"]["start_date"]  # the files say when their data starts
     sources.write_text(yaml.safe_dump(doc, sort_keys=False))

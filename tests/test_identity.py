@@ -90,7 +90,7 @@ def test_identity_on_a_year_of_ten_thousand_customers(tmp_path: Path) -> None:
 
     cfg = GeneratorConfig(out=tmp_path, customers=10_000, days=365, seed=42)
     generate(cfg)
-    sources = sources_file_for(cfg.extracts, tmp_path / "sources.yml")
+    sources = sources_file_for(cfg.extracts, tmp_path / "sources.yml", cfg.start)
     run_pipeline(Settings.load(sources, tmp_path / "crm.duckdb"))
     with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
         figures = identity_report(con, cfg.truth / "identity.csv")

@@ -78,7 +78,7 @@ def crm(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.C
 def test_analysts_read_whole_versions_during_a_run_and_a_killed_run_publishes_nothing(
     sample: GeneratorConfig, tmp_path: Path
 ) -> None:
-    sources = sources_for(sample.extracts, tmp_path / "sources.yml")
+    sources = sources_for(sample.extracts, tmp_path / "sources.yml", sample.start)
     warehouse = tmp_path / "crm.duckdb"
     published = tmp_path / "published"
     run_pipeline(Settings.load(sources, warehouse), as_of=sample.start + dt.timedelta(days=20))

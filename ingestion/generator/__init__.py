@@ -75,10 +75,12 @@ def write_calendar(cfg: GeneratorConfig) -> Path:
     return path
 
 
-def sources_file_for(extracts: Path, dest: Path) -> Path:
+def sources_file_for(extracts: Path, dest: Path, start: dt.date) -> Path:
     """Write the sample's sources file with its paths pointing at `extracts` (a generator's output
-    folder) and its identity truth beside them, so the generated data can be run from anywhere."""
+    folder, whose first day is `start`) and its identity truth beside them, so the generated data
+    can be run from anywhere."""
     doc = yaml.safe_load(SAMPLE_SOURCES.read_text())
+    doc["partitions"]["start_date"] = start
     for source in doc["sources"]:
         source["path"] = str(extracts / source["path"].split("extracts/", 1)[1])
     doc["identity_truth"] = str(extracts.parent / "truth" / "identity.csv")
