@@ -96,11 +96,29 @@ def logistic_pipeline() -> Pipeline:
     return make_pipeline(MedianImputer(), StandardScaler(), LogisticRegression(solver="newton-cholesky", max_iter=2000))
 
 
-def boosted_trees() -> HistGradientBoostingClassifier:
+class EmptyColumnsFilled(TransformerMixin, BaseEstimator):
+    """Columns with no value at all in training become 0; the others keep their missing values,
+    which the trees use (no CSAT: never called). The trees' binning fails on an all-missing column
+    (CSAT and web features in data without a call center or web shop, e.g. Online Retail)."""
+
+    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> EmptyColumnsFilled:
+        self.empty_ = np.isnan(np.asarray(x, dtype=float)).all(axis=0)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float).copy()
+        x[:, self.empty_] = 0.0
+        return x
+
+
+def boosted_trees() -> Pipeline:
     """Gradient-boosted trees: they learn how recency, frequency and rhythm interact, which a linear
     log-odds cannot (the repurchase model; docs/ml.md). Small leaves and a slow rate, fixed seed."""
-    return HistGradientBoostingClassifier(
-        max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=100, random_state=0
+    return make_pipeline(
+        EmptyColumnsFilled(),
+        HistGradientBoostingClassifier(
+            max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=100, random_state=0
+        ),
     )
 
 
@@ -210,7 +228,7 @@ def top_features(model: CalibratedClassifierCV, x: np.ndarray, k: int = 3, sign:
     median of that feature. Built column-wise: a Python list per customer held gigabytes at the
     largest scale."""
     base = model.calibrated_classifiers_[0].estimator.estimator
-    if isinstance(base, Pipeline):
+    if isinstance(base.steps[-1][1], LogisticRegression):
         imputer, scaler, logistic = base.steps[0][1], base.steps[1][1], base.steps[2][1]
         contributions = sign * scaler.transform(imputer.transform(x)) * logistic.coef_[0]
     else:
@@ -232,7 +250,7 @@ def top_features(model: CalibratedClassifierCV, x: np.ndarray, k: int = 3, sign:
     return ranks.select(names.alias("top_features")).to_series()
 
 
-def _moved_from_median(base: BaseEstimator, x: np.ndarray) -> np.ndarray:
+def _moved_from_median(base: Pipeline, x: np.ndarray) -> np.ndarray:
     """Per customer and feature: log-odds at the customer's values minus log-odds with that one
     feature set to its median over `x` (missing stays missing where the median is)."""
     with warnings.catch_warnings():

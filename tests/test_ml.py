@@ -15,11 +15,16 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
+from sklearn.metrics import roc_auc_score
 
 from ml import data
 from ml.baskets import association_rules, encode, frequent_itemsets
+from ml.churn import boosted_trees, top_features
 from ml.clv import fit_bgnbd, fit_gamma_gamma, fit_sample
 from ml.config import MLConfig
+from ml.features import FEATURES
 from ml.registry import MONEY_COLUMNS
 from ml.rfm import rfm_table
 from ml.run_context import RunContext
@@ -88,6 +93,21 @@ def test_itemsets_and_rules_equal_mlxtend_on_generated_baskets() -> None:
         r = mine[key(row.antecedents, row.consequents)]
         for metric in ("support", "confidence", "lift", "leverage", "conviction"):
             assert r[metric] == pytest.approx(getattr(row, metric), rel=1e-9), metric
+
+
+def test_the_repurchase_trees_fit_a_feature_never_observed_and_name_their_reasons() -> None:
+    """Data without a call center has no CSAT at all: the trees' binning fails on an all-missing
+    column unless it is filled; a partly missing one keeps its gaps. The reasons come from the trees."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, len(FEATURES)))
+    x[:, FEATURES.index("avg_csat")] = np.nan
+    x[::3, FEATURES.index("social_sentiment_90")] = np.nan
+    y = (x[:, FEATURES.index("recency_days")] + 0.5 * rng.normal(size=3000) > 0).astype(int)
+    model = CalibratedClassifierCV(FrozenEstimator(boosted_trees().fit(x, y)), method="sigmoid").fit(x, y)
+    assert roc_auc_score(y, model.predict_proba(x)[:, 1]) > 0.8
+    reasons = top_features(model, x[:200])  # what raises P(y = 1): a high recency_days
+    high = x[:200, FEATURES.index("recency_days")] > 1
+    assert all(r[0] == "recency_days" for r in reasons.filter(pl.Series(high)))
 
 
 def test_bgnbd_and_gamma_gamma_fit_the_published_cdnow_parameters() -> None:
