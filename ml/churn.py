@@ -117,7 +117,7 @@ def boosted_trees() -> Pipeline:
     return make_pipeline(
         EmptyColumnsFilled(),
         HistGradientBoostingClassifier(
-            max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=100, random_state=0
+            max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=100, random_state=0
         ),
     )
 
