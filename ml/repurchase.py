@@ -2,12 +2,13 @@
 
 The model is trained like the churn model (ml/churn.py) for each horizon, on the same point-in-time
 customer features, but with gradient-boosted trees (`boosted_trees`): a logistic regression's
-linear log-odds lost to BG/NBD on two years of history. Trained on older cut-offs, sigmoid-
-calibrated on the latest training cut-off, evaluated on the held-out cut-off as_of - horizon, whose labels end at as_of;
-P(repurchase) = 1 - P(no order in the horizon). Beside it, on the same held-out customers, two
-baselines: BG/NBD's P(at least one purchase in the horizon), fitted on the orders up to that
-cut-off, and recency alone. Where the model does not beat BG/NBD (ROC AUC and Brier both), BG/NBD's
-probability is published instead, and the table says so in `score_source`.
+linear log-odds lost to BG/NBD on two years of history. Trained on older cut-offs,
+sigmoid-calibrated on the latest training cut-off, evaluated on the held-out cut-off
+as_of - horizon, whose labels end at as_of; P(repurchase) = 1 - P(no order in the horizon).
+Beside it, on the same held-out customers, two baselines: BG/NBD's P(at least one purchase in the
+horizon), fitted on the orders up to that cut-off, and recency alone. Where the model does not
+beat BG/NBD (ROC AUC and Brier both), BG/NBD's probability is published instead, and the table
+says so in `score_source`.
 """
 
 from __future__ import annotations
