@@ -8,6 +8,7 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from ingestion.generator import GeneratorConfig, MessRates, generate, sources_file_for
@@ -35,6 +36,15 @@ def dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+def model_metrics(con: duckdb.DuckDBPyConnection, model: str, as_of: dt.date) -> dict[str, float]:
+    """One ML table's `ml.model_metrics` as of a date, by metric name."""
+    return dict(
+        con.execute(
+            "select metric, value from ml.model_metrics where model = ? and as_of_date = ?", [model, as_of]
+        ).fetchall()
+    )
 
 
 def sources_for(extracts: Path, dest: Path, start: dt.date) -> Path:

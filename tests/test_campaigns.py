@@ -20,7 +20,7 @@ from ml.campaigns import campaign_results
 from ml.config import CampaignConfig
 from ml.features import customer_features
 from ml.uplift import fit_uplift, uplift_scores
-from tests.conftest import Demo, Grown
+from tests.conftest import Demo, Grown, model_metrics
 
 BOUNDS = (dt.date(2025, 1, 1), dt.date(2025, 2, 14))
 
@@ -148,11 +148,7 @@ def test_uplift_beats_random_targeting_and_ranks_the_planted_uplift(demo: Demo) 
     members = pl.read_parquet(demo.cfg.truth / "persons.parquet").select("person_id", "member_id")
     with duckdb.connect(str(demo.warehouse), read_only=True) as con:
         as_of = con.execute("select max(as_of_date) from ml.uplift_scores").fetchall()[0][0]
-        qini = dict(
-            con.execute(
-                "select metric, value from ml.model_metrics where model = 'uplift_scores' and as_of_date = ?", [as_of]
-            ).fetchall()
-        )
+        qini = model_metrics(con, "uplift_scores", as_of)
         scored = con.execute(
             "select count(distinct customer_key) from ml.uplift_scores where campaign_id = 'C-TEST' and as_of_date = ?",
             [as_of],

@@ -30,7 +30,7 @@ from ml.rfm import rfm_table
 from ml.run_context import RunContext
 from ml.tables import TABLES, MartInputs, build
 from orchestration.settings import REPO_ROOT, Settings
-from tests.conftest import Demo, Grown, Year
+from tests.conftest import Demo, Grown, Year, model_metrics
 
 DATA = Path(__file__).parent / "data"
 
@@ -148,11 +148,7 @@ def test_every_ml_table_is_built_by_crm_run_and_churn_beats_its_baseline(year: Y
                 f"SELECT count(*), count(DISTINCT run_id) FROM ml.{table} WHERE as_of_date = ?", [as_of]
             ).fetchall()[0]
             assert rows > 0 and runs == 1, table
-        metrics = dict(
-            con.execute(
-                "SELECT metric, value FROM ml.model_metrics WHERE model = 'churn_scores' AND as_of_date = ?", [as_of]
-            ).fetchall()
-        )
+        metrics = model_metrics(con, "churn_scores", as_of)
         bands = dict(
             con.execute(
                 "SELECT risk_band, count(*) FROM ml.churn_scores WHERE as_of_date = ? GROUP BY 1", [as_of]
@@ -318,12 +314,7 @@ def test_the_ten_documented_queries_run_on_the_published_version(year: Year) -> 
 def test_repurchase_scores_are_calibrated_and_say_which_score_they_publish(year: Year) -> None:
     with duckdb.connect(str(year.warehouse), read_only=True) as con:
         as_of = con.execute("select max(as_of_date) from ml.repurchase_scores").fetchall()[0][0]
-        metrics = dict(
-            con.execute(
-                "select metric, value from ml.model_metrics where model = 'repurchase_scores' and as_of_date = ?",
-                [as_of],
-            ).fetchall()
-        )
+        metrics = model_metrics(con, "repurchase_scores", as_of)
         scores = con.sql(f"select * from ml.repurchase_scores where as_of_date = '{as_of}'").pl()
     assert sorted(scores["horizon_days"].unique()) == [30, 90]
     assert scores.group_by("horizon_days").len()["len"].n_unique() == 1  # every customer, every horizon
@@ -370,27 +361,23 @@ def test_on_the_default_sample_repurchase_and_the_forecast_meet_their_bars(demo:
     70-90 % of the backtest weeks."""
     with duckdb.connect(str(demo.warehouse), read_only=True) as con:
         as_of = con.execute("select max(as_of_date) from ml.model_metrics").fetchall()[0][0]
-        metrics = dict(
-            con.execute(
-                "select model || ':' || metric, value from ml.model_metrics where as_of_date = ?", [as_of]
-            ).fetchall()
-        )
+        m = model_metrics(con, "repurchase_scores", as_of)
+        forecast = model_metrics(con, "sales_forecast", as_of)
         published = con.execute(
             "select distinct series_type, measure, split_part(model, ' ', 1) from ml.sales_forecast "
             "where as_of_date = ? and series_type in ('total', 'channel')",
             [as_of],
         ).fetchall()
-    m = {k.removeprefix("repurchase_scores:"): v for k, v in metrics.items() if k.startswith("repurchase_scores:")}
     for baseline in ("bgnbd", "recency"):
         assert m["h30/model/roc_auc"] > m[f"h30/{baseline}/roc_auc"]
         assert m["h30/model/brier"] < m[f"h30/{baseline}/brier"]
     assert m["h30/model/calibration_error"] < 0.05 and m["h30/published_is_model"] == 1.0
-    assert metrics["sales_forecast:seasonal"] == 1.0
+    assert forecast["seasonal"] == 1.0
     assert {(t, measure) for t, measure, _ in published} == {
         (t, measure) for t in ("total", "channel") for measure in ("orders", "net_revenue")
     }
     for series_type, measure, model in published:
         assert model not in ("SeasonalNaive", "Naive"), (series_type, measure)
-        scores = f"sales_forecast:{measure}/{series_type}/{model}"
-        assert metrics[f"{scores}/mase_vs_seasonalnaive"] < 1.0, (series_type, measure, model)
-        assert 0.7 <= metrics[f"{scores}/coverage_80"] <= 0.9, (series_type, measure, model)
+        scores = f"{measure}/{series_type}/{model}"
+        assert forecast[f"{scores}/mase_vs_seasonalnaive"] < 1.0, (series_type, measure, model)
+        assert 0.7 <= forecast[f"{scores}/coverage_80"] <= 0.9, (series_type, measure, model)
