@@ -399,6 +399,13 @@ def main() -> None:
             )
             stages.append(peer_stage)
     ratios: dict = {"incremental_share_of_full_build": inc.seconds / total.seconds} if inc else {}
+    if incremental:
+        full_export, day_export = (r.materialized["serving/bi_exports"] for r in (full, incremental))
+        ratios["export_bytes"] = {
+            "full": full_export["bytes_written"],
+            "one_more_day": day_export["bytes_written"],
+            "share": day_export["bytes_written"] / full_export["bytes_written"],
+        }
     if not args.no_peers:
         rules = mlxtend_vs_ours(warehouse, load_config().baskets.min_support)
         ratios.update(
@@ -451,6 +458,12 @@ def main() -> None:
         if inc
         else "\none more day not run (--one-more-day runs it; it is measured at M and L by default)"
     )
+    if "export_bytes" in ratios:
+        b = ratios["export_bytes"]
+        print(
+            f"the day's export wrote {b['one_more_day'] / 2**20:,.1f} MiB of the full export's {b['full'] / 2**20:,.1f} MiB "
+            f"({100 * b['share']:.1f} %; the rest hard-linked)"
+        )
     for run, profile in report["dbt_nodes"].items():
         if profile:
             slowest = ", ".join(f"{n['node']} {n['seconds']:.1f} s" for n in profile["slowest"])

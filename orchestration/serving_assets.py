@@ -84,6 +84,8 @@ def bi_exports(settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
             "version": export.manifest["version"],
             "dagster/row_count": sum(v["rows"] for v in tables.values()),
             "tables": len(tables),
+            "bytes": export.manifest["bytes"],
+            "bytes_written": export.manifest["bytes_written"],
             "rows": dg.MetadataValue.json({t: v["rows"] for t, v in tables.items()}),
             "masked_columns": dg.MetadataValue.json(
                 {t: v["masked_columns"] for t, v in tables.items() if v["masked_columns"]}

@@ -6,8 +6,8 @@ customer key, and that to every identifier and source record they have). Removed
   and quarantined rows whose values carry their identifiers;
 - every row with their customer key in intermediate, marts and ml tables (SCD2 history included),
   their web events in intermediate tables keyed by event (the sessionized events), and the
-  identity graph's edges of their records and identifiers;
-  staging views follow raw by themselves.
+  identity graph's edges of their records and identifiers, and the staging tables' copies of the
+  raw rows removed.
 The same removal makes a new published version from the current one; older versions and exports,
 which still hold the person, are deleted and the exports written again; insight reports that name
 the person (the at-risk list) are deleted, for the next run to write again. The hashes of the removed
@@ -30,8 +30,8 @@ import duckdb
 
 from ingestion.sources import Source
 
-# Which rows of each staging view are the person's: the view's record id for the identity graph's
-# record type, and the view's columns holding each identifier type (int_identifiers_collected).
+# Which rows of each staging table are the person's: the table's record id for the identity graph's
+# record type, and the table's columns holding each identifier type (int_identifiers_collected).
 PERSON_ROWS: dict[str, tuple[str, str, dict[str, str]]] = {
     "stg_customers__profiles": (
         "profile",
@@ -145,7 +145,7 @@ def erase(
     finally:
         con.execute(
             "DROP TABLE IF EXISTS _erase_keys; DROP TABLE IF EXISTS _erase_ids; DROP TABLE IF EXISTS _erase_records; "
-            "DROP TABLE IF EXISTS _erase_rows; DROP TABLE IF EXISTS _erase_web_events"
+            "DROP TABLE IF EXISTS _erase_rows; DROP TABLE IF EXISTS _erase_web_events; DROP TABLE IF EXISTS _erase_raw_rows"
         )
     return out
 
@@ -170,7 +170,8 @@ def _collect_person(con: duckdb.DuckDBPyConnection, keys: list[str]) -> None:
             SELECT source_name AS source, source_file AS file, source_row_number AS row_number FROM staging.{view}
             WHERE {record_id} IN (SELECT record_id FROM _erase_records WHERE record_type = '{record_type}') OR {carries}""")
     con.execute(f"CREATE OR REPLACE TEMP TABLE _erase_rows AS {' UNION '.join(rows)}")
-    # Read now: once raw is erased, the staging view no longer shows which events were theirs.
+    con.execute("CREATE OR REPLACE TEMP TABLE _erase_raw_rows (source VARCHAR, file VARCHAR, row_number BIGINT)")
+    # Read now: once staging is erased, it no longer shows which events were theirs.
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _erase_web_events AS
         SELECT s.web_event_id FROM staging.stg_web__events AS s INNER JOIN _erase_rows AS e
@@ -191,6 +192,9 @@ def _erase_raw(con: duckdb.DuckDBPyConnection, source: Source, out: Footprint) -
     if not found:
         return
     out.row_hashes.update(r[0] for r in found)
+    con.execute(
+        f"INSERT INTO _erase_raw_rows SELECT '{source.name}', _file, _row_number FROM ({doomed})"
+    )  # the staging tables' copies of these rows go too (_erase_keyed_tables)
     con.execute(
         f"DELETE FROM {source.table} WHERE (_file, _row_number) IN (SELECT (_file, _row_number) FROM ({doomed}))"
     )
@@ -222,6 +226,9 @@ def _erase_quarantine(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
         return
     out.row_hashes.update(r[0] for r in found)
     con.execute(
+        f"INSERT INTO _erase_raw_rows SELECT '{source.name}', _file, _row_number FROM ({doomed})"
+    )  # the staging tables' copies of these rows go too (_erase_keyed_tables)
+    con.execute(
         f"DELETE FROM raw.quarantine WHERE (source, file, row_number) IN (SELECT (source, file, row_number) FROM ({doomed}))"
     )
     out.removed["raw.quarantine"] = len(found)
@@ -229,7 +236,8 @@ def _erase_quarantine(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
 
 def _erase_keyed_tables(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
     """Every base table outside raw with a customer_key column; the fuzzy-match pairs by customer_ref;
-    the sessionized web events by event; the identity graph's edges by record and identifier."""
+    the sessionized web events by event; the identity graph's edges by record and identifier; the
+    staging tables by the raw rows erased."""
     tables = con.execute("""
         SELECT t.table_schema, t.table_name, list(c.column_name) AS columns
         FROM information_schema.tables AS t
@@ -249,6 +257,8 @@ def _erase_keyed_tables(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
                 "(record_type, record_id) IN (SELECT (record_type, record_id) FROM _erase_records) OR "
                 "(identifier_type, identifier_value) IN (SELECT (identifier_type, identifier_value) FROM _erase_ids)"
             )
+        elif {"source_name", "source_file", "source_row_number"} <= set(columns):  # staging: raw rows, cleaned
+            where = "(source_name, source_file, source_row_number) IN (SELECT (source, file, row_number) FROM _erase_raw_rows)"
         else:
             continue
         removed = con.execute(f'DELETE FROM "{schema}"."{table}" WHERE {where}').fetchall()[0][0]

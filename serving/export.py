@@ -126,6 +126,7 @@ def write_export(
             "published_at": pub[3].isoformat(),
             "created_at": dt.datetime.now(dt.UTC).isoformat(),
             **manifest,
+            **written_bytes(folder),
         }
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")  # last: its presence means complete
     except BaseException:
@@ -221,6 +222,13 @@ def _write_months(
         for file in (previous / f"month={month}").iterdir():
             os.link(file, target / f"month={month}" / file.name)
     return sum(n for _, n, _ in counts), partitions
+
+
+def written_bytes(folder: Path) -> dict[str, int]:
+    """The export's bytes, and those it wrote rather than hard-linked from the previous export (a
+    linked file has more than one link while the previous export is kept)."""
+    files = [f.stat() for f in folder.rglob("*.parquet")]
+    return {"bytes": sum(f.st_size for f in files), "bytes_written": sum(f.st_size for f in files if f.st_nlink == 1)}
 
 
 def _sql_path(path: Path) -> str:

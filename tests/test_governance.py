@@ -39,15 +39,17 @@ def deployment(grown: Grown, sample: GeneratorConfig, tmp_path_factory: pytest.T
     root = tmp_path_factory.mktemp("governed") / "w"
     shutil.copytree(grown.warehouse.parent, root, symlinks=True)
     sources_for(root / "extracts", root / "sources.yml", sample.start)
-    # The loader remembers the files it read by path: point its lineage at the copied extracts.
+    # The loader remembers the files it read by path: point its lineage, and the staging tables'
+    # copy of it, at the copied extracts.
     with duckdb.connect(str(root / "crm.duckdb")) as con:
         old, new = str(grown.warehouse.parent / "extracts"), str(root / "extracts")
-        for table, column in con.execute(
-            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'raw' "
-            "AND column_name IN ('_file', 'file') AND table_name IN (SELECT table_name FROM "
-            "information_schema.tables WHERE table_schema = 'raw' AND table_type = 'BASE TABLE')"
+        for schema, table, column in con.execute(
+            "SELECT c.table_schema, c.table_name, c.column_name FROM information_schema.columns AS c "
+            "INNER JOIN information_schema.tables AS t USING (table_schema, table_name) "
+            "WHERE t.table_type = 'BASE TABLE' AND ((c.table_schema = 'raw' AND c.column_name IN ('_file', 'file')) "
+            "OR (c.table_schema = 'staging' AND c.column_name = 'source_file'))"
         ).fetchall():
-            con.execute(f"UPDATE raw.{table} SET {column} = replace({column}, ?, ?)", [old, new])
+            con.execute(f"UPDATE {schema}.{table} SET {column} = replace({column}, ?, ?)", [old, new])
     return root
 
 
@@ -197,11 +199,14 @@ def test_next_export_writes_only_the_months_that_changed(deployment: Path, tmp_p
         personal_columns(dbt_project().manifest_path),
         masking_key(deployment),
     )
+    written = 0
     for table, entry in again.manifest["tables"].items():
         for file in (again.folder / table).rglob("*.parquet"):
             linked = file.stat().st_ino == (first / file.relative_to(again.folder)).stat().st_ino
             rewritten = table == "fct_order_lines" and file.parent.name == f"month={changed}"
             assert linked == (entry["partitioned_by"] is not None and not rewritten), file
+            written += 0 if linked else file.stat().st_size
+    assert again.manifest["bytes_written"] == written and 0 < written < again.manifest["bytes"]  # what the day costs
     assert sorted(again.manifest["tables"]["fct_order_lines"]["partitions"]) == months
     exported = pl.from_arrow(read_export(again.folder / "fct_order_lines")).drop("month")
     with duckdb.connect(str(publish.current(root / "published")), read_only=True) as con:

@@ -107,6 +107,48 @@
     from {{ relation }} semi join repeated on {{ relation }}.{{ key }} is not distinct from repeated.repeated_key
 {%- endmacro %}
 
+{#- The latest delivery of each key. A staging model is an incremental table: a run ranks again only
+    the keys delivered since it last ran, and the keys whose kept row left raw (a re-delivered day
+    that no longer holds it, an erasure), from every raw row of those keys, and replaces them
+    (delete+insert on the key); a key left with no row at all goes in the model's post-hook
+    (delete_vanished_deliveries). A full refresh ranks every row and gives the same table. -#}
+{% macro latest_deliveries(relation, key) -%}
+    {%- if is_incremental() %}
+    with changed_keys as (
+        select {{ key }} as changed_key from {{ relation }}
+        where _loaded_at > (
+            select coalesce(max(built.source_loaded_at), cast('1900-01-01' as timestamp)) from {{ this }} as built
+        )
+        union
+        select built.{{ key }} from {{ this }} as built
+        where not exists (
+            select 1 from {{ relation }} as delivered
+            where delivered.source_file = built.source_file
+              and delivered.source_row_number = built.source_row_number
+              and delivered._loaded_at = built.source_loaded_at
+        )
+    ),
+    delivered_again as not materialized (
+        select * from {{ relation }} semi join changed_keys on {{ relation }}.{{ key }} = changed_keys.changed_key
+    )
+    select * from ({{ rank_deliveries('delivered_again', key) }})
+    {%- else %}
+    {{ rank_deliveries(relation, key) }}
+    {%- endif %}
+{%- endmacro %}
+
+{#- Post-hook of a staging model: its rows whose raw row is gone, of keys with no delivery left
+    (latest_deliveries replaced the keys with one). -#}
+{% macro delete_vanished_deliveries(raw) -%}
+    delete from {{ this }} as built
+    where not exists (
+        select 1 from {{ raw }} as delivered
+        where delivered._file = built.source_file
+          and delivered._row_number = built.source_row_number
+          and delivered._loaded_at = built.source_loaded_at
+    )
+{%- endmacro %}
+
 {#- ISO day of week, Monday 1 .. Sunday 7. -#}
 {% macro day_of_week_iso(expr) -%}
     {{ return(adapter.dispatch('day_of_week_iso')(expr)) }}

@@ -1,6 +1,8 @@
+{{ config(unique_key='call_key', post_hook="{{ delete_vanished_deliveries(source('raw', 'call_center')) }}") }}
+
 with
 
--- `not materialized` (this and `renamed`): see macro rank_deliveries.
+-- `not materialized` (this and `renamed`): see macros latest_deliveries and rank_deliveries.
 source as not materialized (
     select * from {{ source('raw', 'call_center') }}
 ),
@@ -27,7 +29,7 @@ renamed as not materialized (
 ),
 
 deduplicated as (
-    {{ rank_deliveries('renamed', 'call_key') }}
+    {{ latest_deliveries('renamed', 'call_key') }}
 ),
 
 final as (

@@ -1,6 +1,8 @@
+{{ config(unique_key='campaign_contact_id', post_hook="{{ delete_vanished_deliveries(source('raw', 'campaigns')) }}") }}
+
 with
 
--- `not materialized` (this and `renamed`): see macro rank_deliveries.
+-- `not materialized` (this and `renamed`): see macros latest_deliveries and rank_deliveries.
 source as not materialized (
     select * from {{ source('raw', 'campaigns') }}
 ),
@@ -31,7 +33,7 @@ renamed as not materialized (
 ),
 
 deduplicated as (
-    {{ rank_deliveries('renamed', 'campaign_contact_id') }}
+    {{ latest_deliveries('renamed', 'campaign_contact_id') }}
 ),
 
 final as (

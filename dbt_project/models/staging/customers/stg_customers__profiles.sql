@@ -1,6 +1,8 @@
+{{ config(unique_key='profile_version_id', post_hook="{{ delete_vanished_deliveries(source('raw', 'customers')) }}") }}
+
 with
 
--- `not materialized` (this and `renamed`): see macro rank_deliveries.
+-- `not materialized` (this and `renamed`): see macros latest_deliveries and rank_deliveries.
 source as not materialized (
     select * from {{ source('raw', 'customers') }}
 ),
@@ -31,7 +33,7 @@ renamed as not materialized (
 ),
 
 deduplicated as (
-    {{ rank_deliveries('renamed', 'profile_version_id') }}
+    {{ latest_deliveries('renamed', 'profile_version_id') }}
 ),
 
 final as (

@@ -1,6 +1,8 @@
+{{ config(unique_key='interaction_key', post_hook="{{ delete_vanished_deliveries(source('raw', 'social')) }}") }}
+
 with
 
--- `not materialized` (this and `renamed`): see macro rank_deliveries.
+-- `not materialized` (this and `renamed`): see macros latest_deliveries and rank_deliveries.
 source as not materialized (
     select * from {{ source('raw', 'social') }}
 ),
@@ -24,7 +26,7 @@ renamed as not materialized (
 ),
 
 deduplicated as (
-    {{ rank_deliveries('renamed', 'interaction_key') }}
+    {{ latest_deliveries('renamed', 'interaction_key') }}
 ),
 
 final as (

@@ -1,6 +1,8 @@
+{{ config(unique_key='order_line_id', post_hook="{{ delete_vanished_deliveries(source('raw', 'store')) }}") }}
+
 with
 
--- `not materialized` (this and `renamed`): see macro rank_deliveries.
+-- `not materialized` (this and `renamed`): see macros latest_deliveries and rank_deliveries.
 source as not materialized (
     select * from {{ source('raw', 'store') }}
 ),
@@ -32,7 +34,7 @@ renamed as not materialized (
 ),
 
 deduplicated as (
-    {{ rank_deliveries('renamed', 'order_line_id') }}
+    {{ latest_deliveries('renamed', 'order_line_id') }}
 ),
 
 final as (

@@ -1,6 +1,8 @@
+{{ config(unique_key='web_event_id', post_hook="{{ delete_vanished_deliveries(source('raw', 'web')) }}") }}
+
 with
 
--- `not materialized` (this and `renamed`): see macro rank_deliveries.
+-- `not materialized` (this and `renamed`): see macros latest_deliveries and rank_deliveries.
 source as not materialized (
     select * from {{ source('raw', 'web') }}
 ),
@@ -33,7 +35,7 @@ renamed as not materialized (
 ),
 
 deduplicated as (
-    {{ rank_deliveries('renamed', 'web_event_id') }}
+    {{ latest_deliveries('renamed', 'web_event_id') }}
 ),
 
 final as (
