@@ -226,9 +226,6 @@ def _erase_quarantine(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
         return
     out.row_hashes.update(r[0] for r in found)
     con.execute(
-        f"INSERT INTO _erase_raw_rows SELECT '{source.name}', _file, _row_number FROM ({doomed})"
-    )  # the staging tables' copies of these rows go too (_erase_keyed_tables)
-    con.execute(
         f"DELETE FROM raw.quarantine WHERE (source, file, row_number) IN (SELECT (source, file, row_number) FROM ({doomed}))"
     )
     out.removed["raw.quarantine"] = len(found)
