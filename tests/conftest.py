@@ -20,7 +20,7 @@ ONLINE_RETAIL_SOURCES = REPO_ROOT / "ingestion" / "examples" / "online_retail" /
 
 # Tests that use these fixtures run the whole pipeline (a minute or more each): `make test-fast`
 # leaves them out, with every test marked `slow` by hand.
-PIPELINE_FIXTURES = {"grown", "year", "deployment", "next_days", "definitions", "con"}
+PIPELINE_FIXTURES = {"grown", "year", "deployment", "next_days", "daily_runs", "definitions", "con"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -45,6 +45,19 @@ def model_metrics(con: duckdb.DuckDBPyConnection, model: str, as_of: dt.date) ->
             "select metric, value from ml.model_metrics where model = ? and as_of_date = ?", [model, as_of]
         ).fetchall()
     )
+
+
+def repoint_lineage(warehouse: Path, old: Path, new: Path) -> None:
+    """The loader remembers the files it read by path: point a copied warehouse's lineage, and the
+    staging tables' copy of it, at the copied extracts."""
+    with duckdb.connect(str(warehouse)) as con:
+        for schema, table, column in con.execute(
+            "SELECT c.table_schema, c.table_name, c.column_name FROM information_schema.columns AS c "
+            "INNER JOIN information_schema.tables AS t USING (table_schema, table_name) "
+            "WHERE t.table_type = 'BASE TABLE' AND ((c.table_schema = 'raw' AND c.column_name IN ('_file', 'file')) "
+            "OR (c.table_schema = 'staging' AND c.column_name = 'source_file'))"
+        ).fetchall():
+            con.execute(f"UPDATE {schema}.{table} SET {column} = replace({column}, ?, ?)", [str(old), str(new)])
 
 
 def sources_for(extracts: Path, dest: Path, start: dt.date) -> Path:

@@ -27,7 +27,7 @@ from serving.audience import audience_query
 from serving.erasure import ErasureRequest, find_customer_keys
 from serving.export import ExportSpec, known_exports, read_manifest, write_export
 from serving.masking import MaskingKeyMissing, personal_columns
-from tests.conftest import Grown, sources_for
+from tests.conftest import Grown, repoint_lineage, sources_for
 from tests.test_serving import crm
 
 pytestmark = pytest.mark.slow  # every test here runs the pipeline or reads its warehouse
@@ -39,17 +39,7 @@ def deployment(grown: Grown, sample: GeneratorConfig, tmp_path_factory: pytest.T
     root = tmp_path_factory.mktemp("governed") / "w"
     shutil.copytree(grown.warehouse.parent, root, symlinks=True)
     sources_for(root / "extracts", root / "sources.yml", sample.start)
-    # The loader remembers the files it read by path: point its lineage, and the staging tables'
-    # copy of it, at the copied extracts.
-    with duckdb.connect(str(root / "crm.duckdb")) as con:
-        old, new = str(grown.warehouse.parent / "extracts"), str(root / "extracts")
-        for schema, table, column in con.execute(
-            "SELECT c.table_schema, c.table_name, c.column_name FROM information_schema.columns AS c "
-            "INNER JOIN information_schema.tables AS t USING (table_schema, table_name) "
-            "WHERE t.table_type = 'BASE TABLE' AND ((c.table_schema = 'raw' AND c.column_name IN ('_file', 'file')) "
-            "OR (c.table_schema = 'staging' AND c.column_name = 'source_file'))"
-        ).fetchall():
-            con.execute(f"UPDATE {schema}.{table} SET {column} = replace({column}, ?, ?)", [old, new])
+    repoint_lineage(root / "crm.duckdb", grown.warehouse.parent / "extracts", root / "extracts")
     return root
 
 

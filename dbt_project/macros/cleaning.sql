@@ -81,6 +81,7 @@
 {% macro lineage_columns() -%}
         _file as source_file,
         _row_number as source_row_number,
+        _partition_date as source_partition_date,
         _loaded_at
 {%- endmacro %}
 
@@ -108,45 +109,52 @@
 {%- endmacro %}
 
 {#- The latest delivery of each key. A staging model is an incremental table: a run ranks again only
-    the keys delivered since it last ran, and the keys whose kept row left raw (a re-delivered day
-    that no longer holds it, an erasure), from every raw row of those keys, and replaces them
-    (delete+insert on the key); a key left with no row at all goes in the model's post-hook
-    (delete_vanished_deliveries). A full refresh ranks every row and gives the same table. -#}
+    the keys delivered since it last ran and the keys whose kept row left raw, from every raw row
+    of those keys, and replaces them (delete+insert on the key). A key with no row left is replaced
+    by a row of nulls but the key, without a raw row number, which the post-hook
+    delete_vanished_deliveries removes. A full refresh ranks every row and gives the same table.
+    A kept row leaves raw when the loader replaces its partition (a re-delivered day; the load log
+    names the partitions loaded since, so only those are compared with raw) or by an erasure, which
+    deletes the staging copy itself; rows deleted from raw any other way need a full refresh. -#}
 {% macro latest_deliveries(relation, key) -%}
     {%- if is_incremental() %}
-    with changed_keys as (
-        select {{ key }} as changed_key from {{ relation }}
-        where _loaded_at > (
-            select coalesce(max(built.source_loaded_at), cast('1900-01-01' as timestamp)) from {{ this }} as built
-        )
-        union
-        select built.{{ key }} from {{ this }} as built
-        where not exists (
+    with watermark as (
+        select coalesce(max(source_loaded_at), cast('1900-01-01' as timestamp)) as loaded_at from {{ this }}
+    ),
+    vanished_keys as (
+        select built.{{ key }} as vanished_key
+        from {{ this }} as built
+        inner join {{ source('raw', 'load_log') }} as reloaded
+            on built.source_name = reloaded.source
+           and built.source_partition_date between reloaded.partition_start and reloaded.partition_end
+        where reloaded.finished_at > (select loaded_at from watermark)
+          and not exists (
             select 1 from {{ relation }} as delivered
             where delivered.source_file = built.source_file
               and delivered.source_row_number = built.source_row_number
               and delivered._loaded_at = built.source_loaded_at
         )
     ),
+    changed_keys as (
+        select {{ key }} as changed_key from {{ relation }} where _loaded_at > (select loaded_at from watermark)
+        union
+        select vanished_key from vanished_keys
+    ),
     delivered_again as not materialized (
         select * from {{ relation }} semi join changed_keys on {{ relation }}.{{ key }} = changed_keys.changed_key
     )
     select * from ({{ rank_deliveries('delivered_again', key) }})
+    union all by name
+    select vanished_key as {{ key }}, 1 as delivery_rank from vanished_keys
+    where vanished_key not in (select {{ key }} from delivered_again)
     {%- else %}
     {{ rank_deliveries(relation, key) }}
     {%- endif %}
 {%- endmacro %}
 
-{#- Post-hook of a staging model: its rows whose raw row is gone, of keys with no delivery left
-    (latest_deliveries replaced the keys with one). -#}
-{% macro delete_vanished_deliveries(raw) -%}
-    delete from {{ this }} as built
-    where not exists (
-        select 1 from {{ raw }} as delivered
-        where delivered._file = built.source_file
-          and delivered._row_number = built.source_row_number
-          and delivered._loaded_at = built.source_loaded_at
-    )
+{#- Post-hook of a staging model: the rows of keys with no delivery left (latest_deliveries). -#}
+{% macro delete_vanished_deliveries() -%}
+    delete from {{ this }} where source_row_number is null
 {%- endmacro %}
 
 {#- ISO day of week, Monday 1 .. Sunday 7. -#}

@@ -1,4 +1,4 @@
-{{ config(unique_key='call_key', post_hook="{{ delete_vanished_deliveries(source('raw', 'call_center')) }}") }}
+{{ config(unique_key='call_key') }}
 
 with
 
@@ -54,6 +54,7 @@ final as (
         notes,
         source_file,
         source_row_number,
+        source_partition_date,
         _loaded_at as source_loaded_at
     from deduplicated
     where delivery_rank = 1

@@ -1,4 +1,4 @@
-{{ config(unique_key='campaign_contact_id', post_hook="{{ delete_vanished_deliveries(source('raw', 'campaigns')) }}") }}
+{{ config(unique_key='campaign_contact_id') }}
 
 with
 
@@ -59,6 +59,7 @@ final as (
         offer,
         source_file,
         source_row_number,
+        source_partition_date,
         _loaded_at as source_loaded_at
     from deduplicated
     where delivery_rank = 1

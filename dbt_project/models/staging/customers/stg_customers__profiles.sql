@@ -1,4 +1,4 @@
-{{ config(unique_key='profile_version_id', post_hook="{{ delete_vanished_deliveries(source('raw', 'customers')) }}") }}
+{{ config(unique_key='profile_version_id') }}
 
 with
 
@@ -62,6 +62,7 @@ final as (
         updated_local_date,
         source_file,
         source_row_number,
+        source_partition_date,
         _loaded_at as source_loaded_at
     from deduplicated
     where delivery_rank = 1

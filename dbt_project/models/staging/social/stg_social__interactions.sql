@@ -1,4 +1,4 @@
-{{ config(unique_key='interaction_key', post_hook="{{ delete_vanished_deliveries(source('raw', 'social')) }}") }}
+{{ config(unique_key='interaction_key') }}
 
 with
 
@@ -46,6 +46,7 @@ final as (
         linked_email,
         source_file,
         source_row_number,
+        source_partition_date,
         _loaded_at as source_loaded_at
     from deduplicated
     where delivery_rank = 1

@@ -1,4 +1,4 @@
-{{ config(unique_key='order_line_id', post_hook="{{ delete_vanished_deliveries(source('raw', 'store')) }}") }}
+{{ config(unique_key='order_line_id') }}
 
 with
 
@@ -64,6 +64,7 @@ final as (
         country,
         source_file,
         source_row_number,
+        source_partition_date,
         _loaded_at as source_loaded_at
     from deduplicated
     where delivery_rank = 1

@@ -1,4 +1,4 @@
-{{ config(unique_key='web_event_id', post_hook="{{ delete_vanished_deliveries(source('raw', 'web')) }}") }}
+{{ config(unique_key='web_event_id') }}
 
 with
 
@@ -65,6 +65,7 @@ final as (
         user_agent,
         source_file,
         source_row_number,
+        source_partition_date,
         _loaded_at as source_loaded_at
     from deduplicated
     where delivery_rank = 1
