@@ -124,10 +124,12 @@
     vanished_keys as (
         select built.{{ key }} as vanished_key
         from {{ this }} as built
-        inner join {{ source('raw', 'load_log') }} as reloaded
-            on built.source_name = reloaded.source
-           and built.source_partition_date between reloaded.partition_start and reloaded.partition_end
-        where reloaded.finished_at > (select loaded_at from watermark)
+        where exists (
+            select 1 from {{ source('raw', 'load_log') }} as reloaded
+            where reloaded.source = built.source_name
+              and built.source_partition_date between reloaded.partition_start and reloaded.partition_end
+              and reloaded.finished_at > (select loaded_at from watermark)
+        )
           and not exists (
             select 1 from {{ relation }} as delivered
             where delivered.source_file = built.source_file

@@ -5,8 +5,11 @@
 -- over every web event.
 -- Sessions depend only on the cookie's own events, so a run re-sessionizes the whole history of
 -- the cookies with rows loaded since the last run, and of the cookies with events on the dates
--- those rows fall on (a re-delivered day that no longer holds a cookie's event drops it).
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='cookie_id', on_schema_change='fail') }}
+-- those rows fall on (a re-delivered day that no longer holds a cookie's event drops it). A cookie
+-- with no event left comes back as a row without an event, which replaces its old rows and which
+-- the post-hook deletes.
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='cookie_id', on_schema_change='fail',
+          post_hook="delete from {{ this }} where web_event_id is null") }}
 with
 
 {% if is_incremental() %}
@@ -90,3 +93,8 @@ final as (
 )
 
 select * from final
+{% if is_incremental() %}
+union all by name
+select touched_cookies.cookie_id from touched_cookies
+where not exists (select 1 from events where events.cookie_id = touched_cookies.cookie_id)
+{% endif %}
