@@ -1,7 +1,8 @@
 """Figures of the identity resolution, for the asset metadata of marts/customer_identity_map.
 
 Always: records mapped, customers, records linked by the fuzzy step, merges and splits, pairs
-waiting for review, contact values guarded as shared, and the largest customer (records, names).
+waiting for review, contact values guarded as shared, the largest customer (records, names), and
+the path the identity graph took (full, or incremental over the records it recomputed).
 With a labelled truth (sources file `identity_truth`: record_type, source_record_id, person_id):
 pairwise precision and recall of same-customer decisions over the mapped records that the truth
 knows, and the share of true persons split over several customer keys.
@@ -24,7 +25,10 @@ select
     (select count(*) from intermediate.int_customer_splits) as customer_keys_split,
     (select count(*) from intermediate.int_identifier_quality) as identifiers_guarded,
     (select coalesce(max(n), 0) from (select count(*) as n from marts.customer_identity_map group by customer_key))
-        as largest_customer_records
+        as largest_customer_records,
+    (select path from intermediate.int_customer_keys_assigned__runs order by run_at desc limit 1) as graph_path,
+    (select records_recomputed from intermediate.int_customer_keys_assigned__runs order by run_at desc limit 1)
+        as graph_records_recomputed
 """
 
 # Orders and calls are keyed '<source>:<id>' in the map; the truth knows them by their own id.

@@ -231,6 +231,13 @@ def test_daily_runs_with_redeliveries_a_new_guard_and_an_erasure_equal_a_full_re
             == 0
         )
 
+        # Every daily run recomputed only the customers an added or removed edge touched.
+        runs = con.execute(
+            "select path, records_recomputed from intermediate.int_customer_keys_assigned__runs order by run_at"
+        ).fetchall()
+        records = con.execute("select count(*) from marts.customer_identity_map").fetchall()[0][0]
+        assert all(path == "incremental" and n < records / 2 for path, n in runs[-6:]), runs
+
         con.execute(f"ATTACH '{daily_runs.refreshed}' AS refreshed (READ_ONLY)").fetchall()
         for table in INCREMENTAL + REBUILT:
             if table == "intermediate.int_profiles_matched":

@@ -64,6 +64,10 @@ def test_identity_precision_recall_and_stable_keys(grown: Grown) -> None:
     with duckdb.connect(str(grown.warehouse), read_only=True) as con:
         assert_planted_shared_contacts_guarded(con, grown.sources.parent / "truth", kinds=("placeholder", "household"))
     assert figures["identifiers_guarded"] >= 15 and figures["largest_customer_records"] < 100
+    # The second run recomputed only the components its new edges touched, with the same quality.
+    assert (
+        figures["graph_path"] == "incremental" and 0 < figures["graph_records_recomputed"] < figures["records_mapped"]
+    )
 
 
 def assert_planted_shared_contacts_guarded(con: duckdb.DuckDBPyConnection, truth: Path, kinds: tuple[str, ...]) -> None:

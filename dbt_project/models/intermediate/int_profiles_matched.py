@@ -155,7 +155,7 @@ def model(dbt, session):
     # replace_all (macros/incremental.sql): the model returns every pair, kept and scored again.
     dbt.config(materialized="incremental", incremental_strategy="replace_all", on_schema_change="sync_all_columns")
     threshold = float(dbt.config.get("fuzzy_match_threshold") or 0.99)
-    # The staging view de-duplicates every delivery: read it once. The current version of each
+    # Read the staging table once. The current version of each
     # member is chosen in DuckDB: pulling every version with every column into pandas to sort it
     # there cost several times the time and memory at a million customers.
     session.execute(f"""

@@ -1,6 +1,5 @@
 -- One row per SKU sold, with its most recent name and category, and whether it is a product at all.
--- Web SKUs come from the sessionized events (a table), not the staging view, which would
--- de-duplicate every web delivery ever loaded again.
+-- Web SKUs come from the sessionized events, which hold every web event as the staging table does.
 with
 
 lines as (

@@ -1,7 +1,7 @@
 -- One row per receipt line (store) or web-order line (purchase event), both channels in one grain.
 -- Incremental by local order date (see macros/incremental.sql).
--- Web purchases come from the sessionized events (a table): the staging view would de-duplicate
--- every web delivery ever loaded again (a window over 30 million events at 1 million customers).
+-- Web purchases come from the sessionized events, which already hold every web event with its
+-- session (30 million events at 1 million customers).
 {{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='ordered_local_date', on_schema_change='fail') }}
 
 with
