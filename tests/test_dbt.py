@@ -38,7 +38,7 @@ INCREMENTAL = [
 ]
 
 
-def dbt(*args: str, warehouse: Path, target: Path) -> subprocess.CompletedProcess:
+def dbt(*args: str, warehouse: Path, target: Path, ok: bool = True) -> subprocess.CompletedProcess:
     run = subprocess.run(
         [
             str(Path(sys.executable).with_name("dbt")),
@@ -55,7 +55,7 @@ def dbt(*args: str, warehouse: Path, target: Path) -> subprocess.CompletedProces
         env={**os.environ, "CRM_WAREHOUSE": str(warehouse)},
         timeout=600,
     )
-    assert run.returncode == 0, run.stdout[-3000:]
+    assert (run.returncode == 0) == ok, run.stdout[-3000:]
     return run
 
 
@@ -250,6 +250,41 @@ def test_daily_runs_with_redeliveries_a_new_guard_and_an_erasure_equal_a_full_re
                 f"SELECT count(*) FROM (FROM refreshed.{table} EXCEPT ALL FROM {table})"
             ).fetchall()[0][0]
             assert rows > 0 and (only_daily, only_full) == (0, 0), (table, rows, only_daily, only_full)
+
+
+def test_daily_data_tests_check_only_rows_loaded_since_the_last_fully_tested_build(
+    daily_runs: DailyRuns, tmp_path: Path
+) -> None:
+    """A value test on a loaded table checks the rows loaded since the last build that ran every
+    test and passed; the weekly full-test day (and a full refresh) checks every row."""
+    warehouse = tmp_path / "crm.duckdb"
+    shutil.copyfile(daily_runs.warehouse, warehouse)
+    with duckdb.connect(str(warehouse)) as con:  # an old row goes bad without a load
+        con.execute(
+            "update intermediate.int_web_events_sessionized set cookie_id = null "
+            "where web_event_id = (select min(web_event_id) from intermediate.int_web_events_sessionized)"
+        ).fetchall()
+    today = dt.datetime.now(dt.UTC).isoweekday()
+    select = ["--select", "int_web_events_sessionized,test_name:not_null"]
+    other_day = f"{{full_tests_weekday: {today % 7 + 1}}}"
+    dbt("test", *select, "--vars", other_day, warehouse=warehouse, target=tmp_path / "target")
+    full = dbt(
+        "test",
+        *select,
+        "--vars",
+        f"{{full_tests_weekday: {today}}}",
+        warehouse=warehouse,
+        target=tmp_path / "target",
+        ok=False,
+    )
+    assert "FAIL 1 not_null_int_web_events_sessionized_cookie_id" in full.stdout
+    # The failed run did not move the mark: a daily run still skips only rows tested before.
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        tested, newest = con.execute(
+            "select (select max(tested_through) from main.dbt_tested_loads), "
+            "(select max(source_loaded_at) from staging.stg_web__events)"
+        ).fetchall()[0]
+    assert tested == newest  # the last daily run ran every test and passed
 
 
 def test_fuzzy_pairs_are_scored_again_only_for_profiles_loaded_since(grown: Grown, next_days: NextDays) -> None:
