@@ -141,7 +141,8 @@ def test_crm_run_materializes_every_asset_through_dagster(
 
     # The pipeline's build leaves dbt's unit tests to development and CI (DbtBuildConfig.unit_tests).
     built = json.loads((invocation_target(summary.run_ids[-1]) / "run_results.json").read_text())["results"]
-    assert {r["unique_id"].split(".")[0] for r in built} == {"model", "seed", "test"}
+    # ("operation": the on-run-end hook that records which loads the data tests checked.)
+    assert {r["unique_id"].split(".")[0] for r in built} == {"model", "seed", "test", "operation"}
     profile = _profile_hash(parse_state(warehouse))  # this deployment's parse state, from the first run
     # Another deployment's dbt parse in between (as the tests, the demo or the benchmark make) ...
     other = tmp_path / "other"
