@@ -6,30 +6,23 @@
     full refresh gives the same table. `rows` and `identity` are CTE names of the model. -#}
 {% macro incremental_dates_filter(date_column, rows, identity, spill_days=0) -%}
 {%- if is_incremental() %}
-    where {{ date_column }} in ({{ incremental_dates(date_column, rows, identity, spill_days) }})
-{%- endif %}
-{%- endmacro %}
-
-{#- The dates incremental_dates_filter keeps, as a query. -#}
-{% macro incremental_dates(date_column, rows, identity, spill_days=0) -%}
     {%- set loaded -%}
-        select distinct {{ date_column }} as loaded_date from {{ rows }} where {{ loaded_since_built() }}
+        select distinct {{ date_column }} as loaded_date from {{ rows }}
+        where source_loaded_at > (
+            select coalesce(max(built.source_loaded_at), cast('1900-01-01' as timestamp)) from {{ this }} as built
+        )
     {%- endset %}
-    {%- for days in range(0, spill_days + 1) %}
-    select cast({{ dbt.dateadd('day', -days, 'loaded_date') }} as date) from ({{ loaded }}) as loaded
-    union all
-    {%- endfor %}
-    select previous.{{ date_column }}
-    from {{ this }} as previous
-    left join {{ identity }} on previous.identity_record_key = {{ identity }}.record_key
-    where coalesce(previous.customer_key, '') <> coalesce({{ identity }}.customer_key, '')
-{%- endmacro %}
-
-{#- A row loaded since the model was last built. -#}
-{% macro loaded_since_built() -%}
-    source_loaded_at > (
-        select coalesce(max(built.source_loaded_at), cast('1900-01-01' as timestamp)) from {{ this }} as built
+    where {{ date_column }} in (
+        {%- for days in range(0, spill_days + 1) %}
+        select cast({{ dbt.dateadd('day', -days, 'loaded_date') }} as date) from ({{ loaded }}) as loaded
+        union all
+        {%- endfor %}
+        select previous.{{ date_column }}
+        from {{ this }} as previous
+        left join {{ identity }} on previous.identity_record_key = {{ identity }}.record_key
+        where coalesce(previous.customer_key, '') <> coalesce({{ identity }}.customer_key, '')
     )
+{%- endif %}
 {%- endmacro %}
 
 {#- A Python model that returns its whole new table from its previous rows (int_profiles_matched

@@ -15,7 +15,9 @@ with
 {% if is_incremental() %}
 loaded as (
     select cookie_id, event_local_date from {{ ref('stg_web__events') }}
-    where {{ loaded_since_built() }}
+    where source_loaded_at > (
+        select coalesce(max(built.source_loaded_at), cast('1900-01-01' as timestamp)) from {{ this }} as built
+    )
 ),
 
 touched_cookies as (

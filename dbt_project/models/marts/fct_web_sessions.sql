@@ -7,45 +7,13 @@ with
 
 -- `not materialized`: read twice (session starts, session totals), and DuckDB would otherwise copy
 -- every web event with every column for them.
-all_events as not materialized (
+events as not materialized (
     select * from {{ ref('int_web_events_sessionized') }}
 ),
 
 identity as (
     select * from {{ ref('customer_identity_map') }}
 ),
-
-{% if is_incremental() %}
--- Only the events of sessions starting on a date the final filter rebuilds: the same dates, found
--- from the loaded events' session starts rather than from every session's totals.
-session_loads as (
-    select starts.event_local_date as session_local_date, loaded.source_loaded_at
-    from all_events as starts
-    inner join (
-        select web_session_id, max(source_loaded_at) as source_loaded_at
-        from all_events
-        where {{ loaded_since_built() }}
-        group by web_session_id
-    ) as loaded on starts.web_session_id = loaded.web_session_id
-    where starts.is_session_start
-),
-
-rebuilt_dates as (
-    {{ incremental_dates('session_local_date', 'session_loads', 'identity', spill_days=1) }}
-),
-
-events as not materialized (
-    select all_events.* from all_events
-    where all_events.web_session_id in (
-        select starts.web_session_id from all_events as starts
-        where starts.is_session_start and starts.event_local_date in (select * from rebuilt_dates)
-    )
-),
-{% else %}
-events as not materialized (
-    select * from all_events
-),
-{% endif %}
 
 firsts as (
     select
