@@ -59,6 +59,21 @@ def dbt(*args: str, warehouse: Path, target: Path, ok: bool = True) -> subproces
     return run
 
 
+def assert_same_rows(con: duckdb.DuckDBPyConnection, other: str, tables: list[str]) -> None:
+    """Each table holds rows, and exactly the rows of the same table in the attached catalog `other`."""
+    for table in tables:
+        rows = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+        only_here = con.execute(f"SELECT count(*) FROM (FROM {table} EXCEPT ALL FROM {other}.{table})").fetchall()[0][0]
+        only_there = con.execute(f"SELECT count(*) FROM (FROM {other}.{table} EXCEPT ALL FROM {table})").fetchall()[0][
+            0
+        ]
+        assert rows > 0 and (only_here, only_there) == (0, 0), (table, rows, only_here, only_there)
+
+
+# int_profiles_matched is scored again with the run's u: see test_fuzzy_pairs_are_scored_again_only_for_profiles_loaded_since.
+RESCORED = "intermediate.int_profiles_matched"
+
+
 def test_dbt_build_standalone_and_full_refresh_equals_incremental(grown: Grown, tmp_path: Path) -> None:
     warehouse = tmp_path / "crm.duckdb"
     shutil.copyfile(grown.warehouse, warehouse)
@@ -69,15 +84,7 @@ def test_dbt_build_standalone_and_full_refresh_equals_incremental(grown: Grown, 
     # Built run by run (midway, then the rest: new dates, late rows, re-keyed customers) = built at once.
     with duckdb.connect(str(warehouse), read_only=True) as con:
         con.execute(f"ATTACH '{grown.warehouse}' AS grown (READ_ONLY)").fetchall()
-        for table in INCREMENTAL:
-            rows = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-            only_full = con.execute(f"SELECT count(*) FROM (FROM {table} EXCEPT ALL FROM grown.{table})").fetchall()[0][
-                0
-            ]
-            only_incremental = con.execute(
-                f"SELECT count(*) FROM (FROM grown.{table} EXCEPT ALL FROM {table})"
-            ).fetchall()[0][0]
-            assert rows > 0 and (only_full, only_incremental) == (0, 0), (table, rows, only_full, only_incremental)
+        assert_same_rows(con, "grown", INCREMENTAL)
         schemas = {r[0] for r in con.execute("SELECT DISTINCT table_schema FROM information_schema.tables").fetchall()}
     assert {"raw", "staging", "intermediate", "marts"} <= schemas and not any(s.startswith("main_") for s in schemas)
 
@@ -112,17 +119,7 @@ def next_days(grown: Grown, sample: GeneratorConfig, tmp_path_factory: pytest.Te
 def test_incremental_facts_of_the_next_days_equal_a_full_refresh(next_days: NextDays) -> None:
     with duckdb.connect(str(next_days.warehouse), read_only=True) as con:
         con.execute(f"ATTACH '{next_days.refreshed}' AS refreshed (READ_ONLY)").fetchall()
-        for table in INCREMENTAL:
-            if table == "intermediate.int_profiles_matched":
-                continue  # scored with other parameters: see the next test
-            rows = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-            only_incremental = con.execute(
-                f"SELECT count(*) FROM (FROM {table} EXCEPT ALL FROM refreshed.{table})"
-            ).fetchall()[0][0]
-            only_full = con.execute(
-                f"SELECT count(*) FROM (FROM refreshed.{table} EXCEPT ALL FROM {table})"
-            ).fetchall()[0][0]
-            assert rows > 0 and (only_incremental, only_full) == (0, 0), (table, rows, only_incremental, only_full)
+        assert_same_rows(con, "refreshed", [t for t in INCREMENTAL if t != RESCORED])
 
 
 # Rebuilt whole each run, from the incremental tables above: equal too when those are.
@@ -239,17 +236,7 @@ def test_daily_runs_with_redeliveries_a_new_guard_and_an_erasure_equal_a_full_re
         assert all(path == "incremental" and n < records / 2 for path, n in runs[-6:]), runs
 
         con.execute(f"ATTACH '{daily_runs.refreshed}' AS refreshed (READ_ONLY)").fetchall()
-        for table in INCREMENTAL + REBUILT:
-            if table == "intermediate.int_profiles_matched":
-                continue  # scored with other parameters: see test_fuzzy_pairs_are_scored_again_only_for_profiles_loaded_since
-            rows = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-            only_daily = con.execute(
-                f"SELECT count(*) FROM (FROM {table} EXCEPT ALL FROM refreshed.{table})"
-            ).fetchall()[0][0]
-            only_full = con.execute(
-                f"SELECT count(*) FROM (FROM refreshed.{table} EXCEPT ALL FROM {table})"
-            ).fetchall()[0][0]
-            assert rows > 0 and (only_daily, only_full) == (0, 0), (table, rows, only_daily, only_full)
+        assert_same_rows(con, "refreshed", [t for t in INCREMENTAL + REBUILT if t != RESCORED])
 
 
 def test_daily_data_tests_check_only_rows_loaded_since_the_last_fully_tested_build(
