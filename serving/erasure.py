@@ -192,11 +192,11 @@ def _erase_raw(con: duckdb.DuckDBPyConnection, source: Source, out: Footprint) -
     if not found:
         return
     out.row_hashes.update(r[0] for r in found)
+    # Kept for the staging tables' copies of these rows (_erase_keyed_tables), and deleted by it.
+    con.execute(f"INSERT INTO _erase_raw_rows SELECT '{source.name}', _file, _row_number FROM ({doomed})")
     con.execute(
-        f"INSERT INTO _erase_raw_rows SELECT '{source.name}', _file, _row_number FROM ({doomed})"
-    )  # the staging tables' copies of these rows go too (_erase_keyed_tables)
-    con.execute(
-        f"DELETE FROM {source.table} WHERE (_file, _row_number) IN (SELECT (_file, _row_number) FROM ({doomed}))"
+        f"DELETE FROM {source.table} WHERE (_file, _row_number) IN "
+        f"(SELECT (file, row_number) FROM _erase_raw_rows WHERE source = '{source.name}')"
     )
     out.removed[source.table] = out.removed.get(source.table, 0) + len(found)
 
