@@ -52,12 +52,12 @@ def previous_keys(dbt, session) -> pd.DataFrame | None:
 
 
 def guarded_edges(dbt, session) -> None:
-    """The temp view _identity_edges: every edge of int_identifiers_collected whose identifier the
-    guard lets link."""
+    """The temp table _identity_edges: every edge of int_identifiers_collected whose identifier the
+    guard lets link. A table: the scope, the graph and the kept edges each read it."""
     dbt.ref("int_identifiers_collected").create_view("_identity_all_edges", replace=True)
     dbt.ref("int_identifier_quality").create_view("_identity_guarded", replace=True)
     session.execute("""
-        create or replace temp view _identity_edges as
+        create or replace temp table _identity_edges as
         select e.record_type, e.record_id, e.identifier_type, e.identifier_value from _identity_all_edges as e
         where not exists (select 1 from _identity_guarded as g
                           where g.identifier_type = e.identifier_type and g.identifier_value = e.identifier_value)
@@ -234,7 +234,7 @@ def model(dbt, session):
     session.execute(f'insert into "{schema}"."{RUNS}" values (current_timestamp::timestamp, ?, ?, ?, ?)',
                     ["incremental" if incremental else "full", changed, in_scope if incremental else edges[0],
                      len(keys)]).fetchall()
-    for drop in ("view _identity_edges", "view _identity_all_edges", "view _identity_guarded"):
+    for drop in ("table _identity_edges", "view _identity_all_edges", "view _identity_guarded"):
         session.execute(f"drop {drop}").fetchall()
     return keys
 
