@@ -7,7 +7,7 @@ RUN := $(UV) run --no-sync
 
 setup: system-packages
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv>=0.9"
-	$(UV) sync --frozen
+	$(UV) sync --frozen --extra spark
 	@$(MAKE) --no-print-directory $(MANIFEST)
 
 # The insight report's PDF and its tests: Debian's Chromium, a CJK font, pdftotext. Installed

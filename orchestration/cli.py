@@ -101,12 +101,19 @@ def run(
         bool, typer.Option("--full-refresh", help="Rebuild dbt's incremental models from scratch.")
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Dagster's step logs.")] = False,
+    engine: Annotated[
+        str | None,
+        typer.Option(help="Where dbt builds: duckdb or spark (default: $CRM_ENGINE or duckdb; docs/spark.md)."),
+    ] = None,
 ) -> None:
     """Materialize every asset through Dagster (in-process) for a range of daily partitions."""
     from ingestion.sources import SourcesError
     from orchestration.run import RunFailed, run_pipeline
 
-    settings = Settings.load(sources, warehouse)
+    try:
+        settings = Settings.load(sources, warehouse, engine=engine)
+    except ValueError as e:
+        _fail(str(e))
     log = None if verbose else _run_log(settings)
     try:
         # dagster-dbt echoes every dbt line to stdout: without -v they go to the run's log file.

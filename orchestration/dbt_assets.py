@@ -64,6 +64,15 @@ class DbtBuildConfig(dg.Config):
     unit_tests: bool = False
 
 
+def dbt_build_args(config: DbtBuildConfig, dbt_vars: str | None) -> list[str]:
+    return [
+        "build",
+        *(["--full-refresh"] if config.full_refresh else []),
+        *([] if config.unit_tests else ["--exclude-resource-type", "unit_test"]),
+        *(["--vars", dbt_vars] if dbt_vars else []),
+    ]
+
+
 @functools.cache
 def dbt_models(identity_truth: Path | None = None, dbt_vars: str | None = None) -> dg.AssetsDefinition:
     """All dbt models; the identity map's materialization carries the identity figures. dbt_vars:
@@ -85,13 +94,9 @@ def dbt_models(identity_truth: Path | None = None, dbt_vars: str | None = None) 
         state = parse_state(Path(warehouse.database))
         target = _invocation_target_path(context.run.run_id)
         _seed_parse_state(target, state)
-        args = [
-            "build",
-            *(["--full-refresh"] if config.full_refresh else []),
-            *([] if config.unit_tests else ["--exclude-resource-type", "unit_test"]),
-            *(["--vars", dbt_vars] if dbt_vars else []),
-        ]
-        invocation = dbt.cli(args, context=context, raise_on_error=False, target_path=target)
+        invocation = dbt.cli(
+            dbt_build_args(config, dbt_vars), context=context, raise_on_error=False, target_path=target
+        )
         # From the identity map on, events wait until dbt has released the warehouse file (and
         # keep their order: Dagster wants a multi-asset's outputs in dependency order).
         held: list = []

@@ -39,13 +39,19 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = daily_partitions(config)
     job, build = ingest_job(partitions), build_job()
     dbt_vars = json.dumps(config.dbt_vars, sort_keys=True) if config.dbt_vars else None
-    models, ml = dbt_models(config.identity_truth, dbt_vars), ml_assets()
-    served = [k for k in models.keys if k.path[0] == "marts"] + list(ml.keys)
+    if settings.engine == "spark":
+        from orchestration.spark_assets import spark_resource, spark_transform
+
+        transform, engine_resources = spark_transform(config.identity_truth, dbt_vars), {"dbt_spark": spark_resource()}
+    else:
+        transform, engine_resources = [dbt_models(config.identity_truth, dbt_vars)], {}
+    ml = ml_assets()
+    served = [k for a in transform for k in a.keys if k.path[0] == "marts"] + list(ml.keys)
     return dg.Definitions(
         assets=[
             *(ingestion_asset(s, partitions) for s in config.sources),
             *(channel_view_asset(c, [s for s in config.sources if s.channel == c]) for c in CONTRACTS),
-            models,
+            *transform,
             ml,
             published_warehouse(served),
             bi_exports,
@@ -58,5 +64,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "warehouse": DuckDBResource(database=str(settings.warehouse), connection_config=settings.duckdb_config),
             "dbt": dbt_resource(),
             "settings": settings,  # a plain object: assets ask for it as dg.ResourceParam[Settings]
+            **engine_resources,
         },
     )

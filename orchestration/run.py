@@ -79,6 +79,12 @@ def run_pipeline(
     from orchestration.definitions import build_definitions
 
     prepare_manifest()
+    dbt_ops = ["dbt_models"]
+    if settings.engine == "spark":
+        from orchestration.spark_assets import STEPS, prepare_spark_manifest
+
+        prepare_spark_manifest()
+        dbt_ops = list(STEPS)
 
     definitions = build_definitions(settings)
     partitions = definitions.resolve_assets_def(dg.AssetKey(["raw", config.sources[0].name])).partitions_def
@@ -91,7 +97,7 @@ def run_pipeline(
         (
             definitions.resolve_job_def(BUILD_JOB),
             as_of_tag,
-            {"ops": {"dbt_models": {"config": {"full_refresh": full_refresh}}}},
+            {"ops": {op: {"config": {"full_refresh": full_refresh}} for op in dbt_ops}},
         ),
     ]
     total = sum(len(job.graph.node_defs) for job, _, _ in runs)

@@ -15,6 +15,10 @@ CRM_MASKING_KEY  the deployment's secret for keyed hashes of personal data in ex
                  erasure suppression list; without it one is created in warehouse/governance/
 CRM_ML_CONFIG    YAML overriding the ML settings (ml/config.py); CRM_MODELS_DIR where ML artifacts
                  and cards go (default: models/)
+CRM_ENGINE       where dbt builds the warehouse: duckdb (default) or spark (docs/spark.md)
+CRM_SPARK_DIR    the Spark engine's folder: the raw layer as Parquet, Spark's tables and its
+                 metastore (default: spark/ beside the warehouse file)
+CRM_SPARK_MASTER, CRM_SPARK_DRIVER_MEMORY   Spark's master (default local[*]) and driver memory (4g)
 DAGSTER_HOME     Dagster instance folder holding dagster.yaml (default: .dagster/, set up by `crm`)
 """
 
@@ -49,6 +53,7 @@ SAMPLE_DAYS = 731
 DAGSTER_FLAGS = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true", "DAGSTER_EVENT_BATCH_SIZE": "1000"}
 DUCKDB_POOL = "duckdb_writer"  # every DuckDB writer runs in this pool; dagster.yaml limits it to 1
 MASKING_KEY = "CRM_MASKING_KEY"
+ENGINES = ("duckdb", "spark")
 
 
 def _environment_dbt() -> str:
@@ -73,10 +78,22 @@ class Settings:
     ml_config: Path | None = None
     dagster_home: Path = REPO_ROOT / ".dagster"
     masking_key_given: str | None = field(default=None, repr=False)  # $CRM_MASKING_KEY, when set
+    engine: str = "duckdb"
+    spark_dir_given: Path | None = None
+    spark_master: str = "local[*]"
+    spark_driver_memory: str = "4g"
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine {self.engine!r} (CRM_ENGINE or --engine): choose one of {', '.join(ENGINES)}")
 
     @classmethod
     def load(
-        cls, sources: Path | None = None, warehouse: Path | None = None, environ: Mapping[str, str] = os.environ
+        cls,
+        sources: Path | None = None,
+        warehouse: Path | None = None,
+        environ: Mapping[str, str] = os.environ,
+        engine: str | None = None,
     ) -> Settings:
         """Options given on the command line win over the environment, which wins over defaults."""
         ml_config = environ.get("CRM_ML_CONFIG")
@@ -91,7 +108,16 @@ class Settings:
             ml_config=Path(ml_config).resolve() if ml_config else None,
             dagster_home=Path(environ.get("DAGSTER_HOME", REPO_ROOT / ".dagster")).resolve(),
             masking_key_given=environ.get(MASKING_KEY) or None,
+            engine=engine or environ.get("CRM_ENGINE", "duckdb"),
+            spark_dir_given=Path(environ["CRM_SPARK_DIR"]).resolve() if environ.get("CRM_SPARK_DIR") else None,
+            spark_master=environ.get("CRM_SPARK_MASTER", "local[*]"),
+            spark_driver_memory=environ.get("CRM_SPARK_DRIVER_MEMORY", "4g"),
         )
+
+    @property
+    def spark_dir(self) -> Path:
+        """The Spark engine's files: lake/ (raw as Parquet), tables/ (Spark's warehouse), the metastore."""
+        return self.spark_dir_given or self.warehouse.parent / "spark"
 
     @property
     def published_dir(self) -> Path:
@@ -142,6 +168,9 @@ def hand_to_processes(settings: Settings) -> None:
     os.environ["CRM_WAREHOUSE"] = str(settings.warehouse)
     os.environ["CRM_DUCKDB_MEMORY_LIMIT"] = settings.memory_limit
     os.environ["CRM_DBT_THREADS"] = str(settings.dbt_threads)
+    os.environ["CRM_SPARK_DIR"] = str(settings.spark_dir)
+    os.environ["CRM_SPARK_MASTER"] = settings.spark_master
+    os.environ["CRM_SPARK_DRIVER_MEMORY"] = settings.spark_driver_memory
     # dbt writes its dbt.log (in each invocation's target folder) at debug level unless told: every
     # statement of every node, megabytes a run. DBT_LOG_LEVEL_FILE=debug brings the full log back.
     os.environ.setdefault("DBT_LOG_LEVEL_FILE", "info")

@@ -97,7 +97,7 @@
         select {{ key }} as repeated_key from {{ relation }} group by {{ key }} having count(*) > 1
     )
     select {{ relation }}.*, 1 as delivery_rank
-    from {{ relation }} anti join repeated on {{ relation }}.{{ key }} is not distinct from repeated.repeated_key
+    from {{ relation }} {{ anti_join() }} repeated on {{ relation }}.{{ key }} is not distinct from repeated.repeated_key
     union all
     select
         {{ relation }}.*,
@@ -105,7 +105,7 @@
             partition by {{ relation }}.{{ key }}
             order by _loaded_at desc nulls last, source_file desc nulls last, source_row_number desc nulls last
         ) as delivery_rank
-    from {{ relation }} semi join repeated on {{ relation }}.{{ key }} is not distinct from repeated.repeated_key
+    from {{ relation }} {{ semi_join() }} repeated on {{ relation }}.{{ key }} is not distinct from repeated.repeated_key
 {%- endmacro %}
 
 {#- The latest delivery of each key. A staging model is an incremental table: a run ranks again only
@@ -142,8 +142,8 @@
         union
         select vanished_key from vanished_keys
     ),
-    delivered_again as not materialized (
-        select * from {{ relation }} semi join changed_keys on {{ relation }}.{{ key }} = changed_keys.changed_key
+    delivered_again as {{ inlined() }} (
+        select * from {{ relation }} {{ semi_join() }} changed_keys on {{ relation }}.{{ key }} = changed_keys.changed_key
     )
     select * from ({{ rank_deliveries('delivered_again', key) }})
     union all by name
@@ -156,7 +156,7 @@
 
 {#- Post-hook of a staging model: the rows of keys with no delivery left (latest_deliveries). -#}
 {% macro delete_vanished_deliveries() -%}
-    delete from {{ this }} where source_row_number is null
+    {%- if is_incremental() %}delete from {{ this }} where source_row_number is null{% endif %}
 {%- endmacro %}
 
 {#- ISO day of week, Monday 1 .. Sunday 7. -#}

@@ -1,14 +1,9 @@
-"""Connected components of the identity graph, with customer keys that stay put.
+"""Connected components of the identity graph, with customer keys that stay put (DuckDB).
 
-Records and identifiers are nodes; a record links to each identifier it carries; a connected
-component holding at least one customer identifier (customer ref, loyalty card, phone, email) is
-one customer. Its key is kept from the previous run whenever any of its identifiers had one; when
-a component now joins several previous customers, the oldest key survives and the others are
-recorded as merged into it. When a customer falls apart (the identifier guard newly guarding a
-value, an erased record), one piece keeps its key and the others get new keys, recorded as split
-off it. A component new to the warehouse gets 'C' + the MD5 of its strongest identifier, so a
-rebuild from scratch gives the same keys as the first build did. Contact values that
-int_identifier_quality guards are not edges: they would join strangers.
+Records and identifiers are nodes; a record links to each identifier it carries. The components
+come from SciPy here; the key rules (kept, merged, split, new) are identity.keys', which the Spark
+engine's identity asset shares. Contact values that int_identifier_quality guards are not edges:
+they would join strangers.
 
 Incremental: the edges a run used are kept beside the table (EDGES_USED). The next run compares
 them with the current edges, and recomputes only the components an added or removed edge touches
@@ -19,17 +14,13 @@ edges and previous keys, so this equals recomputing every component, which a ful
 """
 
 import contextlib
-import datetime as dt
-import hashlib
 import os
 
 import duckdb
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
-CUSTOMER_IDENTIFIERS = ["customer_ref", "loyalty_card", "phone", "email"]  # strongest first
+from identity.keys import GUARDED_EDGES_SQL, assign_keys
 
 
 def previous_keys(dbt, session) -> pd.DataFrame | None:
@@ -56,12 +47,8 @@ def guarded_edges(dbt, session) -> None:
     guard lets link. A table: the scope, the graph and the kept edges each read it."""
     dbt.ref("int_identifiers_collected").create_view("_identity_all_edges", replace=True)
     dbt.ref("int_identifier_quality").create_view("_identity_guarded", replace=True)
-    session.execute("""
-        create or replace temp table _identity_edges as
-        select e.record_type, e.record_id, e.identifier_type, e.identifier_value from _identity_all_edges as e
-        where not exists (select 1 from _identity_guarded as g
-                          where g.identifier_type = e.identifier_type and g.identifier_value = e.identifier_value)
-    """).fetchall()
+    edges = GUARDED_EDGES_SQL.format(collected="_identity_all_edges", guarded="_identity_guarded")
+    session.execute(f"create or replace temp table _identity_edges as {edges}").fetchall()
 
 
 def changed_scope(session, this: str, edges_used: str) -> int:
@@ -172,17 +159,6 @@ def duckdb_cache_released(session, limit: str = "1GB"):
         session.execute(f"set memory_limit = '{before}'").fetchall()
 
 
-def one_claim_per_key(survivors: pd.DataFrame, fresh: pd.Series, records: pd.Series) -> pd.DataFrame:
-    """The previous key each component keeps (survivors: component -> customer_key, assigned_at),
-    with at most one component per key. The pieces of a customer that fell apart all claim its key:
-    the piece whose own new key it would be keeps it, else the one with the most records; the
-    others get new keys."""
-    claims = survivors.assign(own=fresh.reindex(survivors.index) == survivors["customer_key"],
-                              records=records.reindex(survivors.index), fresh=fresh.reindex(survivors.index))
-    claims = claims.sort_values(["own", "records", "fresh"], ascending=[False, False, True])
-    return survivors.loc[claims.index[~claims["customer_key"].duplicated()]]
-
-
 EDGES_USED = "int_customer_keys_assigned__edges"  # beside the table: the edges its last run used
 RUNS = "int_customer_keys_assigned__runs"  # each run's path: full or incremental, and its scope
 
@@ -237,67 +213,3 @@ def model(dbt, session):
     for drop in ("table _identity_edges", "view _identity_all_edges", "view _identity_guarded"):
         session.execute(f"drop {drop}").fetchall()
     return keys
-
-
-def assign_keys(n_rec: int, record_idx: np.ndarray, ident_idx: np.ndarray, identifiers: pd.DataFrame,
-                prev: pd.DataFrame | None):
-    columns = ["identifier_type", "identifier_value", "customer_key", "assigned_at", "previous_customer_key",
-               "merged_at", "key_change", "component_records"]
-    now = pd.Timestamp(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).as_unit("us")
-    if identifiers.empty:
-        types = {"assigned_at": "datetime64[us]", "merged_at": "datetime64[us]", "component_records": "int64"}
-        return pd.DataFrame({c: pd.Series(dtype=types.get(c, "string")) for c in columns})  # typed, even when empty
-
-    n = n_rec + len(identifiers)
-    graph = coo_matrix((np.ones(len(record_idx), dtype=np.int8), (record_idx, n_rec + ident_idx)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-
-    nodes = identifiers.assign(component=labels[n_rec:], ident_idx=np.arange(len(identifiers)))
-    nodes["rank"] = nodes["identifier_type"].map({t: i for i, t in enumerate(CUSTOMER_IDENTIFIERS)})
-    nodes["component_records"] = np.bincount(labels[:n_rec], minlength=labels.max() + 1)[nodes["component"]].astype("int64")
-
-    known = nodes.dropna(subset=["rank"]).sort_values(["component", "rank", "ident_idx"])  # ident_idx: value order
-    anchors = known.groupby("component").first()
-    nodes = nodes[nodes["component"].isin(anchors.index)].copy()  # anonymous components: no customer
-    fresh = "C" + (anchors["identifier_type"] + "|" + anchors["identifier_value"]).map(
-        lambda s: hashlib.md5(s.encode()).hexdigest()[:16])
-
-    if prev is not None:
-        for c in ("assigned_at", "merged_at"):
-            prev[c] = pd.to_datetime(prev[c]).astype("datetime64[us]")
-        if len(prev) != len(identifiers):  # taken by position below: a key table not unique per identifier would shift them
-            raise ValueError(f"{len(prev)} previous keys for {len(identifiers)} identifiers: the previous "
-                             "int_customer_keys_assigned holds an identifier twice")
-        positions = nodes["ident_idx"].to_numpy()  # prev is in identifier order
-        for c in prev.columns:
-            nodes[c] = prev[c].take(positions).set_axis(nodes.index)
-        # The oldest key survives; between keys as old, the one a build from scratch would give.
-        seen = nodes.dropna(subset=["customer_key"])
-        seen = seen.assign(is_fresh=seen["customer_key"] == seen["component"].map(fresh))
-        seen = seen.sort_values(["assigned_at", "is_fresh", "customer_key"], ascending=[True, False, True])
-        survivors = seen.groupby("component")[["customer_key", "assigned_at"]].first()
-        survivors = one_claim_per_key(survivors, fresh, nodes.groupby("component")["component_records"].first())
-    else:
-        for c in ("customer_key", "assigned_at", "previous_customer_key", "merged_at", "key_change"):
-            nodes[c] = None
-        survivors = pd.DataFrame(columns=["customer_key", "assigned_at"])
-    nodes = nodes.rename(columns={"customer_key": "old_key", "assigned_at": "old_assigned_at"})
-    # Typed before filling: with no previous keys the lookups come back as float NaN, which pandas
-    # will stop filling with strings and timestamps.
-    nodes["customer_key"] = nodes["component"].map(survivors["customer_key"]).astype("string").fillna(nodes["component"].map(fresh))
-    nodes["assigned_at"] = nodes["component"].map(survivors["assigned_at"]).astype("datetime64[us]").fillna(now)
-    changed = nodes["old_key"].notna() & (nodes["old_key"] != nodes["customer_key"])
-    nodes.loc[changed, "previous_customer_key"] = nodes.loc[changed, "old_key"]
-    nodes.loc[changed, "merged_at"] = now
-    kept_elsewhere = nodes["old_key"].isin(set(nodes["customer_key"]))  # the old key lives on in another piece
-    nodes.loc[changed, "key_change"] = np.where(kept_elsewhere[changed], "split", "merged")
-    out = nodes[columns].copy()
-    # Typed: without a merge the column holds only None, which DuckDB would store as type NULL
-    # (and int_customer_merges.merged_customer_key with it), not VARCHAR.
-    out["previous_customer_key"] = out["previous_customer_key"].astype("string")
-    out["key_change"] = out["key_change"].astype("string")
-    # Microseconds always: with no merge yet pandas would make nanoseconds, another DuckDB type,
-    # which the incremental path refuses (on_schema_change: fail).
-    out["assigned_at"] = pd.to_datetime(out["assigned_at"]).astype("datetime64[us]")
-    out["merged_at"] = pd.to_datetime(out["merged_at"]).astype("datetime64[us]")
-    return out.reset_index(drop=True)  # in identifier order (graph_edges): sorting by key is slow at scale

@@ -8,8 +8,10 @@
 -- those rows fall on (a re-delivered day that no longer holds a cookie's event drops it). A cookie
 -- with no event left comes back as a row without an event, which replaces its old rows and which
 -- the post-hook deletes.
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='cookie_id', on_schema_change='fail',
-          post_hook="delete from {{ this }} where web_event_id is null") }}
+-- On Spark (no delete by key without Delta or Iceberg) a table, rebuilt each run.
+{{ config(materialized=('incremental' if target.type == 'duckdb' else 'table'), incremental_strategy='delete+insert',
+          unique_key='cookie_id', on_schema_change='fail',
+          post_hook="{% if is_incremental() %}delete from {{ this }} where web_event_id is null{% endif %}") }}
 with
 
 {% if is_incremental() %}
@@ -58,7 +60,7 @@ starts as (
 named as (
     select
         *,
-        last_value(case when is_session_start = 1 then web_event_id end ignore nulls) over (
+        {{ last_non_null("case when is_session_start = 1 then web_event_id end") }} over (
             partition by cookie_id order by event_at asc nulls last, web_event_id asc rows between unbounded preceding and current row
         ) as session_first_event_id
     from starts

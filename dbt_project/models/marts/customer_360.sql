@@ -4,16 +4,16 @@
 -- the whole table, every column, for its readers.
 with
 
-customers as not materialized (
+customers as {{ inlined() }} (
     select * from {{ ref('dim_customer') }}
     where is_current
 ),
 
-orders as not materialized (
+orders as {{ inlined() }} (
     select * from {{ ref('fct_orders') }}
 ),
 
-interactions as not materialized (
+interactions as {{ inlined() }} (
     select * from {{ ref('fct_interactions') }}
 ),
 

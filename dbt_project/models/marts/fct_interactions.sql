@@ -1,7 +1,7 @@
 -- One row per touch across web (a session), call center (a call) and social media (an interaction),
 -- with its type, outcome, and CSAT or sentiment where known. Incremental by local date (see
 -- macros/incremental.sql).
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='occurred_local_date', on_schema_change='fail') }}
+{{ config(**increments_by_day('occurred_local_date')) }}
 
 with
 

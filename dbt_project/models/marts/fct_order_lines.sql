@@ -2,7 +2,7 @@
 -- Incremental by local order date (see macros/incremental.sql).
 -- Web purchases come from the sessionized events, which already hold every web event with its
 -- session (30 million events at 1 million customers).
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='ordered_local_date', on_schema_change='fail') }}
+{{ config(**increments_by_day('ordered_local_date')) }}
 
 with
 

@@ -1,13 +1,13 @@
 -- One row per web session (30 minutes of inactivity end one). Sessions before a cookie's first
 -- login belong to the customer too: the cookie's customer key comes from the identity map.
 -- Incremental by the session's local start date (see macros/incremental.sql).
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='session_local_date', on_schema_change='fail') }}
+{{ config(**increments_by_day('session_local_date')) }}
 
 with
 
 -- `not materialized`: read twice (session starts, session totals), and DuckDB would otherwise copy
 -- every web event with every column for them.
-events as not materialized (
+events as {{ inlined() }} (
     select * from {{ ref('int_web_events_sessionized') }}
 ),
 

@@ -3,11 +3,11 @@
 with
 
 -- `not materialized` (this and `renamed`): see macros latest_deliveries and rank_deliveries.
-source as not materialized (
+source as {{ inlined() }} (
     select * from {{ source('raw', 'call_center') }}
 ),
 
-renamed as not materialized (
+renamed as {{ inlined() }} (
     select
         concat(_source, ':', call_id) as call_key,
         _source as source_name,

@@ -3,11 +3,11 @@
 with
 
 -- `not materialized` (this and `renamed`): see macros latest_deliveries and rank_deliveries.
-source as not materialized (
+source as {{ inlined() }} (
     select * from {{ source('raw', 'campaigns') }}
 ),
 
-renamed as not materialized (
+renamed as {{ inlined() }} (
     select
         concat(_source, ':', campaign_id, ':', contact_id) as campaign_contact_id,
         _source as source_name,

@@ -3,11 +3,11 @@
 with
 
 -- `not materialized` (this and `renamed`): see macros latest_deliveries and rank_deliveries.
-source as not materialized (
+source as {{ inlined() }} (
     select * from {{ source('raw', 'customers') }}
 ),
 
-renamed as not materialized (
+renamed as {{ inlined() }} (
     select
         concat(_source, ':', customer_ref, ':', cast({{ to_utc('updated_at') }} as {{ dbt.type_string() }})) as profile_version_id,
         _source as source_name,

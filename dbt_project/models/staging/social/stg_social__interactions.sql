@@ -3,11 +3,11 @@
 with
 
 -- `not materialized` (this and `renamed`): see macros latest_deliveries and rank_deliveries.
-source as not materialized (
+source as {{ inlined() }} (
     select * from {{ source('raw', 'social') }}
 ),
 
-renamed as not materialized (
+renamed as {{ inlined() }} (
     select
         concat(_source, ':', interaction_id) as interaction_key,
         _source as source_name,

@@ -3,11 +3,11 @@
 with
 
 -- `not materialized` (this and `renamed`): see macros latest_deliveries and rank_deliveries.
-source as not materialized (
+source as {{ inlined() }} (
     select * from {{ source('raw', 'web') }}
 ),
 
-renamed as not materialized (
+renamed as {{ inlined() }} (
     select
         concat(_source, ':', event_id) as web_event_id,
         _source as source_name,

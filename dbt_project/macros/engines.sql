@@ -1,0 +1,49 @@
+{#- What differs between the engines beyond dbt's cross-database macros (DuckDB, and the default:
+    Spark SQL). -#}
+
+{#- A CTE read more than once that DuckDB should inline rather than copy (`not materialized`);
+    Spark inlines CTEs anyway. -#}
+{% macro inlined() -%}{{ return(adapter.dispatch('inlined', 'crm_warehouse')()) }}{%- endmacro %}
+{% macro default__inlined() -%}{%- endmacro %}
+{% macro duckdb__inlined() -%}not materialized{%- endmacro %}
+
+{#- Rows of the left side with (semi) or without (anti) a match on the right. -#}
+{% macro semi_join() -%}{{ return(adapter.dispatch('semi_join', 'crm_warehouse')()) }}{%- endmacro %}
+{% macro default__semi_join() -%}left semi join{%- endmacro %}
+{% macro duckdb__semi_join() -%}semi join{%- endmacro %}
+{% macro anti_join() -%}{{ return(adapter.dispatch('anti_join', 'crm_warehouse')()) }}{%- endmacro %}
+{% macro default__anti_join() -%}left anti join{%- endmacro %}
+{% macro duckdb__anti_join() -%}anti join{%- endmacro %}
+
+{#- on-run-start: on Spark, the raw sources are tables over the Parquet files the loader writes
+    (ingestion/lake.py) under CRM_SPARK_DIR/lake/raw, declared again each run so that their schema
+    and file listing are the current ones. DuckDB reads the raw views in its own file. -#}
+{% macro register_raw_lake() -%}
+    {%- if target.type == 'spark' and execute %}
+        {%- set lake = env_var('CRM_SPARK_DIR', '../warehouse/spark') ~ '/lake/raw' %}
+        {%- do run_query('create database if not exists raw') %}
+        {%- for source in graph.sources.values() if source.source_name == 'raw' %}
+            {%- set folder = source.name %}
+            {%- do run_query('drop table if exists raw.`' ~ source.identifier ~ '`') %}
+            {%- do run_query('create table raw.`' ~ source.identifier ~ '` using parquet location \'' ~ lake ~ '/' ~ folder ~ '\'') %}
+        {%- endfor %}
+    {%- endif %}
+{%- endmacro %}
+
+{#- Config of a model rebuilt by whole days (the facts): a run replaces the days its rows fall on.
+    DuckDB deletes those days and inserts; Spark overwrites the day partitions dynamically
+    (insert_overwrite works on plain Parquet: no Delta or Iceberg needed). -#}
+{% macro increments_by_day(date_column) -%}
+    {%- if target.type == 'duckdb' %}
+        {{- return({'materialized': 'incremental', 'incremental_strategy': 'delete+insert',
+                    'unique_key': date_column, 'on_schema_change': 'fail'}) }}
+    {%- else %}
+        {{- return({'materialized': 'incremental', 'incremental_strategy': 'insert_overwrite',
+                    'partition_by': [date_column], 'on_schema_change': 'fail'}) }}
+    {%- endif %}
+{%- endmacro %}
+
+{#- The last non-null value of `expr` in a window frame (put `over (...)` after it). -#}
+{% macro last_non_null(expr) -%}{{ return(adapter.dispatch('last_non_null', 'crm_warehouse')(expr)) }}{%- endmacro %}
+{% macro default__last_non_null(expr) -%}last({{ expr }}, true){%- endmacro %}
+{% macro duckdb__last_non_null(expr) -%}last_value({{ expr }} ignore nulls){%- endmacro %}
