@@ -47,3 +47,31 @@
 {% macro last_non_null(expr) -%}{{ return(adapter.dispatch('last_non_null', 'crm_warehouse')(expr)) }}{%- endmacro %}
 {% macro default__last_non_null(expr) -%}last({{ expr }}, true){%- endmacro %}
 {% macro duckdb__last_non_null(expr) -%}last_value({{ expr }} ignore nulls){%- endmacro %}
+
+{#- An identity table: the dbt Python model on DuckDB, the identity assets' table on Spark
+    (models/intermediate/_identity__sources.yml). -#}
+{% macro identity_table(name) -%}
+    {%- if target.type == 'duckdb' -%}{{ return(ref(name)) }}{%- else -%}{{ return(source('identity', name)) }}{%- endif -%}
+{%- endmacro %}
+
+{#- A struct of (name, expression) pairs, and the value of the row with the greatest ordering. -#}
+{% macro struct_of(fields) -%}{{ return(adapter.dispatch('struct_of', 'crm_warehouse')(fields)) }}{%- endmacro %}
+{% macro default__struct_of(fields) -%}
+    named_struct({% for name, expr in fields %}'{{ name }}', {{ expr }}{{ ', ' if not loop.last }}{% endfor %})
+{%- endmacro %}
+{% macro duckdb__struct_of(fields) -%}
+    struct_pack({% for name, expr in fields %}{{ name }} := {{ expr }}{{ ', ' if not loop.last }}{% endfor %})
+{%- endmacro %}
+{% macro arg_max(value, ordering) -%}{{ return(adapter.dispatch('arg_max', 'crm_warehouse')(value, ordering)) }}{%- endmacro %}
+{% macro default__arg_max(value, ordering) -%}max_by({{ value }}, {{ ordering }}){%- endmacro %}
+{% macro duckdb__arg_max(value, ordering) -%}arg_max({{ value }}, {{ ordering }}){%- endmacro %}
+
+{#- The distinct non-null values of `expr`, sorted, joined by `delimiter` (a SQL string literal).
+    dbt-spark's listagg drops the ordering. -#}
+{% macro joined_distinct(expr, delimiter) -%}{{ return(adapter.dispatch('joined_distinct', 'crm_warehouse')(expr, delimiter)) }}{%- endmacro %}
+{% macro default__joined_distinct(expr, delimiter) -%}
+    nullif(array_join(array_sort(collect_set({{ expr }})), {{ delimiter }}), '')
+{%- endmacro %}
+{% macro duckdb__joined_distinct(expr, delimiter) -%}
+    {{ dbt.listagg("distinct " ~ expr, delimiter, "order by " ~ expr) }}
+{%- endmacro %}

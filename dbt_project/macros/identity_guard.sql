@@ -6,10 +6,10 @@
 {% macro looks_like_placeholder(expr) -%}
     (
     {%- for c in '0123456789abcdefghijklmnopqrstuvwxyz' %}
-        strpos({{ expr }}, '{{ c * 6 }}') > 0 or
+        {{ dbt.position("'" ~ c * 6 ~ "'", expr) }} > 0 or
     {%- endfor %}
     {%- for run in ['12345678', '23456789', '34567890', '98765432', '87654321', '76543210', 'abcdef'] %}
-        strpos({{ expr }}, '{{ run }}') > 0{{ ' or' if not loop.last }}
+        {{ dbt.position("'" ~ run ~ "'", expr) }} > 0{{ ' or' if not loop.last }}
     {%- endfor %}
     )
 {%- endmacro %}

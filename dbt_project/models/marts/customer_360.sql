@@ -64,7 +64,7 @@ channels as (
     select
         customer_key,
         cast(count(distinct channel) as integer) as channel_count,
-        {{ dbt.listagg('distinct channel', "'+'", 'order by channel') }} as channels_used
+        {{ joined_distinct('channel', "'+'") }} as channels_used
     from (
         select customer_key, channel from orders where customer_key is not null
         union all

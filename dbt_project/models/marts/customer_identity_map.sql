@@ -8,7 +8,7 @@ identifiers as (
 ),
 
 keys as (
-    select * from {{ ref('int_customer_keys_assigned') }}
+    select * from {{ identity_table('int_customer_keys_assigned') }}
 ),
 
 quality as (
@@ -19,7 +19,7 @@ guarded as (
     select
         i.record_type,
         i.record_id,
-        {{ dbt.listagg("distinct i.identifier_type", "'+'", "order by i.identifier_type") }} as guarded_types
+        {{ joined_distinct("i.identifier_type", "'+'") }} as guarded_types
     from identifiers as i
     inner join quality as q
         on i.identifier_type = q.identifier_type and i.identifier_value = q.identifier_value
@@ -54,7 +54,7 @@ matched as (
         record_id,
         min(customer_key) as customer_key,
         coalesce(
-            {{ dbt.listagg("distinct case when is_shared then identifier_type end", "'+'", "order by case when is_shared then identifier_type end") }},
+            {{ joined_distinct("case when is_shared then identifier_type end", "'+'") }},
             'only record'
         ) as linked_by
     from record_identifiers

@@ -23,10 +23,12 @@ skus as (
 latest as (
     select
         sku,
-        arg_max(
-            struct_pack(product_name := product_name, category := category),
-            struct_pack(is_named := product_name is not null, seen_at := coalesce(seen_at, cast('-infinity' as timestamp)), tie_breaker := tie_breaker)
-        ) as sighting
+        {{ arg_max(
+            struct_of([['product_name', 'product_name'], ['category', 'category']]),
+            struct_of([['is_named', 'product_name is not null'],
+                       ['seen_at', "coalesce(seen_at, cast('0001-01-01' as timestamp))"],
+                       ['tie_breaker', 'tie_breaker']])
+        ) }} as sighting
     from skus
     group by sku
 ),
