@@ -3,7 +3,7 @@ UV := python3 -m uv
 # After `setup` has synced the locked environment: `uv run` would sync (and byte-compile) it again.
 RUN := $(UV) run --no-sync
 
-.PHONY: setup system-packages demo test test-fast lint lint-sql dev bench clean report
+.PHONY: setup system-packages java demo test test-fast lint lint-sql dev bench clean report
 
 setup: system-packages
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv>=0.9"
@@ -21,6 +21,16 @@ system-packages:
 		else echo "note: the report's PDF needs: apt-get install $(SYSTEM_PACKAGES)"; fi; \
 	fi
 
+# The Spark engine and its tests (docs/spark.md) need Java 17 or newer: installed when missing and
+# run as root (CI), else a clear message before the tests start.
+java:
+	@if ! java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])'; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			(apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null 2>&1 || \
+			 (apt-get update -qq && apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless)); \
+		else echo "error: the Spark engine and its tests need Java 17+: apt-get install openjdk-17-jre-headless" >&2; exit 1; fi; \
+	fi
+
 # dbt's manifest, parsed again only when a file it is made from is newer (a parse costs seconds),
 # the same files orchestration/dbt_assets.py:prepare_manifest checks.
 MANIFEST := dbt_project/target/manifest.json
@@ -36,13 +46,13 @@ demo: setup
 	$(RUN) crm run --full-refresh
 
 # On both cores (pytest-xdist): faster here than one process (docs/benchmark.md, "Test suite").
-test: setup
+test: setup java
 	$(RUN) pytest -n 2
 
 # The quick tier: tests of pure logic and single components, no pipeline run (`slow` ones left
 # out), on both cores (pytest-xdist): faster here than one process.
 test-fast: setup
-	$(RUN) pytest -m "not slow" -n 2
+	$(RUN) pytest -m "not slow and not spark" -n 2
 
 # ruff (lint and format), mypy on the plain-Python packages, sqlfluff on the dbt project.
 lint: setup

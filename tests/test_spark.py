@@ -1,0 +1,109 @@
+"""The Spark engine: the same sample built through Dagster on DuckDB and on a local Spark session
+gives the same marts (docs/spark.md). Marked `spark`: `make test-fast` leaves it out."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import jinja2
+import pytest
+import yaml
+
+from ingestion.generator import GeneratorConfig
+from orchestration.settings import REPO_ROOT, Settings
+from tests.conftest import sources_for
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+# Columns that say when a run happened, not what it found: each engine's run has its own time.
+RUN_TIME_COLUMNS = {"assigned_at", "merged_at", "valid_from", "valid_to", "built_at", "dbt_updated_at"}
+
+
+@dataclass(frozen=True)
+class Engines:
+    duckdb: Path
+    spark: Path
+    spark_dir: Path
+
+
+@pytest.fixture(scope="module")
+def engines(sample: GeneratorConfig, tmp_path_factory: pytest.TempPathFactory) -> Engines:
+    """The test sample built once per engine (profiles few enough that Splink measures u on every pair)."""
+    from orchestration.run import run_pipeline
+
+    root = tmp_path_factory.mktemp("engines")
+    sources = sources_for(sample.extracts, root / "sources.yml", sample.start)
+    on_duckdb, on_spark = root / "duckdb" / "crm.duckdb", root / "spark" / "crm.duckdb"
+    run_pipeline(Settings.load(sources, on_duckdb, environ={}))
+    summary = run_pipeline(Settings.load(sources, on_spark, environ={}, engine="spark"))
+    assert all(summary.checks.values()), {k: v for k, v in summary.checks.items() if not v}
+    return Engines(on_duckdb, on_spark, on_spark.parent / "spark")
+
+
+def tables(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
+    return [r[0] for r in con.execute(
+        "select table_name from information_schema.tables where table_schema = ? and table_type = 'BASE TABLE' "
+        "order by 1", [schema]).fetchall()]
+
+
+def column_checksums(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, object]:
+    """Per column: the sum of a numeric column (rounded: the engines add floats in other orders),
+    else an order-free hash of its values as text."""
+    columns = con.execute(f"select column_name, data_type from (describe {table})").fetchall()
+    sums = [
+        f"round(sum({c}::double), 4)" if t.split("(")[0] in ("DOUBLE", "FLOAT", "DECIMAL", "BIGINT", "INTEGER",
+                                                             "HUGEINT", "SMALLINT", "TINYINT")
+        else f"sum(hash({c}::varchar))"
+        for c, t in columns if c not in RUN_TIME_COLUMNS
+    ]
+    names = [c for c, _ in columns if c not in RUN_TIME_COLUMNS]
+    return dict(zip(names, con.execute(f"select {', '.join(sums)} from {table}").fetchall()[0]))
+
+
+def test_every_mart_built_on_spark_equals_duckdbs(engines: Engines) -> None:
+    with duckdb.connect(str(engines.duckdb), read_only=True) as duck, duckdb.connect(str(engines.spark), read_only=True) as spark:
+        marts = tables(duck, "marts")
+        assert marts and tables(spark, "marts") == marts
+        for mart in marts:
+            counts = [con.execute(f"select count(*) from marts.{mart}").fetchall()[0][0] for con in (duck, spark)]
+            assert counts[0] == counts[1], f"marts.{mart}: {counts[0]} rows on DuckDB, {counts[1]} on Spark"
+            assert column_checksums(spark, f"marts.{mart}") == column_checksums(duck, f"marts.{mart}"), f"marts.{mart}"
+
+
+def test_identity_on_spark_equals_duckdbs(engines: Engines) -> None:
+    """The same accepted profile pairs, and the same records grouped into the same customers."""
+    pairs = "select customer_ref_l, customer_ref_r from intermediate.int_profiles_matched where is_accepted order by all"
+    # A customer as the set of its identifiers, whatever its key is called.
+    groups = """select list(identifier_type || ':' || identifier_value order by identifier_type, identifier_value)
+                from intermediate.int_customer_keys_assigned group by customer_key order by 1"""
+    with duckdb.connect(str(engines.duckdb), read_only=True) as duck, duckdb.connect(str(engines.spark), read_only=True) as spark:
+        assert spark.execute(pairs).fetchall() == duck.execute(pairs).fetchall()
+        assert spark.execute(groups).fetchall() == duck.execute(groups).fetchall()
+
+
+def test_the_raw_layer_reaches_spark_as_parquet_partitions(engines: Engines) -> None:
+    lake = engines.spark_dir / "lake" / "raw"
+    with duckdb.connect(str(engines.spark), read_only=True) as con:
+        for channel in ("store", "web", "customers"):
+            days = con.execute(f"select count(distinct _partition_date) from raw.{channel}").fetchall()[0][0]
+            assert len(list((lake / channel).glob("*.parquet"))) == days
+            rows = con.execute(f"select count(*) from read_parquet('{lake / channel}/*.parquet')").fetchall()[0][0]
+            assert rows == con.execute(f"select count(*) from raw.{channel}").fetchall()[0][0]
+
+
+def test_spark_session_settings_equal_dbts_profile(tmp_path: Path) -> None:
+    """The identity assets' Spark session and dbt's (profiles.yml) open the same metastore and tables."""
+    from orchestration.spark_assets import spark_conf
+
+    settings = Settings.load(warehouse=tmp_path / "crm.duckdb", environ={})
+    env = {"CRM_SPARK_DIR": str(settings.spark_dir), "CRM_SPARK_MASTER": settings.spark_master,
+           "CRM_SPARK_DRIVER_MEMORY": settings.spark_driver_memory, **os.environ}
+    profile = yaml.safe_load((REPO_ROOT / "dbt_project" / "profiles.yml").read_text())
+    rendered = {
+        key: jinja2.Template(str(value)).render(env_var=lambda name, default=None: env.get(name, default))
+        for key, value in profile["crm_warehouse"]["outputs"]["spark"]["server_side_parameters"].items()
+    }
+    assert rendered == spark_conf(settings)
