@@ -76,11 +76,24 @@ def step_windows(run_ids: list[str]) -> dict[str, tuple[float, float]]:
     return {k: (min(v), max(v)) for k, v in windows.items()}
 
 
+# The Spark engine's steps between ingestion and ML (orchestration/spark_assets.py): the lake, the
+# three dbt steps, the identity assets and the copy into DuckDB.
+SPARK_BUILD_STEPS = [
+    "lake_raw",
+    "dbt_spark_before_identity",
+    "spark__intermediate__int_profiles_matched",
+    "dbt_spark_identifiers",
+    "spark__intermediate__int_customer_keys_assigned",
+    "dbt_spark_customers",
+    "spark_tables_copied",
+]
+
+
 def pipeline_stages(summary, windows: dict[str, tuple[float, float]], rss: TreeRSS) -> list[Stage]:
     """Group the steps into stages: ingestion, dbt, each ML table, publish, export, report."""
     groups: dict[str, list[str]] = {
         "ingestion": [k for k in windows if k.startswith("raw__")],
-        "dbt build": ["dbt_models"],
+        "dbt build": ["dbt_models", *SPARK_BUILD_STEPS],
         "ML tables (one step)": ["ml_tables"],
         "publish": ["serving__published_warehouse"],
         "export": ["serving__bi_exports"],
@@ -335,7 +348,15 @@ def main() -> None:
         help="after the full build, land one more day and time that incremental run (default: at M and L; "
         "its target is set at M, and S leaves it out to stay a one-minute check)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=["duckdb", "spark"],
+        default="duckdb",
+        help="where dbt builds (docs/spark.md); spark runs without peers, at S and M",
+    )
     args = parser.parse_args()
+    if args.engine == "spark":
+        args.no_peers = True  # the peers measure the DuckDB build's layers
     one_more_day = args.one_more_day if args.one_more_day is not None else args.scale != "S"
 
     from ingestion.generator import GeneratorConfig, generate, sources_file_for
@@ -344,7 +365,8 @@ def main() -> None:
     from orchestration.run import run_pipeline
     from orchestration.settings import Settings
 
-    work = args.work / f"work-{args.scale}"
+    engine = "" if args.engine == "duckdb" else f"-{args.engine}"
+    work = args.work / f"work-{args.scale}{engine}"
     if work.exists():
         import shutil
 
@@ -357,7 +379,9 @@ def main() -> None:
     )
     sources, warehouse = sources_file_for(cfg.extracts, work / "sources.yml", cfg.start), work / "crm.duckdb"
     # The runs' Dagster instance and ML artifacts stay with their data.
-    settings = replace(Settings.load(sources, warehouse), dagster_home=work / "dagster", models_dir=work / "models")
+    settings = replace(
+        Settings.load(sources, warehouse, engine=args.engine), dagster_home=work / "dagster", models_dir=work / "models"
+    )
 
     stages: list[Stage] = []
     with TreeRSS() as rss:
@@ -429,6 +453,7 @@ def main() -> None:
 
     report = {
         "scale": args.scale,
+        "engine": args.engine,
         "customers": cfg.customers,
         "days": args.days,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -442,10 +467,10 @@ def main() -> None:
         "peak_rss_mib": max(s.peak_rss_mib for s in stages),
         "ratios": ratios,
     }
-    out = args.work / f"{args.scale}-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
+    out = args.work / f"{args.scale}{engine}-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(
-        f"\nScale {args.scale}: {cfg.customers:,} customers × {args.days} days{' (+1 day incremental)' if inc else ''}, "
+        f"\nScale {args.scale} on {args.engine}: {cfg.customers:,} customers × {args.days} days{' (+1 day incremental)' if inc else ''}, "
         f"{os.cpu_count()} cores"
     )
     print(f"{'stage':<40}{'seconds':>10}{'rows':>14}{'rows/s':>12}{'peak RSS MiB':>14}{'one more day s':>16}")
@@ -512,9 +537,9 @@ def print_peers(ratios: dict) -> None:
 
 
 def print_scaling(results: Path) -> None:
-    """The latest run of each scale side by side: is cost linear in rows?"""
+    """The latest DuckDB run of each scale side by side: is cost linear in rows?"""
     latest = {}
-    for path in sorted(results.glob("[SML]-*.json")):
+    for path in sorted(results.glob("[SML]-[0-9]*.json")):
         latest[path.name[0]] = json.loads(path.read_text())
     print(
         f"{'scale':<7}{'rows':>13}{'full build s':>14}{'µs per row':>12}{'one more day s':>16}{'pipeline peak RSS MiB':>23}"

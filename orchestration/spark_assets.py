@@ -11,7 +11,6 @@ keys ([schema, table]), so ML and serving read what they read on DuckDB. Every a
 Spark session is in one pool, SPARK_POOL (limit 1): the embedded Derby metastore allows one JVM.
 """
 
-from __future__ import annotations
 
 import contextlib
 import functools
@@ -32,7 +31,7 @@ from orchestration.identity_report import identity_report
 from orchestration.settings import DBT_EXECUTABLE, DUCKDB_POOL, Settings
 
 SPARK_POOL = "spark_session"
-LAKE = dg.AssetKey(["lake", "raw"])
+LAKE_TABLES = [*CONTRACTS, "load_log"]  # the dbt sources `raw.*` on Spark (ingestion/lake.py writes them)
 PAIRS = dg.AssetKey(["spark", "intermediate", "int_profiles_matched"])
 KEYS = dg.AssetKey(["spark", "intermediate", "int_customer_keys_assigned"])
 COPIED_SCHEMAS = ("intermediate", "marts")  # what ML, serving and the identity report read
@@ -90,8 +89,10 @@ def spark_session(settings: Settings) -> Iterator[Any]:
     finally:
         spark.stop()
         gateway = SparkContext._gateway
-        if gateway is not None:
-            gateway.shutdown()  # ends the JVM, which holds the metastore's lock
+        if gateway is not None:  # the JVM outlives stop() and holds the metastore's lock: end it
+            gateway.shutdown()
+            gateway.proc.terminate()
+            gateway.proc.wait(timeout=60)
             SparkContext._gateway, SparkContext._jvm = None, None
 
 
@@ -115,7 +116,7 @@ class SparkTranslator(WarehouseTranslator):
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         if dbt_resource_props["resource_type"] == "source" and dbt_resource_props["source_name"] == "raw":
-            return LAKE
+            return dg.AssetKey(["lake", "raw", dbt_resource_props["name"]])
         return dg.AssetKey(["spark", *super().get_asset_key(dbt_resource_props).path])
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
@@ -142,24 +143,30 @@ def spark_dbt_step(name: str, dbt_vars: str | None) -> dg.AssetsDefinition:
     return _step
 
 
-@dg.asset(
-    key=LAKE,
-    group_name="spark",
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            ["lake", "raw", t],
+            deps=[dg.AssetKey(["raw", t])] if t in CONTRACTS else [],
+            group_name="spark",
+            kinds={"parquet"},
+        )
+        for t in LAKE_TABLES
+    ],
+    name="lake_raw",
     pool=DUCKDB_POOL,
-    kinds={"duckdb", "parquet"},
-    deps=[dg.AssetKey(["raw", c]) for c in CONTRACTS],
-    description="The raw channel views as Parquet, one file per partition date, for Spark (ingestion/lake.py).",
 )
-def lake_raw(warehouse: DuckDBResource, settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
+def lake_raw(warehouse: DuckDBResource, settings: dg.ResourceParam[Settings]) -> Iterator[dg.MaterializeResult]:
+    """The raw channel views as Parquet, one file per partition date, for Spark (ingestion/lake.py)."""
     with warehouse.get_connection() as con, contextlib.closing(con):
         synced = sync_raw(con, settings.spark_dir / "lake")
-    return dg.MaterializeResult(
-        metadata={
-            "partitions_written": synced.partitions_written,
-            "partitions_removed": synced.partitions_removed,
-            "rows_written": synced.rows_written,
-        }
-    )
+    metadata = {  # of the whole sync: one pass writes every channel's changed partitions
+        "partitions_written": synced.partitions_written,
+        "partitions_removed": synced.partitions_removed,
+        "rows_written": synced.rows_written,
+    }
+    for table in LAKE_TABLES:
+        yield dg.MaterializeResult(asset_key=["lake", "raw", table], metadata=metadata)
 
 
 def identity_assets(fuzzy_match_threshold: float) -> list[dg.AssetsDefinition]:
