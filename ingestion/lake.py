@@ -100,6 +100,13 @@ def copy_spark_tables(con: duckdb.DuckDBPyConnection, tables_dir: Path, tables: 
             raise FileNotFoundError(f"{folder}: Spark wrote no Parquet file for {schema}.{table}")
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}").fetchall()
         scan = f"read_parquet('{folder}/**/*.parquet', hive_partitioning = true, union_by_name = true)"
-        con.execute(f"CREATE OR REPLACE TABLE {schema}.{table} AS SELECT * FROM {scan}").fetchall()
+        # Spark's timestamps are instants (Parquet's UTC-adjusted): back to UTC wall time, as DuckDB's models keep them.
+        columns = [
+            f"timezone('UTC', {name}) AS {name}" if kind == "TIMESTAMP WITH TIME ZONE" else name
+            for name, kind in con.execute(
+                f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {scan})"
+            ).fetchall()
+        ]
+        con.execute(f"CREATE OR REPLACE TABLE {schema}.{table} AS SELECT {', '.join(columns)} FROM {scan}").fetchall()
         rows[(schema, table)] = con.execute(f"SELECT count(*) FROM {schema}.{table}").fetchall()[0][0]
     return rows

@@ -11,7 +11,6 @@ keys ([schema, table]), so ML and serving read what they read on DuckDB. Every a
 Spark session is in one pool, SPARK_POOL (limit 1): the embedded Derby metastore allows one JVM.
 """
 
-
 import contextlib
 import functools
 import json
@@ -54,10 +53,10 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={home}",
         "spark.driver.memory": settings.spark_driver_memory,
         "spark.sql.session.timeZone": "UTC",
-        "spark.sql.timestampType": "TIMESTAMP_NTZ",
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.sql.shuffle.partitions": "4",
         "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
         "spark.sql.ansi.enabled": "false",
     }
 

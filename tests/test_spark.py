@@ -44,9 +44,14 @@ def engines(sample: GeneratorConfig, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def tables(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
-    return [r[0] for r in con.execute(
-        "select table_name from information_schema.tables where table_schema = ? and table_type = 'BASE TABLE' "
-        "order by 1", [schema]).fetchall()]
+    return [
+        r[0]
+        for r in con.execute(
+            "select table_name from information_schema.tables where table_schema = ? and table_type = 'BASE TABLE' "
+            "order by 1",
+            [schema],
+        ).fetchall()
+    ]
 
 
 def column_checksums(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, object]:
@@ -54,17 +59,21 @@ def column_checksums(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, ob
     else an order-free hash of its values as text."""
     columns = con.execute(f"select column_name, data_type from (describe {table})").fetchall()
     sums = [
-        f"round(sum({c}::double), 4)" if t.split("(")[0] in ("DOUBLE", "FLOAT", "DECIMAL", "BIGINT", "INTEGER",
-                                                             "HUGEINT", "SMALLINT", "TINYINT")
+        f"round(sum({c}::double), 4)"
+        if t.split("(")[0] in ("DOUBLE", "FLOAT", "DECIMAL", "BIGINT", "INTEGER", "HUGEINT", "SMALLINT", "TINYINT")
         else f"sum(hash({c}::varchar))"
-        for c, t in columns if c not in RUN_TIME_COLUMNS
+        for c, t in columns
+        if c not in RUN_TIME_COLUMNS
     ]
     names = [c for c, _ in columns if c not in RUN_TIME_COLUMNS]
     return dict(zip(names, con.execute(f"select {', '.join(sums)} from {table}").fetchall()[0]))
 
 
 def test_every_mart_built_on_spark_equals_duckdbs(engines: Engines) -> None:
-    with duckdb.connect(str(engines.duckdb), read_only=True) as duck, duckdb.connect(str(engines.spark), read_only=True) as spark:
+    with (
+        duckdb.connect(str(engines.duckdb), read_only=True) as duck,
+        duckdb.connect(str(engines.spark), read_only=True) as spark,
+    ):
         marts = tables(duck, "marts")
         assert marts and tables(spark, "marts") == marts
         for mart in marts:
@@ -75,11 +84,16 @@ def test_every_mart_built_on_spark_equals_duckdbs(engines: Engines) -> None:
 
 def test_identity_on_spark_equals_duckdbs(engines: Engines) -> None:
     """The same accepted profile pairs, and the same records grouped into the same customers."""
-    pairs = "select customer_ref_l, customer_ref_r from intermediate.int_profiles_matched where is_accepted order by all"
+    pairs = (
+        "select customer_ref_l, customer_ref_r from intermediate.int_profiles_matched where is_accepted order by all"
+    )
     # A customer as the set of its identifiers, whatever its key is called.
     groups = """select list(identifier_type || ':' || identifier_value order by identifier_type, identifier_value)
                 from intermediate.int_customer_keys_assigned group by customer_key order by 1"""
-    with duckdb.connect(str(engines.duckdb), read_only=True) as duck, duckdb.connect(str(engines.spark), read_only=True) as spark:
+    with (
+        duckdb.connect(str(engines.duckdb), read_only=True) as duck,
+        duckdb.connect(str(engines.spark), read_only=True) as spark,
+    ):
         assert spark.execute(pairs).fetchall() == duck.execute(pairs).fetchall()
         assert spark.execute(groups).fetchall() == duck.execute(groups).fetchall()
 
@@ -99,8 +113,12 @@ def test_spark_session_settings_equal_dbts_profile(tmp_path: Path) -> None:
     from orchestration.spark_assets import spark_conf
 
     settings = Settings.load(warehouse=tmp_path / "crm.duckdb", environ={})
-    env = {"CRM_SPARK_DIR": str(settings.spark_dir), "CRM_SPARK_MASTER": settings.spark_master,
-           "CRM_SPARK_DRIVER_MEMORY": settings.spark_driver_memory, **os.environ}
+    env = {
+        "CRM_SPARK_DIR": str(settings.spark_dir),
+        "CRM_SPARK_MASTER": settings.spark_master,
+        "CRM_SPARK_DRIVER_MEMORY": settings.spark_driver_memory,
+        **os.environ,
+    }
     profile = yaml.safe_load((REPO_ROOT / "dbt_project" / "profiles.yml").read_text())
     rendered = {
         key: jinja2.Template(str(value)).render(env_var=lambda name, default=None: env.get(name, default))
