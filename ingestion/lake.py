@@ -21,6 +21,8 @@ import duckdb
 
 from ingestion.contracts import CONTRACTS
 
+# The lineage's load time (contracts.LINEAGE_COLUMNS `_loaded_at`, TIMESTAMPTZ) as the models name it.
+LOAD_TIME_COLUMNS = {"_loaded_at", "source_loaded_at"}
 WHOLE_TABLES = {"load_log": "raw._load_log", "quarantine": "raw.quarantine"}  # small: one file each
 EMPTY = "empty.parquet"
 
@@ -100,9 +102,12 @@ def copy_spark_tables(con: duckdb.DuckDBPyConnection, tables_dir: Path, tables: 
             raise FileNotFoundError(f"{folder}: Spark wrote no Parquet file for {schema}.{table}")
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}").fetchall()
         scan = f"read_parquet('{folder}/**/*.parquet', hive_partitioning = true, union_by_name = true)"
-        # Spark's timestamps are instants (Parquet's UTC-adjusted): back to UTC wall time, as DuckDB's models keep them.
+        # Spark's timestamps are instants (Parquet's UTC-adjusted): back to UTC wall time, as DuckDB's
+        # models keep them, but for the lineage's load time, an instant there too.
         columns = [
-            f"timezone('UTC', {name}) AS {name}" if kind == "TIMESTAMP WITH TIME ZONE" else name
+            f"timezone('UTC', {name}) AS {name}"
+            if kind == "TIMESTAMP WITH TIME ZONE" and name not in LOAD_TIME_COLUMNS
+            else name
             for name, kind in con.execute(
                 f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {scan})"
             ).fetchall()

@@ -92,8 +92,8 @@ def dbt_models(identity_truth: Path | None = None, dbt_vars: str | None = None) 
         context: dg.AssetExecutionContext, config: DbtBuildConfig, dbt: DbtCliResource, warehouse: DuckDBResource
     ):
         state = parse_state(Path(warehouse.database))
-        target = _invocation_target_path(context.run.run_id)
-        _seed_parse_state(target, state)
+        target = invocation_target_path(context.run.run_id)
+        seed_parse_state(target, state)
         invocation = dbt.cli(
             dbt_build_args(config, dbt_vars), context=context, raise_on_error=False, target_path=target
         )
@@ -107,7 +107,7 @@ def dbt_models(identity_truth: Path | None = None, dbt_vars: str | None = None) 
                 yield event
         yield from _with_identity_report(context, held, warehouse, identity_truth)
         _keep_parse_state(invocation.target_path, state)
-        _prune_invocation_targets(invocation.target_path)
+        prune_invocation_targets(invocation.target_path)
         if not invocation.is_successful():
             error = invocation.get_error()
             failures = _stored_test_failures(invocation, warehouse)
@@ -122,19 +122,19 @@ KEEP_INVOCATION_TARGETS = 5
 PARTIAL_PARSE = "partial_parse.msgpack"
 
 
-def _prune_invocation_targets(current: Path) -> None:
+def prune_invocation_targets(current: Path, step: str = "dbt_models") -> None:
     """dagster-dbt gives every invocation its own target folder (tens of MB of logs, manifest
-    and compiled SQL); keep the newest few, for debugging, not one per run forever."""
-    runs = sorted(current.parent.glob("dbt_models-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    and compiled SQL); keep the newest few of a step's, for debugging, not one per run forever."""
+    runs = sorted(current.parent.glob(f"{step}-*"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in runs[KEEP_INVOCATION_TARGETS:]:
         if old != current:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _invocation_target_path(run_id: str) -> Path:
+def invocation_target_path(run_id: str, step: str = "dbt_models") -> Path:
     """A new target folder for this build, named after the run (as dagster-dbt names its own), so that
     its parse state can be seeded before dbt starts and the folder found again after."""
-    return DBT_DIR / "target" / f"dbt_models-{run_id[:7]}-{uuid.uuid4().hex[:7]}"
+    return DBT_DIR / "target" / f"{step}-{run_id[:7]}-{uuid.uuid4().hex[:7]}"
 
 
 def invocation_target(run_id: str) -> Path | None:
@@ -159,7 +159,7 @@ def parse_state(warehouse: Path) -> Path:
     return DBT_DIR / "target" / "parse_states" / f"{key}.msgpack"
 
 
-def _seed_parse_state(target: Path, state: Path) -> None:
+def seed_parse_state(target: Path, state: Path) -> None:
     """Put the deployment's parse state, if it has one, in the invocation's target folder before
     dbt starts (dagster-dbt then leaves it, rather than copying in the project's)."""
     if state.exists():

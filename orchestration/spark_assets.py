@@ -25,7 +25,16 @@ from dagster_duckdb import DuckDBResource
 from ingestion.contracts import CONTRACTS
 from ingestion.lake import copy_spark_tables, sync_raw
 from orchestration._compat.dagster_dbt import InstalledDbtCli
-from orchestration.dbt_assets import DBT_DIR, DbtBuildConfig, WarehouseTranslator, dbt_build_args
+from orchestration.dbt_assets import (
+    DBT_DIR,
+    PARTIAL_PARSE,
+    DbtBuildConfig,
+    WarehouseTranslator,
+    dbt_build_args,
+    invocation_target_path,
+    prune_invocation_targets,
+    seed_parse_state,
+)
 from orchestration.identity_report import identity_report
 from orchestration.settings import DBT_EXECUTABLE, DUCKDB_POOL, Settings
 
@@ -34,6 +43,7 @@ LAKE_TABLES = [*CONTRACTS, "load_log"]  # the dbt sources `raw.*` on Spark (inge
 PAIRS = dg.AssetKey(["spark", "intermediate", "int_profiles_matched"])
 KEYS = dg.AssetKey(["spark", "intermediate", "int_customer_keys_assigned"])
 COPIED_SCHEMAS = ("intermediate", "marts")  # what ML, serving and the identity report read
+KEY_RUNS = ("intermediate", "int_customer_keys_assigned__runs")  # the keys asset's log, which the identity report reads
 # The three dbt steps around the identity assets, as dbt selections (select, exclude).
 STEPS = {
     "dbt_spark_before_identity": ("fqn:*", "source:identity+"),
@@ -136,8 +146,12 @@ def spark_dbt_step(name: str, dbt_vars: str | None) -> dg.AssetsDefinition:
         name=name,
     )
     def _step(context: dg.AssetExecutionContext, config: DbtBuildConfig, dbt_spark: DbtCliResource):
-        invocation = dbt_spark.cli(dbt_build_args(config, dbt_vars), context=context, raise_on_error=True)
+        # The Spark manifest's parse state, not the DuckDB one dagster-dbt would copy in.
+        target = invocation_target_path(context.run.run_id, name)
+        seed_parse_state(target, project.target_path / PARTIAL_PARSE)
+        invocation = dbt_spark.cli(dbt_build_args(config, dbt_vars), context=context, target_path=target)
         yield from invocation.stream()
+        prune_invocation_targets(invocation.target_path, name)
 
     return _step
 
@@ -224,9 +238,9 @@ def spark_tables_copied(spark_keys: list[dg.AssetKey], identity_truth) -> dg.Ass
     def _copy(context: dg.AssetExecutionContext, warehouse: DuckDBResource, settings: dg.ResourceParam[Settings]):
         tables = [(k.path[1], k.path[2]) for k in copied]
         with warehouse.get_connection() as con, contextlib.closing(con):
-            rows = copy_spark_tables(con, settings.spark_dir / "tables", tables)
+            rows = copy_spark_tables(con, settings.spark_dir / "tables", [*tables, KEY_RUNS])
             report = identity_report(con, identity_truth)
-        for (schema, table), n in rows.items():
+        for (schema, table), n in ((t, rows[t]) for t in tables):
             metadata: dict[str, Any] = {"dagster/row_count": n}
             if (schema, table) == ("marts", "customer_identity_map"):
                 metadata |= {f"identity/{k}": v for k, v in report.items()}
