@@ -42,7 +42,9 @@ SPARK_POOL = "spark_session"
 LAKE_TABLES = [*CONTRACTS, "load_log"]  # the dbt sources `raw.*` on Spark (ingestion/lake.py writes them)
 PAIRS = dg.AssetKey(["spark", "intermediate", "int_profiles_matched"])
 KEYS = dg.AssetKey(["spark", "intermediate", "int_customer_keys_assigned"])
-COPIED_SCHEMAS = ("intermediate", "marts")  # what ML, serving and the identity report read
+# What ML, serving and the identity report read; staging for erasure (`crm forget` finds a
+# person's raw rows through it).
+COPIED_SCHEMAS = ("staging", "intermediate", "marts")
 KEY_RUNS = ("intermediate", "int_customer_keys_assigned__runs")  # the keys asset's log, which the identity report reads
 # The three dbt steps around the identity assets, as dbt selections (select, exclude).
 STEPS = {
@@ -230,7 +232,7 @@ def spark_transform(identity_truth, dbt_vars: str | None) -> list[dg.AssetsDefin
 
 
 def spark_tables_copied(spark_keys: list[dg.AssetKey], identity_truth) -> dg.AssetsDefinition:
-    """Spark's intermediate and marts tables as tables of the DuckDB warehouse, keyed as on DuckDB."""
+    """Spark's staging, intermediate and marts tables as tables of the DuckDB warehouse, keyed as on DuckDB."""
     copied = [k for k in spark_keys if k.path[0] == "spark" and k.path[1] in COPIED_SCHEMAS]
     specs = [dg.AssetSpec(k.path[1:], deps=[k], group_name="spark", kinds={"duckdb"}) for k in copied]
 
