@@ -28,17 +28,18 @@ def dbt_project() -> DbtProject:
     return DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
 
 
-def prepare_manifest() -> Path:
-    """Parse the project when its manifest is missing or older than a model, macro or YAML file.
+def prepare_manifest(project: DbtProject | None = None) -> Path:
+    """Parse the project (for its target: DuckDB's unless another project is given) when its
+    manifest is missing or older than a model, macro or YAML file.
 
     A set-up step (`make setup`, `crm run`), never done at import.
     """
-    project = dbt_project()
+    project = project or dbt_project()
     manifest = project.manifest_path
     sources = [p for d in ("models", "macros", "tests", "seeds") for p in (DBT_DIR / d).rglob("*") if p.is_file()]
     sources += [DBT_DIR / "dbt_project.yml", DBT_DIR / "profiles.yml"]
     if not manifest.exists() or max(p.stat().st_mtime for p in sources) > manifest.stat().st_mtime:
-        DbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE).cli(
+        DbtCliResource(project_dir=project, target=project.target, dbt_executable=DBT_EXECUTABLE).cli(
             ["parse", "--quiet"], target_path=project.target_path
         ).wait()
     return manifest

@@ -81,9 +81,9 @@ def run_pipeline(
     prepare_manifest()
     dbt_ops = ["dbt_models"]
     if settings.engine == "spark":
-        from orchestration.spark_assets import STEPS, prepare_spark_manifest
+        from orchestration.spark_assets import STEPS, spark_dbt_project
 
-        prepare_spark_manifest()
+        prepare_manifest(spark_dbt_project())
         dbt_ops = list(STEPS)
 
     definitions = build_definitions(settings)

@@ -4,7 +4,7 @@
     1. staging and everything that needs no identity
     2. int_profiles_matched (Splink on Spark)  -> the identifier models
     3. int_customer_keys_assigned (clusters)   -> the customer models and the marts
-  -> Spark's intermediate and marts tables copied into the DuckDB warehouse -> ML, publish, exports
+  -> Spark's staging, intermediate and marts tables copied into the DuckDB warehouse -> ML, publish, exports
 
 Spark's tables are keyed ["spark", schema, table]; their copies in the warehouse keep the DuckDB
 keys ([schema, table]), so ML and serving read what they read on DuckDB. Every asset that runs a
@@ -114,14 +114,6 @@ def spark_dbt_project() -> DbtProject:
     )
 
 
-def prepare_spark_manifest() -> None:
-    """Parse the project for the Spark target (its own manifest: the identity tables are sources there)."""
-    project = spark_dbt_project()
-    DbtCliResource(project_dir=project, target="spark", dbt_executable=DBT_EXECUTABLE).cli(
-        ["parse", "--quiet"], target_path=project.target_path
-    ).wait()
-
-
 class SparkTranslator(WarehouseTranslator):
     """Spark's tables under ["spark", schema, table]; the raw sources are the lake."""
 
@@ -222,7 +214,10 @@ def identity_assets(fuzzy_match_threshold: float) -> list[dg.AssetsDefinition]:
 
 def spark_transform(identity_truth, dbt_vars: str | None) -> list[dg.AssetsDefinition]:
     """Every asset between the raw views and ML on the Spark engine."""
-    manifest = json.loads(spark_dbt_project().manifest_path.read_text())
+    path = spark_dbt_project().manifest_path
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: `crm run --engine spark` parses the project for Spark")
+    manifest = json.loads(path.read_text())
     # The model's own setting (its YAML), which the Spark manifest keeps though the model is off there.
     matcher = manifest["disabled"]["model.crm_warehouse.int_profiles_matched"][0]
     steps = [spark_dbt_step(name, dbt_vars) for name in STEPS]
