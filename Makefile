@@ -72,8 +72,9 @@ dev: setup
 
 # The pipeline benchmark (bench/pipeline.py): SCALE=S (10k customers), M (100k) or L (1M).
 SCALE ?= S
+ENGINE ?= duckdb
 bench: setup
-	$(RUN) python bench/pipeline.py --scale $(SCALE)
+	$(RUN) python bench/pipeline.py --scale $(SCALE) --engine $(ENGINE)
 
 # Removes the demo's data and history; keeps warehouse/governance/ (audit log, suppression list, key).
 clean:
