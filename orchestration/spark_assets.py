@@ -16,6 +16,7 @@ import functools
 import json
 import shutil
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -212,7 +213,7 @@ def identity_assets(fuzzy_match_threshold: float) -> list[dg.AssetsDefinition]:
     return [profiles_matched, customer_keys_assigned]
 
 
-def spark_transform(identity_truth, dbt_vars: str | None) -> list[dg.AssetsDefinition]:
+def spark_transform(identity_truth: Path | None, dbt_vars: str | None) -> list[dg.AssetsDefinition]:
     """Every asset between the raw views and ML on the Spark engine."""
     path = spark_dbt_project().manifest_path
     if not path.exists():
@@ -226,7 +227,7 @@ def spark_transform(identity_truth, dbt_vars: str | None) -> list[dg.AssetsDefin
     return [lake_raw, *identity, *steps, spark_tables_copied(built, identity_truth)]
 
 
-def spark_tables_copied(spark_keys: list[dg.AssetKey], identity_truth) -> dg.AssetsDefinition:
+def spark_tables_copied(spark_keys: list[dg.AssetKey], identity_truth: Path | None) -> dg.AssetsDefinition:
     """Spark's staging, intermediate and marts tables as tables of the DuckDB warehouse, keyed as on DuckDB."""
     copied = [k for k in spark_keys if k.path[0] == "spark" and k.path[1] in COPIED_SCHEMAS]
     specs = [dg.AssetSpec(k.path[1:], deps=[k], group_name="spark", kinds={"duckdb"}) for k in copied]
