@@ -4,15 +4,15 @@ tests or incremental logic, to show what the orchestration and modelling layers 
 The script is not a second, hand-copied implementation of 1,400 lines of modelling logic (it would
 drift from the models and no longer produce the same marts). It is dbt's own compiled SQL of every
 model, in dependency order, each as one `CREATE VIEW` or `CREATE TABLE ... AS` with the model's
-materialization (incremental facts as plain tables), in one DuckDB connection. The two Python
-identity models run as the same Python code, called directly. The marts it makes are checked
-equal, table by table and column by column, to the marts the pipeline built.
+materialization (incremental facts as plain tables), in one DuckDB connection. The two identity
+steps run as the same Python code the identity assets call (identity/duckdb.py), from scratch. The
+marts it makes are checked equal, table by table and column by column, to the marts the pipeline
+built.
 """
 
 from __future__ import annotations
 
 import graphlib
-import importlib.util
 import json
 import os
 import shutil
@@ -23,11 +23,16 @@ from pathlib import Path
 
 import duckdb
 
+from identity.duckdb import assign_customer_keys, match_profiles
+from ingestion.sources import FUZZY_MATCH_THRESHOLD
+from orchestration.identity_assets import KEYS_INPUTS, PAIRS_INPUTS
 from orchestration.settings import DBT_EXECUTABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 DBT_DIR = ROOT / "dbt_project"
 BUILT_SCHEMAS = ("staging", "intermediate", "marts")
+# The identity steps (dbt's source `identity`) and the models they read.
+IDENTITY_INPUTS = {"int_profiles_matched": PAIRS_INPUTS, "int_customer_keys_assigned": KEYS_INPUTS}
 
 
 @dataclass(frozen=True)
@@ -35,9 +40,8 @@ class Model:
     name: str
     schema: str
     materialized: str
-    language: str
-    code: str  # compiled SQL, or the Python model's file
-    config: dict
+    language: str  # sql, or python: an identity step
+    code: str  # compiled SQL, or the identity step's module
 
 
 def prepare(built: Path, work: Path) -> Path:
@@ -67,14 +71,14 @@ def _seed_names() -> set[str]:
     return {p.stem for p in (DBT_DIR / "seeds").glob("*.csv")}
 
 
-def compile_models(warehouse: Path, work: Path, manifest: Path | None = None) -> list[Model]:
+def compile_models(warehouse: Path, work: Path, manifests: list[Path] | None = None) -> list[Model]:
     """dbt's compiled code of every model against `warehouse` (where no model exists yet, so
-    incremental models compile to their full select), in dependency order.
+    incremental models compile to their full select), with the identity steps, in dependency order.
 
-    `manifest`: the manifest.json of the build that made the warehouse from nothing, which holds
-    that same compiled code (dbt writes it after the build); without one, dbt compiles the project
-    (a full parse: about 4 s of the benchmark)."""
-    if manifest is None:
+    `manifests`: the manifest.json of each dbt step of the build that made the warehouse from
+    nothing, which hold that same compiled code (dbt writes it after each step, for the models the
+    step built); without them, dbt compiles the project (a full parse: about 4 s of the benchmark)."""
+    if not manifests:
         target = work / "target"
         env = {**os.environ, "CRM_WAREHOUSE": str(warehouse)}
         subprocess.run(
@@ -93,22 +97,25 @@ def compile_models(warehouse: Path, work: Path, manifest: Path | None = None) ->
             env=env,
             capture_output=True,
         )
-        manifest = target / "manifest.json"
-    nodes = json.loads(manifest.read_text())["nodes"]
-    models = {uid: n for uid, n in nodes.items() if n["resource_type"] == "model"}
+        manifests = [target / "manifest.json"]
+    steps = [json.loads(m.read_text())["nodes"] for m in manifests]
+    models = {uid: n for uid, n in steps[-1].items() if n["resource_type"] == "model"}
+    compiled = {uid: code for nodes in steps for uid, n in nodes.items() if (code := n.get("compiled_code"))}
+    by_name = {n["name"]: uid for uid, n in models.items()}
+    identity = {f"source.crm_warehouse.identity.{name}": name for name in IDENTITY_INPUTS}
     order = graphlib.TopologicalSorter(
-        {uid: [d for d in n["depends_on"]["nodes"] if d in models] for uid, n in models.items()}
+        {
+            **{uid: [d for d in n["depends_on"]["nodes"] if d in models or d in identity] for uid, n in models.items()},
+            **{uid: [by_name[m] for _, m in IDENTITY_INPUTS[name]] for uid, name in identity.items()},
+        }
     ).static_order()
     return [
-        Model(
-            n["name"],
-            n["schema"],
-            n["config"]["materialized"],
-            n["language"],
-            n["compiled_code"] if n["language"] == "sql" else str(DBT_DIR / n["original_file_path"]),
-            n["config"],
+        Model(identity[uid], "intermediate", "table", "python", "identity/duckdb.py")
+        if uid in identity
+        else Model(
+            models[uid]["name"], models[uid]["schema"], models[uid]["config"]["materialized"], "sql", compiled[uid]
         )
-        for n in (models[uid] for uid in order)
+        for uid in order
     ]
 
 
@@ -119,11 +126,11 @@ def _create(m: Model, catalog: str, select: str) -> str:
 
 
 def script(models: list[Model], catalog: str) -> str:
-    """The SQL part of the floor as one script (Python models appear as comments where they run)."""
+    """The SQL part of the floor as one script (the identity steps appear as comments where they run)."""
     parts = [f"CREATE SCHEMA IF NOT EXISTS {s};" for s in BUILT_SCHEMAS]
     for m in models:
         if m.language == "python":
-            parts.append(f"-- {m.schema}.{m.name}: Python model {Path(m.code).relative_to(ROOT)}, run as is")
+            parts.append(f"-- {m.schema}.{m.name}: identity step, {m.code}, run as the pipeline runs it")
         else:
             parts.append(_create(m, catalog, m.code) + ";")
     return "\n\n".join(parts) + "\n"
@@ -135,49 +142,15 @@ def run(warehouse: Path, models: list[Model]) -> float:
     start = time.perf_counter()
     with duckdb.connect(str(warehouse)) as con:
         con.execute("SET enable_progress_bar = false")
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
         for m in models:
-            if m.language == "python":
-                frame = _load_python_model(m.code).model(_DbtShim(con, m, models), con)
-                con.register("_python_model_frame", frame)
-                con.execute(_create(m, catalog, "SELECT * FROM _python_model_frame"))
-                con.unregister("_python_model_frame")
+            if m.name == "int_profiles_matched":
+                match_profiles(con, FUZZY_MATCH_THRESHOLD, full_refresh=True)
+            elif m.name == "int_customer_keys_assigned":
+                assign_customer_keys(con, limit.replace(" ", ""), full_refresh=True)
             else:
                 con.execute(_create(m, catalog, m.code))
     return time.perf_counter() - start
-
-
-def _load_python_model(path: str):
-    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-class _DbtShim:
-    """The part of dbt's Python-model API our models use: ref, config, this."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, model: Model, models: list[Model]) -> None:
-        self._con, self._schemas = con, {m.name: m.schema for m in models}
-        self.config = _Config(model.config)
-        self.this = _This(model.schema, model.name)
-        self.is_incremental = False  # the floor builds everything from scratch
-
-    def ref(self, name: str) -> duckdb.DuckDBPyRelation:
-        return self._con.sql(f'SELECT * FROM {self._schemas[name]}."{name}"')
-
-
-@dataclass(frozen=True)
-class _This:
-    schema: str
-    identifier: str
-
-    def __str__(self) -> str:
-        return f'{self.schema}."{self.identifier}"'
-
-
-class _Config(dict):
-    def __call__(self, **_: object) -> None:  # dbt.config(materialized=...) only declares
-        return None
 
 
 def compare_marts(floor: Path, built: Path) -> dict[str, dict]:
@@ -205,13 +178,13 @@ def compare_marts(floor: Path, built: Path) -> dict[str, dict]:
     return out
 
 
-def floor_vs_built(built: Path, work: Path, manifest: Path | None = None) -> dict:
-    """Prepare, compile (or take `manifest`'s compiled code: see compile_models), run and compare;
+def floor_vs_built(built: Path, work: Path, manifests: list[Path] | None = None) -> dict:
+    """Prepare, compile (or take `manifests`' compiled code: see compile_models), run and compare;
     the figures for the benchmark's report."""
     if work.exists():
         shutil.rmtree(work)
     copy = prepare(built, work)
-    models = compile_models(copy, work, manifest)
+    models = compile_models(copy, work, manifests)
     (work / "floor.sql").write_text(script(models, copy.stem))
     seconds = run(copy, models)
     marts = compare_marts(copy, built)

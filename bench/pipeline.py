@@ -76,15 +76,17 @@ def step_windows(run_ids: list[str]) -> dict[str, tuple[float, float]]:
     return {k: (min(v), max(v)) for k, v in windows.items()}
 
 
-# The Spark engine's steps between ingestion and ML (orchestration/spark_assets.py): the lake, the
-# three dbt steps, the identity assets and the copy into DuckDB.
-SPARK_BUILD_STEPS = [
+# The steps between ingestion and ML (orchestration/dbt_assets.py, identity_assets.py): the three
+# dbt steps and the identity assets, with the lake and the copy into DuckDB on the Spark engine.
+BUILD_STEPS = [
     "lake_raw",
-    "dbt_spark_before_identity",
+    "dbt_before_identity",
+    "intermediate__int_profiles_matched",
     "spark__intermediate__int_profiles_matched",
-    "dbt_spark_identifiers",
+    "dbt_identifiers",
+    "intermediate__int_customer_keys_assigned",
     "spark__intermediate__int_customer_keys_assigned",
-    "dbt_spark_customers",
+    "dbt_customers",
     "spark_tables_copied",
 ]
 
@@ -93,7 +95,7 @@ def pipeline_stages(summary, windows: dict[str, tuple[float, float]], rss: TreeR
     """Group the steps into stages: ingestion, dbt, each ML table, publish, export, report."""
     groups: dict[str, list[str]] = {
         "ingestion": [k for k in windows if k.startswith("raw__")],
-        "dbt build": ["dbt_models", *SPARK_BUILD_STEPS],
+        "dbt build": BUILD_STEPS,
         "ML tables (one step)": ["ml_tables"],
         "publish": ["serving__published_warehouse"],
         "export": ["serving__bi_exports"],
@@ -128,18 +130,21 @@ def pipeline_stages(summary, windows: dict[str, tuple[float, float]], rss: TreeR
 def dbt_profile(run_ids: list[str], top: int = 6) -> dict:
     """What the runs' dbt build spent its time on, from its run_results.json: dbt's own elapsed time,
     the models' and tests' execution time summed over dbt's threads, and the slowest nodes."""
-    from orchestration.dbt_assets import invocation_target
+    from orchestration.dbt_assets import invocation_targets
 
-    found = [t / "run_results.json" for t in map(invocation_target, run_ids) if t and (t / "run_results.json").exists()]
+    found = [
+        t / "run_results.json" for r in run_ids for t in invocation_targets(r) if (t / "run_results.json").exists()
+    ]
     if not found:
         return {}
-    results = json.loads(found[0].read_text())
+    steps = [json.loads(f.read_text()) for f in found]
     nodes = [
         (r["unique_id"].split(".")[0], r["unique_id"].split(".", 2)[-1], r["execution_time"])
+        for results in steps
         for r in results["results"]
     ]
     return {
-        "dbt_elapsed_seconds": results["elapsed_time"],
+        "dbt_elapsed_seconds": sum(results["elapsed_time"] for results in steps),
         "models_seconds": sum(t for kind, _, t in nodes if kind == "model"),
         "tests_seconds": sum(t for kind, _, t in nodes if kind != "model"),
         "slowest": [
@@ -361,7 +366,7 @@ def main() -> None:
 
     from ingestion.generator import GeneratorConfig, generate, sources_file_for
     from ml.config import load_config
-    from orchestration.dbt_assets import invocation_target
+    from orchestration.dbt_assets import invocation_targets
     from orchestration.run import run_pipeline
     from orchestration.settings import Settings
 
@@ -395,8 +400,8 @@ def main() -> None:
         stages += [gen, *run_stages, total]
         dbt_stage = next(s for s in run_stages if s.name == "dbt build")
         if not args.no_peers:
-            built_by = invocation_target(full.run_ids[-1])  # its manifest: code compiled against the empty warehouse
-            first_build = built_by / "manifest.json" if built_by else None
+            # The steps' manifests: code compiled against the empty warehouse.
+            first_build = [t / "manifest.json" for t in invocation_targets(full.run_ids[-1])]
             floor, floor_stage = timed(
                 "SQL floor of the dbt layer", rss, lambda: floor_vs_built(warehouse, work / "floor", first_build)
             )

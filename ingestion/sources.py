@@ -60,7 +60,9 @@ IDENTITY_SETTINGS: dict[str, type | tuple[type, ...]] = {
     "guard_allow": list,
     "alarm_max_records": int,
     "alarm_max_names": int,
+    "fuzzy_match_threshold": (int, float),  # not a dbt var: the identity assets' (identity/duckdb.py)
 }
+FUZZY_MATCH_THRESHOLD = 0.99  # a Splink pair at this match probability or above links two profiles
 
 
 class SourcesError(ValueError):
@@ -115,7 +117,17 @@ class SourcesConfig:
     @property
     def dbt_vars(self) -> dict[str, object]:
         """The dbt vars this file sets (`dbt build --vars`): only the keys it gives."""
-        return {f"identity_{key}": list(v) if isinstance(v, tuple) else v for key, v in self.identity}
+        return {
+            f"identity_{key}": list(v) if isinstance(v, tuple) else v
+            for key, v in self.identity
+            if key != "fuzzy_match_threshold"
+        }
+
+    @property
+    def fuzzy_match_threshold(self) -> float:
+        threshold = dict(self.identity).get("fuzzy_match_threshold", FUZZY_MATCH_THRESHOLD)
+        assert isinstance(threshold, int | float)  # _parse_identity checked it
+        return float(threshold)
 
     def source(self, name: str) -> Source:
         for s in self.sources:
@@ -287,5 +299,8 @@ def _parse_identity(path: Path, section: object) -> tuple[tuple[str, object], ..
             raise SourcesError(
                 f"{path}: identity.{key}: {value!r} is not a {'list of strings' if kind is list else 'number'}"
             )
+    threshold = section.get("fuzzy_match_threshold", FUZZY_MATCH_THRESHOLD)
+    if not 0.5 <= threshold <= 1:  # below 0.5 a pair is not kept at all (identity.matching.REVIEW_THRESHOLD)
+        raise SourcesError(f"{path}: identity.fuzzy_match_threshold: {threshold!r} is not between 0.5 and 1")
     # Hashable, as the config is: lists become tuples.
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in section.items()))

@@ -1,5 +1,13 @@
-"""The dbt project as Dagster assets: each model an asset keyed [schema, model] (group `dbt`),
-its dbt tests as asset checks, and the raw channel views as its upstream sources."""
+"""The dbt project as Dagster assets: each model an asset keyed [schema, model] (group `dbt`), its
+dbt tests as asset checks, and the raw channel views as its upstream sources.
+
+dbt builds in three steps around the identity assets (orchestration/identity_assets.py), whose
+Python writes the tables the models read as the source `identity`:
+  1. staging and every model that needs no identity
+  2. after int_profiles_matched (the fuzzy pairs): the identifier models
+  3. after int_customer_keys_assigned (the keys): the customer models and the marts
+On the Spark engine the same steps build on Spark (target `spark`), keyed ["spark", schema, model].
+"""
 
 import contextlib
 import functools
@@ -17,14 +25,24 @@ from dagster_duckdb import DuckDBResource
 
 from orchestration._compat.dagster_dbt import InstalledDbtCli
 from orchestration.identity_report import identity_report
-from orchestration.settings import DBT_EXECUTABLE, DUCKDB_POOL, REPO_ROOT
+from orchestration.settings import DBT_EXECUTABLE, DUCKDB_POOL, REPO_ROOT, SPARK_POOL
 
 DBT_DIR = REPO_ROOT / "dbt_project"
 IDENTITY_MAP = dg.AssetKey(["marts", "customer_identity_map"])
+# The three dbt steps around the identity assets, as dbt selections (select, exclude).
+STEPS = {
+    "dbt_before_identity": ("fqn:*", "source:identity+"),
+    "dbt_identifiers": ("source:identity.int_profiles_matched+", "source:identity.int_customer_keys_assigned+"),
+    "dbt_customers": ("source:identity.int_customer_keys_assigned+", ""),
+}
 
 
 @functools.cache
-def dbt_project() -> DbtProject:
+def dbt_project(engine: str = "duckdb") -> DbtProject:
+    if engine == "spark":
+        return DbtProject(
+            project_dir=DBT_DIR, profiles_dir=DBT_DIR, target="spark", target_path=DBT_DIR / "target" / "spark"
+        )
     return DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
 
 
@@ -55,6 +73,18 @@ class WarehouseTranslator(DagsterDbtTranslator):
         return None if dbt_resource_props["resource_type"] == "source" else "dbt"
 
 
+class SparkTranslator(WarehouseTranslator):
+    """Spark's tables under ["spark", schema, table]; the raw sources are the lake (ingestion/lake.py)."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source" and dbt_resource_props["source_name"] == "raw":
+            return dg.AssetKey(["lake", "raw", dbt_resource_props["name"]])
+        return dg.AssetKey(["spark", *super().get_asset_key(dbt_resource_props).path])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return None if dbt_resource_props["resource_type"] == "source" else "spark"
+
+
 class DbtBuildConfig(dg.Config):
     """Launch-time options of the dbt build (the launchpad shows them)."""
 
@@ -74,26 +104,36 @@ def dbt_build_args(config: DbtBuildConfig, dbt_vars: str | None) -> list[str]:
     ]
 
 
-@functools.cache
-def dbt_models(identity_truth: Path | None = None, dbt_vars: str | None = None) -> dg.AssetsDefinition:
-    """All dbt models; the identity map's materialization carries the identity figures. dbt_vars:
-    the sources file's settings of dbt vars, as JSON (`dbt build --vars`)."""
-    project = dbt_project()
+def dbt_steps(
+    engine: str, identity_truth: Path | None = None, dbt_vars: str | None = None
+) -> list[dg.AssetsDefinition]:
+    """The three dbt steps (STEPS) for the engine's target. On DuckDB the identity map's
+    materialization carries the identity figures (on Spark, its copy does). dbt_vars: the sources
+    file's settings of dbt vars, as JSON (`dbt build --vars`)."""
+    project = dbt_project(engine)
     if not project.manifest_path.exists():
         raise FileNotFoundError(f"{project.manifest_path} is missing: run `make setup` (it parses the dbt project)")
+    return [_dbt_step(name, engine, identity_truth, dbt_vars) for name in STEPS]
+
+
+def _dbt_step(name: str, engine: str, identity_truth: Path | None, dbt_vars: str | None) -> dg.AssetsDefinition:
+    select, exclude = STEPS[name]
+    project, on_duckdb = dbt_project(engine), engine == "duckdb"
 
     @dbt_assets(
         manifest=project.manifest_path,
         project=project,
-        dagster_dbt_translator=WarehouseTranslator(),
-        pool=DUCKDB_POOL,
-        name="dbt_models",
+        select=select,
+        exclude=exclude or None,
+        dagster_dbt_translator=WarehouseTranslator() if on_duckdb else SparkTranslator(),
+        pool=DUCKDB_POOL if on_duckdb else SPARK_POOL,
+        name=name,
     )
-    def _models(
+    def _step(
         context: dg.AssetExecutionContext, config: DbtBuildConfig, dbt: DbtCliResource, warehouse: DuckDBResource
     ):
-        state = parse_state(Path(warehouse.database))
-        target = invocation_target_path(context.run.run_id)
+        state = parse_state(Path(warehouse.database)) if on_duckdb else project.target_path / PARTIAL_PARSE
+        target = invocation_target_path(context.run.run_id, name)
         seed_parse_state(target, state)
         invocation = dbt.cli(
             dbt_build_args(config, dbt_vars), context=context, raise_on_error=False, target_path=target
@@ -107,23 +147,24 @@ def dbt_models(identity_truth: Path | None = None, dbt_vars: str | None = None) 
             else:
                 yield event
         yield from _with_identity_report(context, held, warehouse, identity_truth)
-        _keep_parse_state(invocation.target_path, state)
-        prune_invocation_targets(invocation.target_path)
+        if on_duckdb:
+            _keep_parse_state(invocation.target_path, state)
+        prune_invocation_targets(invocation.target_path, name)
         if not invocation.is_successful():
             error = invocation.get_error()
-            failures = _stored_test_failures(invocation, warehouse)
+            failures = _stored_test_failures(invocation, warehouse) if on_duckdb else ""
             if failures:
                 raise dg.Failure(description=f"{error}\n{failures}") from error
             raise error
 
-    return _models
+    return _step
 
 
 KEEP_INVOCATION_TARGETS = 5
 PARTIAL_PARSE = "partial_parse.msgpack"
 
 
-def prune_invocation_targets(current: Path, step: str = "dbt_models") -> None:
+def prune_invocation_targets(current: Path, step: str) -> None:
     """dagster-dbt gives every invocation its own target folder (tens of MB of logs, manifest
     and compiled SQL); keep the newest few of a step's, for debugging, not one per run forever."""
     runs = sorted(current.parent.glob(f"{step}-*"), key=lambda p: p.stat().st_mtime, reverse=True)
@@ -132,15 +173,15 @@ def prune_invocation_targets(current: Path, step: str = "dbt_models") -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def invocation_target_path(run_id: str, step: str = "dbt_models") -> Path:
+def invocation_target_path(run_id: str, step: str) -> Path:
     """A new target folder for this build, named after the run (as dagster-dbt names its own), so that
     its parse state can be seeded before dbt starts and the folder found again after."""
     return DBT_DIR / "target" / f"{step}-{run_id[:7]}-{uuid.uuid4().hex[:7]}"
 
 
-def invocation_target(run_id: str) -> Path | None:
-    """The target folder of a run's dbt build, while kept."""
-    return next(iter((DBT_DIR / "target").glob(f"dbt_models-{run_id[:7]}-*")), None)
+def invocation_targets(run_id: str) -> list[Path]:
+    """The target folders of a run's dbt steps, in step order, while kept."""
+    return [t for step in STEPS for t in (DBT_DIR / "target").glob(f"{step}-{run_id[:7]}-*")]
 
 
 # Small files. The test suite alone makes 8 deployments a run; a real deployment's state should
@@ -220,5 +261,8 @@ def _with_identity_report(
         yield event
 
 
-def dbt_resource() -> DbtCliResource:
-    return InstalledDbtCli(project_dir=dbt_project(), profiles_dir=str(DBT_DIR), dbt_executable=DBT_EXECUTABLE)
+def dbt_resource(engine: str = "duckdb") -> DbtCliResource:
+    project = dbt_project(engine)
+    return InstalledDbtCli(
+        project_dir=project, profiles_dir=str(DBT_DIR), target=project.target, dbt_executable=DBT_EXECUTABLE
+    )

@@ -75,16 +75,14 @@ def run_pipeline(
     config, inferred = with_start_date(load_sources(settings.sources_file), settings.warehouse)
     hand_to_processes(settings)
 
-    from orchestration.dbt_assets import prepare_manifest
+    from orchestration.dbt_assets import STEPS, dbt_project, prepare_manifest
     from orchestration.definitions import build_definitions
+    from orchestration.identity_assets import identity_ops
 
     prepare_manifest()
-    dbt_ops = ["dbt_models"]
-    if settings.engine == "spark":
-        from orchestration.spark_assets import STEPS, spark_dbt_project
-
-        prepare_manifest(spark_dbt_project())
-        dbt_ops = list(STEPS)
+    if settings.engine != "duckdb":
+        prepare_manifest(dbt_project(settings.engine))
+    refreshed_ops = [*STEPS, *identity_ops(settings.engine)]  # what --full-refresh rebuilds from scratch
 
     definitions = build_definitions(settings)
     partitions = definitions.resolve_assets_def(dg.AssetKey(["raw", config.sources[0].name])).partitions_def
@@ -97,7 +95,7 @@ def run_pipeline(
         (
             definitions.resolve_job_def(BUILD_JOB),
             as_of_tag,
-            {"ops": {op: {"config": {"full_refresh": full_refresh}} for op in dbt_ops}},
+            {"ops": {op: {"config": {"full_refresh": full_refresh}} for op in refreshed_ops}},
         ),
     ]
     total = sum(len(job.graph.node_defs) for job, _, _ in runs)

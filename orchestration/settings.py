@@ -52,6 +52,7 @@ SAMPLE_DAYS = 731
 # orchestration/_compat/dagster_event_log.py (configured in dagster.yaml) writes in one transaction each.
 DAGSTER_FLAGS = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true", "DAGSTER_EVENT_BATCH_SIZE": "1000"}
 DUCKDB_POOL = "duckdb_writer"  # every DuckDB writer runs in this pool; dagster.yaml limits it to 1
+SPARK_POOL = "spark_session"  # every step with a Spark session (Derby allows one JVM); limited to 1 too
 MASKING_KEY = "CRM_MASKING_KEY"
 ENGINES = ("duckdb", "spark")
 

@@ -1,5 +1,6 @@
 """The identity guard's decisions on small hand-made graphs, built by the real dbt models
-(int_identifier_quality, int_customer_keys_assigned) on a DuckDB file holding only their inputs.
+(int_identifier_quality, int_customer_splits, int_customer_merges) and the real identity step
+(identity/duckdb.py) on a DuckDB file holding only their inputs.
 Every contact value is drawn at test time: the guard must decide from evidence, not from a list."""
 
 from __future__ import annotations
@@ -13,17 +14,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from identity.duckdb import assign_customer_keys
 from tests.test_dbt import dbt
 
-SELECT = [
-    "--select",
-    "int_identifier_quality",
-    "int_customer_keys_assigned",
-    "int_customer_splits",
-    "int_customer_merges",
-    "--indirect-selection",
-    "cautious",
-]  # not the tests that read other models too
+# Not the tests that read other models too.
+GUARD = ["--select", "int_identifier_quality", "--indirect-selection", "cautious"]
+KEYED = ["--select", "int_customer_splits", "int_customer_merges", "--indirect-selection", "cautious"]
 
 
 @dataclass
@@ -76,13 +72,11 @@ def build(warehouse: Path, graph: Graph, tmp_path: Path, dbt_vars: dict | None =
             "(customer_ref VARCHAR, loyalty_card VARCHAR, full_name VARCHAR, birth_date DATE)"
         )
         con.executemany("INSERT INTO staging.stg_customers__profiles VALUES (?, ?, ?, ?)", graph.profiles)
-    dbt(
-        "build",
-        *SELECT,
-        *(["--vars", json.dumps(dbt_vars)] if dbt_vars else []),
-        warehouse=warehouse,
-        target=tmp_path / "target",
-    )
+    dbt_vars_given = ["--vars", json.dumps(dbt_vars)] if dbt_vars else []
+    dbt("build", *GUARD, *dbt_vars_given, warehouse=warehouse, target=tmp_path / "target")
+    with duckdb.connect(str(warehouse)) as con:
+        assign_customer_keys(con, "1GB")
+    dbt("build", *KEYED, *dbt_vars_given, warehouse=warehouse, target=tmp_path / "target")
 
 
 def test_guard_decisions_on_hand_made_graphs(tmp_path: Path) -> None:

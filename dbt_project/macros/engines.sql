@@ -48,12 +48,6 @@
 {% macro default__last_non_null(expr) -%}last({{ expr }}, true){%- endmacro %}
 {% macro duckdb__last_non_null(expr) -%}last_value({{ expr }} ignore nulls){%- endmacro %}
 
-{#- An identity table: the dbt Python model on DuckDB, the identity assets' table on Spark
-    (models/intermediate/_identity__sources.yml). -#}
-{% macro identity_table(name) -%}
-    {%- if target.type == 'duckdb' -%}{{ return(ref(name)) }}{%- else -%}{{ return(source('identity', name)) }}{%- endif -%}
-{%- endmacro %}
-
 {#- A struct of (name, expression) pairs, and the value of the row with the greatest ordering. -#}
 {% macro struct_of(fields) -%}{{ return(adapter.dispatch('struct_of', 'crm_warehouse')(fields)) }}{%- endmacro %}
 {% macro default__struct_of(fields) -%}

@@ -24,27 +24,3 @@
     )
 {%- endif %}
 {%- endmacro %}
-
-{#- A Python model that returns its whole new table from its previous rows (int_profiles_matched
-    keeps the pairs of unchanged profiles and scores the others again): replace every row, in the
-    materialization's transaction. An incremental model rather than a table, so that
-    `--full-refresh` reaches the model (dbt.is_incremental). -#}
-{% macro get_incremental_replace_all_sql(arg_dict) -%}
-    {%- set columns = get_quoted_csv(arg_dict["dest_columns"] | map(attribute="name")) -%}
-    delete from {{ arg_dict["target_relation"] }};
-    insert into {{ arg_dict["target_relation"] }} ({{ columns }})
-    select {{ columns }} from {{ arg_dict["temp_relation"] }};
-    {{ python_result_dropped(arg_dict) }}
-{%- endmacro %}
-
-{#- delete+insert for a Python model (int_customer_keys_assigned). -#}
-{% macro get_incremental_python_delete_insert_sql(arg_dict) -%}
-    {{ get_incremental_delete_insert_sql(arg_dict) }};
-    {{ python_result_dropped(arg_dict) }}
-{%- endmacro %}
-
-{#- dbt-duckdb 1.11 writes a Python model's incremental result to a table in `main` that it takes
-    for a temporary one and never drops: one more copy each run. -#}
-{% macro python_result_dropped(arg_dict) -%}
-    drop table if exists {{ arg_dict["temp_relation"] }}
-{%- endmacro %}

@@ -1,28 +1,39 @@
 {#- Daily runs check the rows they loaded; a full refresh and the weekly full-test day check every
     row. A not_null or accepted_values test on a model with `source_loaded_at` (the staging tables,
-    the sessionized events, the facts) sees only the rows loaded since the last build that ran
-    every data test and passed: older rows passed them then, and a value of an old row does not
-    change without a new load. Tests across rows (unique, relationships, the singular tests) read
-    every row on every run: a new row can break them together with an old one. -#}
+    the sessionized events, the facts) sees only the rows loaded since that model's last build in
+    which every such test of it ran and passed: older rows passed them then, and a value of an old
+    row does not change without a new load. Tests across rows (unique, relationships, the singular
+    tests) read every row on every run: a new row can break them together with an old one. The
+    mark is kept per model, since a build runs in several dbt invocations (one per step around
+    identity) and each tests its own models. DuckDB only: on Spark every test reads every row. -#}
 
-{#- on-run-end: after a build that ran every data test and none failed, every row the staging
-    tables hold has been checked. -#}
+{#- on-run-end: each model whose scoped tests all ran in this invocation and passed has been
+    checked through its newest load. -#}
 {% macro record_tested_loads(results) -%}
-    {%- if execute -%}
-        {%- set tests_run = results | selectattr('node.resource_type', 'equalto', 'test') | list -%}
-        {%- set tests_all = graph.nodes.values() | selectattr('resource_type', 'equalto', 'test') | list -%}
-        {%- set failed = results | selectattr('status', 'in', ['error', 'fail', 'skipped']) | list -%}
-        {%- set staged = [] -%}
-        {%- for node in graph.nodes.values() if node.resource_type == 'model' and node.fqn[1] == 'staging' -%}
+    {%- if execute and target.type == 'duckdb' -%}
+        {%- set outcome = {} -%}
+        {%- for result in results if result.node.resource_type == 'test' -%}
+            {%- do outcome.update({result.node.unique_id: result.status}) -%}
+        {%- endfor -%}
+        {%- set marks = [] -%}
+        {%- for node in graph.nodes.values() if node.resource_type == 'model' -%}
+            {%- set scoped = [] -%}
+            {%- for test in graph.nodes.values() if test.resource_type == 'test' and test.attached_node == node.unique_id
+                  and (test.test_metadata or {}).get('name') in ('not_null', 'accepted_values') -%}
+                {%- do scoped.append(outcome.get(test.unique_id)) -%}
+            {%- endfor -%}
             {%- set built = adapter.get_relation(database=node.database, schema=node.schema, identifier=node.alias) -%}
-            {%- if built is not none -%}
-                {%- do staged.append('select max(source_loaded_at) as loaded_at from ' ~ built) -%}
+            {%- if scoped and scoped | reject('equalto', 'pass') | list | length == 0 and built is not none
+                  and 'source_loaded_at' in (adapter.get_columns_in_relation(built) | map(attribute='name') | list) -%}
+                {%- do marks.append("select '" ~ node.schema ~ "." ~ node.alias ~ "' as relation, max(source_loaded_at) as tested_through from " ~ built) -%}
             {%- endif -%}
         {%- endfor -%}
-        {%- if tests_run | length == tests_all | length and not failed and staged -%}
-            create or replace table main.dbt_tested_loads as
-            select cast((select max(loaded_at) from ({{ staged | join(' union all ') }}) as staged)
-                        as timestamp with time zone) as tested_through
+        {%- set kept = adapter.get_relation(database=target.database, schema='main', identifier='dbt_tested_loads') -%}
+        {%- if marks -%}
+            {%- if kept is not none and not is_tested_per_model(kept) %}drop table main.dbt_tested_loads;{% endif %}
+            create table if not exists main.dbt_tested_loads (relation varchar, tested_through timestamp with time zone);
+            delete from main.dbt_tested_loads where relation in ({% for m in marks %}'{{ m.split("'")[1] }}'{{ ', ' if not loop.last }}{% endfor %});
+            insert into main.dbt_tested_loads {{ marks | join(' union all ') }}
         {%- endif -%}
     {%- endif -%}
 {%- endmacro %}
@@ -31,7 +42,8 @@
 {% macro get_where_subquery(relation) -%}
     {%- set where = config.get('where', '') -%}
     {%- if not where and checks_only_loaded_rows(relation) -%}
-        {%- set where = "source_loaded_at > (select max(tested_through) from main.dbt_tested_loads)" -%}
+        {%- set where = "source_loaded_at > coalesce((select max(tested_through) from main.dbt_tested_loads where relation = '"
+                       ~ relation.schema ~ "." ~ relation.identifier ~ "'), cast('1900-01-01' as timestamp with time zone))" -%}
     {%- endif -%}
     {%- if where -%}
         (select * from {{ relation }} where {{ where }}) dbt_subquery
@@ -47,6 +59,11 @@
         {{ return(false) }}
     {%- endif -%}
     {%- set tested = adapter.get_relation(database=relation.database, schema='main', identifier='dbt_tested_loads') -%}
-    {{ return(tested is not none
+    {{ return(tested is not none and is_tested_per_model(tested)
               and 'source_loaded_at' in (adapter.get_columns_in_relation(relation) | map(attribute='name') | list)) }}
+{%- endmacro %}
+
+{#- A mark table of one mark per model (one from before, a single mark for all, is replaced). -#}
+{% macro is_tested_per_model(tested) -%}
+    {{ return('relation' in (adapter.get_columns_in_relation(tested) | map(attribute='name') | list)) }}
 {%- endmacro %}

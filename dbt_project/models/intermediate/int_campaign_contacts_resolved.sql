@@ -7,7 +7,7 @@ contacts as (
 ),
 
 keys as (
-    select identifier_type, identifier_value, customer_key from {{ identity_table('int_customer_keys_assigned') }}
+    select identifier_type, identifier_value, customer_key from {{ source('identity', 'int_customer_keys_assigned') }}
 ),
 
 guarded as (

@@ -3,7 +3,7 @@
 with
 
 keys as (
-    select * from {{ identity_table('int_customer_keys_assigned') }}
+    select * from {{ source('identity', 'int_customer_keys_assigned') }}
 ),
 
 final as (

@@ -30,7 +30,7 @@ social as (
 ),
 
 profile_matches as (
-    select * from {{ identity_table('int_profiles_matched') }}
+    select * from {{ source('identity', 'int_profiles_matched') }}
     where is_accepted
 ),
 

@@ -8,7 +8,7 @@ identifiers as (
 ),
 
 keys as (
-    select * from {{ identity_table('int_customer_keys_assigned') }}
+    select * from {{ source('identity', 'int_customer_keys_assigned') }}
 ),
 
 quality as (

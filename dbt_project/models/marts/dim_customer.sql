@@ -15,7 +15,7 @@ identity as (
 ),
 
 keys as (
-    select * from {{ identity_table('int_customer_keys_assigned') }}
+    select * from {{ source('identity', 'int_customer_keys_assigned') }}
 ),
 
 order_lines as (
