@@ -8,8 +8,6 @@ dbt reads both as the source `identity`. On Spark they are keyed ["spark", schem
 every Spark table is.
 """
 
-from __future__ import annotations
-
 import contextlib
 
 import dagster as dg

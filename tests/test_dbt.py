@@ -270,8 +270,8 @@ def test_daily_runs_with_redeliveries_a_new_guard_and_an_erasure_equal_a_full_re
 def test_daily_data_tests_check_only_rows_loaded_since_the_last_fully_tested_build(
     daily_runs: DailyRuns, tmp_path: Path
 ) -> None:
-    """A value test on a loaded table checks the rows loaded since the last build that ran every
-    test and passed; the weekly full-test day (and a full refresh) checks every row."""
+    """A value test on a loaded table checks the rows loaded since the table's last build that ran
+    every such test of it and passed; the weekly full-test day (and a full refresh) checks every row."""
     warehouse = tmp_path / "crm.duckdb"
     shutil.copyfile(daily_runs.warehouse, warehouse)
     with duckdb.connect(str(warehouse)) as con:  # an old row goes bad without a load
@@ -296,8 +296,9 @@ def test_daily_data_tests_check_only_rows_loaded_since_the_last_fully_tested_bui
     # The failed run did not move the mark: a daily run still skips only rows tested before.
     with duckdb.connect(str(warehouse), read_only=True) as con:
         tested, newest = con.execute(
-            "select (select max(tested_through) from main.dbt_tested_loads), "
-            "(select max(source_loaded_at) from staging.stg_web__events)"
+            "select (select tested_through from main.dbt_tested_loads "
+            "        where relation = 'intermediate.int_web_events_sessionized'), "
+            "(select max(source_loaded_at) from intermediate.int_web_events_sessionized)"
         ).fetchall()[0]
     assert tested == newest  # the last daily run ran every test and passed
 

@@ -30,10 +30,19 @@
         {%- endfor -%}
         {%- set kept = adapter.get_relation(database=target.database, schema='main', identifier='dbt_tested_loads') -%}
         {%- if marks -%}
-            {%- if kept is not none and not is_tested_per_model(kept) %}drop table main.dbt_tested_loads;{% endif %}
-            create table if not exists main.dbt_tested_loads (relation varchar, tested_through timestamp with time zone);
-            delete from main.dbt_tested_loads where relation in ({% for m in marks %}'{{ m.split("'")[1] }}'{{ ', ' if not loop.last }}{% endfor %});
-            insert into main.dbt_tested_loads {{ marks | join(' union all ') }}
+            {#- Run here and committed: reading the columns above opened a transaction on the hooks'
+                connection, which dbt rolls back after them. -#}
+            {%- call statement('record_tested_loads') -%}
+                create or replace table main.dbt_tested_loads as
+                select relation, cast(tested_through as timestamp with time zone) as tested_through
+                from ({{ marks | join(' union all ') }}) as marked
+                {%- if kept is not none and is_tested_per_model(kept) %}
+                union all
+                select relation, tested_through from main.dbt_tested_loads
+                where relation not in ({% for m in marks %}'{{ m.split("'")[1] }}'{{ ', ' if not loop.last }}{% endfor %})
+                {%- endif %}
+            {%- endcall -%}
+            {%- do adapter.commit() -%}
         {%- endif -%}
     {%- endif -%}
 {%- endmacro %}
