@@ -83,6 +83,15 @@ def test_unreadable_sources_file_and_bad_yaml(tmp_path: Path) -> None:
         load_sources(write(tmp_path, GOOD + GOOD.split("sources:")[1]))
 
 
+def test_identity_section_sets_dbt_vars_and_the_fuzzy_threshold(tmp_path: Path) -> None:
+    """The guard's settings become dbt vars; the fuzzy threshold is the identity assets' own."""
+    config = load_sources(write(tmp_path, GOOD + "identity: {guard_max_people: 2, fuzzy_match_threshold: 0.96}\n"))
+    assert config.dbt_vars == {"identity_guard_max_people": 2} and config.fuzzy_match_threshold == 0.96
+    assert load_sources(write(tmp_path, GOOD)).fuzzy_match_threshold == 0.99
+    with pytest.raises(SourcesError, match=r"fuzzy_match_threshold: 0.3 is not between 0.5 and 1"):
+        load_sources(write(tmp_path, GOOD + "identity: {fuzzy_match_threshold: 0.3}\n"))
+
+
 def test_contract_docs_are_generated_from_the_contracts() -> None:
     docs = (REPO_ROOT / "docs" / "contracts.md").read_text()
     assert docs.strip() == contracts_markdown().strip(), "run `crm contracts --write docs/contracts.md`"
