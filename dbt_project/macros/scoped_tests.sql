@@ -15,13 +15,14 @@
         {%- for result in results if result.node.resource_type == 'test' -%}
             {%- do outcome.update({result.node.unique_id: result.status}) -%}
         {%- endfor -%}
+        {%- set scoped_tests = {} -%}  {#- model -> the outcomes of its scoped tests (None: not run) -#}
+        {%- for test in graph.nodes.values() if test.resource_type == 'test' and test.attached_node
+              and (test.test_metadata or {}).get('name') in ('not_null', 'accepted_values') -%}
+            {%- do scoped_tests.setdefault(test.attached_node, []).append(outcome.get(test.unique_id)) -%}
+        {%- endfor -%}
         {%- set marks = [] -%}
         {%- for node in graph.nodes.values() if node.resource_type == 'model' -%}
-            {%- set scoped = [] -%}
-            {%- for test in graph.nodes.values() if test.resource_type == 'test' and test.attached_node == node.unique_id
-                  and (test.test_metadata or {}).get('name') in ('not_null', 'accepted_values') -%}
-                {%- do scoped.append(outcome.get(test.unique_id)) -%}
-            {%- endfor -%}
+            {%- set scoped = scoped_tests.get(node.unique_id, []) -%}
             {%- set built = adapter.get_relation(database=node.database, schema=node.schema, identifier=node.alias) -%}
             {%- if scoped and scoped | reject('equalto', 'pass') | list | length == 0 and built is not none
                   and 'source_loaded_at' in (adapter.get_columns_in_relation(built) | map(attribute='name') | list) -%}
