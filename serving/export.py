@@ -3,7 +3,8 @@
 An export is a folder of `<table>/` Parquet (zstd) datasets plus `manifest.json`, written last.
 It is written into a new folder beside the old one; then the export's path, a symlink, is renamed
 over to point at it. A BI tool that resolved the old folder keeps reading it: the previous export
-is kept until the next switch. Facts are hive-partitioned by the month of their local date.
+is kept until the next switch. Facts are hive-partitioned by the month of their local date (else
+of their date).
 
 A daily run changes a month or two of each fact, so an export writes only the months whose rows
 differ from the previous export's and hard-links the previous export's files for the rest: they are
@@ -61,10 +62,12 @@ class Export:
 
 
 def _partition_column(name: str, columns: list[tuple[str, str]]) -> str | None:
-    """Facts are partitioned by month of their first local date column."""
+    """Facts are partitioned by month of their first local date column, else of their first date
+    column (the payments' UTC date): a day's export then rewrites only the months it changed."""
     if not name.startswith("fct_"):
         return None
-    return next((c for c, t in columns if c.endswith("_local_date") and t == "DATE"), None)
+    dates = [c for c, t in columns if c.endswith("_date") and t == "DATE"]
+    return next((c for c in dates if c.endswith("_local_date")), next(iter(dates), None))
 
 
 def table_queries(

@@ -3,7 +3,10 @@ gives the same marts (docs/spark.md). Marked `spark`: `make test-fast` leaves it
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +74,10 @@ def column_checksums(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, ob
 
 
 def test_every_mart_built_on_spark_equals_duckdbs(engines: Engines) -> None:
+    assert_marts_equal(engines)
+
+
+def assert_marts_equal(engines: Engines) -> None:
     with (
         duckdb.connect(str(engines.duckdb), read_only=True) as duck,
         duckdb.connect(str(engines.spark), read_only=True) as spark,
@@ -86,6 +93,51 @@ def test_every_mart_built_on_spark_equals_duckdbs(engines: Engines) -> None:
             ]
             assert types[0] == types[1], f"marts.{mart}"
             assert column_checksums(spark, f"marts.{mart}") == column_checksums(duck, f"marts.{mart}"), f"marts.{mart}"
+
+
+def test_an_erasure_reaches_sparks_tables_and_the_engines_still_agree(
+    engines: Engines, sample: GeneratorConfig
+) -> None:
+    """`crm forget` on each engine's warehouse, then a run of the last day only: on Spark the lake
+    loses the person's rows, Spark's own tables rebuild without them (the facts' dates through their
+    re-keyed rows), and the copies stay erased. Both engines then build the same marts again."""
+    from orchestration.run import run_pipeline
+
+    with duckdb.connect(str(engines.duckdb), read_only=True) as con:
+        ((email, key),) = con.execute("""
+            select e.identifier_value, e.customer_key from intermediate.int_customer_keys_assigned as e
+            inner join marts.customer_identity_map as m using (customer_key)
+            where e.identifier_type = 'email' group by all order by count(*) desc, 1 limit 1""").fetchall()
+    sources = engines.duckdb.parent.parent / "sources.yml"
+    for warehouse, engine in ((engines.duckdb, "duckdb"), (engines.spark, "spark")):
+        env = {"CRM_SOURCES": str(sources), "CRM_WAREHOUSE": str(warehouse), "CRM_ENGINE": engine}
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestration.cli", "forget", "--email", email, "--by", "test"],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            env={**os.environ, **env},
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        last = sample.start + dt.timedelta(days=sample.days - 1)
+        run_pipeline(Settings.load(sources, warehouse, environ={}, engine=engine), start=last, end=last, as_of=last)
+
+    tables_dir = engines.spark_dir / "tables"
+    with duckdb.connect() as con:
+        for table in ("intermediate.db/int_customer_keys_assigned", "marts.db/customer_identity_map"):
+            found = con.execute(
+                f"select count(*) from read_parquet('{tables_dir}/{table}/*.parquet') where customer_key = ?", [key]
+            ).fetchall()[0][0]
+            assert found == 0, f"{table} on Spark still holds the erased customer"
+    with duckdb.connect(str(engines.spark), read_only=True) as con:
+        assert con.execute(
+            "select count(*) from marts.customer_identity_map where customer_key = ?", [key]
+        ).fetchall() == [(0,)]
+        assert con.execute(
+            "select count(*) from intermediate.int_customer_keys_assigned where identifier_value = ?", [email]
+        ).fetchall() == [(0,)]
+    assert_marts_equal(engines)
 
 
 def test_identity_on_spark_equals_duckdbs(engines: Engines) -> None:
