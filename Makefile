@@ -46,8 +46,10 @@ demo: setup
 	$(RUN) crm run --full-refresh
 
 # On both cores (pytest-xdist): faster here than one process (docs/benchmark.md, "Test suite").
+# A module's tests on one worker (loadscope): its module fixtures (the Spark parity builds, the
+# daily runs) are then built once, not once per worker that gets one of its tests.
 test: setup java
-	$(RUN) pytest -n 2
+	$(RUN) pytest -n 2 --dist loadscope
 
 # The quick tier: tests of pure logic and single components, no pipeline run (`slow` ones left
 # out), on both cores (pytest-xdist): faster here than one process.
