@@ -76,26 +76,20 @@ def step_windows(run_ids: list[str]) -> dict[str, tuple[float, float]]:
     return {k: (min(v), max(v)) for k, v in windows.items()}
 
 
-# The steps between ingestion and ML (orchestration/dbt_assets.py, identity_assets.py): the three
-# dbt steps and the identity assets, with the lake and the copy into DuckDB on the Spark engine.
-BUILD_STEPS = [
-    "lake_raw",
-    "dbt_before_identity",
-    "intermediate__int_profiles_matched",
-    "spark__intermediate__int_profiles_matched",
-    "dbt_identifiers",
-    "intermediate__int_customer_keys_assigned",
-    "spark__intermediate__int_customer_keys_assigned",
-    "dbt_customers",
-    "spark_tables_copied",
-]
+def build_steps() -> list[str]:
+    """The steps between ingestion and ML on either engine: the dbt steps and the identity assets,
+    with the lake and the copy into DuckDB on Spark (orchestration/dbt_assets.py, identity_assets.py)."""
+    from orchestration.dbt_assets import STEPS
+    from orchestration.identity_assets import identity_ops
+
+    return ["lake_raw", *STEPS, *identity_ops("duckdb"), *identity_ops("spark"), "spark_tables_copied"]
 
 
 def pipeline_stages(summary, windows: dict[str, tuple[float, float]], rss: TreeRSS) -> list[Stage]:
     """Group the steps into stages: ingestion, dbt, each ML table, publish, export, report."""
     groups: dict[str, list[str]] = {
         "ingestion": [k for k in windows if k.startswith("raw__")],
-        "dbt build": BUILD_STEPS,
+        "dbt build": build_steps(),
         "ML tables (one step)": ["ml_tables"],
         "publish": ["serving__published_warehouse"],
         "export": ["serving__bi_exports"],

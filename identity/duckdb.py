@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import duckdb
 import numpy as np
@@ -25,9 +24,9 @@ import pandas as pd
 from splink import DuckDBAPI
 
 from identity.keys import COLUMNS as KEY_COLUMNS
-from identity.keys import GUARDED_EDGES_SQL, PREVIOUS, assign_keys
+from identity.keys import GUARDED_EDGES_SQL, PREVIOUS, Assigned, assign_keys
 from identity.matching import COLUMNS as PAIR_TABLE_COLUMNS
-from identity.matching import PAIR_COLUMNS, predict
+from identity.matching import PAIR_COLUMNS, Matched, predict
 
 PROFILES = "staging.stg_customers__profiles"
 COLLECTED = "intermediate.int_identifiers_collected"
@@ -41,22 +40,6 @@ KEYS_SCHEMA = (
     "previous_customer_key varchar, merged_at timestamp, key_change varchar, component_records bigint"
 )
 SIZE_UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}  # as current_setting() prints them
-
-
-@dataclass(frozen=True)
-class Matched:
-    pairs: int
-    accepted: int
-    path: str  # full or incremental
-    profiles_searched: int  # the profiles whose pairs were searched again
-
-
-@dataclass(frozen=True)
-class Assigned:
-    identifiers: int
-    customers: int
-    path: str  # full or incremental
-    records_recomputed: int
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,16 @@ GUARDED_EDGES_SQL = """
     where not exists (select 1 from {guarded} as g
                       where g.identifier_type = e.identifier_type and g.identifier_value = e.identifier_value)
 """
+
+
+@dataclass(frozen=True)
+class Assigned:
+    """What a run of the keys step wrote, on either engine."""
+
+    identifiers: int
+    customers: int
+    path: str  # full or incremental
+    records_recomputed: int
 
 
 def one_claim_per_key(survivors: pd.DataFrame, fresh: pd.Series, records: pd.Series) -> pd.DataFrame:

@@ -7,6 +7,7 @@ registrations agree) are set below from how registries garble people (docs/ident
 """
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -26,6 +27,18 @@ PAIR_COLUMNS = {
 # and how many profile versions there were up to it.
 COLUMNS = {**PAIR_COLUMNS, "is_accepted": "bool", "profiles_loaded_at": "datetime64[us]", "profile_versions": "int64"}
 REVIEW_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Matched:
+    """What a run of the fuzzy step wrote, on either engine."""
+
+    pairs: int
+    accepted: int
+    path: str  # full or incremental
+    profiles_searched: int  # the profiles whose pairs were searched again
+
+
 # One character off: a substitution counted in characters (DuckDB's edit distances count UTF-8
 # bytes, so 何明/何铭 would be 3 apart) or a transposition of romanized letters. On Spark,
 # damerau_levenshtein is the UDF of Splink's jar.

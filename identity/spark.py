@@ -16,9 +16,9 @@ from typing import Any
 import pandas as pd
 
 from identity.keys import COLUMNS as KEY_COLUMNS
-from identity.keys import GUARDED_EDGES_SQL, PREVIOUS, keys_of_components
+from identity.keys import GUARDED_EDGES_SQL, PREVIOUS, Assigned, keys_of_components
 from identity.matching import COLUMNS as PAIR_TABLE_COLUMNS
-from identity.matching import PAIR_COLUMNS, REVIEW_THRESHOLD, trained_linker
+from identity.matching import PAIR_COLUMNS, REVIEW_THRESHOLD, Matched, trained_linker
 
 PAIRS = "intermediate.int_profiles_matched"
 KEYS = "intermediate.int_customer_keys_assigned"
@@ -26,8 +26,8 @@ RUNS = "intermediate.int_customer_keys_assigned__runs"
 PROFILES = "staging.stg_customers__profiles"
 
 
-def match_profiles(spark: Any, threshold: float) -> tuple[int, int]:
-    """Score the pairs of current profiles into PAIRS; returns (pairs, accepted)."""
+def match_profiles(spark: Any, threshold: float) -> Matched:
+    """Score the pairs of current profiles into PAIRS: every profile is searched each run."""
     from splink.backends.spark import SparkAPI
 
     spark.sql(f"""
@@ -64,12 +64,12 @@ def match_profiles(spark: Any, threshold: float) -> tuple[int, int]:
     table.write.mode("overwrite").format("parquet").saveAsTable(PAIRS)
     profiles.unpersist()
     written = spark.table(PAIRS)
-    return written.count(), written.where("is_accepted").count()
+    return Matched(written.count(), written.where("is_accepted").count(), "full", n)
 
 
-def assign_customer_keys(spark: Any) -> tuple[int, int]:
-    """Components of the guarded identity graph into KEYS, keys kept from its previous rows;
-    returns (identifiers, customers)."""
+def assign_customer_keys(spark: Any) -> Assigned:
+    """Components of the guarded identity graph into KEYS, keys kept from its previous rows: every
+    component is recomputed each run."""
     from splink.backends.spark import SparkAPI
     from splink.clustering import cluster_pairwise_predictions_at_threshold
 
@@ -126,9 +126,9 @@ def assign_customer_keys(spark: Any) -> tuple[int, int]:
             run_at timestamp, path string, edges_changed bigint, records_recomputed bigint, rows_written bigint)
         using parquet
     """)
-    spark.sql(f"""insert into {RUNS} select current_timestamp(), 'full', cast(null as bigint),
-                  (select count(distinct record_type, record_id) from identity_edges), {len(keys)}""")
-    return len(keys), int(keys["customer_key"].nunique())
+    records = spark.sql("select count(distinct record_type, record_id) from identity_edges").first()[0]
+    spark.sql(f"insert into {RUNS} select current_timestamp(), 'full', cast(null as bigint), {records}, {len(keys)}")
+    return Assigned(len(keys), int(keys["customer_key"].nunique()), "full", records)
 
 
 _KEYS_SCHEMA = (

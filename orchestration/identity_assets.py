@@ -9,6 +9,9 @@ every Spark table is.
 """
 
 import contextlib
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -25,6 +28,19 @@ class IdentityConfig(dg.Config):
     """Launch-time options of the identity assets (`crm run --full-refresh` sets it with dbt's)."""
 
     full_refresh: bool = False  # search every pair and recompute every component (Spark always does)
+
+
+@contextlib.contextmanager
+def engine_session(on_spark: bool, warehouse: DuckDBResource, settings: Settings) -> Iterator[Any]:
+    """A Spark session, or a connection to the warehouse."""
+    if on_spark:
+        from orchestration.spark_assets import spark_session
+
+        with spark_session(settings) as spark:
+            yield spark
+    else:
+        with warehouse.get_connection() as con, contextlib.closing(con):
+            yield con
 
 
 def identity_ops(engine: str) -> list[str]:
@@ -48,25 +64,16 @@ def identity_assets(engine: str, fuzzy_match_threshold: float) -> list[dg.Assets
     def int_profiles_matched(
         config: IdentityConfig, warehouse: DuckDBResource, settings: dg.ResourceParam[Settings]
     ) -> dg.MaterializeResult:
-        if on_spark:
-            from identity.spark import match_profiles as match_on_spark
-            from orchestration.spark_assets import spark_session
+        with engine_session(on_spark, warehouse, settings) as session:
+            if on_spark:
+                from identity.spark import match_profiles as match_on_spark
 
-            with spark_session(settings) as spark:
-                pairs, accepted = match_on_spark(spark, fuzzy_match_threshold)
-            return dg.MaterializeResult(metadata={"pairs": pairs, "pairs_accepted": accepted, "path": "full"})
-        from identity.duckdb import match_profiles
+                matched = match_on_spark(session, fuzzy_match_threshold)
+            else:
+                from identity.duckdb import match_profiles
 
-        with warehouse.get_connection() as con, contextlib.closing(con):
-            matched = match_profiles(con, fuzzy_match_threshold, config.full_refresh)
-        return dg.MaterializeResult(
-            metadata={
-                "pairs": matched.pairs,
-                "pairs_accepted": matched.accepted,
-                "path": matched.path,
-                "profiles_searched": matched.profiles_searched,
-            }
-        )
+                matched = match_profiles(session, fuzzy_match_threshold, config.full_refresh)
+        return dg.MaterializeResult(metadata=dataclasses.asdict(matched))
 
     @dg.asset(
         key=[*prefix, *KEYS],
@@ -78,24 +85,15 @@ def identity_assets(engine: str, fuzzy_match_threshold: float) -> list[dg.Assets
     def int_customer_keys_assigned(
         config: IdentityConfig, warehouse: DuckDBResource, settings: dg.ResourceParam[Settings]
     ) -> dg.MaterializeResult:
-        if on_spark:
-            from identity.spark import assign_customer_keys as assign_on_spark
-            from orchestration.spark_assets import spark_session
+        with engine_session(on_spark, warehouse, settings) as session:
+            if on_spark:
+                from identity.spark import assign_customer_keys as assign_on_spark
 
-            with spark_session(settings) as spark:
-                identifiers, customers = assign_on_spark(spark)
-            return dg.MaterializeResult(metadata={"identifiers": identifiers, "customers": customers, "path": "full"})
-        from identity.duckdb import assign_customer_keys
+                assigned = assign_on_spark(session)
+            else:
+                from identity.duckdb import assign_customer_keys
 
-        with warehouse.get_connection() as con, contextlib.closing(con):
-            assigned = assign_customer_keys(con, settings.memory_limit, config.full_refresh)
-        return dg.MaterializeResult(
-            metadata={
-                "identifiers": assigned.identifiers,
-                "customers": assigned.customers,
-                "path": assigned.path,
-                "records_recomputed": assigned.records_recomputed,
-            }
-        )
+                assigned = assign_customer_keys(session, settings.memory_limit, config.full_refresh)
+        return dg.MaterializeResult(metadata=dataclasses.asdict(assigned))
 
     return [int_profiles_matched, int_customer_keys_assigned]
