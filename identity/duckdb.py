@@ -10,7 +10,11 @@ Both are incremental (dbt_project/README.md):
 - the keys: the edges a run used are kept beside the table (EDGES_USED); the next run recomputes
   only the components an added or removed edge touches, with the same rules (identity.keys). A
   component's result depends only on its own edges and previous keys, so this equals recomputing
-  every component, which a full refresh does. Each run's path is logged in RUNS.
+  every component, which a full refresh does. Each run's path is logged in RUNS. An incremental run
+  adds to STALE the records whose identity-map row it may have changed: those it recomputed, those
+  of a removed edge, and those whose edges the guard holds back changed (they name them in the
+  map); the map (marts.customer_identity_map) rebuilds those rows and empties STALE. A full run
+  drops STALE: the map then rebuilds whole.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ PAIRS = "intermediate.int_profiles_matched"
 KEYS = "intermediate.int_customer_keys_assigned"
 EDGES_USED = "intermediate.int_customer_keys_assigned__edges"  # the edges the last run of KEYS used
 RUNS = "intermediate.int_customer_keys_assigned__runs"  # each run's path: full or incremental, and its scope
+# The collected edges the guard held back at the last run, and the records whose identity-map row
+# may be stale (absent: every row is; the map's build empties it).
+HELD_BACK_USED = "intermediate.int_customer_keys_assigned__held_back"
+STALE = "intermediate.int_customer_keys_assigned__stale"
 KEYS_SCHEMA = (
     "identifier_type varchar, identifier_value varchar, customer_key varchar, assigned_at timestamp, "
     "previous_customer_key varchar, merged_at timestamp, key_change varchar, component_records bigint"
@@ -157,10 +165,41 @@ def match_profiles(con: duckdb.DuckDBPyConnection, threshold: float, full_refres
 
 
 def guarded_edges(con: duckdb.DuckDBPyConnection) -> None:
-    """The temp table _identity_edges: every collected edge whose identifier the guard lets link.
-    A table: the scope, the graph and the kept edges each read it."""
+    """The temp tables _identity_edges: every collected edge whose identifier the guard lets link
+    (the scope, the graph and the kept edges each read it), and _identity_held_back: the others."""
     edges = GUARDED_EDGES_SQL.format(collected=COLLECTED, guarded=GUARDED)
     con.execute(f"create or replace temp table _identity_edges as {edges}").fetchall()
+    con.execute(f"""
+        create or replace temp table _identity_held_back as
+        select record_type, record_id, identifier_type, identifier_value from {COLLECTED}
+        semi join {GUARDED} using (identifier_type, identifier_value)
+    """).fetchall()
+
+
+def mark_stale_records(con: duckdb.DuckDBPyConnection, incremental: bool) -> None:
+    """Within the keys' transaction: add the records whose identity-map row this incremental run may
+    have changed to STALE (while it exists), or drop STALE after a full run."""
+    if not incremental:
+        con.execute(f"drop table if exists {STALE}").fetchall()
+    elif table_exists(con, STALE):
+        held_back_changed = (
+            f"""
+            (select * from _identity_held_back except select * from {HELD_BACK_USED})
+            union all
+            (select * from {HELD_BACK_USED} except select * from _identity_held_back)
+        """
+            if table_exists(con, HELD_BACK_USED)
+            else "select * from _identity_held_back"
+        )
+        con.execute(f"""
+            insert into {STALE}
+            select record_type, record_id from _identity_scope
+            union
+            select record_type, record_id from _identity_changed_edges
+            union
+            select record_type, record_id from ({held_back_changed})
+        """).fetchall()
+    con.execute(f"create or replace table {HELD_BACK_USED} as select * from _identity_held_back").fetchall()
 
 
 def changed_scope(con: duckdb.DuckDBPyConnection) -> int:
@@ -315,6 +354,7 @@ def assign_customer_keys(con: duckdb.DuckDBPyConnection, memory_limit: str, full
             con.execute(f"create or replace table {KEYS} ({KEYS_SCHEMA})").fetchall()
         con.execute(f"insert into {KEYS} by name select * from _identity_keys").fetchall()
         con.execute(f"create or replace table {EDGES_USED} as select * from _identity_edges").fetchall()
+        mark_stale_records(con, incremental)
         con.execute(f"""
             create table if not exists {RUNS} (
                 run_at timestamp, path varchar, edges_changed bigint, records_recomputed bigint, rows_written bigint)
@@ -325,7 +365,13 @@ def assign_customer_keys(con: duckdb.DuckDBPyConnection, memory_limit: str, full
             [path, changed, edges[0], len(keys)],
         ).fetchall()
         con.execute("commit").fetchall()
-    for table in ("_identity_edges", "_identity_changed_edges", "_identity_scope_identifiers", "_identity_scope"):
+    for table in (
+        "_identity_edges",
+        "_identity_held_back",
+        "_identity_changed_edges",
+        "_identity_scope_identifiers",
+        "_identity_scope",
+    ):
         con.execute(f"drop table if exists {table}").fetchall()
     identifiers, customers = con.execute(f"select count(*), count(distinct customer_key) from {KEYS}").fetchall()[0]
     return Assigned(identifiers, customers, path, edges[0])

@@ -252,14 +252,21 @@ def top_features(model: CalibratedClassifierCV, x: np.ndarray, k: int = 3, sign:
 
 def _moved_from_median(base: Pipeline, x: np.ndarray) -> np.ndarray:
     """Per customer and feature: log-odds at the customer's values minus log-odds with that one
-    feature set to its median over `x` (missing stays missing where the median is)."""
+    feature set to its median over `x` (missing stays missing where the median is).
+
+    A customer already at the median moves by exactly 0 and is not predicted again: counts such as
+    complaints sit at their median for most customers, and these predictions were most of a
+    repurchase table's time."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column's median
         median = np.nanmedian(x, axis=0)
     here = base.decision_function(x)
-    moved = np.empty_like(x, dtype=float)
+    moved = np.zeros_like(x, dtype=float)
     for j in range(x.shape[1]):
-        typical = x.copy()
+        away = ~((x[:, j] == median[j]) | (np.isnan(x[:, j]) & np.isnan(median[j])))
+        if not away.any():
+            continue
+        typical = x[away]
         typical[:, j] = median[j]
-        moved[:, j] = here - base.decision_function(typical)
+        moved[away, j] = here[away] - base.decision_function(typical)
     return moved

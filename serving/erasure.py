@@ -234,7 +234,7 @@ def _erase_quarantine(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
 def _erase_keyed_tables(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
     """Every base table outside raw with a customer_key column; the fuzzy-match pairs by customer_ref;
     the sessionized web events by event; the identity graph's edges by record and identifier; the
-    staging tables by the raw rows erased."""
+    records marked stale for the identity map by record; the staging tables by the raw rows erased."""
     tables = con.execute("""
         SELECT t.table_schema, t.table_name, list(c.column_name) AS columns
         FROM information_schema.tables AS t
@@ -254,6 +254,8 @@ def _erase_keyed_tables(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
                 "(record_type, record_id) IN (SELECT (record_type, record_id) FROM _erase_records) OR "
                 "(identifier_type, identifier_value) IN (SELECT (identifier_type, identifier_value) FROM _erase_ids)"
             )
+        elif {"record_type", "record_id"} <= set(columns):  # records whose identity-map row is stale
+            where = "(record_type, record_id) IN (SELECT (record_type, record_id) FROM _erase_records)"
         elif {"source_name", "source_file", "source_row_number"} <= set(columns):  # staging: raw rows, cleaned
             where = "(source_name, source_file, source_row_number) IN (SELECT (source, file, row_number) FROM _erase_raw_rows)"
         else:

@@ -36,6 +36,8 @@ INCREMENTAL = [
     "marts.fct_interactions",
     "intermediate.int_web_events_sessionized",
     "intermediate.int_profiles_matched",
+    "marts.customer_identity_map",
+    "marts.customer_360",
 ]
 
 
@@ -155,9 +157,7 @@ REBUILT = [
     "intermediate.int_identifiers_collected",
     "intermediate.int_identifier_quality",
     "intermediate.int_customer_keys_assigned",
-    "marts.customer_identity_map",
     "marts.dim_customer",
-    "marts.customer_360",
 ]
 
 
@@ -267,20 +267,80 @@ def test_daily_runs_with_redeliveries_a_new_guard_and_an_erasure_equal_a_full_re
         assert_same_rows(con, "refreshed", [t for t in INCREMENTAL + REBUILT if t != RESCORED])
 
 
+def test_the_identity_map_rebuilds_only_the_records_the_keys_step_marked_stale(
+    daily_runs: DailyRuns, tmp_path: Path
+) -> None:
+    """Daily runs left the keys step's list of stale records empty (the map consumed it); a build of
+    the map rewrites the rows of the records on that list and leaves every other row as it is."""
+    warehouse = tmp_path / "crm.duckdb"
+    shutil.copyfile(daily_runs.warehouse, warehouse)
+    stale = "intermediate.int_customer_keys_assigned__stale"
+    with duckdb.connect(str(warehouse)) as con:
+        assert con.execute(f"select count(*) from {stale}").fetchall() == [(0,)]
+        (marked, marked_type, marked_id), (unmarked, _, _) = con.execute(
+            "select record_key, record_type, record_id from marts.customer_identity_map order by record_key limit 2"
+        ).fetchall()
+        con.execute(
+            "update marts.customer_identity_map set matched_by = 'planted' where record_key in (?, ?)",
+            [marked, unmarked],
+        ).fetchall()
+        con.execute(f"insert into {stale} values (?, ?)", [marked_type, marked_id]).fetchall()
+    dbt("run", "--select", "customer_identity_map", warehouse=warehouse, target=tmp_path / "target")
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        matched = dict(
+            con.execute(
+                "select record_key, matched_by from marts.customer_identity_map where record_key in (?, ?)",
+                [marked, unmarked],
+            ).fetchall()
+        )
+        assert con.execute(f"select count(*) from {stale}").fetchall() == [(0,)]
+    assert matched[unmarked] == "planted" and matched[marked] != "planted", matched
+
+
+def test_customer_360_rebuilds_only_the_customers_whose_facts_or_attributes_changed(
+    daily_runs: DailyRuns, tmp_path: Path
+) -> None:
+    """Daily runs left the facts' list of changed customers empty (customer_360 consumed it); a build
+    of customer_360 rewrites the customers on that list and leaves every other row as it is."""
+    warehouse = tmp_path / "crm.duckdb"
+    shutil.copyfile(daily_runs.warehouse, warehouse)
+    with duckdb.connect(str(warehouse)) as con:
+        assert con.execute("select count(*) from main.dbt_changed_customers").fetchall() == [(0,)]
+        noted, other = (
+            k for (k,) in con.execute("select customer_key from marts.customer_360 order by 1 limit 2").fetchall()
+        )
+        con.execute("update marts.customer_360 set orders = -1 where customer_key in (?, ?)", [noted, other]).fetchall()
+        con.execute("insert into main.dbt_changed_customers values (?)", [noted]).fetchall()
+    dbt("run", "--select", "customer_360", warehouse=warehouse, target=tmp_path / "target")
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        orders = dict(
+            con.execute(
+                "select customer_key, orders from marts.customer_360 where customer_key in (?, ?)", [noted, other]
+            ).fetchall()
+        )
+        assert con.execute("select count(*) from main.dbt_changed_customers").fetchall() == [(0,)]
+    assert orders[other] == -1 and orders[noted] >= 0, orders
+
+
 def test_daily_data_tests_check_only_rows_loaded_since_the_last_fully_tested_build(
     daily_runs: DailyRuns, tmp_path: Path
 ) -> None:
-    """A value test on a loaded table checks the rows loaded since the table's last build that ran
-    every such test of it and passed; the weekly full-test day (and a full refresh) checks every row."""
+    """A value or key test on a loaded table checks the rows loaded since the table's last build that
+    ran every such test of it and passed (a key test: the rows sharing a key with them); the weekly
+    full-test day (and a full refresh) checks every row."""
     warehouse = tmp_path / "crm.duckdb"
     shutil.copyfile(daily_runs.warehouse, warehouse)
-    with duckdb.connect(str(warehouse)) as con:  # an old row goes bad without a load
+    with duckdb.connect(str(warehouse)) as con:  # old rows go bad without a load: a null, a duplicate
         con.execute(
             "update intermediate.int_web_events_sessionized set cookie_id = null "
             "where web_event_id = (select min(web_event_id) from intermediate.int_web_events_sessionized)"
         ).fetchall()
+        con.execute(
+            "insert into intermediate.int_web_events_sessionized select * from intermediate.int_web_events_sessionized "
+            "where web_event_id = (select max(web_event_id) from intermediate.int_web_events_sessionized)"
+        ).fetchall()
     today = dt.datetime.now(dt.UTC).isoweekday()
-    select = ["--select", "int_web_events_sessionized,test_name:not_null"]
+    select = ["--select", "int_web_events_sessionized,test_name:not_null int_web_events_sessionized,test_name:unique"]
     other_day = f"{{full_tests_weekday: {today % 7 + 1}}}"
     dbt("test", *select, "--vars", other_day, warehouse=warehouse, target=tmp_path / "target")
     full = dbt(
@@ -293,6 +353,7 @@ def test_daily_data_tests_check_only_rows_loaded_since_the_last_fully_tested_bui
         ok=False,
     )
     assert "FAIL 1 not_null_int_web_events_sessionized_cookie_id" in full.stdout
+    assert "FAIL 1 unique_int_web_events_sessionized_web_event_id" in full.stdout
     # The failed run did not move the mark: a daily run still skips only rows tested before.
     with duckdb.connect(str(warehouse), read_only=True) as con:
         tested, newest = con.execute(

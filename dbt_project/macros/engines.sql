@@ -31,12 +31,14 @@
 {%- endmacro %}
 
 {#- Config of a model rebuilt by whole days (the facts): a run replaces the days its rows fall on.
-    DuckDB deletes those days and inserts; Spark overwrites the day partitions dynamically
-    (insert_overwrite works on plain Parquet: no Delta or Iceberg needed). -#}
+    DuckDB deletes those days and inserts, noting the customers of the rows replaced and inserted
+    for customer_360 (macros/changed_customers.sql); Spark overwrites the day partitions
+    dynamically (insert_overwrite works on plain Parquet: no Delta or Iceberg needed). -#}
 {% macro increments_by_day(date_column) -%}
     {%- if target.type == 'duckdb' %}
-        {{- return({'materialized': 'incremental', 'incremental_strategy': 'delete+insert',
-                    'unique_key': date_column, 'on_schema_change': 'fail'}) }}
+        {{- return({'materialized': 'incremental', 'incremental_strategy': 'customer_logged_delete_insert',
+                    'unique_key': date_column, 'on_schema_change': 'fail',
+                    'post_hook': "{{ log_every_customer_changed() }}"}) }}
     {%- else %}
         {{- return({'materialized': 'incremental', 'incremental_strategy': 'insert_overwrite',
                     'partition_by': [date_column], 'on_schema_change': 'fail'}) }}

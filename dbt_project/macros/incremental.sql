@@ -24,3 +24,34 @@
     )
 {%- endif %}
 {%- endmacro %}
+
+{#- customer_identity_map on DuckDB rebuilds only the records whose row the keys step marked stale
+    (identity/duckdb.py, table intermediate.int_customer_keys_assigned__stale), and empties that
+    table after; every record when the table is absent (after a full run of the keys). On Spark
+    (no delete by key without Delta or Iceberg) a table, rebuilt each run. -#}
+{% macro stale_identity_records() -%}
+    {{ return(adapter.get_relation(database=this.database, schema='intermediate',
+                                   identifier='int_customer_keys_assigned__stale')) }}
+{%- endmacro %}
+
+{% macro identity_map_config() -%}
+    {%- if target.type != 'duckdb' %}{{ return({'materialized': 'table'}) }}{% endif -%}
+    {{- return({
+        'materialized': 'incremental', 'incremental_strategy': 'append', 'on_schema_change': 'fail',
+        'pre_hook': "{{ identity_map_delete_rebuilt() }}",
+        'post_hook': "create or replace table intermediate.int_customer_keys_assigned__stale (record_type varchar, record_id varchar)",
+    }) }}
+{%- endmacro %}
+
+{#- Whether this build rebuilds only the stale records (else every record). -#}
+{% macro identity_map_scoped() -%}
+    {{ return(is_incremental() and stale_identity_records() is not none) }}
+{%- endmacro %}
+
+{% macro identity_map_delete_rebuilt() -%}
+    {%- if identity_map_scoped() -%}
+        delete from {{ this }} where (record_type, record_id) in (select record_type, record_id from {{ stale_identity_records() }})
+    {%- elif is_incremental() -%}
+        delete from {{ this }}
+    {%- endif -%}
+{%- endmacro %}

@@ -1,11 +1,14 @@
 {#- Daily runs check the rows they loaded; a full refresh and the weekly full-test day check every
-    row. A not_null or accepted_values test on a model with `source_loaded_at` (the staging tables,
-    the sessionized events, the facts) sees only the rows loaded since that model's last build in
-    which every such test of it ran and passed: older rows passed them then, and a value of an old
-    row does not change without a new load. Tests across rows (unique, relationships, the singular
-    tests) read every row on every run: a new row can break them together with an old one. The
-    mark is kept per model, since a build runs in several dbt invocations (one per step around
-    identity) and each tests its own models. DuckDB only: on Spark every test reads every row. -#}
+    row. On a model with `source_loaded_at` (the staging tables, the sessionized events, the facts):
+    - a not_null or accepted_values test sees only the rows loaded since that model's last build in
+      which every such test of it ran and passed: older rows passed them then, and a value of an old
+      row does not change without a new load;
+    - a unique or unique_combination test sees only the rows whose key a row loaded since holds: a
+      new duplicate has a new row in it.
+    Relationships and the singular tests read every row on every run: a new row elsewhere can
+    break them. The mark is kept per model, since a build runs in several dbt invocations (one per
+    step around identity) and each tests its own models. DuckDB only: on Spark every test reads
+    every row. -#}
 
 {#- on-run-end: each model whose scoped tests all ran in this invocation and passed has been
     checked through its newest load. -#}
@@ -17,7 +20,7 @@
         {%- endfor -%}
         {%- set scoped_tests = {} -%}  {#- model -> the outcomes of its scoped tests (None: not run) -#}
         {%- for test in graph.nodes.values() if test.resource_type == 'test' and test.attached_node
-              and (test.test_metadata or {}).get('name') in ('not_null', 'accepted_values') -%}
+              and (test.test_metadata or {}).get('name') in scoped_test_names() -%}
             {%- do scoped_tests.setdefault(test.attached_node, []).append(outcome.get(test.unique_id)) -%}
         {%- endfor -%}
         {%- set marks = [] -%}
@@ -54,6 +57,10 @@
     {%- if not where and checks_only_loaded_rows(relation) -%}
         {%- set where = "source_loaded_at > coalesce((select max(tested_through) from main.dbt_tested_loads where relation = '"
                        ~ relation.schema ~ "." ~ relation.identifier ~ "'), cast('1900-01-01' as timestamp with time zone))" -%}
+        {%- set key = tested_key() -%}
+        {%- if key -%}  {#- every row holding a key that a loaded row holds -#}
+            {%- set where = "(" ~ key ~ ") in (select " ~ key ~ " from " ~ relation ~ " where " ~ where ~ ")" -%}
+        {%- endif -%}
     {%- endif -%}
     {%- if where -%}
         (select * from {{ relation }} where {{ where }}) dbt_subquery
@@ -65,7 +72,7 @@
 {% macro checks_only_loaded_rows(relation) -%}
     {%- set test = model.get('test_metadata') or {} -%}
     {%- if flags.FULL_REFRESH or run_started_at.isoweekday() == var('full_tests_weekday')
-          or test.get('name') not in ('not_null', 'accepted_values') -%}
+          or test.get('name') not in scoped_test_names() -%}
         {{ return(false) }}
     {%- endif -%}
     {%- set tested = adapter.get_relation(database=relation.database, schema='main', identifier='dbt_tested_loads') -%}
@@ -76,4 +83,19 @@
 {#- A mark table of one mark per model (one from before, a single mark for all, is replaced). -#}
 {% macro is_tested_per_model(tested) -%}
     {{ return('relation' in (adapter.get_columns_in_relation(tested) | map(attribute='name') | list)) }}
+{%- endmacro %}
+
+{% macro scoped_test_names() -%}
+    {{ return(['not_null', 'accepted_values', 'unique', 'unique_combination']) }}
+{%- endmacro %}
+
+{#- The columns a key test (unique, unique_combination) groups by, comma-separated; '' for a value test. -#}
+{% macro tested_key() -%}
+    {%- set test = model.get('test_metadata') or {} -%}
+    {%- if test.get('name') == 'unique' -%}
+        {{ return(test.kwargs.column_name) }}
+    {%- elif test.get('name') == 'unique_combination' -%}
+        {{ return(test.kwargs.columns | join(', ')) }}
+    {%- endif -%}
+    {{ return('') }}
 {%- endmacro %}

@@ -1,10 +1,21 @@
 -- Every source record that belongs to a known customer, with its customer key and the rule that
 -- matched it: the identifier types it shares with the customer's other records, and the guarded
 -- contact types it carries that were not used (int_identifier_quality).
+-- Incremental on DuckDB: rebuilds the records the keys step marked stale (macros/incremental.sql).
+{{ config(**identity_map_config()) }}
+
 with
 
-identifiers as (
+all_identifiers as (
     select * from {{ ref('int_identifiers_collected') }}
+),
+
+-- The records rebuilt, with their identifiers.
+identifiers as (
+    select * from all_identifiers
+    {%- if identity_map_scoped() %}
+    where (record_type, record_id) in (select record_type, record_id from {{ stale_identity_records() }})
+    {%- endif %}
 ),
 
 keys as (
@@ -30,7 +41,10 @@ guarded as (
 -- (record, identifier) once, as its unique_combination test checks.
 shared as (
     select identifier_type, identifier_value, count(*) as records
-    from identifiers
+    from all_identifiers
+    {%- if identity_map_scoped() %}
+    where (identifier_type, identifier_value) in (select identifier_type, identifier_value from identifiers)
+    {%- endif %}
     group by identifier_type, identifier_value
 ),
 
