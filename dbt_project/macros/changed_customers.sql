@@ -22,10 +22,27 @@
     {{ get_delete_insert_merge_sql(target, source, key, arg_dict['dest_columns'], arg_dict['incremental_predicates']) }}
 {%- endmacro %}
 
-{#- Post-hook of the daily facts: a fact built whole may have changed any customer. -#}
-{% macro log_every_customer_changed() -%}
+{#- Post-hook of the daily facts: a fact built whole may have changed any customer; on the
+    incremental path, the rows whose record the identity map now gives another key (or none) take
+    it, and both keys are noted (macros/incremental.sql). -#}
+{% macro rekey_rows() -%}
     {%- if not is_incremental() -%}
         insert into main.dbt_changed_customers values (null)
+    {%- else -%}
+        {%- set identity = ref('customer_identity_map') -%}
+        create or replace temp table _rekeyed as
+        select built.identity_record_key, built.customer_key as old_key, identity.customer_key as new_key
+        from (select distinct identity_record_key, customer_key from {{ this }} where identity_record_key is not null) as built
+        left join {{ identity }} as identity on built.identity_record_key = identity.record_key
+        where built.customer_key is distinct from identity.customer_key;
+        insert into main.dbt_changed_customers
+        select old_key from _rekeyed where old_key is not null
+        union
+        select new_key from _rekeyed where new_key is not null;
+        update {{ this }} as built set customer_key = _rekeyed.new_key
+        from _rekeyed
+        where built.identity_record_key = _rekeyed.identity_record_key;
+        drop table _rekeyed
     {%- endif -%}
 {%- endmacro %}
 

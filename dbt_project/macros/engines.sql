@@ -38,7 +38,7 @@
     {%- if target.type == 'duckdb' %}
         {{- return({'materialized': 'incremental', 'incremental_strategy': 'customer_logged_delete_insert',
                     'unique_key': date_column, 'on_schema_change': 'fail',
-                    'post_hook': "{{ log_every_customer_changed() }}"}) }}
+                    'post_hook': "{{ rekey_rows() }}"}) }}
     {%- else %}
         {{- return({'materialized': 'incremental', 'incremental_strategy': 'insert_overwrite',
                     'partition_by': [date_column], 'on_schema_change': 'fail'}) }}

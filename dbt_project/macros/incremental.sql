@@ -1,9 +1,11 @@
 {#- Incremental facts rebuild whole partition dates (delete+insert keyed on the date column, the
     grain the loader replaces raw data in): the dates whose source rows were loaded since the
     model last ran (and `spill_days` days before each: a web session that began the evening
-    before), and the dates holding a row whose customer key has changed since (a cookie logged in,
-    a fuzzy match, two customers merged). Rebuilt dates are recomputed from all their rows, so a
-    full refresh gives the same table. `rows` and `identity` are CTE names of the model. -#}
+    before). Rebuilt dates are recomputed from all their rows, so a full refresh gives the same
+    table. A row's customer key is the identity map's for its record: on DuckDB a post-hook
+    (rekey_rows) sets it again on the rows whose key has changed since (a cookie logged in, a fuzzy
+    match, two customers merged), wherever they are; Spark, which cannot update plain Parquet,
+    also rebuilds the dates holding such a row. `rows` and `identity` are CTE names of the model. -#}
 {% macro incremental_dates_filter(date_column, rows, identity, spill_days=0) -%}
 {%- if is_incremental() %}
     {%- set loaded -%}
@@ -15,12 +17,14 @@
     where {{ date_column }} in (
         {%- for days in range(0, spill_days + 1) %}
         select cast({{ dbt.dateadd('day', -days, 'loaded_date') }} as date) from ({{ loaded }}) as loaded
-        union all
+        {{- ' union all' if not loop.last or target.type != 'duckdb' }}
         {%- endfor %}
+        {%- if target.type != 'duckdb' %}
         select previous.{{ date_column }}
         from {{ this }} as previous
         left join {{ identity }} on previous.identity_record_key = {{ identity }}.record_key
         where coalesce(previous.customer_key, '') <> coalesce({{ identity }}.customer_key, '')
+        {%- endif %}
     )
 {%- endif %}
 {%- endmacro %}
