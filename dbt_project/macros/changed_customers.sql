@@ -54,7 +54,7 @@
     }) }}
 {%- endmacro %}
 
-{#- Whether this build rebuilds only the customers changed: there is a list, and no NULL in it. -#}
+{#- Whether this build rebuilds only the customers listed: an incremental build, and no NULL in the list. -#}
 {% macro customer_360_scoped() -%}
     {%- if not is_incremental() -%}
         {{ return(false) }}
