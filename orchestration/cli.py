@@ -262,12 +262,18 @@ def export(
     unmasked: Annotated[
         bool, typer.Option("--unmasked", help="Export personal data in clear (logged in the audit log).")
     ] = False,
+    rewrite: Annotated[
+        bool,
+        typer.Option(
+            "--rewrite", help="Write every file again, with current customer keys (customer_key_changes then empty)."
+        ),
+    ] = False,
     warehouse: Annotated[Path | None, WAREHOUSE_OPTION] = None,
 ) -> None:
     """Export every mart and ML table of the published version as Parquet for BI tools."""
     from serving.export import ExportSpec
 
-    _write_export(ExportSpec(region=region, masked=not unmasked), warehouse)
+    _write_export(ExportSpec(region=region, masked=not unmasked), warehouse, reuse=not rewrite)
 
 
 @app.command()
@@ -322,7 +328,7 @@ def _audit_unmasked(env: Settings, event: str, warning: str, spec: dict) -> None
     )
 
 
-def _write_export(spec, warehouse: Path | None) -> None:
+def _write_export(spec, warehouse: Path | None, reuse: bool = True) -> None:
 
     import duckdb
 
@@ -342,6 +348,7 @@ def _write_export(spec, warehouse: Path | None) -> None:
             env.masking_key(),
             env.duckdb_config,
             identifier_columns(_manifest()),
+            reuse,
         )
     except (NothingPublished, ValueError, FileExistsError, duckdb.Error, IdentifierLeak) as e:
         _fail(e)

@@ -381,7 +381,8 @@ def forget(
         version, deleted = _erase_published(published_dir, keys, sources, governance, erasure_id)
         for path in export.known_exports(published_dir.parent):
             spec = export.ExportSpec(**export.read_manifest(path)["spec"])
-            export.write_export(published_dir, published_dir.parent, spec, personal, key, duckdb_config)
+            # Every file anew: a kept month could hold the person's old customer key (serving/key_changes.py).
+            export.write_export(published_dir, published_dir.parent, spec, personal, key, duckdb_config, reuse=False)
             export.drop_all_but_current(path)
             rewritten.append(str(path))
     reports = delete_reports_naming(published_dir.parent / "reports", keys)

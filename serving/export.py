@@ -11,7 +11,9 @@ differ from the previous export's and hard-links the previous export's files for
 the same bytes, and each export folder still stands alone when the older one is pruned. A month is
 the same when it has the same count and the same sum of row hashes, hashed before masking (a mask
 is a function of the value and the key alone, and masking every row twice cost a third of an
-export) and compared only under the same masking key.
+export) and compared only under the same masking key. A fact with an identity record is fingerprinted
+without its customer key: a month whose rows only changed customer is kept too, and
+`customer_key_changes` corrects its keys (serving/key_changes.py).
 
 Files are zstd level 1: at a million customers it wrote the order lines 12 % faster than the
 default level 3, and 5 % smaller.
@@ -32,6 +34,7 @@ import duckdb
 
 from serving import publish
 from serving.identifier_leaks import IdentifierLeak, clear_identifiers
+from serving.key_changes import KEY, RECORD, TABLE, KeptRows, corrected, write_key_changes
 from serving.masking import MaskedSelect, define_mask, keyed_hash, masked_select
 from serving.scopes import scoped_view_name, set_region
 
@@ -91,11 +94,13 @@ def write_export(
     key: str | None,
     duckdb_config: dict | None = None,
     identifiers: dict[str, set[str]] | None = None,
+    reuse: bool = True,
 ) -> Export:
     """Export the current published version to its path under `warehouse_dir` (a symlink it owns).
 
     `duckdb_config`: the deployment's DuckDB limits (memory, threads, spill folder); without them
-    DuckDB may take 80 % of the machine's memory."""
+    DuckDB may take 80 % of the machine's memory. `reuse`: keep the previous export's unchanged
+    months (an erasure writes every file again: kept months may hold the person's old customer key)."""
     from serving.audience import audience_query
 
     queries = audience_query if spec.kind == "audience" else table_queries
@@ -114,7 +119,7 @@ def write_export(
                 define_mask(con, key or "")
             if spec.region:
                 set_region(con, spec.region)
-            previous = path.resolve() if path.is_symlink() and (path / MANIFEST).exists() else None
+            previous = path.resolve() if reuse and path.is_symlink() and (path / MANIFEST).exists() else None
             masking = keyed_hash(key or "", FINGERPRINT_SALT) if spec.masked else None
             selects = queries(con, spec, personal)
             if spec.masked and identifiers:
@@ -163,7 +168,7 @@ def _write_tables(
 ) -> dict:
     """`masking`: an id of the masking key (a keyed hash, not the key), None when unmasked."""
     before = read_manifest(previous)["tables"] if previous else {}
-    tables = {}
+    tables, kept_rows = {}, []
     for name, select in queries.items():
         columns = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {select.query}").fetchall()]
         by = _partition_column(name, columns)
@@ -176,45 +181,70 @@ def _write_tables(
             "masking": masking if select.masked_columns else None,
         }
         if by:
+            rekeyed = corrected([c for c, _ in columns])
+            entry["fingerprint_excludes"] = [KEY] if rekeyed else []
             old = before.get(name, {})
-            same_shape = old.get("columns") == entry["columns"] and old.get("masking") == entry["masking"]
+            same_shape = all(old.get(k, []) == entry[k] for k in ("columns", "masking", "fingerprint_excludes"))
             month = f"strftime({by}, '%Y-%m') AS month"
-            rows, entry["partitions"] = _write_months(
+            plain = f"SELECT *, {month} FROM ({select.plain})"
+            rows, entry["partitions"], kept = _write_months(
                 con,
                 f"SELECT *, {month} FROM ({select.query})",
-                f"SELECT *, {month} FROM ({select.plain})",
+                f'SELECT * EXCLUDE ("{KEY}") FROM ({plain})' if rekeyed else plain,
                 by,
                 target,
                 old.get("partitions", {}) if same_shape else {},
                 previous / name if previous else None,
             )
+            if rekeyed:
+                kept_rows.append(_kept_rows(name, select, by, kept, target))
         else:
             target.mkdir()
             rows = con.execute(
                 f"COPY ({select.query}) TO '{_sql_path(target / 'data.parquet')}' ({PARQUET})"
             ).fetchall()[0][0]
         tables[name] = {**entry, "rows": rows}
-    return {"tables": tables}
+    if TABLE in tables:
+        raise ValueError(f"a served table is called {TABLE}: the export's key corrections are written there")
+    changes = write_key_changes(con, folder / TABLE, kept_rows, PARQUET) if kept_rows else None
+    return {"tables": tables, **({TABLE: changes} if changes else {})}
+
+
+def _kept_rows(name: str, select: MaskedSelect, by: str, kept: list[str], target: Path) -> KeptRows:
+    return KeptRows(
+        name,
+        f"SELECT * FROM ({select.plain}) WHERE {_in_months(by, kept)}",
+        [f for m in kept for f in sorted((target / f"month={m}").iterdir())],
+        RECORD in select.masked_columns,
+    )
+
+
+def _in_months(by: str, months: list[str]) -> str:
+    """Rows of the months ('YYYY-MM', from strftime) as ranges of the date column itself, which DuckDB
+    checks against each row group's min and max: `month IN (...)` formatted every row's date."""
+    ranges = " OR ".join(f"(\"{by}\" >= DATE '{m}-01' AND \"{by}\" < DATE '{m}-01' + INTERVAL 1 MONTH)" for m in months)
+    return f"({ranges})" if ranges else "false"
 
 
 def _write_months(
-    con: duckdb.DuckDBPyConnection, query: str, plain: str, by: str, target: Path, reusable: dict, previous: Path | None
-) -> tuple[int, dict]:
-    """Write the months of date column `by` whose fingerprint (over the `plain`, unmasked rows)
-    changed or is new; hard-link the previous export's others."""
-    counts = con.execute(f"SELECT month, count(*), sum(hash(q)) FROM ({plain}) AS q GROUP BY month").fetchall()
+    con: duckdb.DuckDBPyConnection,
+    query: str,
+    fingerprinted: str,
+    by: str,
+    target: Path,
+    reusable: dict,
+    previous: Path | None,
+) -> tuple[int, dict, list[str]]:
+    """Write the months of date column `by` whose fingerprint (over the `fingerprinted`, unmasked
+    rows) changed or is new; hard-link the previous export's others, the kept months returned."""
+    counts = con.execute(f"SELECT month, count(*), sum(hash(q)) FROM ({fingerprinted}) AS q GROUP BY month").fetchall()
     partitions = {month: {"rows": n, "fingerprint": str(fp)} for month, n, fp in counts if month is not None}
     kept = sorted(
         m for m, p in partitions.items() if previous and reusable.get(m) == p and (previous / f"month={m}").is_dir()
     )
     if len(kept) < len(counts):
-        # The written months as ranges of the date column itself, which DuckDB checks against each
-        # row group's min and max: `month NOT IN (kept)` formatted every row's date and joined them.
-        ranges = " OR ".join(
-            f"(\"{by}\" >= DATE '{m}-01' AND \"{by}\" < DATE '{m}-01' + INTERVAL 1 MONTH)"
-            for m in sorted(partitions.keys() - set(kept))
-        )  # 'YYYY-MM', from strftime
-        only_changed = f'WHERE "{by}" IS NULL{" OR " + ranges if ranges else ""}' if kept else ""
+        written = sorted(partitions.keys() - set(kept))
+        only_changed = f'WHERE "{by}" IS NULL OR {_in_months(by, written)}' if kept else ""
         con.execute(
             f"COPY (SELECT * FROM ({query}) {only_changed}) TO '{_sql_path(target)}' ({PARQUET}, PARTITION_BY (month))"
         ).fetchall()
@@ -224,7 +254,7 @@ def _write_months(
         (target / f"month={month}").mkdir()
         for file in (previous / f"month={month}").iterdir():
             os.link(file, target / f"month={month}" / file.name)
-    return sum(n for _, n, _ in counts), partitions
+    return sum(n for _, n, _ in counts), partitions, kept
 
 
 def written_bytes(folder: Path) -> dict[str, int]:

@@ -58,6 +58,19 @@ def read_export(folder: Path) -> pa.Table:
     return ds.dataset(folder, format="parquet", partitioning=partitioning).to_table()
 
 
+def read_current(folder: Path, table: str) -> pa.Table:
+    """An exported table as a BI tool should read it: a corrected fact's customer keys replaced by
+    `customer_key_changes` where it has its identity record (docs/serving.md)."""
+    exported = read_export(folder / table)
+    changes = read_manifest(folder).get("customer_key_changes")
+    if not changes or table not in changes["corrects"]:
+        return exported
+    fixes = pl.from_arrow(read_export(folder / changes["path"])).with_columns(changed=pl.lit(True))
+    frame = pl.from_arrow(exported).join(fixes, on="identity_record_key", how="left", suffix="_now")
+    current = pl.when(pl.col("changed")).then(pl.col("customer_key_now")).otherwise(pl.col("customer_key"))
+    return frame.with_columns(customer_key=current).select(exported.column_names).to_arrow()
+
+
 def _same_type(got: pa.DataType, expected: pa.DataType) -> bool:
     """Equal types; zone-aware timestamps agree whatever the zone's name (UTC, Etc/UTC)."""
     if pa.types.is_timestamp(got) and pa.types.is_timestamp(expected):
@@ -86,7 +99,7 @@ def test_bi_export_reads_back_with_its_types_and_personal_data_masked(deployment
         tables = publish.served_tables(con)
         assert sorted(manifest["tables"]) == sorted(t for _, t in tables) and len(tables) >= 17
         for schema, table in tables:
-            exported = read_export(exports / table)
+            exported = read_current(exports, table)
             if manifest["tables"][table]["partitioned_by"]:
                 assert exported.column_names[-1] == "month"
                 exported = exported.drop_columns(["month"])
@@ -196,12 +209,64 @@ def test_next_export_writes_only_the_months_that_changed(deployment: Path, tmp_p
             rewritten = table == "fct_order_lines" and file.parent.name == f"month={changed}"
             assert linked == (entry["partitioned_by"] is not None and not rewritten), file
             written += 0 if linked else file.stat().st_size
+    written += sum(f.stat().st_size for f in (again.folder / "customer_key_changes").iterdir())  # written each time
     assert again.manifest["bytes_written"] == written and 0 < written < again.manifest["bytes"]  # what the day costs
     assert sorted(again.manifest["tables"]["fct_order_lines"]["partitions"]) == months
     exported = pl.from_arrow(read_export(again.folder / "fct_order_lines")).drop("month")
     with duckdb.connect(str(publish.current(root / "published")), read_only=True) as con:
         expected = con.sql("SELECT order_line_id, quantity FROM marts.fct_order_lines").pl()
     assert exported.select("order_line_id", "quantity").sort("order_line_id").equals(expected.sort("order_line_id"))
+
+
+def test_next_export_corrects_rekeyed_customers_without_writing_their_months(deployment: Path, tmp_path: Path) -> None:
+    """Customers re-keyed across their history (a merge; a record no longer known) in a new published
+    version: no month of a corrected fact is written again, `customer_key_changes` gives those
+    records their current keys, and the facts read through it hold exactly the published keys."""
+    root = tmp_path / "w"
+    shutil.copytree(deployment, root, symlinks=True)
+    first = (root / "exports").resolve()
+    corrected = read_manifest(first)["customer_key_changes"]["corrects"]
+    assert {"fct_order_lines", "fct_web_sessions", "fct_interactions", "fct_orders", "fct_payments"} <= set(corrected)
+    records = [
+        r[0]
+        for r in published(
+            root,
+            "SELECT identity_record_key FROM marts.fct_order_lines WHERE customer_key IS NOT NULL GROUP BY 1 "
+            "ORDER BY count(DISTINCT strftime(ordered_local_date, '%Y-%m')) DESC, 1 LIMIT 4",
+        )
+    ]
+    survivor = published(root, "SELECT max(customer_key) FROM marts.dim_customer WHERE is_current")[0][0]
+    now = {records[0]: survivor, records[1]: survivor, records[2]: None, records[3]: None}
+
+    def rekey(con: duckdb.DuckDBPyConnection) -> None:
+        for table in corrected:
+            for record, key in now.items():
+                con.execute(
+                    f"UPDATE marts.{table} SET customer_key = ? WHERE identity_record_key = ?", [key, record]
+                ).fetchall()
+
+    publish.add_version(publish.current(root / "published"), root / "published", "rekeyed", None, change=rekey)
+    key = masking_key(deployment)
+    again = write_export(root / "published", root, ExportSpec(), personal_columns(dbt_project().manifest_path), key)
+    for table in corrected:
+        for file in (again.folder / table).rglob("*.parquet"):
+            assert file.stat().st_ino == (first / file.relative_to(again.folder)).stat().st_ino, file
+    rows = read_export(again.folder / "customer_key_changes").to_pylist()
+    changes = {r["identity_record_key"]: r["customer_key"] for r in rows}
+    masked = {hmac.new(key.encode(), r.encode(), sha256).hexdigest(): k for r, k in now.items()}
+    assert {r: changes.get(r, "absent") for r in masked} == masked
+    with duckdb.connect(str(publish.current(root / "published")), read_only=True) as con:
+        for table in corrected:
+            expected = con.sql(f"SELECT identity_record_key, customer_key FROM marts.{table}").pl()
+            expected = expected.with_columns(
+                pl.col("identity_record_key").map_elements(
+                    lambda r: hmac.new(key.encode(), r.encode(), sha256).hexdigest(), return_dtype=pl.String
+                )
+            )
+            got = pl.from_arrow(read_current(again.folder, table)).select(expected.columns)
+            assert got.sort(got.columns, nulls_last=True).equals(expected.sort(expected.columns, nulls_last=True)), (
+                table
+            )
 
 
 def test_unmasked_export_needs_its_flag_and_is_audited(deployment: Path, env: dict[str, str]) -> None:
@@ -243,7 +308,7 @@ def test_region_export_holds_only_that_regions_customers(deployment: Path, env: 
     manifest = read_manifest(folder)
     keyed = 0
     for table in manifest["tables"]:
-        frame = read_export(folder / table)
+        frame = read_current(folder, table)
         if "customer_key" in frame.column_names:
             keys = set(frame.column("customer_key").to_pylist())
             assert keys <= theirs, f"{table}: {len(keys - theirs)} keys of other regions"

@@ -17,6 +17,7 @@ final as (
         min(ordered_date) as ordered_date,
         min(ordered_local_date) as ordered_local_date,
         min(store_id) as store_id,
+        min(identity_record_key) as identity_record_key,
         min(customer_key) as customer_key,
         min(currency) as currency,
         min(payment_method) as payment_method,

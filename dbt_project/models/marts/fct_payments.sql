@@ -10,6 +10,7 @@ final as (
     select
         concat(order_key, ':payment') as payment_id,
         order_key,
+        identity_record_key,
         customer_key,
         channel,
         store_id,

@@ -1,0 +1,87 @@
+"""Customer-key corrections of an export, so that a day's re-keys do not rewrite history.
+
+A merge, or a cookie that logs in, changes the customer key of rows in every month of a customer's
+history. A fact with an `identity_record_key` (the identity-map record its customer comes from) is
+therefore fingerprinted without its `customer_key`: a month whose rows changed only in their keys is
+kept from the previous export, with the keys it was written with, and `customer_key_changes` gives
+the current key of every record whose kept rows hold another one. A fact row's current customer is
+the change's `customer_key` where its `identity_record_key` has a change (NULL there: no longer
+known), else its own `customer_key` (docs/serving.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from serving.masking import MASK_MACRO
+
+KEY = "customer_key"
+RECORD = "identity_record_key"
+TABLE = "customer_key_changes"
+
+
+class ConflictingKeys(ValueError):
+    """Two tables give one identity record two current customer keys: no correction can hold."""
+
+
+@dataclass(frozen=True)
+class KeptRows:
+    """One fact's months kept from the previous export: which rows they are now, where their files are."""
+
+    table: str
+    current: str  # SELECT of the fact's current (unmasked) rows in the kept months
+    files: list[Path]
+    masked: bool  # identity_record_key is masked in the export
+
+
+def corrected(columns: list[str]) -> bool:
+    """Whether a fact's kept months may hold older customer keys (and are corrected by the changes)."""
+    return KEY in columns and RECORD in columns
+
+
+def _stale_records(kept: KeptRows) -> str:
+    """(identity_record_key as exported, current customer_key) of every record whose rows in the kept
+    files hold a key other than its current one; each record masked once, not each row."""
+    files = ", ".join(f"'{str(f).replace(chr(39), chr(39) * 2)}'" for f in kept.files)
+    record = f"{MASK_MACRO}(r)" if kept.masked else "r"
+    return f"""
+        WITH now AS (
+            SELECT {record} AS r, k
+            FROM (SELECT DISTINCT "{RECORD}" AS r, "{KEY}" AS k FROM ({kept.current}) WHERE "{RECORD}" IS NOT NULL)
+        ),
+        written AS (
+            SELECT DISTINCT "{RECORD}" AS r, "{KEY}" AS k FROM read_parquet([{files}], hive_partitioning = false)
+        )
+        SELECT r AS "{RECORD}", k AS "{KEY}" FROM now
+        WHERE EXISTS (SELECT 1 FROM written WHERE written.r = now.r AND written.k IS DISTINCT FROM now.k)"""
+
+
+def write_key_changes(con: duckdb.DuckDBPyConnection, target: Path, kept: list[KeptRows], parquet: str) -> dict:
+    """Write `target/data.parquet`: the changes of every corrected fact's kept months, one row per
+    record (an empty file when nothing is stale, so that readers can always join it)."""
+    target.mkdir()
+    stale = [_stale_records(k) for k in kept if k.files]
+    union = (
+        " UNION ".join(f"({q})" for q in stale)
+        or f'SELECT NULL::VARCHAR AS "{RECORD}", NULL::VARCHAR AS "{KEY}" WHERE false'
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _key_changes AS {union}").fetchall()
+    rows, records = con.execute(f'SELECT count(*), count(DISTINCT "{RECORD}") FROM _key_changes').fetchall()[0]
+    if rows != records:
+        raise ConflictingKeys(
+            f"{rows - records} identity records have two current customer keys across "
+            f"{', '.join(k.table for k in kept)}: the facts disagree with each other; rebuild them (dbt build --full-refresh)"
+        )
+    path = str(target / "data.parquet").replace("'", "''")
+    con.execute(f"COPY (SELECT * FROM _key_changes ORDER BY ALL) TO '{path}' ({parquet})").fetchall()
+    con.execute("DROP TABLE _key_changes").fetchall()
+    return {
+        "path": f"{TABLE}/",
+        "rows": rows,
+        "columns": [{"name": RECORD, "type": "VARCHAR"}, {"name": KEY, "type": "VARCHAR"}],
+        "masked_columns": [RECORD] if any(k.masked for k in kept) else [],
+        "corrects": sorted(k.table for k in kept),
+    }
