@@ -37,6 +37,7 @@ INCREMENTAL = [
     "intermediate.int_web_events_sessionized",
     "intermediate.int_profiles_matched",
     "marts.customer_identity_map",
+    "marts.dim_customer",
     "marts.customer_360",
 ]
 
@@ -157,7 +158,6 @@ REBUILT = [
     "intermediate.int_identifiers_collected",
     "intermediate.int_identifier_quality",
     "intermediate.int_customer_keys_assigned",
-    "marts.dim_customer",
 ]
 
 
@@ -297,9 +297,7 @@ def test_the_identity_map_rebuilds_only_the_records_the_keys_step_marked_stale(
     assert matched[unmarked] == "planted" and matched[marked] != "planted", matched
 
 
-def test_customer_360_rebuilds_only_the_customers_whose_facts_or_attributes_changed(
-    daily_runs: DailyRuns, tmp_path: Path
-) -> None:
+def test_customer_360_rebuilds_only_the_customers_noted_as_changed(daily_runs: DailyRuns, tmp_path: Path) -> None:
     """Daily runs left the facts' list of changed customers empty (customer_360 consumed it); a build
     of customer_360 rewrites the customers on that list and leaves every other row as it is."""
     warehouse = tmp_path / "crm.duckdb"
@@ -320,6 +318,47 @@ def test_customer_360_rebuilds_only_the_customers_whose_facts_or_attributes_chan
         )
         assert con.execute("select count(*) from main.dbt_changed_customers").fetchall() == [(0,)]
     assert orders[other] == -1 and orders[noted] >= 0, orders
+
+
+def test_dim_customer_rebuilds_only_the_customers_noted_or_with_a_newly_loaded_profile(
+    daily_runs: DailyRuns, tmp_path: Path
+) -> None:
+    """A build of dim_customer rewrites every version of the customers on the list of changed
+    customers and of those with a profile version loaded since its last build, notes the latter for
+    customer_360, and leaves every other row as it is."""
+    warehouse = tmp_path / "crm.duckdb"
+    shutil.copyfile(daily_runs.warehouse, warehouse)
+    with duckdb.connect(str(warehouse)) as con:
+        noted, profiled, other = (
+            k
+            for (k,) in con.execute(
+                "select customer_key from marts.dim_customer where customer_ref is not null and source_loaded_at is not null "
+                "group by 1 order by 1 limit 3"
+            ).fetchall()
+        )
+        con.execute(
+            "update marts.dim_customer set tier = 'planted' where customer_key in (?, ?, ?)", [noted, profiled, other]
+        )
+        con.execute("insert into main.dbt_changed_customers values (?)", [noted]).fetchall()
+        con.execute(
+            "update staging.stg_customers__profiles "
+            "set source_loaded_at = (select max(source_loaded_at) from marts.dim_customer) + interval 1 second "
+            "where concat('profile:', customer_ref) in "
+            "(select record_key from marts.customer_identity_map where customer_key = ?)",
+            [profiled],
+        ).fetchall()
+    dbt("run", "--select", "dim_customer", warehouse=warehouse, target=tmp_path / "target")
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        planted = dict(
+            con.execute(
+                "select customer_key, bool_or(tier is not distinct from 'planted') from marts.dim_customer "
+                "where customer_key in (?, ?, ?) group by 1",
+                [noted, profiled, other],
+            ).fetchall()
+        )
+        listed = {k for (k,) in con.execute("select customer_key from main.dbt_changed_customers").fetchall()}
+    assert planted == {noted: False, profiled: False, other: True}, planted
+    assert {noted, profiled} <= listed and other not in listed
 
 
 def test_daily_data_tests_check_only_rows_loaded_since_the_last_fully_tested_build(

@@ -1,8 +1,9 @@
-{#- The customers whose facts changed since customer_360 last read them, on DuckDB: the daily facts
-    (increments_by_day) note the customer keys of the rows they replace and of the rows they insert
-    in main.dbt_changed_customers; a fact built whole notes a NULL, which means every customer.
-    customer_360 rebuilds the customers noted (and those whose dim_customer attributes changed),
-    then empties the list. The list is created at the start of every dbt invocation. -#}
+{#- The customers whose facts or identity changed since the customer marts last read them, on
+    DuckDB, in main.dbt_changed_customers: the daily facts (increments_by_day) note the customer
+    keys of the rows they replace and of the rows they insert, the identity map those of the
+    records it rebuilds, dim_customer those with a newly loaded profile version. A NULL means every
+    customer (a table built whole). dim_customer and customer_360 rebuild the customers noted;
+    customer_360 then empties the list. The list is created at the start of every dbt invocation. -#}
 
 {#- on-run-start: the list, before models of two threads would both create it (a DuckDB write-write conflict). -#}
 {% macro create_changed_customers() -%}
@@ -55,7 +56,7 @@
 {%- endmacro %}
 
 {#- Whether this build rebuilds only the customers listed: an incremental build, and no NULL in the list. -#}
-{% macro customer_360_scoped() -%}
+{% macro changed_customers_scoped() -%}
     {%- if not is_incremental() -%}
         {{ return(false) }}
     {%- endif -%}
@@ -72,4 +73,48 @@
     delete from {{ this }} where customer_key not in (select customer_key from {{ ref('dim_customer') }} where is_current);
     {%- endif %}
     delete from main.dbt_changed_customers
+{%- endmacro %}
+
+{#- dim_customer on DuckDB: every version of the customers noted, and of those with a profile version
+    loaded since the table was last built, is deleted and built again (strategy append). The scope
+    is fixed in main.dbt_customer_scope before the model runs, since facts of other threads may
+    still note customers; a NULL in it means every customer. On Spark a table, rebuilt each run. -#}
+{% macro dim_customer_config() -%}
+    {%- if target.type != 'duckdb' %}{{ return({'materialized': 'table'}) }}{% endif -%}
+    {{- return({
+        'materialized': 'incremental', 'incremental_strategy': 'append', 'on_schema_change': 'fail',
+        'pre_hook': "{{ dim_customer_scope() }}",
+        'post_hook': "{{ dim_customer_built() }}",
+    }) }}
+{%- endmacro %}
+
+{#- Pre-hook: the customers rebuilt, noted for customer_360 too; their versions leave. -#}
+{% macro dim_customer_scope() -%}
+    {%- if is_incremental() -%}
+    create or replace table main.dbt_customer_scope as
+    select customer_key from main.dbt_changed_customers
+    union
+    select identity.customer_key
+    from {{ ref('stg_customers__profiles') }} as profiles
+    inner join {{ ref('customer_identity_map') }} as identity on identity.record_key = concat('profile:', profiles.customer_ref)
+    where profiles.source_loaded_at > (
+        select coalesce(max(source_loaded_at), cast('1900-01-01' as timestamp)) from {{ this }}
+    );
+    insert into main.dbt_changed_customers select customer_key from main.dbt_customer_scope where customer_key is not null;
+    delete from {{ this }} where {{ in_customer_scope('customer_key') }}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Post-hook: a build of every customer notes a NULL (customer_360 then rebuilds every customer). -#}
+{% macro dim_customer_built() -%}
+    {%- if not is_incremental() -%}
+    insert into main.dbt_changed_customers values (null);
+    {%- endif %}
+    drop table if exists main.dbt_customer_scope
+{%- endmacro %}
+
+{#- Whether a customer is in the incremental build's scope (macro above). -#}
+{% macro in_customer_scope(column) -%}
+    ({{ column }} in (select customer_key from main.dbt_customer_scope)
+     or exists (select 1 from main.dbt_customer_scope where customer_key is null))
 {%- endmacro %}

@@ -43,7 +43,7 @@
     {{- return({
         'materialized': 'incremental', 'incremental_strategy': 'append', 'on_schema_change': 'fail',
         'pre_hook': "{{ identity_map_delete_rebuilt() }}",
-        'post_hook': "create or replace table intermediate.int_customer_keys_assigned__stale (record_type varchar, record_id varchar)",
+        'post_hook': "{{ identity_map_rebuilt() }}",
     }) }}
 {%- endmacro %}
 
@@ -52,10 +52,26 @@
     {{ return(is_incremental() and stale_identity_records() is not none) }}
 {%- endmacro %}
 
+{#- Pre-hook: the stale records' rows leave, their customers noted (macros/changed_customers.sql). -#}
 {% macro identity_map_delete_rebuilt() -%}
     {%- if identity_map_scoped() -%}
-        delete from {{ this }} where (record_type, record_id) in (select record_type, record_id from {{ stale_identity_records() }})
+        {%- set stale = "(record_type, record_id) in (select record_type, record_id from " ~ stale_identity_records() ~ ")" -%}
+        insert into main.dbt_changed_customers select distinct customer_key from {{ this }} where {{ stale }};
+        delete from {{ this }} where {{ stale }}
     {%- elif is_incremental() -%}
         delete from {{ this }}
     {%- endif -%}
+{%- endmacro %}
+
+{#- Post-hook: the rebuilt records' customers noted (every customer, NULL, when every record was
+    rebuilt); the stale list emptied. -#}
+{% macro identity_map_rebuilt() -%}
+    {%- if identity_map_scoped() -%}
+    insert into main.dbt_changed_customers
+    select distinct customer_key from {{ this }}
+    where (record_type, record_id) in (select record_type, record_id from {{ stale_identity_records() }});
+    {%- else -%}
+    insert into main.dbt_changed_customers values (null);
+    {%- endif %}
+    create or replace table intermediate.int_customer_keys_assigned__stale (record_type varchar, record_id varchar)
 {%- endmacro %}

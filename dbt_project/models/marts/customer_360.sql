@@ -2,13 +2,11 @@
 -- with the current registry attributes.
 -- The imports are `not materialized`: each is read more than once, and DuckDB would otherwise copy
 -- the whole table, every column, for its readers.
--- Incremental on DuckDB by customer: rebuilds the customers whose facts changed (noted by the
--- daily facts, macros/changed_customers.sql) and those whose attributes below changed; a table on
--- Spark, rebuilt each run.
-{%- set attributes = ['customer_ref', 'full_name', 'region', 'city', 'tier', 'signup_channel', 'signup_date',
-                      'first_seen_at', 'has_marketing_consent'] %}
+-- Incremental on DuckDB by customer: rebuilds the customers whose facts, identity or profile
+-- changed (noted by the daily facts, the identity map and dim_customer,
+-- macros/changed_customers.sql); a table on Spark, rebuilt each run.
 {{ config(**customer_360_config()) }}
-{%- set scoped = customer_360_scoped() %}
+{%- set scoped = changed_customers_scoped() %}
 
 with
 
@@ -18,17 +16,8 @@ current_customers as {{ inlined() }} (
 ),
 
 {% if scoped -%}
--- The customers rebuilt: those the facts noted, and those new or with changed attributes.
 rebuilt as (
     select customer_key from main.dbt_changed_customers
-    union
-    select current_customers.customer_key
-    from current_customers
-    left join {{ this }} as built on current_customers.customer_key = built.customer_key
-    where built.customer_key is null
-        {%- for column in attributes %}
-        or current_customers.{{ column }} is distinct from built.{{ column }}
-        {%- endfor %}
 ),
 
 {% endif -%}

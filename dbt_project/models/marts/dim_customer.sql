@@ -4,6 +4,10 @@
 -- rebuild gives the same versions and no snapshot run can be missed. A customer with two
 -- registrations takes the attributes of whichever was updated last. Customers known only from
 -- receipts, calls or cookies get one version with the attributes left empty.
+-- Incremental on DuckDB by customer: rebuilds every version of the customers whose facts, identity
+-- or profile changed (macros/changed_customers.sql); a table on Spark, rebuilt each run.
+{{ config(**dim_customer_config()) }}
+
 with
 
 profiles as (
@@ -30,6 +34,9 @@ customer_profiles as (
     select identity.customer_key, profiles.*
     from profiles
     inner join identity on identity.record_key = concat('profile:', profiles.customer_ref)
+    {%- if is_incremental() %}
+    where {{ in_customer_scope('identity.customer_key') }}
+    {%- endif %}
 ),
 
 first_seen as (
@@ -42,11 +49,17 @@ first_seen as (
         select customer_key, cast(signup_date as timestamp) from customer_profiles
     ) as seen
     where customer_key is not null
+    {%- if is_incremental() %}
+        and {{ in_customer_scope('customer_key') }}
+    {%- endif %}
     group by customer_key
 ),
 
 registered as (
-    select customer_key, min(updated_local_date) as registered_local_date
+    select
+        customer_key,
+        min(updated_local_date) as registered_local_date,
+        max(source_loaded_at) as source_loaded_at
     from customer_profiles
     group by customer_key
 ),
@@ -55,6 +68,9 @@ customer_refs as (
     select customer_key, min(identifier_value) as customer_ref
     from keys
     where identifier_type = 'customer_ref'
+    {%- if is_incremental() %}
+        and {{ in_customer_scope('customer_key') }}
+    {%- endif %}
     group by customer_key
 ),
 
@@ -160,7 +176,8 @@ final as (
         numbered.has_marketing_consent,
         numbered.consent_updated_at,
         first_seen.first_seen_at,
-        registered.registered_local_date
+        registered.registered_local_date,
+        registered.source_loaded_at
     from numbered
     left join first_seen on numbered.customer_key = first_seen.customer_key
     left join registered on numbered.customer_key = registered.customer_key
