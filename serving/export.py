@@ -127,7 +127,7 @@ def write_export(
 
     `duckdb_config`: the deployment's DuckDB limits (memory, threads, spill folder); without them
     DuckDB may take 80 % of the machine's memory. `reuse`: keep the previous export's unchanged
-    months (an erasure writes every file again: kept months may hold the person's old customer key)."""
+    partitions (an erasure writes every file again: kept months may hold the person's old customer key)."""
     from serving.audience import audience_query
 
     queries = audience_query if spec.kind == "audience" else table_queries
