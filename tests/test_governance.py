@@ -59,10 +59,16 @@ def read_export(folder: Path) -> pa.Table:
 
 
 def read_current(folder: Path, table: str) -> pa.Table:
-    """An exported table as a BI tool should read it: a corrected fact's customer keys replaced by
-    `customer_key_changes` where it has its identity record (docs/serving.md)."""
+    """An exported table as a BI tool should read it (docs/serving.md): a keyed table's base rows
+    replaced by its `row_changes`, a corrected fact's customer keys replaced by
+    `customer_key_changes` where it has its identity record."""
+    manifest = read_manifest(folder)
     exported = read_export(folder / table)
-    changes = read_manifest(folder).get("customer_key_changes")
+    if row_changes := manifest["tables"][table].get("row_changes"):
+        changed, key = pl.from_arrow(read_export(folder / row_changes["path"])), row_changes["key"]
+        kept = pl.from_arrow(exported).join(changed.select(key), on=key, how="anti")
+        exported = pl.concat([kept, changed.filter(~pl.col("_deleted")).drop("_deleted")]).to_arrow()
+    changes = manifest.get("customer_key_changes")
     if not changes or table not in changes["corrects"]:
         return exported
     fixes = pl.from_arrow(read_export(folder / changes["path"])).with_columns(changed=pl.lit(True))
@@ -82,6 +88,13 @@ def _same_type(got: pa.DataType, expected: pa.DataType) -> bool:
 
 def _utc(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(cs.datetime(time_zone="*").dt.convert_time_zone("UTC"))
+
+
+def same_clear_rows(original: pa.Table, exported: pa.Table, masked: set[str]) -> bool:
+    """Whether the export holds the original's rows, compared on the columns it leaves in clear."""
+    clear = _utc(pl.from_arrow(original.drop_columns(sorted(masked))))
+    back = _utc(pl.from_arrow(exported.select(clear.columns)))
+    return clear.sort(clear.columns, nulls_last=True).equals(back.sort(back.columns, nulls_last=True))
 
 
 def published(deployment: Path, sql: str, params: list | None = None) -> list[tuple]:
@@ -118,9 +131,7 @@ def test_bi_export_reads_back_with_its_types_and_personal_data_masked(deployment
             for name in original.column_names:  # types intact; masked columns are hex strings
                 expected = pa.string() if name in masked else original.schema.field(name).type
                 assert _same_type(exported.schema.field(name).type, expected), (table, name)
-            clear = _utc(pl.from_arrow(original.drop_columns(sorted(masked))))
-            back = _utc(pl.from_arrow(exported.select(clear.columns)))
-            assert clear.sort(clear.columns, nulls_last=True).equals(back.sort(back.columns, nulls_last=True)), table
+            assert same_clear_rows(original, exported, masked), table
         lines = read_export(exports / "fct_order_lines")
         assert lines.schema.field("net_amount").type == pa.decimal128(18, 4)
         assert lines.schema.field("ordered_local_date").type == pa.date32()
@@ -213,9 +224,11 @@ def test_next_export_writes_only_the_months_that_changed(deployment: Path, tmp_p
         for file in (again.folder / table).rglob("*.parquet"):
             linked = file.stat().st_ino == (first / file.relative_to(again.folder)).stat().st_ino
             rewritten = table == "fct_order_lines" and file.parent.name == f"month={changed}"
-            assert linked == (entry["partitioned_by"] is not None and not rewritten), file
+            kept = entry["partitioned_by"] is not None or entry.get("row_changes") is not None
+            assert linked == (kept and not rewritten), file
             written += 0 if linked else file.stat().st_size
-    written += sum(f.stat().st_size for f in (again.folder / "customer_key_changes").iterdir())  # written each time
+    for corrections in ("customer_key_changes", "row_changes"):  # written each time
+        written += sum(f.stat().st_size for f in (again.folder / corrections).rglob("*.parquet"))
     assert again.manifest["bytes_written"] == written and 0 < written < again.manifest["bytes"]  # what the day costs
     assert sorted(again.manifest["tables"]["fct_order_lines"]["partitions"]) == months
     exported = pl.from_arrow(read_export(again.folder / "fct_order_lines")).drop("month")
@@ -273,6 +286,52 @@ def test_next_export_corrects_rekeyed_customers_without_writing_their_months(dep
             assert got.sort(got.columns, nulls_last=True).equals(expected.sort(expected.columns, nulls_last=True)), (
                 table
             )
+
+
+def test_next_export_writes_a_keyed_tables_changes_not_the_table(deployment: Path, tmp_path: Path) -> None:
+    """A new published version edits customer versions, drops customers from the 360 and adds an
+    identity record: each keyed table keeps its base file, its `row_changes` hold exactly those rows
+    (a tombstone per dropped key), and read through them it equals the published table. Once the
+    changes pass a fifth of a table, it is written whole again with empty changes."""
+    root = tmp_path / "w"
+    shutil.copytree(deployment, root, symlinks=True)
+    key, personal = masking_key(deployment), personal_columns(dbt_project().manifest_path)
+
+    def export(edit: str) -> tuple[Path, dict]:
+        publish.add_version(
+            publish.current(root / "published"),
+            root / "published",
+            "edited",
+            None,
+            change=lambda con: con.execute(edit),
+        )
+        done = write_export(root / "published", root, ExportSpec(), personal, key)
+        return done.folder, done.manifest["tables"]
+
+    base = write_export(root / "published", root, ExportSpec(), personal, key, reuse=False).folder  # --rewrite
+    edits = """
+        UPDATE marts.dim_customer SET city = 'Changed' WHERE customer_version_key IN
+            (SELECT customer_version_key FROM marts.dim_customer ORDER BY 1 LIMIT 3);
+        DELETE FROM marts.customer_360 WHERE customer_key IN
+            (SELECT customer_key FROM marts.customer_360 ORDER BY 1 LIMIT 2);
+        INSERT INTO marts.customer_identity_map
+            SELECT 'test:new', 'test', 'new', customer_key, 'test' FROM marts.customer_identity_map LIMIT 1;"""
+    folder, tables = export(edits)
+    keyed = {"dim_customer": (3, 0), "customer_360": (2, 2), "customer_identity_map": (1, 0)}
+    with duckdb.connect(str(publish.current(root / "published")), read_only=True) as con:
+        for table, (changed, deleted) in keyed.items():
+            assert (tables[table]["row_changes"]["rows"], tables[table]["row_changes"]["deleted"]) == (changed, deleted)
+            assert (folder / table / "data.parquet").stat().st_ino == (base / table / "data.parquet").stat().st_ino
+            original = con.sql(f"SELECT * FROM marts.{table}").arrow()
+            if hasattr(original, "read_all"):
+                original = original.read_all()
+            exported = read_current(folder, table)
+            assert exported.num_rows == original.num_rows == tables[table]["rows"]
+            assert same_clear_rows(original, exported, set(tables[table]["masked_columns"])), table
+    folder, tables = export("UPDATE marts.customer_360 SET city = 'Moved' WHERE hash(customer_key) % 3 = 0")
+    assert tables["customer_360"]["row_changes"]["rows"] == 0 < tables["dim_customer"]["row_changes"]["rows"]
+    assert (folder / "customer_360" / "data.parquet").stat().st_nlink == 1
+    assert read_export(folder / "customer_360").num_rows == tables["customer_360"]["rows"]
 
 
 def test_unmasked_export_needs_its_flag_and_is_audited(deployment: Path, env: dict[str, str]) -> None:
@@ -599,7 +658,8 @@ def _clear_identifier_hits(export: Path, identifiers: Path) -> dict[str, int]:
         con.execute(
             "CREATE TEMP TABLE ids AS SELECT DISTINCT identifier_value AS v FROM w.intermediate.int_customer_keys_assigned"
         )
-        for table in sorted(p for p in export.iterdir() if p.is_dir()):
+        folders = [*export.iterdir(), *(export / "row_changes").glob("*")]  # the changes hold rows too
+        for table in sorted(p for p in folders if p.is_dir() and p.name != "row_changes"):
             relation = f"read_parquet('{table}/**/*.parquet', hive_partitioning = false)"
             for column, type_, *_ in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall():
                 if type_ != "VARCHAR":
