@@ -265,7 +265,8 @@ def export(
     rewrite: Annotated[
         bool,
         typer.Option(
-            "--rewrite", help="Write every file again, with current customer keys (customer_key_changes, row_changes then empty)."
+            "--rewrite",
+            help="Write every file again, with current customer keys (customer_key_changes, row_changes then empty).",
         ),
     ] = False,
     warehouse: Annotated[Path | None, WAREHOUSE_OPTION] = None,
