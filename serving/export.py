@@ -6,14 +6,15 @@ over to point at it. A BI tool that resolved the old folder keeps reading it: th
 is kept until the next switch. Facts are hive-partitioned by the month of their local date (else
 of their date), the tables that keep a history of as-of dates (the ML scores) by as-of date.
 
-A daily run changes a month or two of each fact and adds an as-of date, so an export writes only the
-partitions whose rows differ from the previous export's and hard-links the previous export's files
-for the rest: they are the same bytes, and each export folder still stands alone when the older one
-is pruned. A partition is the same when it has the same count and the same sum of row hashes,
-hashed before masking (a mask is a function of the value and the key alone, and masking every row
-twice cost a third of an export) and compared only under the same masking key. A fact with an
-identity record is fingerprinted without its customer key: a month whose rows only changed
-customer is kept too, and `customer_key_changes` corrects its keys (serving/key_changes.py).
+Each date's rows are one file of their partition. A daily run changes a date or two of each fact
+and adds an as-of date, so an export writes only the dates whose rows differ from the previous
+export's and hard-links the previous export's files for the rest: they are the same bytes, and
+each export folder still stands alone when the older one is pruned. A date is the same when it has
+the same count and the same sum of row hashes, hashed before masking (a mask is a function of the
+value and the key alone, and masking every row twice cost a third of an export) and compared only
+under the same masking key. A fact with an identity record is fingerprinted without its customer
+key: a date whose rows only changed customer is kept too, and `customer_key_changes` corrects its
+keys (serving/key_changes.py).
 A keyed table (the identity map, the customer dimension and 360) changes a few rows for many
 customers: it keeps its previous file as a base and writes its changes (serving/row_changes.py).
 
@@ -71,7 +72,9 @@ class Export:
 class Partitioning:
     """A table's hive partitions, named by a key derived from one of its DATE columns (which stays
     in the files with its type): `month` of a fact's date, or `as_of` for a table that keeps a
-    history of as-of dates (the ML scores), so that a day adds one partition."""
+    history of as-of dates (the ML scores), so that a day adds one partition. Each date's rows are
+    one file of its partition (`month=2025-03/2025-03-14.parquet`), so that a day's late rows
+    rewrite that date, not the month."""
 
     column: str
     key: str  # "month" or "as_of"
@@ -79,19 +82,18 @@ class Partitioning:
     def value(self) -> str:
         return f"strftime(\"{self.column}\", '{'%Y-%m' if self.key == 'month' else '%Y-%m-%d'}') AS {self.key}"
 
-    def rows_in(self, values: list[str]) -> str:
-        """Rows of these partitions, as a filter on the date column itself, which DuckDB checks
-        against each row group's min and max: `month IN (...)` formatted every row's date."""
-        if not values:
-            return "false"
-        c = f'"{self.column}"'
-        if self.key == "as_of":
-            return f"{c} IN ({', '.join(f'DATE {v!r}' for v in values)})"
-        return (
-            "("
-            + " OR ".join(f"({c} >= DATE '{m}-01' AND {c} < DATE '{m}-01' + INTERVAL 1 MONTH)" for m in values)
-            + ")"
-        )
+    def of(self, day: str) -> str:
+        """The partition value of a date (ISO text)."""
+        return day[:7] if self.key == "month" else day
+
+    def file(self, day: str) -> Path:
+        """A date's file, relative to the table's folder."""
+        return Path(f"{self.key}={self.of(day)}") / f"{day}.parquet"
+
+    def rows_in(self, days: list[str]) -> str:
+        """Rows of these dates, as a filter on the date column itself, which DuckDB checks against
+        each row group's min and max."""
+        return f'"{self.column}" IN ({", ".join(f"DATE {d!r}" for d in days)})' if days else "false"
 
 
 def _partitioning(name: str, columns: list[tuple[str, str]]) -> Partitioning | None:
@@ -220,13 +222,13 @@ def _write_tables(
             entry["fingerprint_excludes"] = [KEY] if rekeyed else []
             same_shape = all(old.get(k, []) == entry[k] for k in ("columns", "masking", "fingerprint_excludes"))
             plain = f"SELECT *, {by.value()} FROM ({select.plain})"
-            rows, entry["partitions"], kept = _write_partitions(
+            rows, entry["partitions"], entry["files"], kept = _write_partitions(
                 con,
                 f"SELECT *, {by.value()} FROM ({select.query})",
                 f'SELECT * EXCLUDE ("{KEY}") FROM ({plain})' if rekeyed else plain,
                 by,
                 target,
-                old.get("partitions", {}) if same_shape else {},
+                old.get("files", {}) if same_shape else {},
                 previous / name if previous else None,
             )
             if rekeyed:
@@ -251,7 +253,7 @@ def _kept_rows(name: str, select: MaskedSelect, by: Partitioning, kept: list[str
     return KeptRows(
         name,
         f"SELECT * FROM ({select.plain}) WHERE {by.rows_in(kept)}",
-        [f for m in kept for f in sorted((target / f"{by.key}={m}").iterdir())],
+        [target / by.file(day) for day in kept],
         RECORD in select.masked_columns,
     )
 
@@ -264,28 +266,37 @@ def _write_partitions(
     target: Path,
     reusable: dict,
     previous: Path | None,
-) -> tuple[int, dict, list[str]]:
-    """Write the partitions whose fingerprint (over the `fingerprinted`, unmasked rows) changed or
-    is new; hard-link the previous export's others, the kept partitions returned."""
-    key = by.key
-    counts = con.execute(f"SELECT {key}, count(*), sum(hash(q)) FROM ({fingerprinted}) AS q GROUP BY {key}").fetchall()
-    partitions = {value: {"rows": n, "fingerprint": str(fp)} for value, n, fp in counts if value is not None}
-    kept = sorted(
-        v for v, p in partitions.items() if previous and reusable.get(v) == p and (previous / f"{key}={v}").is_dir()
-    )
+) -> tuple[int, dict, dict, list[str]]:
+    """Write the dates whose fingerprint (over the `fingerprinted`, unmasked rows) changed or is
+    new, one file each; hard-link the previous export's others. Returns the rows, the partitions'
+    row counts, each date's figures and the dates kept."""
+    c = f'"{by.column}"'
+    counts = con.execute(
+        f"SELECT strftime({c}, '%Y-%m-%d'), count(*), sum(hash(q)) FROM ({fingerprinted}) AS q GROUP BY 1"
+    ).fetchall()
+    days = {day: {"rows": n, "fingerprint": str(fp)} for day, n, fp in counts if day is not None}
+    kept = sorted(d for d, f in days.items() if previous and reusable.get(d) == f and (previous / by.file(d)).is_file())
     if len(kept) < len(counts):
-        written = sorted(partitions.keys() - set(kept))
-        only_changed = f'WHERE "{by.column}" IS NULL OR {by.rows_in(written)}' if kept else ""
+        written = sorted(days.keys() - set(kept))
+        only_changed = f"WHERE {c} IS NULL OR {by.rows_in(written)}" if kept else ""
+        staged = target.parent / f".{target.name}.staged"
         con.execute(
-            f"COPY (SELECT * FROM ({query}) {only_changed}) TO '{_sql_path(target)}' ({PARQUET}, PARTITION_BY ({key}))"
+            f"COPY (SELECT *, strftime({c}, '%Y-%m-%d') AS _day FROM ({query}) {only_changed}) "
+            f"TO '{_sql_path(staged)}' ({PARQUET}, PARTITION_BY ({by.key}, _day))"
         ).fetchall()
+        for file in staged.glob("*/*/*.parquet"):  # <key>=<value>/_day=<date>/data_0.parquet
+            (target / file.parent.parent.name).mkdir(parents=True, exist_ok=True)
+            file.rename(target / file.parent.parent.name / f"{file.parent.name.split('=', 1)[1]}.parquet")
+        shutil.rmtree(staged)
     target.mkdir(exist_ok=True)  # also for a table without rows
-    for value in kept:
-        assert previous is not None  # kept partitions come from it
-        (target / f"{key}={value}").mkdir()
-        for file in (previous / f"{key}={value}").iterdir():
-            os.link(file, target / f"{key}={value}" / file.name)
-    return sum(n for _, n, _ in counts), partitions, kept
+    for day in kept:
+        assert previous is not None  # kept dates come from it
+        (target / by.file(day)).parent.mkdir(exist_ok=True)
+        os.link(previous / by.file(day), target / by.file(day))
+    partitions: dict[str, int] = {}
+    for day, figures in sorted(days.items()):
+        partitions[by.of(day)] = partitions.get(by.of(day), 0) + figures["rows"]
+    return sum(n for _, n, _ in counts), partitions, days, kept
 
 
 def written_bytes(folder: Path) -> dict[str, int]:

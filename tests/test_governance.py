@@ -191,23 +191,20 @@ def test_next_export_of_unchanged_months_links_their_files(deployment: Path) -> 
         previous = rekeyed
 
 
-def test_next_export_writes_only_the_months_that_changed(deployment: Path, tmp_path: Path) -> None:
-    """One month of order lines changes in a new published version: the export writes that month
-    again, links every other one, and holds exactly the published rows."""
+def test_next_export_writes_only_the_dates_that_changed(deployment: Path, tmp_path: Path) -> None:
+    """One date of order lines changes in a new published version: the export writes that date's
+    file again, links every other one, and holds exactly the published rows."""
     root = tmp_path / "w"
     shutil.copytree(deployment, root, symlinks=True)
     before = read_manifest(root / "exports")
     months = sorted(before["tables"]["fct_order_lines"]["partitions"])
-    changed = months[len(months) // 2]  # a month inside the range, not at either end
-    start = dt.date.fromisoformat(f"{changed}-01")
-    edit = (
-        "UPDATE marts.fct_order_lines SET quantity = quantity + 1 "
-        f"WHERE ordered_local_date >= DATE '{start}' AND ordered_local_date < DATE '{start}' + INTERVAL 1 MONTH"
-    )
+    days = sorted(before["tables"]["fct_order_lines"]["files"])
+    day = days[len(days) // 2]  # a date inside the range, not at either end
+    edit = f"UPDATE marts.fct_order_lines SET quantity = quantity + 1 WHERE ordered_local_date = DATE '{day}'"
     publish.add_version(
         publish.current(root / "published"),
         root / "published",
-        "one-month-changed",
+        "one-date-changed",
         None,
         change=lambda con: con.execute(edit).fetchall(),
     )
@@ -223,7 +220,7 @@ def test_next_export_writes_only_the_months_that_changed(deployment: Path, tmp_p
     for table, entry in again.manifest["tables"].items():
         for file in (again.folder / table).rglob("*.parquet"):
             linked = file.stat().st_ino == (first / file.relative_to(again.folder)).stat().st_ino
-            rewritten = table == "fct_order_lines" and file.parent.name == f"month={changed}"
+            rewritten = table == "fct_order_lines" and file.name == f"{day}.parquet"
             kept = entry["partitioned_by"] is not None or entry.get("row_changes") is not None
             assert linked == (kept and not rewritten), file
             written += 0 if linked else file.stat().st_size
