@@ -1,7 +1,7 @@
 """Row changes against a kept base, so that a day's export does not write a customer table whole.
 
 A keyed table (not partitioned, its first column a unique, non-null `*_key`: the identity map,
-`dim_customer`, `customer_360`, the small dimensions) changes in a few percent of its rows a day,
+`dim_customer`, `customer_360`, `fct_campaign_contacts`) changes in a few percent of its rows a day,
 spread over every customer, so no partitioning keeps its files. Its export therefore keeps the
 previous export's file as a base (hard-linked) and writes `row_changes/<table>/data.parquet`: every
 current row that is new or differs from its base row, and one tombstone (`_deleted`, the other
@@ -55,7 +55,7 @@ def write_with_changes(
         found = _changes(con, key, base, rows) if base else None
         if found is None:
             _copy(con, "SELECT * FROM _rows", target / "data.parquet", parquet)
-            found = "SELECT *, false AS _deleted FROM _rows WHERE false"
+            found = f"SELECT *, false AS {DELETED} FROM _rows WHERE false"
         else:
             assert base is not None
             for file in base.iterdir():
