@@ -39,7 +39,7 @@ from serving import publish
 from serving.identifier_leaks import IdentifierLeak, clear_identifiers
 from serving.key_changes import KEY, RECORD, TABLE, KeptRows, corrected, write_key_changes
 from serving.masking import MaskedSelect, define_mask, keyed_hash, masked_select
-from serving.row_changes import FOLDER, row_key, write_with_changes
+from serving.row_changes import FOLDER, row_key, sql_path, write_with_changes
 from serving.scopes import scoped_view_name, set_region
 
 MANIFEST = "manifest.json"
@@ -241,9 +241,9 @@ def _write_tables(
                 entry["row_changes"] = changed
         else:
             target.mkdir()
-            rows = con.execute(
-                f"COPY ({select.query}) TO '{_sql_path(target / 'data.parquet')}' ({PARQUET})"
-            ).fetchall()[0][0]
+            rows = con.execute(f"COPY ({select.query}) TO {sql_path(target / 'data.parquet')} ({PARQUET})").fetchall()[
+                0
+            ][0]
         tables[name] = {**entry, "rows": rows}
     changes = write_key_changes(con, folder / TABLE, kept_rows, PARQUET) if kept_rows else None
     return {"tables": tables, **({TABLE: changes} if changes else {})}
@@ -282,7 +282,7 @@ def _write_partitions(
         staged = target.parent / f".{target.name}.staged"
         con.execute(
             f"COPY (SELECT *, strftime({c}, '%Y-%m-%d') AS _day FROM ({query}) {only_changed}) "
-            f"TO '{_sql_path(staged)}' ({PARQUET}, PARTITION_BY ({by.key}, _day))"
+            f"TO {sql_path(staged)} ({PARQUET}, PARTITION_BY ({by.key}, _day))"
         ).fetchall()
         for file in staged.glob("*/*/*.parquet"):  # <key>=<value>/_day=<date>/data_0.parquet
             (target / file.parent.parent.name).mkdir(parents=True, exist_ok=True)
@@ -304,10 +304,6 @@ def written_bytes(folder: Path) -> dict[str, int]:
     linked file has more than one link while the previous export is kept)."""
     files = [f.stat() for f in folder.rglob("*.parquet")]
     return {"bytes": sum(f.st_size for f in files), "bytes_written": sum(f.st_size for f in files if f.st_nlink == 1)}
-
-
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")  # e.g. the audience of "Can't Lose Them"
 
 
 def _prune(root: Path, keep: Path) -> None:

@@ -32,7 +32,8 @@ def row_key(columns: list[tuple[str, str]]) -> str | None:
     return columns[0][0] if columns and columns[0][0].endswith("_key") else None
 
 
-def _quoted(path: Path) -> str:
+def sql_path(path: Path) -> str:
+    """A path as a SQL string literal (e.g. the audience of "Can't Lose Them")."""
     return "'" + str(path).replace("'", "''") + "'"
 
 
@@ -70,7 +71,7 @@ def write_with_changes(
 
 def _changes(con: duckdb.DuckDBPyConnection, key: str, base: Path, rows: int) -> str | None:
     """A SELECT of the changes against the base's files, None when they exceed REBASE_SHARE."""
-    files = ", ".join(_quoted(f) for f in sorted(base.glob("*.parquet")))
+    files = ", ".join(sql_path(f) for f in sorted(base.glob("*.parquet")))
     if not files:
         return None
     k = f'"{key}"'
@@ -88,4 +89,4 @@ def _changes(con: duckdb.DuckDBPyConnection, key: str, base: Path, rows: int) ->
 
 
 def _copy(con: duckdb.DuckDBPyConnection, select: str, path: Path, parquet: str) -> None:
-    con.execute(f"COPY ({select}) TO {_quoted(path)} ({parquet})").fetchall()
+    con.execute(f"COPY ({select}) TO {sql_path(path)} ({parquet})").fetchall()

@@ -90,6 +90,11 @@ def _utc(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(cs.datetime(time_zone="*").dt.convert_time_zone("UTC"))
 
 
+def published_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> pa.Table:
+    table_or_reader = con.sql(f'SELECT * FROM "{schema}"."{table}"').arrow()
+    return table_or_reader.read_all() if hasattr(table_or_reader, "read_all") else table_or_reader
+
+
 def same_clear_rows(original: pa.Table, exported: pa.Table, masked: set[str]) -> bool:
     """Whether the export holds the original's rows, compared on the columns it leaves in clear."""
     clear = _utc(pl.from_arrow(original.drop_columns(sorted(masked))))
@@ -122,9 +127,7 @@ def test_bi_export_reads_back_with_its_types_and_personal_data_masked(deployment
             if partition:
                 assert exported.column_names[-1] == partition
                 exported = exported.drop_columns([partition])
-            original = con.sql(f'SELECT * FROM "{schema}"."{table}"').arrow()
-            if hasattr(original, "read_all"):
-                original = original.read_all()
+            original = published_table(con, schema, table)
             assert exported.num_rows == original.num_rows == manifest["tables"][table]["rows"]
             masked = set(manifest["tables"][table]["masked_columns"])
             assert masked == personal.get(f"{schema}.{table}", set()) & set(original.column_names)
@@ -319,9 +322,7 @@ def test_next_export_writes_a_keyed_tables_changes_not_the_table(deployment: Pat
         for table, (changed, deleted) in keyed.items():
             assert (tables[table]["row_changes"]["rows"], tables[table]["row_changes"]["deleted"]) == (changed, deleted)
             assert (folder / table / "data.parquet").stat().st_ino == (base / table / "data.parquet").stat().st_ino
-            original = con.sql(f"SELECT * FROM marts.{table}").arrow()
-            if hasattr(original, "read_all"):
-                original = original.read_all()
+            original = published_table(con, "marts", table)
             exported = read_current(folder, table)
             assert exported.num_rows == original.num_rows == tables[table]["rows"]
             assert same_clear_rows(original, exported, set(tables[table]["masked_columns"])), table
