@@ -7,6 +7,8 @@ Python writes the tables the models read as the source `identity`:
   2. after int_profiles_matched (the fuzzy pairs): the identifier models
   3. after int_customer_keys_assigned (the keys): the customer models and the marts
 On the Spark engine the same steps build on Spark (target `spark`), keyed ["spark", schema, model].
+On DuckDB dbt runs in Dagster's process (_compat/dagster_dbt.py: InProcessDbtBuild), on Spark as
+dagster-dbt's subprocess.
 """
 
 import contextlib
@@ -23,7 +25,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from dagster_duckdb import DuckDBResource
 
-from orchestration._compat.dagster_dbt import InstalledDbtCli
+from orchestration._compat.dagster_dbt import InProcessDbtBuild, InstalledDbtCli
 from orchestration.identity_report import identity_report
 from orchestration.settings import DBT_EXECUTABLE, DUCKDB_POOL, REPO_ROOT, SPARK_POOL
 
@@ -135,8 +137,11 @@ def _dbt_step(name: str, engine: str, identity_truth: Path | None, dbt_vars: str
         state = parse_state(Path(warehouse.database)) if on_duckdb else project.target_path / PARTIAL_PARSE
         target = invocation_target_path(context.run.run_id, name)
         seed_parse_state(target, state)
-        invocation = dbt.cli(
-            dbt_build_args(config, dbt_vars), context=context, raise_on_error=False, target_path=target
+        args = dbt_build_args(config, dbt_vars)
+        invocation = (
+            InProcessDbtBuild(args, dbt, context, target)
+            if on_duckdb
+            else dbt.cli(args, context=context, raise_on_error=False, target_path=target)
         )
         # From the identity map on, events wait until dbt has released the warehouse file (and
         # keep their order: Dagster wants a multi-asset's outputs in dependency order).

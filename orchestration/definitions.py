@@ -32,7 +32,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     """Every asset, job, schedule and sensor for this deployment; reads only the sources file."""
     # BackfillPolicy is "beta" but is how single-run backfills are declared; say so once, not per asset.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    hand_to_processes(settings)  # dbt runs in a subprocess: it reads the warehouse path from the environment
+    hand_to_processes(settings)  # dbt's profile reads the warehouse path from the environment
     dbt_project(settings.engine).prepare_if_dev()  # `dagster dev` re-parses the project; elsewhere set-up did
     config, inferred = with_start_date(load_sources(settings.sources_file), settings.warehouse)
     if inferred:

@@ -1,7 +1,7 @@
 """This deployment's settings, decided once: `Settings.load` reads CLI options, then the environment,
 then defaults; the runner, the Dagster assets (as the `settings` resource) and the libraries get the
 object, never the environment. `hand_to_processes` is the one place that writes the environment,
-for the processes that read only it: dbt's subprocess (profiles.yml) and Dagster's own switches.
+for the programs that read only it: dbt's profile (profiles.yml) and Dagster's own switches.
 
 CRM_SOURCES      sources file (default: the generated sample's, ingestion/examples/sample/sources.yml)
 CRM_WAREHOUSE    DuckDB warehouse file (default: warehouse/crm.duckdb)
@@ -163,7 +163,7 @@ class Settings:
 
 
 def hand_to_processes(settings: Settings) -> None:
-    """Write the settings that other programs read from the environment only: dbt's subprocess
+    """Write the settings that other programs read from the environment only: dbt's profile
     (profiles.yml reads the warehouse path and limits) and Dagster (its instance folder and
     switches, kept if the user set them). The only place that writes os.environ."""
     os.environ["CRM_WAREHOUSE"] = str(settings.warehouse)

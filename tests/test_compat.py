@@ -4,11 +4,14 @@ ingestion/_compat/ rely on: each test fails loudly when an upgrade moves or chan
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pandas as pd
+import pytest
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
-from dagster_dbt import DbtCliResource
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource
 
 from orchestration._compat import dagster_tags
 from orchestration._compat.dagster_dbt import InstalledDbtCli
@@ -58,6 +61,52 @@ def test_dagster_dbt_still_has_what_the_dbt_resource_overrides_and_calls() -> No
     resource = InstalledDbtCli(project_dir=dbt_project(), profiles_dir=str(DBT_DIR), dbt_executable=DBT_EXECUTABLE)
     assert str(resource._cli_version) == __version__
     assert isinstance(resource, dg.ConfigurableResource)
+
+
+def test_dagster_dbt_still_has_what_the_in_process_build_calls() -> None:
+    """InProcessDbtBuild asks dagster-dbt for the selection and for the events of dbt's results."""
+    from dagster_dbt.asset_utils import get_updated_cli_invocation_params_for_context
+    from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
+
+    assert _parameters(get_updated_cli_invocation_params_for_context)[:3] == [
+        "context",
+        "manifest",
+        "dagster_dbt_translator",
+    ]
+    params = get_updated_cli_invocation_params_for_context(None, {}, DagsterDbtTranslator())
+    assert (params.selection_args, params.indirect_selection, params.dbt_project) == ([], None, None)
+    assert {"manifest", "dagster_dbt_translator"} <= set(dir(params))
+    event = DbtCoreCliEventMessage(
+        raw_event={"info": {"name": "LogModelResult"}, "data": {}}, event_history_metadata={}
+    )
+    assert list(event.to_default_asset_events(manifest={"nodes": {}})) == []  # no node: nothing to report
+    assert _parameters(DbtCoreCliEventMessage.to_default_asset_events)[1:6] == [
+        "manifest",
+        "dagster_dbt_translator",
+        "context",
+        "target_path",
+        "project",
+    ]
+
+
+def test_dbt_duckdb_releases_the_warehouse_file_once_its_connections_are_closed(tmp_path: Path, monkeypatch) -> None:
+    """dbt-duckdb keeps its database open after a command in this process (`keep_open`); the next
+    assets open the warehouse with other settings, which DuckDB refuses while it is open."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    from dbt.cli.main import dbtRunner
+
+    warehouse = tmp_path / "crm.duckdb"
+    monkeypatch.setenv("CRM_WAREHOUSE", str(warehouse))
+    target = tmp_path / "target"
+    shown = dbtRunner().invoke(
+        ["show", "--inline", "select 1 as x", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR)]
+        + ["--target-path", str(target), "--log-path", str(target), "--quiet"]
+    )
+    assert shown.success
+    with pytest.raises(duckdb.ConnectionException, match="different configuration"):
+        duckdb.connect(str(warehouse), config={"threads": 1})
+    DuckDBConnectionManager.close_all_connections()
+    duckdb.connect(str(warehouse), config={"threads": 1}).close()
 
 
 def test_great_expectations_batches_are_not_fingerprinted() -> None:

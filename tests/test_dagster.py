@@ -179,6 +179,18 @@ def test_crm_run_materializes_every_asset_through_dagster(
     assert not any("UnableToPartialParse" in (s / "dbt.log").read_text() for s in invocation_targets(again.run_ids[-1]))
     assert _profile_hash(parse_state(warehouse)) == profile
 
+    # A selection inside a dbt step (the UI's "Materialize selected"): dbt, run in this process,
+    # builds that model alone and reports its tests as the model's checks.
+    from orchestration.definitions import build_definitions
+
+    channel = dg.AssetKey(["marts", "dim_channel"])
+    job = build_definitions(Settings.load(sample_copy[1], warehouse)).resolve_implicit_global_asset_job_def()
+    with dg.DagsterInstance.get() as instance:
+        subset = job.execute_in_process(instance=instance, asset_selection=[channel])
+    assert [e.asset_key for e in subset.get_asset_materialization_events()] == [channel]
+    checks = subset.get_asset_check_evaluations()
+    assert checks and all(c.asset_key == channel and c.passed for c in checks)
+
 
 def _profile_hash(parse_state: Path) -> str:
     """The hash of the dbt profile a saved parse state was made for (dbt reuses it only for that profile)."""
