@@ -32,6 +32,8 @@ INCREMENTAL = [
     "staging.stg_social__interactions",
     "staging.stg_campaigns__contacts",
     "marts.fct_order_lines",
+    "marts.fct_orders",
+    "marts.fct_payments",
     "marts.fct_web_sessions",
     "marts.fct_interactions",
     "intermediate.int_web_events_sessionized",

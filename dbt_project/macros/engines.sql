@@ -45,6 +45,43 @@
     {%- endif %}
 {%- endmacro %}
 
+{#- Config of a model summed by key from a daily fact (orders from their lines, payments from their
+    orders). On DuckDB a run replaces the keys with a source row loaded since the model's newest
+    `source_loaded_at` (keys_loaded_since), noting their customers; then the rows re-keyed since take
+    their new key (rekey_rows) and the keys gone from `parent` leave. Spark rebuilds the table. -#}
+{% macro increments_by_key(key, parent, parent_key) -%}
+    {%- if target.type == 'duckdb' %}
+        {{- return({'materialized': 'incremental', 'incremental_strategy': 'customer_logged_delete_insert',
+                    'unique_key': key, 'on_schema_change': 'fail',
+                    'post_hook': ["{{ rekey_rows() }}", "{{ delete_rows_gone_from('" ~ parent ~ "', '" ~ parent_key ~ "') }}"]}) }}
+    {%- else %}
+        {{- return({'materialized': 'table'}) }}
+    {%- endif %}
+{%- endmacro %}
+
+{#- On an incremental run, a filter of `relation`'s rows to the `key`s with a row loaded since the
+    model's newest source_loaded_at. -#}
+{% macro keys_loaded_since(key, relation) -%}
+    {%- if is_incremental() %}
+    where {{ key }} in (
+        select {{ key }} from {{ relation }}
+        where source_loaded_at > (
+            select coalesce(max(built.source_loaded_at), cast('1900-01-01' as timestamp)) from {{ this }} as built
+        )
+    )
+    {%- endif %}
+{%- endmacro %}
+
+{#- Post-hook: rows whose `key` is no longer in the model `parent` (a corrected file dropped the
+    order) leave, their customers noted. -#}
+{% macro delete_rows_gone_from(parent, key) -%}
+    {%- if is_incremental() -%}
+        {%- set gone = key ~ " not in (select " ~ key ~ " from " ~ ref(parent) ~ " where " ~ key ~ " is not null)" -%}
+        insert into main.dbt_changed_customers select distinct customer_key from {{ this }} where {{ gone }} and customer_key is not null;
+        delete from {{ this }} where {{ gone }}
+    {%- endif -%}
+{%- endmacro %}
+
 {#- The last non-null value of `expr` in a window frame (put `over (...)` after it). -#}
 {% macro last_non_null(expr) -%}{{ return(adapter.dispatch('last_non_null', 'crm_warehouse')(expr)) }}{%- endmacro %}
 {% macro default__last_non_null(expr) -%}last({{ expr }}, true){%- endmacro %}

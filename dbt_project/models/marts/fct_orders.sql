@@ -1,10 +1,14 @@
--- One row per order (store receipt or web order), summed from its lines. A table rebuilt from
--- fct_order_lines each run: an order's lines can arrive on several days (a late line, a return
--- receipt is its own order), and the aggregate is cheap next to the lines.
+-- One row per order (store receipt or web order), summed from its lines. An order's lines can
+-- arrive on several days (a late line; a return receipt is its own order): a run sums again, from
+-- all their lines, the orders with a line loaded since (macros/engines.sql: increments_by_key).
+{{ config(**increments_by_key('order_key', 'fct_order_lines', 'order_key')) }}
+-- depends_on: {{ ref('customer_identity_map') }} (rekey_rows)
+
 with
 
 lines as (
     select * from {{ ref('fct_order_lines') }}
+    {{ keys_loaded_since('order_key', ref('fct_order_lines')) }}
 ),
 
 final as (
@@ -27,7 +31,8 @@ final as (
         cast(sum(discount) as decimal(18, 4)) as discount_amount,
         cast(sum(net_amount) as decimal(18, 4)) as net_amount,
         cast(max(case when is_return then 1 else 0 end) = 1 as boolean) as has_returns,
-        cast(sum(net_amount) < 0 as boolean) as is_refund
+        cast(sum(net_amount) < 0 as boolean) as is_refund,
+        max(source_loaded_at) as source_loaded_at
     from lines
     group by order_key
 )
