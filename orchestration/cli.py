@@ -116,7 +116,8 @@ def run(
         _fail(str(e))
     log = None if verbose else _run_log(settings)
     try:
-        # dagster-dbt echoes every dbt line to stdout: without -v they go to the run's log file.
+        # dbt prints every line to stdout (in this process; dagster-dbt echoes Spark's): without -v
+        # they go to the run's log file.
         with (
             _progress() as progress,
             log.open("w") if log else contextlib.nullcontext(sys.stdout) as out,

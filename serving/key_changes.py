@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 
 from serving.masking import MASK_MACRO
+from serving.row_changes import sql_path
 
 KEY = "customer_key"
 RECORD = "identity_record_key"
@@ -42,18 +43,20 @@ def corrected(columns: list[str]) -> bool:
     return KEY in columns and RECORD in columns
 
 
-def _stale_records(kept: KeptRows) -> str:
+def _stale_records(kept: list[KeptRows], masked: bool) -> str:
     """(identity_record_key as exported, current customer_key) of every record whose rows in the kept
-    files hold a key other than its current one; each record masked once, not each row."""
-    files = ", ".join(f"'{str(f).replace(chr(39), chr(39) * 2)}'" for f in kept.files)
-    record = f"{MASK_MACRO}(r)" if kept.masked else "r"
+    files hold a key other than its current one. The facts share most records (an order's lines,
+    the order, its payment), so the records of all of them are masked once, not once per fact."""
+    files = ", ".join(sql_path(f) for k in kept for f in k.files)
+    current = " UNION ".join(
+        f'SELECT DISTINCT "{RECORD}" AS r, "{KEY}" AS k FROM ({k.current}) WHERE "{RECORD}" IS NOT NULL' for k in kept
+    )
+    record = f"{MASK_MACRO}(r)" if masked else "r"
     return f"""
-        WITH now AS (
-            SELECT {record} AS r, k
-            FROM (SELECT DISTINCT "{RECORD}" AS r, "{KEY}" AS k FROM ({kept.current}) WHERE "{RECORD}" IS NOT NULL)
-        ),
+        WITH now AS (SELECT {record} AS r, k FROM ({current})),
         written AS (
-            SELECT DISTINCT "{RECORD}" AS r, "{KEY}" AS k FROM read_parquet([{files}], hive_partitioning = false)
+            SELECT DISTINCT "{RECORD}" AS r, "{KEY}" AS k
+            FROM read_parquet([{files}], hive_partitioning = false, union_by_name = true)
         )
         SELECT r AS "{RECORD}", k AS "{KEY}" FROM now
         WHERE EXISTS (SELECT 1 FROM written WHERE written.r = now.r AND written.k IS DISTINCT FROM now.k)"""
@@ -63,7 +66,12 @@ def write_key_changes(con: duckdb.DuckDBPyConnection, target: Path, kept: list[K
     """Write `target/data.parquet`: the changes of every corrected fact's kept months, one row per
     record (an empty file when nothing is stale, so that readers can always join it)."""
     target.mkdir()
-    stale = [_stale_records(k) for k in kept if k.files]
+    with_files = [k for k in kept if k.files]
+    stale = [
+        _stale_records(group, masked)
+        for masked in (True, False)
+        if (group := [k for k in with_files if k.masked == masked])
+    ]
     union = (
         " UNION ".join(f"({q})" for q in stale)
         or f'SELECT NULL::VARCHAR AS "{RECORD}", NULL::VARCHAR AS "{KEY}" WHERE false'
@@ -75,8 +83,9 @@ def write_key_changes(con: duckdb.DuckDBPyConnection, target: Path, kept: list[K
             f"{rows - records} identity records have two current customer keys across "
             f"{', '.join(k.table for k in kept)}: the facts disagree with each other; rebuild them (dbt build --full-refresh)"
         )
-    path = str(target / "data.parquet").replace("'", "''")
-    con.execute(f"COPY (SELECT * FROM _key_changes ORDER BY ALL) TO '{path}' ({parquet})").fetchall()
+    con.execute(
+        f"COPY (SELECT * FROM _key_changes ORDER BY ALL) TO {sql_path(target / 'data.parquet')} ({parquet})"
+    ).fetchall()
     con.execute("DROP TABLE _key_changes").fetchall()
     return {
         "path": f"{TABLE}/",

@@ -65,9 +65,22 @@ def tagged_columns(manifest: Path, meta_key: str) -> dict[str, set[str]]:
 
 @dataclass(frozen=True)
 class MaskedSelect:
-    query: str  # every column of the relation, the personal ones through `crm_mask` when masked
-    plain: str  # the same rows unmasked: what an export fingerprints (a mask depends on value and key only)
+    relation: str
+    items: str  # every column of the relation, the personal ones through `crm_mask` when masked
     masked_columns: list[str]
+
+    @property
+    def query(self) -> str:
+        return f"SELECT {self.items} FROM {self.relation}"
+
+    @property
+    def plain(self) -> str:
+        """The same rows unmasked: what an export fingerprints (a mask depends on value and key only)."""
+        return f"SELECT * FROM {self.relation}"
+
+    def where(self, condition: str) -> str:
+        """The masked rows whose unmasked columns (qualified `_row.`) meet `condition`: only those are masked."""
+        return f"SELECT {self.items} FROM {self.relation} AS _row WHERE {condition}"
 
 
 def masked_select(con: duckdb.DuckDBPyConnection, relation: str, personal: set[str], masked: bool) -> MaskedSelect:
@@ -75,7 +88,7 @@ def masked_select(con: duckdb.DuckDBPyConnection, relation: str, personal: set[s
     columns = [r[0] for r in con.execute(f"DESCRIBE {relation}").fetchall()]
     masked_here = [c for c in columns if masked and c in personal]
     items = [f'{MASK_MACRO}("{c}") AS "{c}"' if c in masked_here else f'"{c}"' for c in columns]
-    return MaskedSelect(f"SELECT {', '.join(items)} FROM {relation}", f"SELECT * FROM {relation}", masked_here)
+    return MaskedSelect(relation, ", ".join(items), masked_here)
 
 
 def keyed_hash(key: str, value: str) -> str:

@@ -11,20 +11,37 @@ and the changes' rows not deleted (docs/serving.md gives the SQL).
 The changes are counted against the base, not the previous day, so one file always suffices and a
 reader never orders layers; they grow day by day, and once they exceed REBASE_SHARE of the table's
 rows the table is written whole again with empty changes.
+
+A row is found changed by a hash of its unmasked values against the base's, kept in a state file
+beside the exports (never in one): masking every row to compare it with the masked base was most of
+the day's export. Only the changed rows are masked.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+
+from serving.masking import MASK_MACRO, MaskedSelect
 
 FOLDER = "row_changes"
 DELETED = "_deleted"
 # Day d after a base writes about d·c of the table (c: its daily share of changed rows) and a rebase
 # writes it all; a rebase at 20 % keeps the average near its minimum, sqrt(2c), for c of 1-3 %.
 REBASE_SHARE = 0.2
+
+
+@dataclass(frozen=True)
+class Base:
+    """The previous export's files of a table and the row hashes they were written from."""
+
+    folder: Path
+    state: Path
 
 
 def row_key(columns: list[tuple[str, str]]) -> str | None:
@@ -38,54 +55,79 @@ def sql_path(path: Path) -> str:
 
 
 def write_with_changes(
-    con: duckdb.DuckDBPyConnection, query: str, key: str, target: Path, changes: Path, base: Path | None, parquet: str
+    con: duckdb.DuckDBPyConnection,
+    select: MaskedSelect,
+    columns: list[str],
+    target: Path,
+    changes: Path,
+    base: Base | None,
+    states: Path,
+    parquet: str,
 ) -> tuple[int, dict | None]:
     """Write the table's rows under `target`: the base's files hard-linked and its changes written to
-    `changes` when a `base` (the previous export's folder of this table, same columns and masking)
-    is given and the changes stay small; else the rows whole and empty changes. Returns the row
-    count and the manifest's `row_changes` entry, None when `key` is not unique (then only `target`
-    is written, whole)."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _rows AS {query}").fetchall()
+    `changes` when a `base` (same columns and masking) is given and the changes stay small; else the
+    rows whole, empty changes and a new state file in `states`. Returns the row count and the
+    manifest's `row_changes` entry, None when the key (the first column) is not unique (then only
+    `target` is written, whole)."""
+    key = f'"{columns[0]}"'
+    values = ", ".join(f'"{c}"' for c in columns)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _now AS SELECT {key} AS k, hash({values}) AS h FROM ({select.plain})")
     try:
-        rows, keys = con.execute(f'SELECT count(*), count(DISTINCT "{key}") FROM _rows').fetchall()[0]
+        rows, keys = con.execute("SELECT count(*), count(DISTINCT k) FROM _now").fetchall()[0]
         target.mkdir()
         if rows != keys:
-            _copy(con, "SELECT * FROM _rows", target / "data.parquet", parquet)
+            _copy(con, select.query, target / "data.parquet", parquet)
             return rows, None
         changes.mkdir(parents=True)
-        found = _changes(con, key, base, rows) if base else None
+        found = _changes(con, select, key, base, rows) if base and base.state.is_file() else None
         if found is None:
-            _copy(con, "SELECT * FROM _rows", target / "data.parquet", parquet)
-            found = f"SELECT *, false AS {DELETED} FROM _rows WHERE false"
+            _copy(con, select.query, target / "data.parquet", parquet)
+            state = states / f"{target.name}-{uuid.uuid4().hex[:12]}.parquet"
+            states.mkdir(parents=True, exist_ok=True)
+            _copy(con, "SELECT * FROM _now ORDER BY k", state, parquet)
+            found = f"SELECT *, false AS {DELETED} FROM ({select.query}) WHERE false"
         else:
             assert base is not None
-            for file in base.iterdir():
+            state = base.state
+            for file in base.folder.iterdir():
                 os.link(file, target / file.name)
         changed, deleted = con.execute(f"SELECT count(*), count(*) FILTER ({DELETED}) FROM ({found})").fetchall()[0]
         _copy(con, f"SELECT * FROM ({found}) ORDER BY ALL", changes / "data.parquet", parquet)
-        con.execute("DROP TABLE IF EXISTS _changes").fetchall()
-        return rows, {"path": f"{FOLDER}/{target.name}/", "key": key, "rows": changed, "deleted": deleted}
+        entry = {"path": f"{FOLDER}/{target.name}/", "key": columns[0], "rows": changed, "deleted": deleted}
+        return rows, {**entry, "state": state.name}
     finally:
-        con.execute("DROP TABLE _rows").fetchall()
+        con.execute("DROP TABLE IF EXISTS _now").fetchall()
+        con.execute("DROP TABLE IF EXISTS _changed").fetchall()
 
 
-def _changes(con: duckdb.DuckDBPyConnection, key: str, base: Path, rows: int) -> str | None:
-    """A SELECT of the changes against the base's files, None when they exceed REBASE_SHARE."""
-    files = ", ".join(sql_path(f) for f in sorted(base.glob("*.parquet")))
-    if not files:
-        return None
-    k = f'"{key}"'
+def _changes(con: duckdb.DuckDBPyConnection, select: MaskedSelect, key: str, base: Base, rows: int) -> str | None:
+    """A SELECT of the changes against the base (by the base's row hashes), None when they exceed
+    REBASE_SHARE: the changed and new rows masked, a tombstone per key gone."""
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _changes AS
-        WITH kept AS (SELECT * FROM read_parquet([{files}], hive_partitioning = false))
-        SELECT *, false AS {DELETED} FROM (SELECT * FROM _rows EXCEPT SELECT * FROM kept)
-        UNION ALL BY NAME
-        SELECT {k}, true AS {DELETED} FROM kept WHERE {k} NOT IN (SELECT {k} FROM _rows)"""
+        f"""CREATE OR REPLACE TEMP TABLE _changed AS
+        SELECT coalesce(now.k, kept.k) AS k, now.k IS NULL AS gone
+        FROM _now AS now FULL JOIN read_parquet({sql_path(base.state)}) AS kept ON now.k = kept.k
+        WHERE now.h IS DISTINCT FROM kept.h"""
     ).fetchall()
-    if con.execute("SELECT count(*) FROM _changes").fetchall()[0][0] > REBASE_SHARE * rows:
-        con.execute("DROP TABLE _changes").fetchall()
+    if con.execute("SELECT count(*) FROM _changed").fetchall()[0][0] > REBASE_SHARE * rows:
         return None
-    return "SELECT * FROM _changes"
+    gone_key = f"{MASK_MACRO}(k)" if key.strip('"') in select.masked_columns else "k"
+    return f"""
+        SELECT *, false AS {DELETED} FROM ({select.where(f"_row.{key} IN (SELECT k FROM _changed WHERE NOT gone)")})
+        UNION ALL BY NAME
+        SELECT {gone_key} AS {key}, true AS {DELETED} FROM _changed WHERE gone"""
+
+
+def prune_states(states: Path, versions: list[Path], manifest: str) -> None:
+    """Delete the state files no kept export version names (an erased person's row hashes go too)."""
+    named = set()
+    for version in versions:
+        if (version / manifest).is_file():
+            tables = json.loads((version / manifest).read_text()).get("tables", {})
+            named |= {t["row_changes"]["state"] for t in tables.values() if "state" in (t.get("row_changes") or {})}
+    for state in states.glob("*.parquet") if states.is_dir() else []:
+        if state.name not in named:
+            state.unlink()
 
 
 def _copy(con: duckdb.DuckDBPyConnection, select: str, path: Path, parquet: str) -> None:

@@ -314,10 +314,13 @@ def test_next_export_writes_a_keyed_tables_changes_not_the_table(deployment: Pat
             (SELECT customer_version_key FROM marts.dim_customer ORDER BY 1 LIMIT 3);
         DELETE FROM marts.customer_360 WHERE customer_key IN
             (SELECT customer_key FROM marts.customer_360 ORDER BY 1 LIMIT 2);
+        DELETE FROM marts.customer_identity_map WHERE record_key IN
+            (SELECT record_key FROM marts.customer_identity_map ORDER BY 1 LIMIT 1);
         INSERT INTO marts.customer_identity_map
             SELECT 'test:new', 'test', 'new', customer_key, 'test' FROM marts.customer_identity_map LIMIT 1;"""
     folder, tables = export(edits)
-    keyed = {"dim_customer": (3, 0), "customer_360": (2, 2), "customer_identity_map": (1, 0)}
+    # (the identity map's key is masked: its tombstone carries the masked record_key)
+    keyed = {"dim_customer": (3, 0), "customer_360": (2, 2), "customer_identity_map": (2, 1)}
     with duckdb.connect(str(publish.current(root / "published")), read_only=True) as con:
         for table, (changed, deleted) in keyed.items():
             assert (tables[table]["row_changes"]["rows"], tables[table]["row_changes"]["deleted"]) == (changed, deleted)
@@ -330,6 +333,15 @@ def test_next_export_writes_a_keyed_tables_changes_not_the_table(deployment: Pat
     assert tables["customer_360"]["row_changes"]["rows"] == 0 < tables["dim_customer"]["row_changes"]["rows"]
     assert (folder / "customer_360" / "data.parquet").stat().st_nlink == 1
     assert read_export(folder / "customer_360").num_rows == tables["customer_360"]["rows"]
+    # The bases' row hashes stay beside the exports, one file per base a kept export names.
+    named = {
+        t["row_changes"]["state"]
+        for version in (root / ".exports.versions").iterdir()
+        for t in read_manifest(version)["tables"].values()
+        if t.get("row_changes")
+    }
+    assert {p.name for p in (root / ".exports.row_state").iterdir()} == named
+    assert len(named) == len(keyed) + 2  # fct_campaign_contacts', and the 360's new base beside its old
 
 
 def test_unmasked_export_needs_its_flag_and_is_audited(deployment: Path, env: dict[str, str]) -> None:
@@ -626,6 +638,9 @@ def test_forget_erases_one_person_everywhere_and_keeps_them_out(
                     assert not frame[column].is_in([key, masked_email, email]).any(), (manifest, table, column)
     for folder in known_exports(deployment):
         assert len(list((folder.parent / f".{folder.name}.versions").iterdir())) == 1  # older exports deleted
+        states = folder.parent / f".{folder.name}.row_state"  # and the row hashes of their bases
+        named = {t["row_changes"]["state"] for t in read_manifest(folder)["tables"].values() if t.get("row_changes")}
+        assert ({p.name for p in states.iterdir()} if states.is_dir() else set()) == named
     audit_text = (deployment / "governance" / "audit.jsonl").read_text()
     entry = [json.loads(line) for line in audit_text.splitlines()][-1]
     assert entry["event"] == "erasure" and entry["requested_by"] == "dpo@example.com" and entry["customers"] == 1
