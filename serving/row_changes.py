@@ -71,7 +71,9 @@ def write_with_changes(
     `target` is written, whole)."""
     key = f'"{columns[0]}"'
     values = ", ".join(f'"{c}"' for c in columns)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _now AS SELECT {key} AS k, hash({values}) AS h FROM ({select.plain})")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _now AS SELECT {key} AS k, hash({values}) AS h FROM ({select.plain})"
+    ).fetchall()
     try:
         rows, keys = con.execute("SELECT count(*), count(DISTINCT k) FROM _now").fetchall()[0]
         target.mkdir()

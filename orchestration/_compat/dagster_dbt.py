@@ -41,8 +41,9 @@ class InProcessDbtBuild:
     result events into Dagster's events, from the same events its subprocess would have printed.
 
     DuckDB only: dbt-spark's session method would start Spark's JVM in this process, beside the
-    identity assets' own. dbt runs in a thread, so that its events reach Dagster as nodes finish;
-    it cannot be interrupted there, so a terminated run stops when its current dbt command ends."""
+    identity assets' own. dbt runs in a daemon thread, so that its events reach Dagster as nodes
+    finish; a terminated run's process ends with dbt inside it, as a killed run's does (DuckDB
+    recovers the build file from its write-ahead log on the next open)."""
 
     RESULTS = {"LogSeedResult", "LogModelResult", "LogSnapshotResult", "LogTestResult"}
 
