@@ -81,7 +81,7 @@ def write_with_changes(
             _copy(con, select.query, target / "data.parquet", parquet)
             return rows, None
         changes.mkdir(parents=True)
-        found = _changes(con, select, key, base, rows) if base and base.state.is_file() else None
+        found = _changes(con, select, columns[0], base, rows) if base and base.state.is_file() else None
         if found is None:
             _copy(con, select.query, target / "data.parquet", parquet)
             state = states / f"{target.name}-{uuid.uuid4().hex[:12]}.parquet"
@@ -102,7 +102,7 @@ def write_with_changes(
         con.execute("DROP TABLE IF EXISTS _changed").fetchall()
 
 
-def _changes(con: duckdb.DuckDBPyConnection, select: MaskedSelect, key: str, base: Base, rows: int) -> str | None:
+def _changes(con: duckdb.DuckDBPyConnection, select: MaskedSelect, name: str, base: Base, rows: int) -> str | None:
     """A SELECT of the changes against the base (by the base's row hashes), None when they exceed
     REBASE_SHARE: the changed and new rows masked, a tombstone per key gone."""
     con.execute(
@@ -113,7 +113,7 @@ def _changes(con: duckdb.DuckDBPyConnection, select: MaskedSelect, key: str, bas
     ).fetchall()
     if con.execute("SELECT count(*) FROM _changed").fetchall()[0][0] > REBASE_SHARE * rows:
         return None
-    gone_key = f"{MASK_MACRO}(k)" if key.strip('"') in select.masked_columns else "k"
+    key, gone_key = f'"{name}"', f"{MASK_MACRO}(k)" if name in select.masked_columns else "k"
     return f"""
         SELECT *, false AS {DELETED} FROM ({select.where(f"_row.{key} IN (SELECT k FROM _changed WHERE NOT gone)")})
         UNION ALL BY NAME
