@@ -108,11 +108,14 @@
     from {{ relation }} {{ semi_join() }} repeated on {{ relation }}.{{ key }} is not distinct from repeated.repeated_key
 {%- endmacro %}
 
-{#- The latest delivery of each key. A staging model is an incremental table: a run ranks again only
-    the keys delivered since it last ran and the keys whose kept row left raw, from every raw row
-    of those keys, and replaces them (delete+insert on the key). A key with no row left is replaced
-    by a row of nulls but the key, without a raw row number, which the post-hook
-    delete_vanished_deliveries removes. A full refresh ranks every row and gives the same table.
+{#- The latest delivery of each key. A staging model is an incremental table: a run replaces
+    (delete+insert on the key) the keys delivered since it last ran and the keys whose kept row left
+    raw. A key delivered since is ranked among its new rows alone: they were loaded after every
+    row the table holds, so one of them wins over any older delivery, and the run reads only the raw
+    rows loaded since. A key whose kept row left raw and that was not delivered again is ranked from
+    every raw row of it; with no row left, it is replaced by a row of nulls but the key, without a
+    raw row number, which the post-hook delete_vanished_deliveries removes. A full refresh ranks
+    every row and gives the same table.
     A kept row leaves raw when the loader replaces its partition (a re-delivered day; the load log
     names the partitions loaded since, so only those are compared with raw) or by an erasure, which
     deletes the staging copy itself; rows deleted from raw any other way need a full refresh. -#}
@@ -121,34 +124,48 @@
     with watermark as (
         select coalesce(max(source_loaded_at), cast('1900-01-01' as timestamp)) as loaded_at from {{ this }}
     ),
-    vanished_keys as (
-        select built.{{ key }} as vanished_key
-        from {{ this }} as built
-        where exists (
-            select 1 from {{ source('raw', 'load_log') }} as reloaded
-            where reloaded.source = built.source_name
-              and built.source_partition_date between reloaded.partition_start and reloaded.partition_end
-              and reloaded.finished_at > (select loaded_at from watermark)
-        )
-          and not exists (
-            select 1 from {{ relation }} as delivered
-            where delivered.source_file = built.source_file
-              and delivered.source_row_number = built.source_row_number
-              and delivered._loaded_at = built.source_loaded_at
-        )
+    reloaded as (
+        select source, partition_start, partition_end from {{ source('raw', 'load_log') }}
+        where finished_at > (select loaded_at from watermark)
     ),
-    changed_keys as (
-        select {{ key }} as changed_key from {{ relation }} where _loaded_at > (select loaded_at from watermark)
-        union
+    {#- Only the rows of reloaded partitions are compared, on both sides: a kept row still in raw is
+        in the partition it was kept from. -#}
+    kept_in_reloaded as (
+        select built.{{ key }}, built.source_file, built.source_row_number, built.source_loaded_at
+        from {{ this }} as built
+        {{ semi_join() }} reloaded on reloaded.source = built.source_name
+            and built.source_partition_date between reloaded.partition_start and reloaded.partition_end
+    ),
+    delivered_in_reloaded as (
+        select delivered.source_file, delivered.source_row_number, delivered._loaded_at
+        from {{ relation }} as delivered
+        {{ semi_join() }} reloaded on reloaded.source = delivered.source_name
+            and delivered.source_partition_date between reloaded.partition_start and reloaded.partition_end
+    ),
+    vanished_keys as (
+        select kept.{{ key }} as vanished_key
+        from kept_in_reloaded as kept
+        {{ anti_join() }} delivered_in_reloaded as delivered
+            on delivered.source_file = kept.source_file
+            and delivered.source_row_number = kept.source_row_number
+            and delivered._loaded_at = kept.source_loaded_at
+    ),
+    arrived as {{ inlined() }} (
+        select * from {{ relation }} where _loaded_at > (select loaded_at from watermark)
+    ),
+    vanished_only as (
         select vanished_key from vanished_keys
+        {{ anti_join() }} arrived on vanished_keys.vanished_key = arrived.{{ key }}
     ),
     delivered_again as {{ inlined() }} (
-        select * from {{ relation }} {{ semi_join() }} changed_keys on {{ relation }}.{{ key }} = changed_keys.changed_key
+        select * from arrived
+        union all
+        select * from {{ relation }} {{ semi_join() }} vanished_only on {{ relation }}.{{ key }} = vanished_only.vanished_key
     )
     select * from ({{ rank_deliveries('delivered_again', key) }})
     union all by name
     select vanished_key as {{ key }}, 1 as delivery_rank from vanished_keys
-    where vanished_key not in (select {{ key }} from delivered_again)
+    {{ anti_join() }} delivered_again on vanished_keys.vanished_key = delivered_again.{{ key }}
     {%- else %}
     {{ rank_deliveries(relation, key) }}
     {%- endif %}
