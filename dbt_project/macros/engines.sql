@@ -76,9 +76,13 @@
     order) leave, their customers noted. -#}
 {% macro delete_rows_gone_from(parent, key) -%}
     {%- if is_incremental() -%}
-        {%- set gone = key ~ " not in (select " ~ key ~ " from " ~ ref(parent) ~ " where " ~ key ~ " is not null)" -%}
-        insert into main.dbt_changed_customers select distinct customer_key from {{ this }} where {{ gone }} and customer_key is not null;
-        delete from {{ this }} where {{ gone }}
+        {#- Found once: each search reads both tables whole. -#}
+        create or replace temp table _gone as
+        select {{ key }}, customer_key from {{ this }}
+        where {{ key }} not in (select {{ key }} from {{ ref(parent) }} where {{ key }} is not null);
+        insert into main.dbt_changed_customers select distinct customer_key from _gone where customer_key is not null;
+        delete from {{ this }} where {{ key }} in (select {{ key }} from _gone);
+        drop table _gone
     {%- endif -%}
 {%- endmacro %}
 

@@ -8,13 +8,18 @@
     also rebuilds the dates holding such a row. `rows` and `identity` are CTE names of the model. -#}
 {% macro incremental_dates_filter(date_column, rows, identity, spill_days=0) -%}
 {%- if is_incremental() %}
+    where {{ date_column }} in ({{ rebuilt_dates(date_column, rows, identity, spill_days) }})
+{%- endif %}
+{%- endmacro %}
+
+{#- The dates an incremental run of such a model rebuilds (above), as a query. -#}
+{% macro rebuilt_dates(date_column, rows, identity, spill_days=0) -%}
     {%- set loaded -%}
         select distinct {{ date_column }} as loaded_date from {{ rows }}
         where source_loaded_at > (
             select coalesce(max(built.source_loaded_at), cast('1900-01-01' as timestamp)) from {{ this }} as built
         )
     {%- endset %}
-    where {{ date_column }} in (
         {%- for days in range(0, spill_days + 1) %}
         select cast({{ dbt.dateadd('day', -days, 'loaded_date') }} as date) from ({{ loaded }}) as loaded
         {{- ' union all' if not loop.last or target.type != 'duckdb' }}
@@ -25,8 +30,6 @@
         left join {{ identity }} on previous.identity_record_key = {{ identity }}.record_key
         where coalesce(previous.customer_key, '') <> coalesce({{ identity }}.customer_key, '')
         {%- endif %}
-    )
-{%- endif %}
 {%- endmacro %}
 
 {#- customer_identity_map on DuckDB rebuilds only the records whose row the keys step marked stale

@@ -5,15 +5,17 @@
 
 with
 
-sessions as (
+-- `not materialized` (these and `touches`): read twice (the dates loaded since, the touches), they
+-- would otherwise be held whole before the rebuilt dates filter them.
+sessions as {{ inlined() }} (
     select * from {{ ref('fct_web_sessions') }}
 ),
 
-calls as (
+calls as {{ inlined() }} (
     select * from {{ ref('stg_call_center__calls') }}
 ),
 
-social as (
+social as {{ inlined() }} (
     select * from {{ ref('int_social_interactions_scored') }}
 ),
 
@@ -21,7 +23,7 @@ identity as (
     select * from {{ ref('customer_identity_map') }}
 ),
 
-touches as (
+touches as {{ inlined() }} (
     select
         concat('web:', web_session_id) as interaction_id,
         'web' as channel,

@@ -2,21 +2,40 @@
 -- Incremental by local order date (see macros/incremental.sql).
 -- Web purchases come from the sessionized events, which already hold every web event with its
 -- session (30 million events at 1 million customers).
+-- A web line is numbered among its order's purchase events, so an incremental run numbers only the
+-- orders with a purchase on a rebuilt date, from all their events: the window over every purchase
+-- was most of a day's run.
 {{ config(**increments_by_day('ordered_local_date')) }}
 
 with
 
-store_lines as (
+-- `not materialized`: read twice (the dates loaded since, the lines), they would otherwise be
+-- held whole before the rebuilt dates filter them.
+store_lines as {{ inlined() }} (
     select * from {{ ref('stg_store__order_lines') }}
 ),
 
-web_events as (
+web_purchases as {{ inlined() }} (
     select * from {{ ref('int_web_events_sessionized') }}
+    where event_type = 'purchase' and order_id is not null
 ),
 
 identity as (
     select * from {{ ref('customer_identity_map') }}
 ),
+
+loaded_lines as {{ inlined() }} (
+    select ordered_local_date, source_loaded_at from store_lines
+    union all
+    select event_local_date as ordered_local_date, source_loaded_at from web_purchases
+),
+
+{% if is_incremental() %}
+rebuilt_orders as (
+    select distinct source_name, order_id from web_purchases
+    where event_local_date in ({{ rebuilt_dates('ordered_local_date', 'loaded_lines', 'identity') }})
+),
+{% endif %}
 
 store as (
     select
@@ -65,12 +84,15 @@ web as (
         select
             *,
             row_number() over (partition by source_name, order_id order by event_at asc nulls last, web_event_id asc) as line_number
-        from web_events
-        where event_type = 'purchase' and order_id is not null
+        from web_purchases
+        {% if is_incremental() -%}
+        {{ semi_join() }} rebuilt_orders
+            on web_purchases.source_name = rebuilt_orders.source_name and web_purchases.order_id = rebuilt_orders.order_id
+        {%- endif %}
     ) as purchases
 ),
 
-lines as (
+lines as {{ inlined() }} (
     select * from store
     union all
     select * from web
@@ -101,7 +123,7 @@ final as (
         lines.source_loaded_at
     from lines
     left join identity on lines.identity_record_key = identity.record_key
-    {{ incremental_dates_filter('ordered_local_date', 'lines', 'identity') }}
+    {{ incremental_dates_filter('ordered_local_date', 'loaded_lines', 'identity') }}
 )
 
 select * from final

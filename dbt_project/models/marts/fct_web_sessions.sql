@@ -1,6 +1,7 @@
 -- One row per web session (30 minutes of inactivity end one). Sessions before a cookie's first
 -- login belong to the customer too: the cookie's customer key comes from the identity map.
--- Incremental by the session's local start date (see macros/incremental.sql).
+-- Incremental by the session's local start date (see macros/incremental.sql). An incremental run
+-- sums only the sessions starting on a rebuilt date: summing every session was most of its time.
 {{ config(**increments_by_day('session_local_date')) }}
 
 with
@@ -15,7 +16,7 @@ identity as (
     select * from {{ ref('customer_identity_map') }}
 ),
 
-firsts as (
+firsts as {{ inlined() }} (
     select
         web_session_id,
         event_date as session_date,
@@ -28,6 +29,20 @@ firsts as (
     from events
     where is_session_start
 ),
+
+-- The start date of each session, with each of its events' load time: the dates loaded since.
+session_loads as {{ inlined() }} (
+    select firsts.session_local_date, events.source_loaded_at
+    from events
+    inner join firsts on events.web_session_id = firsts.web_session_id
+),
+
+{% if is_incremental() %}
+rebuilt_sessions as (
+    select web_session_id from firsts
+    where session_local_date in ({{ rebuilt_dates('session_local_date', 'session_loads', 'identity', spill_days=1) }})
+),
+{% endif %}
 
 sessions as (
     select
@@ -47,6 +62,9 @@ sessions as (
         cast(max(case when event_type = 'login' or customer_ref is not null then 1 else 0 end) = 1 as boolean) as has_login,
         max(source_loaded_at) as source_loaded_at
     from events
+    {% if is_incremental() -%}
+    {{ semi_join() }} rebuilt_sessions on events.web_session_id = rebuilt_sessions.web_session_id
+    {% endif -%}
     group by web_session_id
 ),
 
@@ -87,7 +105,7 @@ final as (
         identity.customer_key
     from joined
     left join identity on joined.identity_record_key = identity.record_key
-    {{ incremental_dates_filter('session_local_date', 'joined', 'identity', spill_days=1) }}
+    {{ incremental_dates_filter('session_local_date', 'session_loads', 'identity', spill_days=1) }}
 )
 
 select * from final
