@@ -24,13 +24,13 @@ identity as (
     select * from {{ ref('customer_identity_map') }}
 ),
 
+{% if is_incremental() %}
 loaded_lines as {{ inlined() }} (
     select ordered_local_date, source_loaded_at from store_lines
     union all
     select event_local_date as ordered_local_date, source_loaded_at from web_purchases
 ),
 
-{% if is_incremental() %}
 rebuilt_orders as (
     select distinct source_name, order_id from web_purchases
     where event_local_date in ({{ rebuilt_dates('ordered_local_date', 'loaded_lines', 'identity') }})

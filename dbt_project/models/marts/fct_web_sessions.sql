@@ -30,6 +30,7 @@ firsts as {{ inlined() }} (
     where is_session_start
 ),
 
+{% if is_incremental() %}
 -- The start date of each session, with each of its events' load time: the dates loaded since.
 session_loads as {{ inlined() }} (
     select firsts.session_local_date, events.source_loaded_at
@@ -37,7 +38,6 @@ session_loads as {{ inlined() }} (
     inner join firsts on events.web_session_id = firsts.web_session_id
 ),
 
-{% if is_incremental() %}
 rebuilt_sessions as (
     select web_session_id from firsts
     where session_local_date in ({{ rebuilt_dates('session_local_date', 'session_loads', 'identity', spill_days=1) }})
