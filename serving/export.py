@@ -40,7 +40,7 @@ from serving import publish
 from serving.identifier_leaks import IdentifierLeak, clear_identifiers
 from serving.key_changes import KEY, RECORD, TABLE, KeptRows, corrected, write_key_changes
 from serving.masking import MaskedSelect, define_mask, keyed_hash, masked_select
-from serving.row_changes import FOLDER, Base, prune_states, row_key, sql_path, write_with_changes
+from serving.row_changes import FOLDER, Base, prune_states, row_hash, row_key, sql_path, write_with_changes
 from serving.scopes import scoped_view_name, set_region
 
 MANIFEST = "manifest.json"
@@ -226,11 +226,11 @@ def _write_tables(
             rekeyed = corrected([c for c, _ in columns])
             entry["fingerprint_excludes"] = [KEY] if rekeyed else []
             same_shape = all(old.get(k, []) == entry[k] for k in ("columns", "masking", "fingerprint_excludes"))
-            plain = f"SELECT *, {by.value()} FROM ({select.plain})"
             rows, entry["partitions"], entry["files"], kept = _write_partitions(
                 con,
                 f"SELECT *, {by.value()} FROM ({select.query})",
-                f'SELECT * EXCLUDE ("{KEY}") FROM ({plain})' if rekeyed else plain,
+                select.plain,
+                [c for c, _ in columns if not (rekeyed and c == KEY)],
                 by,
                 target,
                 old.get("files", {}) if same_shape else {},
@@ -271,18 +271,19 @@ def _kept_rows(name: str, select: MaskedSelect, by: Partitioning, kept: list[str
 def _write_partitions(
     con: duckdb.DuckDBPyConnection,
     query: str,
-    fingerprinted: str,
+    plain: str,
+    fingerprinted: list[str],
     by: Partitioning,
     target: Path,
     reusable: dict,
     previous: Path | None,
 ) -> tuple[int, dict, dict, list[str]]:
-    """Write the dates whose fingerprint (over the `fingerprinted`, unmasked rows) changed or is
-    new, one file each; hard-link the previous export's others. Returns the rows, the partitions'
-    row counts, each date's figures and the dates kept."""
+    """Write the dates whose fingerprint (over the `fingerprinted` columns of the `plain`, unmasked
+    rows) changed or is new, one file each; hard-link the previous export's others. Returns the
+    rows, the partitions' row counts, each date's figures and the dates kept."""
     c = f'"{by.column}"'
     counts = con.execute(
-        f"SELECT strftime({c}, '%Y-%m-%d'), count(*), sum(hash(q)) FROM ({fingerprinted}) AS q GROUP BY 1"
+        f"SELECT strftime({c}, '%Y-%m-%d'), count(*), sum({row_hash(fingerprinted)}) FROM ({plain}) GROUP BY 1"
     ).fetchall()
     days = {day: {"rows": n, "fingerprint": str(fp)} for day, n, fp in counts if day is not None}
     kept = sorted(d for d, f in days.items() if previous and reusable.get(d) == f and (previous / by.file(d)).is_file())
