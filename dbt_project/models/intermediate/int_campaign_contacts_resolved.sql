@@ -1,5 +1,8 @@
 -- Each campaign contact with the customer its identifiers name. Looked up in the identity graph,
 -- never added to it: a campaign list says whom a tool targeted, not who somebody is.
+-- A table, not a view: its four tests and fct_campaign_contacts each resolved every contact again.
+{{ config(materialized='table') }}
+
 with
 
 contacts as (
