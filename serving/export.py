@@ -40,7 +40,7 @@ from serving import publish
 from serving.identifier_leaks import IdentifierLeak, clear_identifiers
 from serving.key_changes import KEY, RECORD, TABLE, KeptRows, corrected, write_key_changes
 from serving.masking import MaskedSelect, define_mask, keyed_hash, masked_select
-from serving.row_changes import FOLDER, Base, prune_states, row_hash, row_key, sql_path, write_with_changes
+from serving.row_changes import FOLDER, Base, prune_states, quoted, row_hash, row_key, sql_path, write_with_changes
 from serving.scopes import scoped_view_name, set_region
 
 MANIFEST = "manifest.json"
@@ -281,7 +281,7 @@ def _write_partitions(
     """Write the dates whose fingerprint (over the `fingerprinted` columns of the `plain`, unmasked
     rows) changed or is new, one file each; hard-link the previous export's others. Returns the
     rows, the partitions' row counts, each date's figures and the dates kept."""
-    c = f'"{by.column}"'
+    c = quoted(by.column)
     counts = con.execute(
         f"SELECT strftime({c}, '%Y-%m-%d'), count(*), sum({row_hash(fingerprinted)}) FROM ({plain}) GROUP BY 1"
     ).fetchall()

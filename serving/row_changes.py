@@ -54,10 +54,15 @@ def sql_path(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+def quoted(name: str) -> str:
+    """A column name as a SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def row_hash(columns: list[str]) -> str:
     """A SQL expression hashing a row's `columns`: one hash over the columns, 2–2.5 times faster
     in DuckDB than the hash of the row as a struct."""
-    return "hash(" + ", ".join('"' + c.replace('"', '""') + '"' for c in columns) + ")"
+    return "hash(" + ", ".join(quoted(c) for c in columns) + ")"
 
 
 def write_with_changes(
@@ -75,7 +80,7 @@ def write_with_changes(
     rows whole, empty changes and a new state file in `states`. Returns the row count and the
     manifest's `row_changes` entry, None when the key (the first column) is not unique (then only
     `target` is written, whole)."""
-    key = f'"{columns[0]}"'
+    key = quoted(columns[0])
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _now AS SELECT {key} AS k, {row_hash(columns)} AS h FROM ({select.plain})"
     ).fetchall()
@@ -118,7 +123,7 @@ def _changes(con: duckdb.DuckDBPyConnection, select: MaskedSelect, name: str, ba
     ).fetchall()
     if con.execute("SELECT count(*) FROM _changed").fetchall()[0][0] > REBASE_SHARE * rows:
         return None
-    key, gone_key = f'"{name}"', f"{MASK_MACRO}(k)" if name in select.masked_columns else "k"
+    key, gone_key = quoted(name), f"{MASK_MACRO}(k)" if name in select.masked_columns else "k"
     return f"""
         SELECT *, false AS {DELETED} FROM ({select.where(f"_row.{key} IN (SELECT k FROM _changed WHERE NOT gone)")})
         UNION ALL BY NAME
