@@ -28,9 +28,11 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from ml._compat.sklearn_trees import tree_arrays
 from ml.config import ChurnConfig
 from ml.features import FEATURES, customer_features
 from ml.run_context import NotEnoughHistory
+from ml.tree_explanations import moved_to_reference
 
 
 @dataclass
@@ -224,7 +226,7 @@ def churn_scores(
 def top_features(model: CalibratedClassifierCV, x: np.ndarray, k: int = 3, sign: int = 1) -> pl.Series:
     """The k features adding most to each customer's log-odds of churn (with sign -1, those lowering
     it most), those that add anything: coefficient × standardized value for the logistic regression;
-    for another model, how far the log-odds move from the customer's value to the scored customers'
+    for the boosted trees, how far the log-odds move from the customer's value to the scored customers'
     median of that feature. Built column-wise: a Python list per customer held gigabytes at the
     largest scale."""
     base = model.calibrated_classifiers_[0].estimator.estimator
@@ -252,21 +254,13 @@ def top_features(model: CalibratedClassifierCV, x: np.ndarray, k: int = 3, sign:
 
 def _moved_from_median(base: Pipeline, x: np.ndarray) -> np.ndarray:
     """Per customer and feature: log-odds at the customer's values minus log-odds with that one
-    feature set to its median over `x` (missing stays missing where the median is).
-
-    A customer already at the median moves by exactly 0 and is not predicted again: counts such as
-    complaints sit at their median for most customers, and these predictions were most of a
-    repurchase table's time."""
+    feature set to its median over `x` (missing stays missing where the median is), from the
+    boosted trees themselves (ml.tree_explanations)."""
+    trees = base.steps[-1][1]
+    if not isinstance(trees, HistGradientBoostingClassifier):
+        raise TypeError(f"explanations by median need the boosted trees or a logistic regression, not {trees!r}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column's median
         median = np.nanmedian(x, axis=0)
-    here = base.decision_function(x)
-    moved = np.zeros_like(x, dtype=float)
-    for j in range(x.shape[1]):
-        away = ~((x[:, j] == median[j]) | (np.isnan(x[:, j]) & np.isnan(median[j])))
-        if not away.any():
-            continue
-        typical = x[away]
-        typical[:, j] = median[j]
-        moved[away, j] = here[away] - base.decision_function(typical)
-    return moved
+    prepared = base[:-1]  # the steps before the trees, applied to the rows and the median alike
+    return moved_to_reference(tree_arrays(trees), prepared.transform(x), prepared.transform(median[None, :])[0])

@@ -1,5 +1,5 @@
-"""The private APIs of Dagster, dagster-dbt and great-expectations that orchestration/_compat/ and
-ingestion/_compat/ rely on: each test fails loudly when an upgrade moves or changes one."""
+"""The private APIs of Dagster, dagster-dbt, great-expectations and scikit-learn that
+orchestration/_compat/, ingestion/_compat/ and ml/_compat/ rely on: each test fails loudly when an upgrade moves or changes one."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
@@ -116,3 +117,28 @@ def test_great_expectations_batches_are_not_fingerprinted() -> None:
 
     batch = _batch_definition().get_batch(batch_parameters={"dataframe": pd.DataFrame({"a": range(1000)})})
     assert "pandas_data_fingerprint" not in batch.batch_markers
+
+
+def test_the_boosted_trees_private_arrays_move_the_log_odds_as_scikit_learn_predicts() -> None:
+    """ml/_compat reads scikit-learn's private tree nodes (thresholds, where missing values go);
+    moving one feature to a reference along them equals predicting the changed rows with sklearn."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from ml._compat.sklearn_trees import tree_arrays
+    from ml.tree_explanations import moved_to_reference
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4000, 5))
+    x[::4, 1] = np.nan  # missing in training: the trees learn where it goes
+    y = (x[:, 0] + np.nan_to_num(x[:, 1]) * x[:, 2] + 0.5 * rng.normal(size=4000) > 0).astype(int)
+    model = HistGradientBoostingClassifier(max_iter=30, max_leaf_nodes=15, random_state=0).fit(x, y)
+    rows = x[:500].copy()
+    rows[::7, 3] = np.nan  # missing only when scored
+    reference = np.array([0.1, np.nan, -0.2, 0.3, 0.0])
+    expected = np.column_stack(
+        [
+            model.decision_function(rows) - model.decision_function(np.where(np.arange(5) == j, reference, rows))
+            for j in range(5)
+        ]
+    )
+    np.testing.assert_allclose(moved_to_reference(tree_arrays(model), rows, reference), expected, atol=1e-12)
