@@ -84,6 +84,7 @@ class ForecastConfig:
     backtest_windows: int = 4  # rolling origins, each horizon_weeks apart, at the end of the history
     min_weeks: int = 26  # less history to fit on: not built
     calendar: str | None = None  # CSV of known event days (date,event); default: the sources file's `calendar:`
+    refit_days: int = REFIT_DAYS  # a forecast made this recently from the same complete weeks is published again
 
 
 @dataclass(frozen=True)

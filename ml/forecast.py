@@ -35,11 +35,15 @@ learnt on the other windows; `coverage_80_native`, of the model's own intervals.
 Coherence: channels and regions are scaled, week by week, so that each set sums to the total's
 forecast (top-down with forecast proportions, Athanasopoulos et al. 2009), intervals by the same
 factor. Products are not reconciled: the top N are not the whole.
+
+Daily runs: a series whose inputs are bit for bit those of an earlier run's fit reuses that fit
+(statsforecast fits each series alone); the others are fitted again, together.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +70,17 @@ class ForecastResult:
     seasonal: bool
     windows: int
     event_effects: dict[str, float]  # per series: the multiplicative effect of one event day
+    fits: dict[str, SeriesFit]  # per series (unique_id): the models' raw rows, to reuse while its weeks are unchanged
+
+
+@dataclass(frozen=True)
+class SeriesFit:
+    """What statsforecast made of one series: each series is fitted on its own, so equal inputs
+    give equal rows."""
+
+    inputs: str  # digest of the series' weeks and of everything else the models were given
+    backtest: pd.DataFrame  # its cross-validation rows
+    ahead: pd.DataFrame  # its forecast rows
 
 
 def _weeks(first: dt.date, last: dt.date) -> list[dt.date]:
@@ -258,36 +273,74 @@ def _prepare(long: pl.DataFrame, events: set[dt.date], cfg: ForecastConfig) -> _
 
 
 def forecast_sales(
-    cells: pl.DataFrame, products: pl.DataFrame, events: set[dt.date], cfg: ForecastConfig
+    cells: pl.DataFrame,
+    products: pl.DataFrame,
+    events: set[dt.date],
+    cfg: ForecastConfig,
+    earlier: ForecastResult | None = None,
 ) -> ForecastResult:
-    from statsforecast import StatsForecast
-
+    """`earlier`: a forecast of an earlier run, whose series fits are reused where a series' inputs
+    are unchanged (the weeks are complete weeks: most series stay the same within a week)."""
     s = _prepare(series(cells, products, cfg), events, cfg)
-    h, levels = cfg.horizon_weeks, list(LEVELS)
-    sf = StatsForecast(models=_models(s.seasonal, cfg.season_length), freq="W-MON", n_jobs=1)
-    cv = sf.cross_validation(
-        df=s.history[["unique_id", "ds", "y"]], h=h, n_windows=s.windows, step_size=h, level=levels
-    )
-    weeks = sorted(set(s.history["ds"].dt.date))
-    cv = with_derived(pl.from_pandas(cv), s.history, s.seasonal)
-    backtest = _backtest(cv, s.history, s.days_past, weeks, s.seasonal)
-    table, per_series = _scores(backtest, s.scales, s.seasonal, s.ids)
-
     adjusted = s.history.copy()
     adjusted["y"] = adjusted["y_raw"] / (1 + adjusted["unique_id"].map(s.effects) * np.tile(s.days_past, len(s.ids)))
+    fits = _fitted(s, adjusted, cfg, earlier.fits if earlier else {})
+    order = sorted(fits)  # statsforecast's own order of series
+    weeks = sorted(set(s.history["ds"].dt.date))
+    cv = with_derived(
+        pl.from_pandas(pd.concat([fits[u].backtest for u in order], ignore_index=True)), s.history, s.seasonal
+    )
+    backtest = _backtest(cv, s.history, s.days_past, weeks, s.seasonal)
+    table, per_series = _scores(backtest, s.scales, s.seasonal, s.ids)
     ahead = with_derived(
-        pl.from_pandas(sf.forecast(df=adjusted[["unique_id", "ds", "y"]], h=h, level=levels)), s.history, s.seasonal
+        pl.from_pandas(pd.concat([fits[u].ahead for u in order], ignore_index=True)), s.history, s.seasonal
     )
     forecasts = _published(
         ahead, s.ids, per_series, _widening(backtest), s.effects, s.days_future, s.future, s.seasonal
     )
+    reused = sum(1 for u in order if earlier and earlier.fits.get(u) is fits[u])
     metrics = {
         **table,
         "seasonal": float(s.seasonal),
         "backtest_windows": float(s.windows),
         "weeks_of_history": float(len(weeks)),
+        "series": float(len(order)),
+        "series_reused": float(reused),
     }
-    return ForecastResult(_reconcile(forecasts), backtest, metrics, s.seasonal, s.windows, s.effects)
+    return ForecastResult(_reconcile(forecasts), backtest, metrics, s.seasonal, s.windows, s.effects, fits)
+
+
+def _fitted(
+    s: _Series, adjusted: pd.DataFrame, cfg: ForecastConfig, earlier: dict[str, SeriesFit]
+) -> dict[str, SeriesFit]:
+    """Every series' fit: an earlier one where the series' inputs are unchanged, else fitted now
+    (one cross-validation and one forecast over all the series that changed)."""
+    from statsforecast import StatsForecast
+
+    h, levels = cfg.horizon_weeks, list(LEVELS)
+    given = repr((s.windows, s.seasonal, h, levels, cfg.season_length))
+    inputs: dict[str, str] = {}
+    for uid, part in s.history.groupby("unique_id", sort=False):
+        digest = hashlib.sha256(given.encode())
+        for values in (part["ds"], part["y"], adjusted.loc[part.index, "y"]):
+            digest.update(values.to_numpy().tobytes())  # every bit: an equal digest must mean equal inputs
+        inputs[uid] = digest.hexdigest()
+    fits = {uid: earlier[uid] for uid, digest in inputs.items() if uid in earlier and earlier[uid].inputs == digest}
+    changed = [uid for uid in inputs if uid not in fits]
+    if changed:
+        sf = StatsForecast(models=_models(s.seasonal, cfg.season_length), freq="W-MON", n_jobs=1)
+        history = s.history[s.history["unique_id"].isin(changed)]
+        cv = sf.cross_validation(
+            df=history[["unique_id", "ds", "y"]], h=h, n_windows=s.windows, step_size=h, level=levels
+        )
+        ahead = sf.forecast(df=adjusted.loc[history.index, ["unique_id", "ds", "y"]], h=h, level=levels)
+        for uid in changed:
+            fits[uid] = SeriesFit(
+                inputs[uid],
+                cv[cv["unique_id"] == uid].reset_index(drop=True),
+                ahead[ahead["unique_id"] == uid].reset_index(drop=True),
+            )
+    return fits
 
 
 def _backtest(

@@ -27,7 +27,7 @@ from ml.churn import ChurnModel, churn_scores
 from ml.clv import customer_value
 from ml.config import MLConfig
 from ml.features import FEATURES, customer_features
-from ml.forecast import forecast_sales
+from ml.forecast import ForecastResult, forecast_sales
 from ml.lifecycle import HEALTH_WEIGHTS, health_scores, lifecycle_stages
 from ml.registry import Fitted, fitted_model, save_artifact, warehouse_of, write_metrics, write_table
 from ml.repurchase import RepurchaseModel, repurchase_scores
@@ -175,7 +175,10 @@ def build_sales_forecast(
     if f.product_level == "category" and products.filter(pl.col("product") != "unknown")["product"].n_unique() < 2:
         f = replace(f, product_level="sku")  # extracts without categories (e.g. Online Retail): forecast the top SKUs
         products = data.weekly_product_sales(con, ctx.as_of, "sku")
-    result = forecast_sales(data.weekly_sales(con, ctx.as_of), products, events, f)
+    earlier = fitted_model(con, "sales_forecast", ctx, f, ForecastResult)
+    result = forecast_sales(
+        data.weekly_sales(con, ctx.as_of), products, events, f, earlier.artifact if earlier else None
+    )
     card = {
         "config": f,
         "models": "statsforecast AutoETS (no season), AutoTheta, MSTL (two yearly cycles); derived OrdersxAOV "
@@ -186,7 +189,7 @@ def build_sales_forecast(
         "event_effects": result.event_effects,
     }
     first = cast(dt.date, result.backtest["cutoff"].min())
-    return TableOutput(result.forecasts, result.metrics, card=card, evaluated_on=f"rolling origins from {first}")
+    return TableOutput(result.forecasts, result.metrics, result, card, evaluated_on=f"rolling origins from {first}")
 
 
 def build_triggered_audiences(

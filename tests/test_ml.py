@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 from sklearn.metrics import roc_auc_score
@@ -263,6 +264,37 @@ def test_fitted_models_are_reused_for_refit_days_on_their_own_warehouse(
     other = tmp_path / "other.duckdb"
     shutil.copyfile(year.warehouse, other)
     assert run(day + dt.timedelta(days=8), db=other) == dict.fromkeys(fitted)  # models/ may serve several warehouses
+
+
+def test_the_forecast_refits_only_the_series_whose_weeks_changed_and_equals_a_fresh_one(
+    year: Year, tmp_path: Path
+) -> None:
+    """The forecast reads complete weeks: the next day of a week refits only the series a late row
+    or a customer's move changed (here, by region), and publishes what a fresh fit of every series
+    gives; a late refund in a finished week refits the total's and its channel's revenue too."""
+    warehouse = tmp_path / "crm.duckdb"
+    shutil.copyfile(year.warehouse, warehouse)
+    friday = year.cfg.end - dt.timedelta(days=(year.cfg.end.isoweekday() + 2) % 7)  # its next day ends no week
+
+    def run(as_of: dt.date, cfg: MLConfig = MLConfig()) -> tuple[pl.DataFrame, dict[str, float]]:
+        with duckdb.connect(str(warehouse)) as con:
+            out = build(con, "sales_forecast", RunContext(as_of, f"run-{as_of}", tmp_path / "models"), cfg)
+        return out.frame, out.metrics
+
+    assert run(friday)[1]["series_reused"] == 0
+    saturday, metrics = run(friday + dt.timedelta(days=1))
+    assert 0 < metrics["series_reused"] <= metrics["series"]
+    fresh = MLConfig(forecast=dataclasses.replace(MLConfig().forecast, refit_days=0))
+    assert_frame_equal(saturday, run(friday + dt.timedelta(days=1), fresh)[0])
+    with duckdb.connect(str(warehouse)) as con:  # a late refund in a finished week
+        con.execute(
+            "update marts.fct_orders set net_amount = net_amount - 1 where order_key = "
+            "(select min(order_key) from marts.fct_orders where ordered_local_date < ? - 14)",
+            [friday],
+        ).fetchall()
+    again, metrics = run(friday + dt.timedelta(days=1))
+    assert metrics["series"] - metrics["series_reused"] >= 3  # the total's, a channel's and a region's revenue
+    assert_frame_equal(again, run(friday + dt.timedelta(days=1), fresh)[0])
 
 
 def test_the_ml_asset_materializes_only_the_selected_tables(year: Year, tmp_path: Path) -> None:
