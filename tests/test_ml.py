@@ -276,9 +276,10 @@ def test_the_forecast_refits_only_the_series_whose_weeks_changed_and_equals_a_fr
     shutil.copyfile(year.warehouse, warehouse)
     friday = year.cfg.end - dt.timedelta(days=(year.cfg.end.isoweekday() + 2) % 7)  # its next day ends no week
 
-    def run(as_of: dt.date, cfg: MLConfig = MLConfig()) -> tuple[pl.DataFrame, dict[str, float]]:
+    def run(as_of: dt.date, cfg: MLConfig | None = None) -> tuple[pl.DataFrame, dict[str, float]]:
         with duckdb.connect(str(warehouse)) as con:
-            out = build(con, "sales_forecast", RunContext(as_of, f"run-{as_of}", tmp_path / "models"), cfg)
+            ctx = RunContext(as_of, f"run-{as_of}", tmp_path / "models")
+            out = build(con, "sales_forecast", ctx, cfg or MLConfig())
         return out.frame, out.metrics
 
     assert run(friday)[1]["series_reused"] == 0
