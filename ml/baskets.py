@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import duckdb
 import numpy as np
 import polars as pl
 
@@ -35,18 +36,28 @@ def encode(pairs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str], int]
     """(basket, item) pairs -> distinct basket and item indices, the item names (sorted), the basket count.
 
     Items are numbered in name order (the mining order); baskets in any order, which no count
-    depends on. Numbering by hash join, not by a dense rank: ranking 10 million order keys is a
-    string sort."""
-    pairs = pairs.select(pl.col("basket").cast(pl.String), pl.col("item").cast(pl.String)).drop_nulls().unique()
-    names = pairs["item"].unique().sort()
-    baskets = pairs.select("basket").unique().with_row_index("basket_index")
-    coded = pairs.join(baskets, on="basket").join(names.to_frame("item").with_row_index("item_index"), on="item")
-    return (
-        coded["basket_index"].cast(pl.Int64).to_numpy(),
-        coded["item_index"].cast(pl.Int64).to_numpy(),
-        names.to_list(),
-        baskets.height,
-    )
+    depends on. In DuckDB, on every core: polars' unique and joins over the 9.6 million pairs of a
+    million customers took 8.7 s, DuckDB 4.9 s. Baskets are numbered as they come, not by a dense
+    rank: ranking 10 million order keys is a string sort."""
+    with duckdb.connect() as con:
+        con.register("given", pairs.select(pl.col("basket").cast(pl.String), pl.col("item").cast(pl.String)).to_arrow())
+        con.execute(
+            "create temp table pairs as select distinct basket, item from given where basket is not null and item is not null"
+        ).fetchall()
+        con.execute(
+            "create temp table items as select item, (row_number() over (order by item) - 1)::bigint as item_index "
+            "from (select distinct item from pairs)"
+        ).fetchall()
+        con.execute(
+            "create temp table baskets as select basket, (row_number() over () - 1)::bigint as basket_index "
+            "from (select distinct basket from pairs)"
+        ).fetchall()
+        coded = con.execute(
+            "select basket_index, item_index from pairs join baskets using (basket) join items using (item)"
+        ).fetchnumpy()
+        names = [row[0] for row in con.execute("select item from items order by item_index").fetchall()]
+        n_baskets = con.execute("select count(*) from baskets").fetchall()[0][0]
+    return np.asarray(coded["basket_index"]), np.asarray(coded["item_index"]), names, n_baskets
 
 
 def _bitsets(baskets: np.ndarray, rows: np.ndarray, n_rows: int, n_baskets: int) -> np.ndarray:
