@@ -45,6 +45,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from importlib import metadata
 
 import numpy as np
 import pandas as pd
@@ -318,7 +319,7 @@ def _fitted(
     from statsforecast import StatsForecast
 
     h, levels = cfg.horizon_weeks, list(LEVELS)
-    given = repr((s.windows, s.seasonal, h, levels, cfg.season_length))
+    given = repr((s.windows, s.seasonal, h, levels, cfg.season_length, metadata.version("statsforecast")))
     inputs: dict[str, str] = {}
     for uid, part in s.history.groupby("unique_id", sort=False):
         digest = hashlib.sha256(given.encode())
