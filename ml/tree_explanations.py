@@ -52,8 +52,10 @@ def _moved(
     for i in numba.prange(n):
         row = x[i].copy()
         walked = np.full(p, -1)  # the tree in which each feature was last walked again
+        features = np.empty(p, dtype=np.int64)  # those walked again in this tree, and where they led
+        others = np.empty(p)
         for t in range(roots.shape[0]):
-            leaf = _leaf(row, roots[t], feature, threshold, missing_left, left, right, is_leaf)
+            count = 0
             node = roots[t]
             while not is_leaf[node]:
                 f = feature[node]
@@ -62,11 +64,14 @@ def _moved(
                 if walked[f] != t and not same:
                     walked[f] = t
                     row[f] = ref
-                    other = _leaf(row, node, feature, threshold, missing_left, left, right, is_leaf)
+                    features[count] = f
+                    others[count] = value[_leaf(row, node, feature, threshold, missing_left, left, right, is_leaf)]
+                    count += 1
                     row[f] = own
-                    moved[i, f] += value[leaf] - value[other]
                 goes_left = missing_left[node] if np.isnan(own) else own <= threshold[node]
                 node = left[node] if goes_left else right[node]
+            for k in range(count):  # node is the row's own leaf
+                moved[i, features[k]] += value[node] - others[k]
     return moved
 
 
