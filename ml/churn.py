@@ -32,7 +32,6 @@ from ml._compat.sklearn_trees import tree_arrays
 from ml.config import ChurnConfig
 from ml.features import FEATURES, customer_features
 from ml.run_context import NotEnoughHistory
-from ml.tree_explanations import moved_to_reference
 
 
 @dataclass
@@ -256,6 +255,8 @@ def _moved_from_median(base: Pipeline, x: np.ndarray) -> np.ndarray:
     """Per customer and feature: log-odds at the customer's values minus log-odds with that one
     feature set to its median over `x` (missing stays missing where the median is), from the
     boosted trees themselves (ml.tree_explanations)."""
+    from ml.tree_explanations import moved_to_reference  # numba: loaded when trees explain, not with the definitions
+
     trees = base.steps[-1][1]
     if not isinstance(trees, HistGradientBoostingClassifier):
         raise TypeError(f"explanations by median need the boosted trees or a logistic regression, not {trees!r}")
