@@ -20,6 +20,7 @@ MAX_PARTS = 6  # a composite key of more parts is looked at in its first six
 # Shorter identifiers (a shop's 5-digit customer numbers) collide with other codes (SKUs, prices):
 # they are not looked for.
 MIN_LENGTH = 8
+PIECES = pa.schema([("column", pa.string()), ("value", pa.string()), ("piece", pa.string())])
 
 
 def identifier_columns(manifest: Path) -> dict[str, set[str]]:
@@ -48,41 +49,39 @@ def clear_identifiers(
     """'table.column' -> how many of its values (a sample of `sample_rows`, or all when None) carry an
     identifier in clear, for every text column the export leaves unmasked. Empty: nothing leaks."""
     known = [
-        f'SELECT DISTINCT CAST("{c}" AS VARCHAR) AS v FROM {rel} WHERE length(CAST("{c}" AS VARCHAR)) >= {MIN_LENGTH}'
+        f'SELECT CAST("{c}" AS VARCHAR) AS v FROM {rel} WHERE length(CAST("{c}" AS VARCHAR)) >= {MIN_LENGTH}'
         for rel, cols in identifiers.items()
         for c in sorted(cols)
         if has_table(con, *rel.split(".", 1))
     ]
     if not known:
         return {}
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _identifier_values AS {' UNION '.join(known)}")
     sample = f" USING SAMPLE reservoir({sample_rows} ROWS) REPEATABLE (7)" if sample_rows else ""
-    leaks = {}
+    found: dict[str, list] = {"column": [], "value": [], "piece": []}
     for table, select in queries.items():
         columns = con.execute(f"DESCRIBE {select.query}").fetchall()
         for column, type_, *_ in columns:
             if type_ != "VARCHAR" or column in select.masked_columns:
                 continue
-            values = [
-                v
-                for (v,) in con.execute(  # from the unmasked rows: the column is not masked anyway
-                    f'SELECT DISTINCT "{column}" FROM (SELECT "{column}" FROM ({select.plain}) WHERE "{column}" IS NOT NULL{sample})'
-                ).fetchall()
-            ]
-            con.register(
-                "_pieces",
-                pa.table(
-                    {"value": [v for v in values for _ in _pieces(v)], "piece": [p for v in values for p in _pieces(v)]}
-                ),
-            )
-            found = con.execute(
-                "SELECT count(DISTINCT value) FROM _pieces SEMI JOIN _identifier_values ON piece = v"
-            ).fetchall()[0][0]
-            con.unregister("_pieces")
-            if found:
-                leaks[f"{table}.{column}"] = found
-    con.execute("DROP TABLE _identifier_values")
-    return leaks
+            for (value,) in con.execute(  # from the unmasked rows: the column is not masked anyway
+                f'SELECT DISTINCT "{column}" FROM (SELECT "{column}" FROM ({select.plain}) WHERE "{column}" IS NOT NULL{sample})'
+            ).fetchall():
+                for piece in _pieces(value):
+                    found["column"].append(f"{table}.{column}")
+                    found["value"].append(value)
+                    found["piece"].append(piece)
+    # One join of every sampled piece with the identifier columns as they are (the pieces, a few
+    # thousand per column, are the join's build side), rather than a distinct set of every
+    # identifier probed once per column: at a million customers that set alone is millions of values.
+    con.register("_pieces", pa.table(found, schema=PIECES))
+    try:
+        leaks = con.execute(
+            f"SELECT p.column, count(DISTINCT p.value) FROM _pieces AS p "
+            f"INNER JOIN ({' UNION ALL '.join(known)}) AS i ON p.piece = i.v GROUP BY p.column"
+        ).fetchall()
+    finally:
+        con.unregister("_pieces")
+    return dict(leaks)
 
 
 class IdentifierLeak(RuntimeError):
