@@ -92,8 +92,7 @@ def pipeline_stages(summary, windows: dict[str, tuple[float, float]], rss: TreeR
         "dbt build": build_steps(),
         "ML tables (one step)": ["ml_tables"],
         "publish": ["serving__published_warehouse"],
-        "export": ["serving__bi_exports"],
-        "insight report (HTML + PDF)": ["serving__insight_report"],
+        "export and report (one step, side by side)": ["serving_outputs"],
     }
     meta = summary.materialized
     published = meta.get("serving/published_warehouse", {}).get("row_counts", {}) or {}
@@ -101,7 +100,21 @@ def pipeline_stages(summary, windows: dict[str, tuple[float, float]], rss: TreeR
         "ingestion": sum(m.get("rows_read", 0) for k, m in meta.items() if "rows_read" in m),
         "dbt build": sum(v for k, v in published.items() if k.startswith("marts.")),
         "publish": sum(published.values()),
-        "export": sum((meta.get("serving/bi_exports", {}).get("rows") or {}).values()),
+        "export and report (one step, side by side)": sum(
+            (meta.get("serving/bi_exports", {}).get("rows") or {}).values()
+        ),
+    }
+    # Steps of several assets: each asset's own time (with the reads it was first to need) from its metadata.
+    parts = {
+        "ml_tables": {f"ml {k[3:]}": m for k, m in meta.items() if k.startswith("ml/") and "seconds" in m},
+        "serving_outputs": {
+            name: meta[key]
+            for name, key in (
+                ("export", "serving/bi_exports"),
+                ("insight report (HTML + PDF)", "serving/insight_report"),
+            )
+            if "seconds" in meta.get(key, {})
+        },
     }
     stages = []
     for name, keys in groups.items():
@@ -110,14 +123,10 @@ def pipeline_stages(summary, windows: dict[str, tuple[float, float]], rss: TreeR
             continue
         start, end = min(s for s, _ in spans), max(e for _, e in spans)
         peak = rss.peak(start, end) / 2**20
-        if keys == [
-            "ml_tables"
-        ]:  # one step; each table's own time (with the reads it was first to need) from its metadata
-            tables = {k[3:]: m for k, m in meta.items() if k.startswith("ml/") and "seconds" in m}
-            stages.append(Stage(name, end - start, sum(m.get("dagster/row_count", 0) for m in tables.values()), peak))
-            stages += [Stage(f"ml {t}", m["seconds"], m.get("dagster/row_count", 0), peak) for t, m in tables.items()]
-            continue
-        stages.append(Stage(name, end - start, int(rows.get(name, 0) or 0), peak))
+        assets = parts.get(keys[0], {}) if len(keys) == 1 else {}
+        total_rows = rows.get(name, sum(m.get("dagster/row_count", 0) for m in assets.values()))
+        stages.append(Stage(name, end - start, int(total_rows or 0), peak))
+        stages += [Stage(n, m["seconds"], m.get("dagster/row_count", 0), peak) for n, m in assets.items()]
     return stages
 
 

@@ -17,7 +17,7 @@ from orchestration.dbt_assets import dbt_project, dbt_resource, dbt_steps
 from orchestration.identity_assets import identity_assets
 from orchestration.ingestion_assets import channel_view_asset, daily_partitions, ingestion_asset
 from orchestration.ml_assets import ml_assets
-from orchestration.serving_assets import bi_exports, insight_report, published_warehouse
+from orchestration.serving_assets import published_warehouse, serving_outputs
 from orchestration.settings import Settings, hand_to_processes
 
 
@@ -57,8 +57,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *transform,
             ml,
             published_warehouse(served),
-            bi_exports,
-            insight_report,
+            serving_outputs,
         ],
         jobs=[job, build],
         schedules=[daily_schedule(job)],

@@ -1,7 +1,11 @@
 """Group `serving`: publish the build database as a read-only version once everything upstream
-succeeded, then write the masked BI export and the insight report of that version (serving/)."""
+succeeded, then write the masked BI export and the insight report of that version (serving/), side
+by side in one step."""
 
 import datetime as dt
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
@@ -58,16 +62,9 @@ def published_warehouse(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
     return _publish
 
 
-@dg.asset(
-    key=EXPORTS,
-    group_name="serving",
-    deps=[PUBLISHED],
-    kinds={"parquet"},
-    description="Every mart and ML table of the current version as zstd Parquet in warehouse/exports/, "
-    "personal data as keyed hashes, manifest.json last, switched in atomically.",
-)
-def bi_exports(settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
+def bi_exports(settings: Settings) -> dg.MaterializeResult:
     manifest = dbt_project().manifest_path
+    started = time.perf_counter()
     export = write_export(
         settings.published_dir,
         settings.warehouse.parent,
@@ -79,6 +76,7 @@ def bi_exports(settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
     )
     tables = export.manifest["tables"]
     return dg.MaterializeResult(
+        asset_key=EXPORTS,
         metadata={
             "path": dg.MetadataValue.path(str(export.path)),
             "version": export.manifest["version"],
@@ -86,11 +84,12 @@ def bi_exports(settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
             "tables": len(tables),
             "bytes": export.manifest["bytes"],
             "bytes_written": export.manifest["bytes_written"],
+            "seconds": round(time.perf_counter() - started, 3),
             "rows": dg.MetadataValue.json({t: v["rows"] for t, v in tables.items()}),
             "masked_columns": dg.MetadataValue.json(
                 {t: v["masked_columns"] for t, v in tables.items() if v["masked_columns"]}
             ),
-        }
+        },
     )
 
 
@@ -106,37 +105,76 @@ def checks_of_run(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, 
     return sorted((f"{'/'.join(e.asset_key.path)}:{e.check_name}", e.passed) for e in evaluations)
 
 
-@dg.asset(
-    key=REPORT,
-    group_name="serving",
-    deps=[PUBLISHED],
-    kinds={"html", "pdf"},
-    description="The insight report of the current published version: reports/<as_of>/report.html, and "
-    "report.pdf where Chromium is installed; reports/latest points at it. Reads only the published version.",
-)
-def insight_report(context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
+def insight_report(settings: Settings, checks: list[tuple[str, bool]] | None, pdf: bool) -> dg.MaterializeResult:
     lang = load_sources(settings.sources_file).report_lang
-    try:
-        find_browser()
-        pdf = True
-    except BrowserMissing as e:
-        context.log.warning(f"report.pdf not written: {e}")
-        pdf = False
-    run_id = published_run_id(settings.published_dir)
+    started = time.perf_counter()
     report = write_report(
         settings.published_dir,
         settings.reports_dir,
         ReportSpec(lang=lang, default_lang=lang, pdf=pdf),
         settings.masking_key(),
-        checks_of_run(context.instance, run_id),
+        checks,
+        settings.duckdb_config,  # the export's: one DuckDB instance serves both, and takes one configuration
     )
     return dg.MaterializeResult(
+        asset_key=REPORT,
         metadata={
             "path": dg.MetadataValue.path(str(report.html)),
             "pdf": dg.MetadataValue.path(str(report.pdf)) if report.pdf else "not written (no Chromium)",
             "as_of_date": report.as_of,
             "version": report.version,
             "size_mib": round(report.size_bytes / 2**20, 2),
+            "seconds": round(time.perf_counter() - started, 3),
             **{f"seconds/{k}": v for k, v in report.seconds.items()},
-        }
+        },
     )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            EXPORTS,
+            group_name="serving",
+            deps=[PUBLISHED],
+            kinds={"parquet"},
+            description="Every mart and ML table of the current version as zstd Parquet in warehouse/exports/, "
+            "personal data as keyed hashes, manifest.json last, switched in atomically.",
+        ),
+        dg.AssetSpec(
+            REPORT,
+            group_name="serving",
+            deps=[PUBLISHED],
+            kinds={"html", "pdf"},
+            description="The insight report of the current published version: reports/<as_of>/report.html, and "
+            "report.pdf where Chromium is installed; reports/latest points at it. Reads only the published version.",
+        ),
+    ],
+    name="serving_outputs",
+    can_subset=True,
+)
+def serving_outputs(context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]):
+    """The export and the report read the same published version and nothing of each other, so they
+    run side by side: an in-process run (`crm run`) executes one step at a time, and the report
+    (mostly Python and Chromium) would otherwise wait for the export (mostly DuckDB)."""
+    work: dict[dg.AssetKey, Callable[[], dg.MaterializeResult]] = {EXPORTS: lambda: bi_exports(settings)}
+    if REPORT in context.selected_asset_keys:
+        try:
+            find_browser()
+            pdf = True
+        except BrowserMissing as e:
+            context.log.warning(f"report.pdf not written: {e}")
+            pdf = False
+        checks = checks_of_run(context.instance, published_run_id(settings.published_dir, settings.duckdb_config))
+        work[REPORT] = lambda: insight_report(settings, checks, pdf)
+    selected = [k for k in work if k in context.selected_asset_keys]
+    with ThreadPoolExecutor(max_workers=len(selected)) as pool:
+        running = {key: pool.submit(work[key]) for key in selected}
+    failed = []
+    for key, future in running.items():
+        try:
+            yield future.result()
+        except Exception:
+            context.log.exception(f"{key.to_user_string()} failed")
+            failed.append(key.to_user_string())
+    if failed:
+        raise RuntimeError(f"{', '.join(failed)} failed (see the step's log; the other was written)")

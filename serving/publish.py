@@ -51,9 +51,10 @@ def current(published_dir: Path) -> Path:
     return link.resolve(strict=True)
 
 
-def connect(published_dir: Path) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to the current version; it keeps reading that version to the end."""
-    return duckdb.connect(str(current(published_dir)), read_only=True)
+def connect(published_dir: Path, config: dict | None = None) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the current version; it keeps reading that version to the end.
+    `config`: DuckDB's settings (memory, threads); connections of one process to one file share them."""
+    return duckdb.connect(str(current(published_dir)), read_only=True, config=config or {})
 
 
 def has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:

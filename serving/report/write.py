@@ -41,9 +41,9 @@ class ReportResult:
     size_bytes: int = 0
 
 
-def published_run_id(published_dir: Path) -> str:
+def published_run_id(published_dir: Path, duckdb_config: dict | None = None) -> str:
     """The run that built the current published version (its checks are the report's)."""
-    with contextlib.closing(publish.connect(published_dir)) as con:
+    with contextlib.closing(publish.connect(published_dir, duckdb_config)) as con:
         return con.execute("select run_id from serving.publication").fetchall()[0][0]
 
 
@@ -60,12 +60,13 @@ def write_report(
     spec: ReportSpec,
     masking_key: str | None,
     checks: list[tuple[str, bool]] | None = None,
+    duckdb_config: dict | None = None,
 ) -> ReportResult:
     """Gather, render and write the report; the file appears whole (written aside, then renamed)."""
     if spec.lang not in LANGUAGES:
         raise ValueError(f"unknown language {spec.lang!r}; one of {list(LANGUAGES)}")
     started = time.perf_counter()
-    with contextlib.closing(publish.connect(published_dir)) as con:
+    with contextlib.closing(publish.connect(published_dir, duckdb_config)) as con:
         data = gather(con, spec.region, spec.as_of)
     gathered = time.perf_counter()
     page = render(data, PageOptions(spec.lang, spec.masked, masking_key, checks))
