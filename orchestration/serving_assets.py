@@ -62,7 +62,7 @@ def published_warehouse(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
     return _publish
 
 
-def bi_exports(settings: Settings) -> dg.MaterializeResult:
+def bi_exports(settings: Settings, key: str) -> dg.MaterializeResult:
     manifest = dbt_project().manifest_path
     started = time.perf_counter()
     export = write_export(
@@ -70,7 +70,7 @@ def bi_exports(settings: Settings) -> dg.MaterializeResult:
         settings.warehouse.parent,
         ExportSpec(),
         personal_columns(manifest),
-        settings.masking_key(),
+        key,
         settings.duckdb_config,
         identifier_columns(manifest),
     )
@@ -105,14 +105,16 @@ def checks_of_run(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, 
     return sorted((f"{'/'.join(e.asset_key.path)}:{e.check_name}", e.passed) for e in evaluations)
 
 
-def insight_report(settings: Settings, checks: list[tuple[str, bool]] | None, pdf: bool) -> dg.MaterializeResult:
+def insight_report(
+    settings: Settings, key: str, checks: list[tuple[str, bool]] | None, pdf: bool
+) -> dg.MaterializeResult:
     lang = load_sources(settings.sources_file).report_lang
     started = time.perf_counter()
     report = write_report(
         settings.published_dir,
         settings.reports_dir,
         ReportSpec(lang=lang, default_lang=lang, pdf=pdf),
-        settings.masking_key(),
+        key,
         checks,
         settings.duckdb_config,  # the export's: one DuckDB instance serves both, and takes one configuration
     )
@@ -156,7 +158,8 @@ def serving_outputs(context: dg.AssetExecutionContext, settings: dg.ResourcePara
     """The export and the report read the same published version and nothing of each other, so they
     run side by side: an in-process run (`crm run`) executes one step at a time, and the report
     (mostly Python and Chromium) would otherwise wait for the export (mostly DuckDB)."""
-    work: dict[dg.AssetKey, Callable[[], dg.MaterializeResult]] = {EXPORTS: lambda: bi_exports(settings)}
+    key = settings.masking_key()  # once, before the threads: the first use creates it
+    work: dict[dg.AssetKey, Callable[[], dg.MaterializeResult]] = {EXPORTS: lambda: bi_exports(settings, key)}
     if REPORT in context.selected_asset_keys:
         try:
             find_browser()
@@ -165,7 +168,7 @@ def serving_outputs(context: dg.AssetExecutionContext, settings: dg.ResourcePara
             context.log.warning(f"report.pdf not written: {e}")
             pdf = False
         checks = checks_of_run(context.instance, published_run_id(settings.published_dir, settings.duckdb_config))
-        work[REPORT] = lambda: insight_report(settings, checks, pdf)
+        work[REPORT] = lambda: insight_report(settings, key, checks, pdf)
     selected = [k for k in work if k in context.selected_asset_keys]
     with ThreadPoolExecutor(max_workers=len(selected)) as pool:
         running = {key: pool.submit(work[key]) for key in selected}

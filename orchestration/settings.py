@@ -156,9 +156,16 @@ class Settings:
         path = self.governance_dir / "masking.key"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            staged = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(32))
+            try:
+                os.link(staged, path)  # whole or not at all; a key another process made first stays
+            except FileExistsError:
+                pass
+            finally:
+                staged.unlink()
         return path.read_text().strip()
 
 

@@ -260,12 +260,7 @@ def _write_tables(
 
 
 def _kept_rows(name: str, select: MaskedSelect, by: Partitioning, kept: list[str], target: Path) -> KeptRows:
-    return KeptRows(
-        name,
-        f"SELECT * FROM ({select.plain}) WHERE {by.rows_in(kept)}",
-        [target / by.file(day) for day in kept],
-        RECORD in select.masked_columns,
-    )
+    return KeptRows(name, [target / by.file(day) for day in kept], RECORD in select.masked_columns)
 
 
 def _write_partitions(

@@ -4,7 +4,7 @@ A merge, or a cookie that logs in, changes the customer key of rows in every mon
 history. A fact with an `identity_record_key` (the identity-map record its customer comes from) is
 therefore fingerprinted without its `customer_key`: a month whose rows changed only in their keys is
 kept from the previous export, with the keys it was written with, and `customer_key_changes` gives
-the current key of every record whose kept rows hold another one. A fact row's current customer is
+the current key (the identity map's) of every record whose kept rows hold another one. A fact row's current customer is
 the change's `customer_key` where its `identity_record_key` has a change (NULL there: no longer
 known), else its own `customer_key` (docs/serving.md).
 """
@@ -22,18 +22,14 @@ from serving.row_changes import sql_path
 KEY = "customer_key"
 RECORD = "identity_record_key"
 TABLE = "customer_key_changes"
-
-
-class ConflictingKeys(ValueError):
-    """Two tables give one identity record two current customer keys: no correction can hold."""
+IDENTITY_MAP = '"marts"."customer_identity_map"'  # record_key -> customer_key, what the facts join
 
 
 @dataclass(frozen=True)
 class KeptRows:
-    """One fact's months kept from the previous export: which rows they are now, where their files are."""
+    """One fact's months kept from the previous export: where their files are."""
 
     table: str
-    current: str  # SELECT of the fact's current (unmasked) rows in the kept months
     files: list[Path]
     masked: bool  # identity_record_key is masked in the export
 
@@ -45,21 +41,21 @@ def corrected(columns: list[str]) -> bool:
 
 def _stale_records(kept: list[KeptRows], masked: bool) -> str:
     """(identity_record_key as exported, current customer_key) of every record whose rows in the kept
-    files hold a key other than its current one. The facts share most records (an order's lines,
-    the order, its payment), so the records of all of them are masked once, not once per fact."""
+    files hold a key other than its current one. A fact's customer key is its identity record's in
+    the identity map (the facts join it), so the current keys are read from the map, masked once,
+    rather than from every kept row of every fact; a record the map no longer holds has none."""
     files = ", ".join(sql_path(f) for k in kept for f in k.files)
-    current = " UNION ".join(
-        f'SELECT DISTINCT "{RECORD}" AS r, "{KEY}" AS k FROM ({k.current}) WHERE "{RECORD}" IS NOT NULL' for k in kept
-    )
-    record = f"{MASK_MACRO}(r)" if masked else "r"
+    record = f"{MASK_MACRO}(record_key)" if masked else "record_key"
     return f"""
-        WITH now AS (SELECT {record} AS r, k FROM ({current})),
+        WITH now AS (SELECT {record} AS r, customer_key AS k FROM {IDENTITY_MAP}),
         written AS (
             SELECT DISTINCT "{RECORD}" AS r, "{KEY}" AS k
             FROM read_parquet([{files}], hive_partitioning = false, union_by_name = true)
+            WHERE "{RECORD}" IS NOT NULL
         )
-        SELECT r AS "{RECORD}", k AS "{KEY}" FROM now
-        WHERE EXISTS (SELECT 1 FROM written WHERE written.r = now.r AND written.k IS DISTINCT FROM now.k)"""
+        SELECT DISTINCT written.r AS "{RECORD}", now.k AS "{KEY}"
+        FROM written LEFT JOIN now ON written.r = now.r
+        WHERE written.k IS DISTINCT FROM now.k"""
 
 
 def write_key_changes(con: duckdb.DuckDBPyConnection, target: Path, kept: list[KeptRows], parquet: str) -> dict:
@@ -77,12 +73,7 @@ def write_key_changes(con: duckdb.DuckDBPyConnection, target: Path, kept: list[K
         or f'SELECT NULL::VARCHAR AS "{RECORD}", NULL::VARCHAR AS "{KEY}" WHERE false'
     )
     con.execute(f"CREATE OR REPLACE TEMP TABLE _key_changes AS {union}").fetchall()
-    rows, records = con.execute(f'SELECT count(*), count(DISTINCT "{RECORD}") FROM _key_changes').fetchall()[0]
-    if rows != records:
-        raise ConflictingKeys(
-            f"{rows - records} identity records have two current customer keys across "
-            f"{', '.join(k.table for k in kept)}: the facts disagree with each other; rebuild them (dbt build --full-refresh)"
-        )
+    rows = con.execute("SELECT count(*) FROM _key_changes").fetchall()[0][0]
     con.execute(
         f"COPY (SELECT * FROM _key_changes ORDER BY ALL) TO {sql_path(target / 'data.parquet')} ({parquet})"
     ).fetchall()
