@@ -25,15 +25,27 @@
 
 {#- Post-hook of the daily facts: a fact built whole may have changed any customer; on the
     incremental path, the rows whose record the identity map now gives another key (or none) take
-    it, and both keys are noted (macros/incremental.sql). -#}
+    it, and both keys are noted (macros/incremental.sql). Only rows whose key the list holds can
+    have one (the identity map, built before the facts, noted every key its rebuilt records left
+    or took), and rows of no customer whose record now has a listed key; every row when the list
+    holds a NULL. -#}
 {% macro rekey_rows() -%}
     {%- if not is_incremental() -%}
         insert into main.dbt_changed_customers values (null)
     {%- else -%}
         {%- set identity = ref('customer_identity_map') -%}
+        {%- set changed = 'select customer_key from main.dbt_changed_customers' -%}
         create or replace temp table _rekeyed as
         select built.identity_record_key, built.customer_key as old_key, identity.customer_key as new_key
-        from (select distinct identity_record_key, customer_key from {{ this }} where identity_record_key is not null) as built
+        from (
+            select distinct identity_record_key, customer_key from {{ this }}
+            where identity_record_key is not null
+            {%- if changed_customers_scoped() %}
+              and (customer_key in ({{ changed }})
+                   or (customer_key is null
+                       and identity_record_key in (select record_key from {{ identity }} where customer_key in ({{ changed }}))))
+            {%- endif %}
+        ) as built
         left join {{ identity }} as identity on built.identity_record_key = identity.record_key
         where built.customer_key is distinct from identity.customer_key;
         insert into main.dbt_changed_customers
