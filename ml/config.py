@@ -39,6 +39,7 @@ class BasketConfig:
     min_confidence: float = 0.1  # rules kept at this confidence or more ...
     min_lift: float | None = 1.0  # ... and this lift or more (None: keep negative associations too)
     max_len: int | None = None  # longest itemset mined (None: no limit)
+    refit_days: int = REFIT_DAYS  # rules mined this recently are published again (0: mine every run)
 
 
 @dataclass(frozen=True)

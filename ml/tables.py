@@ -25,7 +25,7 @@ from ml.baskets import association_rules, encode, frequent_itemsets
 from ml.campaigns import campaign_results
 from ml.churn import ChurnModel, churn_scores
 from ml.clv import customer_value
-from ml.config import MLConfig
+from ml.config import BasketConfig, MLConfig
 from ml.features import FEATURES, customer_features
 from ml.forecast import ForecastResult, forecast_sales
 from ml.lifecycle import HEALTH_WEIGHTS, health_scores, lifecycle_stages
@@ -248,11 +248,29 @@ def build_uplift_scores(
     )
 
 
+@dataclass
+class MinedRules:
+    """The rules of one mining and its figures: what a run within the refit window publishes again."""
+
+    rules: pl.DataFrame
+    metrics: dict[str, float]
+
+
 def build_association_rules(
     con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig
 ) -> TableOutput:
     """Association rules between products (or categories) bought together, with support, confidence, lift, leverage, conviction."""
     b = cfg.baskets
+    # A day adds a day's baskets to the year's: the rules of a mining in the refit window stand,
+    # and reading and numbering every order line was most of the table's time.
+    reused = fitted_model(con, "association_rules", ctx, b, MinedRules)
+    mined = reused.artifact if reused else _mine_rules(con, ctx, b)
+    return TableOutput(
+        mined.rules, {**mined.metrics, **_model_age(reused, ctx)}, mined, card={"config": b}, reused=reused
+    )
+
+
+def _mine_rules(con: duckdb.DuckDBPyConnection, ctx: RunContext, b: BasketConfig) -> MinedRules:
     lines = data.order_lines(con, ctx.as_of)
     basket = {"order": "order_key", "customer": "customer_key"}[b.basket]
     item = {"sku": "sku", "category": "category"}[b.item]
@@ -269,7 +287,7 @@ def build_association_rules(
         "rules": float(rules.height),
         "mining_seconds": time.perf_counter() - started,
     }
-    return TableOutput(rules.with_columns(basket=pl.lit(b.basket), item=pl.lit(b.item)), metrics, card={"config": b})
+    return MinedRules(rules.with_columns(basket=pl.lit(b.basket), item=pl.lit(b.item)), metrics)
 
 
 def build_customer_segments(

@@ -190,6 +190,34 @@ def test_planted_rules_are_found_with_their_lift(year: Year, tmp_path: Path) -> 
         assert lift == pytest.approx(rule["lift"], rel=0.2), rule
 
 
+def test_rules_mined_within_the_refit_window_are_published_again_and_mined_afresh_after(
+    year: Year, tmp_path: Path
+) -> None:
+    """A run within `baskets.refit_days` of a mining publishes its rules as of the new date, read
+    from nothing later than the mining's date; the window's end, or `refit_days: 0`, mines again."""
+    warehouse = tmp_path / "crm.duckdb"
+    shutil.copyfile(year.warehouse, warehouse)
+    day = year.cfg.end - dt.timedelta(days=10)
+
+    def run(as_of: dt.date, cfg: MLConfig | None = None) -> tuple[pl.DataFrame, dict[str, float]]:
+        with duckdb.connect(str(warehouse)) as con:
+            out = build(
+                con, "association_rules", RunContext(as_of, f"run-{as_of}", tmp_path / "models"), cfg or MLConfig()
+            )
+            written = con.execute("select count(*) from ml.association_rules where as_of_date = ?", [as_of]).fetchall()
+        assert written[0][0] == out.frame.height
+        return out.frame, out.metrics
+
+    mined, metrics = run(day)
+    assert metrics["model_age_days"] == 0 and metrics["rules"] == mined.height > 0
+    again, metrics = run(day + dt.timedelta(days=6))
+    assert metrics["model_age_days"] == 6
+    assert_frame_equal(again, mined)
+    fresh = MLConfig(baskets=dataclasses.replace(MLConfig().baskets, refit_days=0))
+    assert run(day + dt.timedelta(days=6), fresh)[1]["model_age_days"] == 0
+    assert run(day + dt.timedelta(days=7))[1]["model_age_days"] == 0  # the window is 7 days: mined again
+
+
 def test_tables_as_of_a_date_do_not_move_when_later_data_arrives(year: Year, tmp_path: Path) -> None:
     warehouse = tmp_path / "crm.duckdb"
     # holds ML rows as of day 300, computed before later data was loaded, by crm run's one ML step
