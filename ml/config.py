@@ -100,6 +100,7 @@ class CampaignConfig:
     uplift_min_customers: int = 200  # an arm and its control group need this many customers for an uplift model
     uplift_test_share: float = 0.3  # of each group, held out to measure the Qini coefficient
     seed: int = 42
+    refit_days: int = REFIT_DAYS  # uplift models fitted this recently score again, unless a campaign has closed since
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from ml.rfm import SEGMENT_GRID, rfm_table
 from ml.run_context import NotEnoughHistory, RunContext
 from ml.segments import SEGMENT_FEATURES, SegmentModel, segment_customers
 from ml.triggers import TRIGGERS, due
-from ml.uplift import fit_uplift, uplift_scores
+from ml.uplift import UpliftFit, counted, fit_uplift, uplift_scores
 
 
 @dataclass
@@ -228,23 +228,29 @@ def build_uplift_scores(
     con: duckdb.DuckDBPyConnection, inputs: MartInputs, ctx: RunContext, cfg: MLConfig
 ) -> TableOutput:
     """Per customer and randomized campaign arm: the expected change in conversion if contacted (T-learner)."""
-    models = fit_uplift(
-        data.campaign_contacts(con, ctx.as_of),
-        inputs.orders(con),
-        inputs.interactions(con),
-        inputs.customers(con),
-        cfg.campaigns,
+    contacts = data.campaign_contacts(con, ctx.as_of)
+    reused = fitted_model(con, "uplift_scores", ctx, cfg.campaigns, UpliftFit)
+    if reused and not set(counted(contacts)["campaign_id"].unique()) <= reused.artifact.campaigns:
+        reused = None  # a campaign's window closed since that fit: fit every arm again
+    fit = (
+        reused.artifact
+        if reused
+        else fit_uplift(contacts, inputs.orders(con), inputs.interactions(con), inputs.customers(con), cfg.campaigns)
     )
-    metrics = {f"{m.campaign_id}/{m.arm}/{k}": v for m in models for k, v in m.metrics.items()}
+    metrics = {f"{m.campaign_id}/{m.arm}/{k}": v for m in fit.arms for k, v in m.metrics.items()}
     card = {
         "features": FEATURES,
         "config": cfg.campaigns,
         "model": "T-learner: StandardScaler + LogisticRegression per group on features as of the day before the campaign",
-        "arms": {f"{m.campaign_id}/{m.arm}": m.metrics for m in models},
+        "arms": {f"{m.campaign_id}/{m.arm}": m.metrics for m in fit.arms},
     }
-    artifact = {f"{m.campaign_id}/{m.arm}": m for m in models}
     return TableOutput(
-        uplift_scores(models, inputs.features(con)), metrics, artifact, card, evaluated_on="held-out campaign customers"
+        uplift_scores(fit.arms, inputs.features(con)),
+        metrics | _model_age(reused, ctx),
+        fit,
+        card,
+        evaluated_on="held-out campaign customers",
+        reused=reused,
     )
 
 

@@ -33,6 +33,20 @@ class ArmModel:
     metrics: dict[str, float]
 
 
+@dataclass
+class UpliftFit:
+    """The arms one run fitted, and every randomized campaign it considered (one with no arm big
+    enough for a model included): a later run reuses the fit only if it has no campaign beyond these."""
+
+    arms: list[ArmModel]
+    campaigns: frozenset[str]
+
+
+def counted(contacts: pl.DataFrame) -> pl.DataFrame:
+    """The contacts an uplift model learns from: randomized campaigns, closed windows, no exclusion."""
+    return contacts.filter(pl.col("is_randomized") & pl.col("excluded_because").is_null())
+
+
 def qini(uplift: np.ndarray, treated: np.ndarray, outcome: np.ndarray) -> dict[str, float]:
     """Area under the Qini curve (incremental conversions per customer of the sample, by targeted
     fraction) for the model's order and for random targeting (the straight line to the same end),
@@ -87,12 +101,12 @@ def fit_uplift(
     interactions: pl.DataFrame,
     customers: pl.DataFrame,
     cfg: CampaignConfig,
-) -> list[ArmModel]:
+) -> UpliftFit:
     """One model per arm of every randomized campaign with at least cfg.uplift_min_customers in the
     arm and in its control group (closed windows, excluded rows left out)."""
-    counted = contacts.filter(pl.col("is_randomized") & pl.col("excluded_because").is_null())
+    campaigns = counted(contacts)
     fitted = []
-    for campaign in counted.partition_by("campaign_id", maintain_order=True):
+    for campaign in campaigns.partition_by("campaign_id", maintain_order=True):
         cutoff = campaign["assigned_at"].min().date() - dt.timedelta(days=1)  # type: ignore[union-attr]
         features = customer_features(orders, interactions, customers, cutoff)
         with_features = campaign.join(features, on="customer_key", how="inner")
@@ -114,7 +128,7 @@ def fit_uplift(
             f"no randomized campaign has {cfg.uplift_min_customers} customers in an arm and in its control group "
             "with a closed response window"
         )
-    return fitted
+    return UpliftFit(fitted, frozenset(campaigns["campaign_id"].unique()))
 
 
 def uplift_scores(models: list[ArmModel], features: pl.DataFrame) -> pl.DataFrame:

@@ -163,7 +163,7 @@ def test_uplift_beats_random_targeting_and_ranks_the_planted_uplift(demo: Demo) 
             data.customers(con, as_of),
         )
         assigned = data.campaign_contacts(con, as_of)
-    models = fit_uplift(assigned, orders, interactions, people, CampaignConfig())
+    models = fit_uplift(assigned, orders, interactions, people, CampaignConfig()).arms
     assert scored == customers
     eve = assigned.filter(pl.col("campaign_id") == "C-TEST")["assigned_at"].min().date() - dt.timedelta(days=1)  # type: ignore[union-attr]
     features = customer_features(orders, interactions, people, eve)

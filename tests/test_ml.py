@@ -261,7 +261,7 @@ def test_fitted_models_are_reused_for_refit_days_on_their_own_warehouse(
     with refit_days 0 or on another warehouse fits again."""
     warehouse = tmp_path / "crm.duckdb"
     shutil.copyfile(year.warehouse, warehouse)
-    fitted = ["churn_scores", "customer_segments", "customer_value"]
+    fitted = ["churn_scores", "customer_segments", "customer_value", "uplift_scores"]
     day = year.cfg.end
 
     def run(as_of: dt.date, cfg: MLConfig | None = None, db: Path = warehouse) -> dict[str, dt.date | None]:
@@ -285,13 +285,41 @@ def test_fitted_models_are_reused_for_refit_days_on_their_own_warehouse(
     never = MLConfig(
         **{
             section: dataclasses.replace(getattr(MLConfig(), section), refit_days=0)
-            for section in ("churn", "segments", "value")
+            for section in ("churn", "segments", "value", "campaigns")
         }
     )
     assert run(day + dt.timedelta(days=8), never) == dict.fromkeys(fitted)
     other = tmp_path / "other.duckdb"
     shutil.copyfile(year.warehouse, other)
     assert run(day + dt.timedelta(days=8), db=other) == dict.fromkeys(fitted)  # models/ may serve several warehouses
+
+
+def test_uplift_models_are_fitted_again_when_a_campaign_window_closes_within_the_refit_window(
+    year: Year, tmp_path: Path
+) -> None:
+    """An uplift fit scores again within refit_days only while no randomized campaign has closed
+    since: a campaign whose window closes two days after the fit is modelled the day it closes."""
+    warehouse = tmp_path / "crm.duckdb"
+    shutil.copyfile(year.warehouse, warehouse)
+    day = year.cfg.end
+    with duckdb.connect(str(warehouse)) as con:  # a second randomized campaign, its window closing on day + 2
+        con.execute(
+            "insert into marts.fct_campaign_contacts "
+            "select * replace ('C-LATER' as campaign_id, campaign_contact_key || '-later' as campaign_contact_key, "
+            "cast(? as timestamp) as window_ends_at) from marts.fct_campaign_contacts "
+            "where is_randomized and window_ends_at <= cast(? as date)",
+            [day + dt.timedelta(days=2), day],
+        )
+
+    def run(as_of: dt.date) -> tuple[dt.date | None, set[str]]:
+        with duckdb.connect(str(warehouse)) as con:
+            out = build(con, "uplift_scores", RunContext(as_of, f"run-{as_of}", tmp_path / "models"), MLConfig())
+        return (out.reused.as_of if out.reused else None), set(out.frame["campaign_id"].unique())
+
+    first, campaigns = run(day)
+    assert first is None and "C-LATER" not in campaigns and campaigns
+    assert run(day + dt.timedelta(days=1)) == (day, campaigns)  # nothing closed since: the fit scores again
+    assert run(day + dt.timedelta(days=2)) == (None, campaigns | {"C-LATER"})  # C-LATER closed: every arm fitted
 
 
 def test_the_forecast_refits_only_the_series_whose_weeks_changed_and_equals_a_fresh_one(
