@@ -37,6 +37,7 @@ INCREMENTAL = [
     "marts.fct_web_sessions",
     "marts.fct_interactions",
     "intermediate.int_web_events_sessionized",
+    "intermediate.int_social_interactions_scored",
     "intermediate.int_profiles_matched",
     "marts.customer_identity_map",
     "marts.dim_customer",

@@ -176,6 +176,15 @@
     {%- if is_incremental() %}delete from {{ this }} where source_row_number is null{% endif %}
 {%- endmacro %}
 
+{#- Post-hook of a model incremental by a staging table's key: the keys staging no longer holds
+    (a delivery that left raw with no other left) leave too. -#}
+{% macro delete_keys_gone_from(key, staging) -%}
+    {%- if is_incremental() %}
+    delete from {{ this }} as built
+    where not exists (select 1 from {{ staging }} as staged where staged.{{ key }} = built.{{ key }})
+    {%- endif %}
+{%- endmacro %}
+
 {#- ISO day of week, Monday 1 .. Sunday 7. -#}
 {% macro day_of_week_iso(expr) -%}
     {{ return(adapter.dispatch('day_of_week_iso')(expr)) }}

@@ -1,16 +1,37 @@
 -- Each social interaction with a lexicon sentiment: the sum of the polarities of the lexicon terms
 -- its text contains (seeds/sentiment_lexicon.csv). Likes and shares without text are unknown (NULL).
--- A table, not a view: the match of every text against every term ran twice, for the key's test
+-- Stored, not a view: the match of every text against every term ran twice, for the key's test
 -- and for fct_interactions.
-{{ config(materialized='table') }}
+-- Incremental by interaction, as a text's score is its own: a run scores only the staging rows not
+-- scored as they now are (a new key, a re-delivery, an older delivery kept when a newer one left
+-- raw), and the post-hook drops the interactions staging no longer holds. A changed lexicon needs a
+-- full refresh. On Spark (no delete by key without Delta or Iceberg) a table, rebuilt each run.
+{{ config(
+    materialized=('incremental' if target.type == 'duckdb' else 'table'),
+    incremental_strategy='delete+insert',
+    unique_key='interaction_key',
+    on_schema_change='fail',
+    post_hook="{{ delete_keys_gone_from('interaction_key', ref('stg_social__interactions')) }}",
+) }}
 with
 
-interactions as (
+staged as (
     select * from {{ ref('stg_social__interactions') }}
 ),
 
 lexicon as (
     select * from {{ ref('sentiment_lexicon') }}
+),
+
+interactions as (
+    select staged.* from staged
+    {%- if is_incremental() %}
+    {{ anti_join() }} {{ this }} as scored
+        on staged.interaction_key = scored.interaction_key
+        and staged.source_file = scored.source_file
+        and staged.source_row_number = scored.source_row_number
+        and staged.source_loaded_at = scored.source_loaded_at
+    {%- endif %}
 ),
 
 scores as (
