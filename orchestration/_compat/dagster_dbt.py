@@ -58,8 +58,12 @@ class InProcessDbtBuild:
         )
         self.context, self.target_path = context, target_path
         project_dir = self.project.project_dir if self.project else dbt.project_dir
+        # dbt writes manifest.json (tens of MB: a quarter of a second) after every command; only a
+        # full build's is read (bench/floor.py), so other builds write just run_results.json (below).
+        self.writes_manifest = "--full-refresh" in args
         self.argv = [
             *args,
+            *([] if self.writes_manifest else ["--no-write-json"]),
             *(["--indirect-selection", params.indirect_selection] if params.indirect_selection else []),
             *params.selection_args,
             *(["--target", dbt.target] if dbt.target else []),
@@ -83,6 +87,8 @@ class InProcessDbtBuild:
 
         try:
             self.result = dbtRunner(callbacks=[on_event]).invoke(self.argv)
+            if not self.writes_manifest and hasattr(self.result.result, "write"):
+                self.result.result.write(str(self.target_path / "run_results.json"))
         except BaseException as e:  # reported by get_error, as a failed subprocess's output would be
             self.errors.append(f"{type(e).__name__}: {e}")
         finally:
