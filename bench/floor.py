@@ -76,8 +76,9 @@ def compile_models(warehouse: Path, work: Path, manifests: list[Path] | None = N
     incremental models compile to their full select), with the identity steps, in dependency order.
 
     `manifests`: the manifest.json of each dbt step of the build that made the warehouse from
-    nothing, which hold that same compiled code (dbt writes it after each step, for the models the
-    step built); without them, dbt compiles the project (a full parse: about 4 s of the benchmark)."""
+    nothing, which hold that same compiled code (dbt writes it after each step of a --full-refresh
+    build, for the models the step built); without them, dbt compiles the project (a full parse:
+    about 4 s of the benchmark, not in the floor's time)."""
     if not manifests:
         target = work / "target"
         env = {**os.environ, "CRM_WAREHOUSE": str(warehouse)}

@@ -403,8 +403,9 @@ def main() -> None:
         stages += [gen, *run_stages, total]
         dbt_stage = next(s for s in run_stages if s.name == "dbt build")
         if not args.no_peers:
-            # The steps' manifests: code compiled against the empty warehouse.
-            first_build = [t / "manifest.json" for t in invocation_targets(full.run_ids[-1])]
+            # The steps' manifests, code compiled against the empty warehouse, where dbt wrote them
+            # (a --full-refresh build does; else the floor compiles the project itself).
+            first_build = [m for t in invocation_targets(full.run_ids[-1]) if (m := t / "manifest.json").exists()]
             floor, floor_stage = timed(
                 "SQL floor of the dbt layer", rss, lambda: floor_vs_built(warehouse, work / "floor", first_build)
             )
