@@ -231,6 +231,10 @@ def _erase_quarantine(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
     out.removed["raw.quarantine"] = len(found)
 
 
+# The records _note_records_cut lists; int_identifiers_collected recomputes and empties it.
+ERASED_RECORDS = "intermediate.int_identifiers_collected__erased"
+
+
 def _erase_keyed_tables(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
     """Every base table outside raw with a customer_key column; the fuzzy-match pairs by customer_ref;
     the sessionized web events by event; the identity graph's edges by record and identifier; the
@@ -241,6 +245,7 @@ def _erase_keyed_tables(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
         INNER JOIN information_schema.columns AS c ON c.table_schema = t.table_schema AND c.table_name = t.table_name
         WHERE t.table_type = 'BASE TABLE' AND t.table_schema NOT IN ('raw', 'serving')
         GROUP BY ALL ORDER BY 1, 2""").fetchall()
+    _note_records_cut(con, {(schema, table) for schema, table, _ in tables})
     refs = "(SELECT identifier_value FROM _erase_ids WHERE identifier_type = 'customer_ref')"
     for schema, table, columns in tables:
         if "customer_key" in columns:
@@ -263,6 +268,23 @@ def _erase_keyed_tables(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
         removed = con.execute(f'DELETE FROM "{schema}"."{table}" WHERE {where}').fetchall()[0][0]
         if removed:
             out.removed[f"{schema}.{table}"] = removed
+
+
+def _note_records_cut(con: duckdb.DuckDBPyConnection, tables: set[tuple[str, str]]) -> None:
+    """The identity graph's records whose staging rows this erasure removes, for the next build of the
+    incremental identifier collection to collect again from the rows they keep (a removed row may
+    have carried an identifier of another record than the person's)."""
+    if ("intermediate", "int_identifiers_collected") not in tables:
+        return
+    cut = [
+        f"SELECT '{record_type}' AS record_type, {record_id} AS record_id FROM staging.{table} "
+        "WHERE (source_name, source_file, source_row_number) IN (SELECT (source, file, row_number) FROM _erase_raw_rows)"
+        for table, (record_type, record_id, _) in PERSON_ROWS.items()
+        if ("staging", table) in tables
+    ]
+    con.execute(f"CREATE TABLE IF NOT EXISTS {ERASED_RECORDS} (record_type VARCHAR, record_id VARCHAR)").fetchall()
+    if cut:
+        con.execute(f"INSERT INTO {ERASED_RECORDS} {' UNION '.join(cut)}").fetchall()
 
 
 def append_suppression(governance: Path, erasure_id: str, row_hashes: set[str]) -> None:
