@@ -121,7 +121,7 @@ def test_giant_customer_alarm_fails_the_build_and_names_the_identifier(
 ) -> None:
     """A placeholder allow-listed by mistake glues its people into one customer: the alarm (a dbt
     test of customer_identity_map) fails the build with the customer and the value, and nothing
-    is published."""
+    is published. On a daily run too, where the alarm weighs only the customers the run changed."""
     import yaml
 
     from orchestration.run import RunFailed, run_pipeline
@@ -132,13 +132,19 @@ def test_giant_customer_alarm_fails_the_build_and_names_the_identifier(
         value = con.execute(f"""
             SELECT '+86' || value FROM read_csv('{extracts.parent / "truth" / "shared_contacts.csv"}', all_varchar = true)
             WHERE kind = 'placeholder_phone' ORDER BY persons::INTEGER DESC LIMIT 1""").fetchall()[0][0]
+    warehouse = tmp_path / "crm.duckdb"
+    run_pipeline(Settings.load(sources, warehouse))  # guarded: built and published
+    published = sorted((tmp_path / "published").rglob("*.duckdb"))
+    assert published
+    (tmp_path / "fresh").mkdir()
     doc = yaml.safe_load(sources.read_text())
     doc["identity"] = {"guard_allow": [value]}
     sources.write_text(yaml.safe_dump(doc))
-    warehouse = tmp_path / "crm.duckdb"
-    with pytest.raises(
-        RunFailed, match=rf"assert_no_giant_customer(.|\n)*phone {re.escape(value)} \(\d+ records\)"
-    ) as failed:
-        run_pipeline(Settings.load(sources, warehouse))
-    print(failed.value)
-    assert not list((tmp_path / "published").glob("*.duckdb"))
+    # The next daily run, then a first build with the mistake.
+    for build, before in ((warehouse, published), (tmp_path / "fresh" / "crm.duckdb", [])):
+        with pytest.raises(
+            RunFailed, match=rf"assert_no_giant_customer(.|\n)*phone {re.escape(value)} \(\d+ records\)"
+        ) as failed:
+            run_pipeline(Settings.load(sources, build))
+        print(failed.value)
+        assert sorted((build.parent / "published").rglob("*.duckdb")) == before

@@ -103,18 +103,36 @@
 {#- Pre-hook: the customers rebuilt, noted for customer_360 too; their versions leave. -#}
 {% macro dim_customer_scope() -%}
     {%- if is_incremental() -%}
-    create or replace table main.dbt_customer_scope as
+    create or replace table main.dbt_customer_scope as {{ changed_customers_so_far(this) }};
+    insert into main.dbt_changed_customers select customer_key from main.dbt_customer_scope where customer_key is not null;
+    delete from {{ this }} where {{ in_customer_scope('customer_key') }}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The customers noted so far in this run, and those with a profile version loaded since
+    `dim_customer` (the table, built or not yet built in this run) was built: a query. -#}
+{% macro changed_customers_so_far(dim_customer) -%}
     select customer_key from main.dbt_changed_customers
     union
     select identity.customer_key
     from {{ ref('stg_customers__profiles') }} as profiles
     inner join {{ ref('customer_identity_map') }} as identity on identity.record_key = concat('profile:', profiles.customer_ref)
     where profiles.source_loaded_at > (
-        select coalesce(max(source_loaded_at), cast('1900-01-01' as timestamp)) from {{ this }}
-    );
-    insert into main.dbt_changed_customers select customer_key from main.dbt_customer_scope where customer_key is not null;
-    delete from {{ this }} where {{ in_customer_scope('customer_key') }}
-    {%- endif -%}
+        select coalesce(max(source_loaded_at), cast('1900-01-01' as timestamp)) from {{ dim_customer }}
+    )
+{%- endmacro %}
+
+{#- The giant-customer alarm's scope on a daily run: None when it reads every customer (tests_every_row,
+    no dim_customer yet, or a NULL noted: a table built whole), else the query above. It runs after
+    the identity map, which noted the keys its rebuilt records left or took, and before dim_customer:
+    a customer grows in records only through the map, in names only with a new profile version. -#}
+{% macro giant_alarm_scope() -%}
+    {%- if tests_every_row() -%}{{ return(none) }}{%- endif -%}
+    {%- set dim_customer = adapter.get_relation(database=target.database, schema='marts', identifier='dim_customer') -%}
+    {%- if dim_customer is none -%}{{ return(none) }}{%- endif -%}
+    {%- set every = run_query('select count(*) from main.dbt_changed_customers where customer_key is null') -%}
+    {%- if every.columns[0].values()[0] > 0 -%}{{ return(none) }}{%- endif -%}
+    {{ return(changed_customers_so_far(dim_customer)) }}
 {%- endmacro %}
 
 {#- Post-hook: a build of every customer notes a NULL (customer_360 then rebuilds every customer). -#}

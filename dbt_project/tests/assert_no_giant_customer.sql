@@ -1,12 +1,17 @@
 -- The giant-customer alarm: no customer holds more records or more distinct registry names than
 -- the identity_alarm_* vars allow. A new kind of placeholder that the guard (int_identifier_quality)
 -- missed would glue strangers into one key: the build fails on the day it appears, listing the
--- customer and its most shared identifiers, and nothing is published.
+-- customer and its most shared identifiers, and nothing is published. A daily run weighs only the
+-- customers it changed (macro giant_alarm_scope); a full refresh and the full-test day weigh all.
 {{ config(meta={'dagster': {'ref': {'name': 'customer_identity_map'}}}, store_failures=true) }}
+{%- set scope = giant_alarm_scope() %}
 with
 
 identity_map as (
     select * from {{ ref('customer_identity_map') }}
+    {%- if scope %}
+    where customer_key in ({{ scope }})
+    {%- endif %}
 ),
 
 identifiers as (
