@@ -10,8 +10,8 @@
     loaded since the table's newest load; a partition of its source that its rows span loaded
     again since (a re-delivered or late day may have dropped its rows; a record of several sources
     matches every source); its staging rows cut by an erasure; a profile whose fuzzy matches
-    changed. Rows deleted from raw other than by the loader or `crm forget` need a full refresh,
-    as for staging. -#}
+    changed (the model's CTE `profile_matches`). Rows deleted from raw other than by the loader or
+    `crm forget` need a full refresh, as for staging. -#}
 {% macro touched_identity_records() -%}
     {%- set erased = erased_identity_records() -%}
     {%- set since = "(select coalesce(max(source_loaded_at), cast('1900-01-01' as timestamp)) from " ~ this ~ ")" -%}
