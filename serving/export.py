@@ -38,7 +38,7 @@ import duckdb
 
 from serving import publish
 from serving.identifier_leaks import IdentifierLeak, clear_identifiers
-from serving.key_changes import KEY, RECORD, TABLE, FactFiles, corrected, write_key_changes
+from serving.key_changes import KEY, RECORD, TABLE, KeptRows, corrected, write_key_changes
 from serving.masking import MaskedSelect, define_mask, keyed_hash, masked_select
 from serving.row_changes import FOLDER, Base, prune_states, quoted, row_hash, row_key, sql_path, write_with_changes
 from serving.scopes import scoped_view_name, set_region
@@ -208,9 +208,8 @@ def _write_tables(
     this folder (serving/row_changes.py); None: write them whole."""
     for reserved in {TABLE, FOLDER} & queries.keys():
         raise ValueError(f"a served table is called {reserved}: the export writes its corrections there")
-    earlier = read_manifest(previous) if previous else {}
-    before = earlier.get("tables", {})
-    tables, facts = {}, []
+    before = read_manifest(previous)["tables"] if previous else {}
+    tables, kept_rows = {}, []
     for name, select in queries.items():
         columns = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {select.query}").fetchall()]
         by = _partitioning(name, columns)
@@ -238,7 +237,7 @@ def _write_tables(
                 previous / name if previous else None,
             )
             if rekeyed:
-                facts.append(_fact_files(name, select, by, entry["files"], kept, target))
+                kept_rows.append(_kept_rows(name, select, by, kept, target))
         elif states and row_key(columns):
             same_shape = all(old.get(k) == entry[k] for k in ("columns", "masking")) and "state" in old.get(
                 "row_changes", {}
@@ -256,26 +255,12 @@ def _write_tables(
                 0
             ][0]
         tables[name] = {**entry, "rows": rows}
-    state = earlier.get(TABLE, {}).get("state")
-    changes = (
-        write_key_changes(
-            con, folder / TABLE, facts, PARQUET, states, states / state if states and state and previous else None
-        )
-        if facts
-        else None
-    )
+    changes = write_key_changes(con, folder / TABLE, kept_rows, PARQUET) if kept_rows else None
     return {"tables": tables, **({TABLE: changes} if changes else {})}
 
 
-def _fact_files(
-    name: str, select: MaskedSelect, by: Partitioning, days: dict, kept: list[str], target: Path
-) -> FactFiles:
-    return FactFiles(
-        name,
-        {day: target / by.file(day) for day in kept},
-        {day: target / by.file(day) for day in days if day not in kept},
-        RECORD in select.masked_columns,
-    )
+def _kept_rows(name: str, select: MaskedSelect, by: Partitioning, kept: list[str], target: Path) -> KeptRows:
+    return KeptRows(name, [target / by.file(day) for day in kept], RECORD in select.masked_columns)
 
 
 def _write_partitions(

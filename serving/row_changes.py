@@ -131,15 +131,12 @@ def _changes(con: duckdb.DuckDBPyConnection, select: MaskedSelect, name: str, ba
 
 
 def prune_states(states: Path, versions: list[Path], manifest: str) -> None:
-    """Delete the state files no kept export version names (an erased person's row hashes and
-    record keys go too)."""
+    """Delete the state files no kept export version names (an erased person's row hashes go too)."""
     named = set()
     for version in versions:
         if (version / manifest).is_file():
-            written = json.loads((version / manifest).read_text())
-            tables = written.get("tables", {})
+            tables = json.loads((version / manifest).read_text()).get("tables", {})
             named |= {t["row_changes"]["state"] for t in tables.values() if "state" in (t.get("row_changes") or {})}
-            named |= {e["state"] for e in written.values() if isinstance(e, dict) and "state" in e}  # key changes
     for state in states.glob("*.parquet") if states.is_dir() else []:
         if state.name not in named:
             state.unlink()

@@ -341,15 +341,14 @@ def test_next_export_writes_a_keyed_tables_changes_not_the_table(deployment: Pat
     assert (folder / "customer_360" / "data.parquet").stat().st_nlink == 1
     assert read_export(folder / "customer_360").num_rows == tables["customer_360"]["rows"]
     # The bases' row hashes stay beside the exports, one file per base a kept export names.
-    # And the record keys the facts' files were written with, one file per kept export.
-    versions = list((root / ".exports.versions").iterdir())
     named = {
-        t["row_changes"]["state"] for v in versions for t in read_manifest(v)["tables"].values() if t.get("row_changes")
+        t["row_changes"]["state"]
+        for version in (root / ".exports.versions").iterdir()
+        for t in read_manifest(version)["tables"].values()
+        if t.get("row_changes")
     }
-    written_keys = {read_manifest(v)["customer_key_changes"]["state"] for v in versions}
-    assert {p.name for p in (root / ".exports.row_state").iterdir()} == named | written_keys
+    assert {p.name for p in (root / ".exports.row_state").iterdir()} == named
     assert len(named) == len(keyed) + 2  # fct_campaign_contacts', and the 360's new base beside its old
-    assert len(written_keys) == len(versions)
 
 
 def test_unmasked_export_needs_its_flag_and_is_audited(deployment: Path, env: dict[str, str]) -> None:
@@ -652,9 +651,7 @@ def test_forget_erases_one_person_everywhere_and_keeps_them_out(
     for folder in known_exports(deployment):
         assert len(list((folder.parent / f".{folder.name}.versions").iterdir())) == 1  # older exports deleted
         states = folder.parent / f".{folder.name}.row_state"  # and the row hashes of their bases
-        manifest = read_manifest(folder)
-        named = {t["row_changes"]["state"] for t in manifest["tables"].values() if t.get("row_changes")}
-        named |= {manifest["customer_key_changes"]["state"]} if "customer_key_changes" in manifest else set()
+        named = {t["row_changes"]["state"] for t in read_manifest(folder)["tables"].values() if t.get("row_changes")}
         assert ({p.name for p in states.iterdir()} if states.is_dir() else set()) == named
     audit_text = (deployment / "governance" / "audit.jsonl").read_text()
     entry = [json.loads(line) for line in audit_text.splitlines()][-1]
