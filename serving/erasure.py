@@ -233,6 +233,10 @@ def _erase_quarantine(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
 
 # The records _note_records_cut lists; int_identifiers_collected recomputes and empties it.
 ERASED_RECORDS = "intermediate.int_identifiers_collected__erased"
+# A staging table's copies of the raw rows erased.
+ERASED_STAGING_ROWS = (
+    "(source_name, source_file, source_row_number) IN (SELECT (source, file, row_number) FROM _erase_raw_rows)"
+)
 
 
 def _erase_keyed_tables(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
@@ -262,7 +266,7 @@ def _erase_keyed_tables(con: duckdb.DuckDBPyConnection, out: Footprint) -> None:
         elif {"record_type", "record_id"} <= set(columns):  # records whose identity-map row is stale
             where = "(record_type, record_id) IN (SELECT (record_type, record_id) FROM _erase_records)"
         elif {"source_name", "source_file", "source_row_number"} <= set(columns):  # staging: raw rows, cleaned
-            where = "(source_name, source_file, source_row_number) IN (SELECT (source, file, row_number) FROM _erase_raw_rows)"
+            where = ERASED_STAGING_ROWS
         else:
             continue
         removed = con.execute(f'DELETE FROM "{schema}"."{table}" WHERE {where}').fetchall()[0][0]
@@ -277,8 +281,7 @@ def _note_records_cut(con: duckdb.DuckDBPyConnection, tables: set[tuple[str, str
     if ("intermediate", "int_identifiers_collected") not in tables:
         return
     cut = [
-        f"SELECT '{record_type}' AS record_type, {record_id} AS record_id FROM staging.{table} "
-        "WHERE (source_name, source_file, source_row_number) IN (SELECT (source, file, row_number) FROM _erase_raw_rows)"
+        f"SELECT '{record_type}' AS record_type, {record_id} AS record_id FROM staging.{table} WHERE {ERASED_STAGING_ROWS}"
         for table, (record_type, record_id, _) in PERSON_ROWS.items()
         if ("staging", table) in tables
     ]
