@@ -7,8 +7,9 @@ Both are incremental (dbt_project/README.md):
   run, against every current profile; the pairs it keeps are scored again with the run's model,
   so their probabilities equal a full refresh's. Every pair is searched on a full refresh, on the
   first run, and when a profile version the last run saw has gone (a re-delivered day, an erasure);
-- the keys: the edges a run used are kept beside the table (EDGES_USED); the next run recomputes
-  only the components an added or removed edge touches, with the same rules (identity.keys). A
+- the keys: the edges a run used are kept beside the table (EDGES_USED); the next run takes again
+  only the edges collected since (changed_edges) and recomputes only the components an added or
+  removed edge touches, with the same rules (identity.keys). A
   component's result depends only on its own edges and previous keys, so this equals recomputing
   every component, which a full refresh does. Each run's path is logged in RUNS. An incremental run
   adds to STALE the records whose identity-map row it may have changed: those it recomputed, those
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import duckdb
 import numpy as np
@@ -43,6 +45,8 @@ RUNS = "intermediate.int_customer_keys_assigned__runs"  # each run's path: full 
 # may be stale (absent: every row is; the map's build empties it).
 HELD_BACK_USED = "intermediate.int_customer_keys_assigned__held_back"
 STALE = "intermediate.int_customer_keys_assigned__stale"
+# The records the identifier collection left without an edge (its post-hook lists them: their edges go).
+EMPTIED = "intermediate.int_identifiers_collected__emptied"
 KEYS_SCHEMA = (
     "identifier_type varchar, identifier_value varchar, customer_key varchar, assigned_at timestamp, "
     "previous_customer_key varchar, merged_at timestamp, key_change varchar, component_records bigint"
@@ -164,16 +168,102 @@ def match_profiles(con: duckdb.DuckDBPyConnection, threshold: float, full_refres
 # --- the customer keys -------------------------------------------------------------------------
 
 
-def guarded_edges(con: duckdb.DuckDBPyConnection) -> None:
-    """The temp tables _identity_edges: every collected edge whose identifier the guard lets link
-    (the scope, the graph and the kept edges each read it), and _identity_held_back: the others."""
-    edges = GUARDED_EDGES_SQL.format(collected=COLLECTED, guarded=GUARDED)
-    con.execute(f"create or replace temp table _identity_edges as {edges}").fetchall()
+def held_back(con: duckdb.DuckDBPyConnection) -> None:
+    """The temp table _identity_held_back: the collected edges whose identifier the guard holds back."""
     con.execute(f"""
         create or replace temp table _identity_held_back as
         select record_type, record_id, identifier_type, identifier_value from {COLLECTED}
         semi join {GUARDED} using (identifier_type, identifier_value)
     """).fetchall()
+
+
+def guarded_edges(con: duckdb.DuckDBPyConnection) -> None:
+    """For a full run, the temp tables _identity_edges: every collected edge whose identifier the
+    guard lets link, and _identity_held_back: the others."""
+    edges = GUARDED_EDGES_SQL.format(collected=COLLECTED, guarded=GUARDED)
+    con.execute(f"create or replace temp table _identity_edges as {edges}").fetchall()
+    held_back(con)
+
+
+def collected_through(con: duckdb.DuckDBPyConnection) -> object | None:
+    """When the newest edge the last run read was collected, if the collection's lineage can tell
+    what changed since: None when the last run did not note it, or the collection (or the guard's
+    record of what it held back) has been rebuilt whole since."""
+    if not table_exists(con, RUNS) or not table_exists(con, HELD_BACK_USED):
+        return None
+    con.execute(f"alter table {RUNS} add column if not exists collected_through timestamp with time zone").fetchall()
+    last = con.execute(f"select collected_through from {RUNS} order by run_at desc limit 1").fetchall()
+    if not last or last[0][0] is None:
+        return None
+    rebuilt = con.execute(f"select coalesce(min(collected_at) > ?, true) from {COLLECTED}", [last[0][0]]).fetchall()
+    return None if rebuilt[0][0] else last[0][0]
+
+
+@dataclass(frozen=True)
+class Retaken:
+    edges: str  # the condition on EDGES_USED's rows that _identity_fresh replaces
+    fresh: int  # the current edges taken again
+    changed: int  # edges added or removed
+
+
+def changed_edges(con: duckdb.DuckDBPyConnection, since: object | None) -> Retaken:
+    """Temp tables of the guarded edges taken again since the last run's (EDGES_USED): _identity_fresh,
+    the current guarded edges of the records collected after `since` (and of the identifiers the
+    guard began or stopped holding back); _identity_changed_edges, the edges added or removed. The
+    view _identity_edges is every current guarded edge: EDGES_USED's others, and the fresh. With
+    `since` None every edge is taken again.
+
+    An edge changes only when its record is collected again (int_identifiers_collected stamps
+    `collected_at`; records left without an edge are listed in EMPTIED) or the guard's verdict on
+    its identifier changes: reading those is what spares comparing every edge every day."""
+    held_back(con)
+    if since is None:
+        retaken = "true"
+    else:
+        con.execute(f"""
+            create or replace temp table _identity_reguarded as
+            select distinct identifier_type, identifier_value from (
+                (select * from _identity_held_back except select * from {HELD_BACK_USED})
+                union all
+                (select * from {HELD_BACK_USED} except select * from _identity_held_back)
+            )
+        """).fetchall()
+        emptied = (
+            f"union select record_type, record_id from {EMPTIED} where collected_at > $since"
+            if table_exists(con, EMPTIED)
+            else ""
+        )
+        con.execute(
+            f"""
+            create or replace temp table _identity_recollected as
+            select distinct record_type, record_id from {COLLECTED} where collected_at > $since
+            {emptied}
+        """,
+            {"since": since},
+        ).fetchall()
+        retaken = (
+            "((record_type, record_id) in (select (record_type, record_id) from _identity_recollected)"
+            " or (identifier_type, identifier_value) in (select (identifier_type, identifier_value) from _identity_reguarded))"
+        )
+    edges = GUARDED_EDGES_SQL.format(collected=COLLECTED, guarded=GUARDED)
+    con.execute(f"create or replace temp table _identity_fresh as select * from ({edges}) where {retaken}").fetchall()
+    con.execute(f"""
+        create or replace temp view _identity_edges as
+        select record_type, record_id, identifier_type, identifier_value from {EDGES_USED} where not {retaken}
+        union all
+        select * from _identity_fresh
+    """).fetchall()
+    con.execute(f"""
+        create or replace temp table _identity_changed_edges as
+        with replaced as (select record_type, record_id, identifier_type, identifier_value from {EDGES_USED} where {retaken})
+        (select * from _identity_fresh except select * from replaced)
+        union all
+        (select * from replaced except select * from _identity_fresh)
+    """).fetchall()
+    fresh, changed = con.execute(
+        "select (select count(*) from _identity_fresh), (select count(*) from _identity_changed_edges)"
+    ).fetchall()[0]
+    return Retaken(retaken, fresh, changed)
 
 
 def mark_stale_records(con: duckdb.DuckDBPyConnection, incremental: bool) -> None:
@@ -202,18 +292,11 @@ def mark_stale_records(con: duckdb.DuckDBPyConnection, incremental: bool) -> Non
     con.execute(f"create or replace table {HELD_BACK_USED} as select * from _identity_held_back").fetchall()
 
 
-def changed_scope(con: duckdb.DuckDBPyConnection) -> int:
-    """The temp table _identity_scope: the records whose components an edge added or removed since
-    the last run touches, closed over the current edges (every record of those components, and of
-    the anonymous nodes they reach); and _identity_scope_identifiers, their identifiers. Returns
-    the number of edges that changed."""
-    con.execute(f"""
-        create or replace temp table _identity_changed_edges as
-        (select * from _identity_edges except select * from {EDGES_USED})
-        union all
-        (select * from {EDGES_USED} except select * from _identity_edges)
-    """).fetchall()
-    changed = con.execute("select count(*) from _identity_changed_edges").fetchall()[0][0]
+def changed_scope(con: duckdb.DuckDBPyConnection) -> None:
+    """The temp table _identity_scope: the records whose components a changed edge
+    (_identity_changed_edges) touches, closed over the current edges (every record of those
+    components, and of the anonymous nodes they reach); and _identity_scope_identifiers, their
+    identifiers."""
     # Seeds: the identifiers of the changed edges and of every edge, old or new, of their records.
     con.execute(f"""
         create or replace temp table _identity_scope_identifiers as
@@ -248,7 +331,6 @@ def changed_scope(con: duckdb.DuckDBPyConnection) -> int:
         select distinct e.record_type, e.record_id from _identity_edges as e
         semi join _identity_scope_identifiers using (identifier_type, identifier_value)
     """).fetchall()
-    return changed
 
 
 def previous_keys(con: duckdb.DuckDBPyConnection) -> pd.DataFrame | None:
@@ -337,9 +419,13 @@ def assign_customer_keys(con: duckdb.DuckDBPyConnection, memory_limit: str, full
     """Components of the guarded identity graph into KEYS, keys kept from its previous rows;
     recomputes only the components a changed edge touches unless `full_refresh` (or the edges of
     the last run are missing). `memory_limit`: the connection's own, restored after the graph."""
-    guarded_edges(con)
     incremental = not full_refresh and table_exists(con, KEYS) and table_exists(con, EDGES_USED)
-    changed = changed_scope(con) if incremental else None
+    through = con.execute(f"select max(collected_at) from {COLLECTED}").fetchall()[0][0]
+    if incremental:
+        retaken = changed_edges(con, collected_through(con))
+        changed_scope(con)
+    else:
+        guarded_edges(con)
     edges = graph_edges(con, scoped=incremental)
     with cache_released(con, memory_limit):  # from here on the work is in pandas and SciPy
         keys = assign_keys(*edges)[KEY_COLUMNS]
@@ -350,28 +436,48 @@ def assign_customer_keys(con: duckdb.DuckDBPyConnection, memory_limit: str, full
                 delete from {KEYS} as k using _identity_scope_identifiers as s
                 where k.identifier_type = s.identifier_type and k.identifier_value = s.identifier_value
             """).fetchall()
+            con.execute(f"insert into {KEYS} by name select * from _identity_keys").fetchall()
+            con.execute(f"delete from {EDGES_USED} where {retaken.edges}").fetchall()
+            con.execute(f"insert into {EDGES_USED} select * from _identity_fresh").fetchall()
         else:
             con.execute(f"create or replace table {KEYS} ({KEYS_SCHEMA})").fetchall()
-        con.execute(f"insert into {KEYS} by name select * from _identity_keys").fetchall()
-        con.execute(f"create or replace table {EDGES_USED} as select * from _identity_edges").fetchall()
+            con.execute(f"insert into {KEYS} by name select * from _identity_keys").fetchall()
+            con.execute(f"create or replace table {EDGES_USED} as select * from _identity_edges").fetchall()
         mark_stale_records(con, incremental)
-        con.execute(f"""
-            create table if not exists {RUNS} (
-                run_at timestamp, path varchar, edges_changed bigint, records_recomputed bigint, rows_written bigint)
-        """).fetchall()
         path = "incremental" if incremental else "full"
-        con.execute(
-            f"insert into {RUNS} values (current_timestamp::timestamp, ?, ?, ?, ?)",
-            [path, changed, edges[0], len(keys)],
-        ).fetchall()
+        log_run(con, path, retaken if incremental else None, edges[0], len(keys), through)
         con.execute("commit").fetchall()
-    for table in (
-        "_identity_edges",
+    for temp in (
         "_identity_held_back",
+        "_identity_fresh",
+        "_identity_recollected",
+        "_identity_reguarded",
         "_identity_changed_edges",
         "_identity_scope_identifiers",
         "_identity_scope",
     ):
-        con.execute(f"drop table if exists {table}").fetchall()
+        con.execute(f"drop table if exists {temp}").fetchall()
+    con.execute(f"drop {'view' if incremental else 'table'} if exists _identity_edges").fetchall()
     identifiers, customers = con.execute(f"select count(*), count(distinct customer_key) from {KEYS}").fetchall()[0]
     return Assigned(identifiers, customers, path, edges[0])
+
+
+def log_run(
+    con: duckdb.DuckDBPyConnection, path: str, retaken: Retaken | None, records: int, rows: int, through: object | None
+) -> None:
+    """Within the keys' transaction: the run's row in RUNS: the edges it took again and those that
+    changed (NULL on a full run), and the newest collected edge it read (the next run takes again
+    only the edges collected after it). The emptied records it read go."""
+    con.execute(f"""
+        create table if not exists {RUNS} (
+            run_at timestamp, path varchar, edges_changed bigint, records_recomputed bigint, rows_written bigint)
+    """).fetchall()
+    for column in ("edges_retaken bigint", "collected_through timestamp with time zone"):
+        con.execute(f"alter table {RUNS} add column if not exists {column}").fetchall()
+    con.execute(
+        f"insert into {RUNS} by name select current_timestamp::timestamp as run_at, ? as path, ? as edges_retaken, "
+        "? as edges_changed, ? as records_recomputed, ? as rows_written, ? as collected_through",
+        [path, retaken.fresh if retaken else None, retaken.changed if retaken else None, records, rows, through],
+    ).fetchall()
+    if table_exists(con, EMPTIED):
+        con.execute(f"delete from {EMPTIED} where collected_at <= ?", [through]).fetchall()

@@ -64,9 +64,14 @@ def build(warehouse: Path, graph: Graph, tmp_path: Path, dbt_vars: dict | None =
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         con.execute(
             "CREATE OR REPLACE TABLE intermediate.int_identifiers_collected "
-            "(record_type VARCHAR, record_id VARCHAR, identifier_type VARCHAR, identifier_value VARCHAR)"
+            "(record_type VARCHAR, record_id VARCHAR, identifier_type VARCHAR, identifier_value VARCHAR, "
+            "collected_at TIMESTAMPTZ DEFAULT current_timestamp)"
         )
-        con.executemany("INSERT INTO intermediate.int_identifiers_collected VALUES (?, ?, ?, ?)", graph.edges)
+        con.executemany(
+            "INSERT INTO intermediate.int_identifiers_collected (record_type, record_id, identifier_type, identifier_value) "
+            "VALUES (?, ?, ?, ?)",
+            graph.edges,
+        )
         con.execute(
             "CREATE OR REPLACE TABLE staging.stg_customers__profiles "
             "(customer_ref VARCHAR, loyalty_card VARCHAR, full_name VARCHAR, birth_date DATE)"

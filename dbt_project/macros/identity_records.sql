@@ -71,9 +71,15 @@
     {%- endif %}
 {%- endmacro %}
 
-{#- Post-hook: touched records left without an edge go; the erasure's list, consumed, is emptied. -#}
+{#- Post-hook: touched records left without an edge go, listed for the customer keys (identity/duckdb.py:
+    EMPTIED), which drop their edges; the erasure's list, consumed, is emptied. -#}
 {% macro identity_records_collected() -%}
     {%- if is_incremental() %}
+    {%- set emptied = this.incorporate(path={"identifier": this.identifier ~ "__emptied"}) %}
+    create table if not exists {{ emptied }} as
+        select record_type, record_id, collected_at from {{ this }} where false;
+    insert into {{ emptied }}
+        select record_type, record_id, collected_at from {{ this }} where identifier_type is null;
     delete from {{ this }} where identifier_type is null;
     {%- endif %}
     {%- set erased = erased_identity_records() if execute else none -%}

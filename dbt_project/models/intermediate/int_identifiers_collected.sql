@@ -8,7 +8,8 @@
 -- their rows, the records with a row loaded since, those whose rows may have left with a reloaded
 -- partition, those an erasure took rows from, and the profiles whose fuzzy matches changed. A
 -- record left without an edge comes back as a row without an identifier, which the post-hook
--- deletes. On Spark (no delete by key without Delta or Iceberg) a table, rebuilt each run.
+-- moves to int_identifiers_collected__emptied. `collected_at` says when a record's rows were
+-- written: the customer keys take again only the edges collected since their last run. On Spark (no delete by key without Delta or Iceberg) a table, rebuilt each run.
 {{ config(
     materialized=('incremental' if target.type == 'duckdb' else 'table'),
     incremental_strategy='delete+insert',
@@ -163,7 +164,8 @@ final as (
         records.source_name,
         records.first_partition_date,
         records.last_partition_date,
-        records.source_loaded_at
+        records.source_loaded_at,
+        {{ dbt.current_timestamp() }} as collected_at
     from edges
     left join records on edges.record_type = records.record_type and edges.record_id = records.record_id
     {%- if is_incremental() %}
@@ -178,7 +180,8 @@ final as (
         cast(null as {{ dbt.type_string() }}),
         cast(null as date),
         cast(null as date),
-        cast(null as timestamp with time zone)
+        cast(null as timestamp with time zone),
+        {{ dbt.current_timestamp() }}
     from touched
     {{ anti_join() }} edges on touched.record_type = edges.record_type and touched.record_id = edges.record_id
     {%- endif %}
