@@ -113,14 +113,21 @@ class SourcesConfig:
     identity: tuple[tuple[str, object], ...] = ()  # (key, value) of the `identity:` section, as given
     report_lang: str = "en"  # the `report:` section's `lang`: the insight report's default language
     calendar: Path | None = None  # CSV of known event days (date,event) the sales forecasts use
+    full_tests_weekday: int | None = (
+        None  # the `tests:` section's: ISO weekday (UTC) whose runs test every row, 0 never
+    )
 
     @property
     def dbt_vars(self) -> dict[str, object]:
         """The dbt vars this file sets (`dbt build --vars`): only the keys it gives."""
+        weekday = {} if self.full_tests_weekday is None else {"full_tests_weekday": self.full_tests_weekday}
         return {
-            f"identity_{key}": list(v) if isinstance(v, tuple) else v
-            for key, v in self.identity
-            if key != "fuzzy_match_threshold"
+            **{
+                f"identity_{key}": list(v) if isinstance(v, tuple) else v
+                for key, v in self.identity
+                if key != "fuzzy_match_threshold"
+            },
+            **weekday,
         }
 
     @property
@@ -265,7 +272,21 @@ def load_sources(path: str | Path) -> SourcesConfig:
         identity,
         _parse_report_lang(path, doc.get("report")),
         (path.parent / calendar).resolve() if calendar else None,
+        _parse_full_tests_weekday(path, doc.get("tests")),
     )
+
+
+def _parse_full_tests_weekday(path: Path, section: object) -> int | None:
+    """The `tests:` section: `full_tests_weekday`, the ISO weekday (1 Monday … 7 Sunday, UTC) whose
+    runs test every row, or 0 for none (only full refreshes and first builds); None: dbt's default."""
+    if section is None:
+        return None
+    if not isinstance(section, dict) or set(section) - {"full_tests_weekday"}:
+        raise SourcesError(f"{path}: tests must be a mapping with the one key 'full_tests_weekday'")
+    weekday = section.get("full_tests_weekday")
+    if isinstance(weekday, bool) or not isinstance(weekday, int) or not 0 <= weekday <= 7:
+        raise SourcesError(f"{path}: tests.full_tests_weekday: {weekday!r} is not an ISO weekday 1-7, or 0 for none")
+    return weekday
 
 
 REPORT_LANGUAGES = ("en", "zh")

@@ -92,6 +92,15 @@ def test_identity_section_sets_dbt_vars_and_the_fuzzy_threshold(tmp_path: Path) 
         load_sources(write(tmp_path, GOOD + "identity: {fuzzy_match_threshold: 0.3}\n"))
 
 
+def test_tests_section_sets_the_full_test_weekday(tmp_path: Path) -> None:
+    """The weekly day that tests every row is a dbt var the sources file may set; 0 is no such day."""
+    config = load_sources(write(tmp_path, GOOD + "tests: {full_tests_weekday: 0}\n"))
+    assert config.dbt_vars == {"full_tests_weekday": 0}
+    assert load_sources(write(tmp_path, GOOD)).dbt_vars == {}
+    with pytest.raises(SourcesError, match=r"tests.full_tests_weekday: 8 is not an ISO weekday 1-7, or 0 for none"):
+        load_sources(write(tmp_path, GOOD + "tests: {full_tests_weekday: 8}\n"))
+
+
 def test_contract_docs_are_generated_from_the_contracts() -> None:
     docs = (REPO_ROOT / "docs" / "contracts.md").read_text()
     assert docs.strip() == contracts_markdown().strip(), "run `crm contracts --write docs/contracts.md`"
