@@ -436,12 +436,13 @@ def assign_customer_keys(con: duckdb.DuckDBPyConnection, memory_limit: str, full
                 delete from {KEYS} as k using _identity_scope_identifiers as s
                 where k.identifier_type = s.identifier_type and k.identifier_value = s.identifier_value
             """).fetchall()
-            con.execute(f"insert into {KEYS} by name select * from _identity_keys").fetchall()
+        else:
+            con.execute(f"create or replace table {KEYS} ({KEYS_SCHEMA})").fetchall()
+        con.execute(f"insert into {KEYS} by name select * from _identity_keys").fetchall()
+        if incremental:  # the edges taken again replace theirs
             con.execute(f"delete from {EDGES_USED} where {retaken.edges}").fetchall()
             con.execute(f"insert into {EDGES_USED} select * from _identity_fresh").fetchall()
         else:
-            con.execute(f"create or replace table {KEYS} ({KEYS_SCHEMA})").fetchall()
-            con.execute(f"insert into {KEYS} by name select * from _identity_keys").fetchall()
             con.execute(f"create or replace table {EDGES_USED} as select * from _identity_edges").fetchall()
         mark_stale_records(con, incremental)
         path = "incremental" if incremental else "full"

@@ -12,8 +12,9 @@ export's and hard-links the previous export's files for the rest: they are the s
 each export folder still stands alone when the older one is pruned. A date is the same when it has
 the same count and the same sum of row hashes, hashed before masking (a mask is a function of the
 value and the key alone, and masking every row twice cost a third of an export) and compared only
-under the same masking key. A fact with an identity record is fingerprinted without its customer
-key: a date whose rows only changed customer is kept too, and `customer_key_changes` corrects its
+under the same masking key. An as-of date of the ML scores is the same when it has the same count
+and run id (a run writes an as-of date whole). A fact with an identity record is fingerprinted
+without its customer key: a date whose rows only changed customer is kept too, and `customer_key_changes` corrects its
 keys (serving/key_changes.py).
 A keyed table (the identity map, the customer dimension and 360) changes a few rows for many
 customers: it keeps its previous file as a base and writes its changes, found by the hashes of the
@@ -223,14 +224,16 @@ def _write_tables(
         }
         old = before.get(name, {})
         if by:
-            rekeyed = corrected([c for c, _ in columns])
-            entry["fingerprint_excludes"] = [KEY] if rekeyed else []
+            names = [c for c, _ in columns]
+            rekeyed = corrected(names)
+            fingerprinted = _fingerprinted(names, by, rekeyed)
+            entry["fingerprint_excludes"] = [c for c in names if c not in fingerprinted]
             same_shape = all(old.get(k, []) == entry[k] for k in ("columns", "masking", "fingerprint_excludes"))
             rows, entry["partitions"], entry["files"], kept = _write_partitions(
                 con,
                 f"SELECT *, {by.value()} FROM ({select.query})",
                 select.plain,
-                [c for c, _ in columns if not (rekeyed and c == KEY)],
+                fingerprinted,
                 by,
                 target,
                 old.get("files", {}) if same_shape else {},
@@ -257,6 +260,16 @@ def _write_tables(
         tables[name] = {**entry, "rows": rows}
     changes = write_key_changes(con, folder / TABLE, kept_rows, PARQUET) if kept_rows else None
     return {"tables": tables, **({TABLE: changes} if changes else {})}
+
+
+def _fingerprinted(names: list[str], by: Partitioning, rekeyed: bool) -> list[str]:
+    """The columns a date's fingerprint hashes. An as-of date of the ML tables is written whole by one
+    run (ml.registry.write_table) and only deleted from after (an erasure): its run id and its row
+    count name its rows, and hashing every row of a history that grows a day each run is spared.
+    A fact with an identity record: every column but its customer key."""
+    if by.key == "as_of" and "run_id" in names:
+        return ["run_id"]
+    return [c for c in names if not (rekeyed and c == KEY)]
 
 
 def _kept_rows(name: str, select: MaskedSelect, by: Partitioning, kept: list[str], target: Path) -> KeptRows:

@@ -193,7 +193,10 @@ def daily_runs(grown: Grown, sample: GeneratorConfig, tmp_path_factory: pytest.T
     shutil.copytree(grown.warehouse.parent / "extracts", extracts)  # copytree keeps delivery times
     shutil.copyfile(grown.midway, warehouse)
     repoint_lineage(warehouse, grown.warehouse.parent / "extracts", extracts)
-    settings = Settings.load(sources_for(extracts, root / "sources.yml", sample.start), warehouse)
+    sources = sources_for(extracts, root / "sources.yml", sample.start)
+    # Daily runs whatever the weekday: their tests read what each run changed (not the weekly full test).
+    sources.write_text(sources.read_text() + "tests: {full_tests_weekday: 0}\n")
+    settings = Settings.load(sources, warehouse)
     day = sample.start + dt.timedelta(days=21)
 
     def run(start: dt.date, end: dt.date, as_of: dt.date) -> None:
@@ -411,6 +414,45 @@ def test_daily_data_tests_check_only_rows_loaded_since_the_last_fully_tested_bui
             "(select max(source_loaded_at) from intermediate.int_web_events_sessionized)"
         ).fetchall()[0]
     assert tested == newest  # the last daily run ran every test and passed
+
+
+def test_daily_customer_relationships_check_the_rows_loaded_since_and_the_customers_changed(
+    daily_runs: DailyRuns, tmp_path: Path
+) -> None:
+    """An old order whose customer is gone from dim_customer, on no changed customer, is not read by a
+    daily run's relationships test; it fails once the run noted that customer as changed (as a
+    merge, a re-key or a rebuild notes it), and on the full-test day."""
+    warehouse = tmp_path / "crm.duckdb"
+    shutil.copyfile(daily_runs.warehouse, warehouse)
+    with duckdb.connect(str(warehouse)) as con:
+        ((order,),) = con.execute(
+            "select order_key from marts.fct_orders where customer_key is not null "
+            "order by source_loaded_at, order_key limit 1"
+        ).fetchall()
+        con.execute("update marts.fct_orders set customer_key = 'Cgone' where order_key = ?", [order]).fetchall()
+    select = ["--select", "fct_orders,test_name:relationships,test_type:generic"]
+    test = "FAIL 1 relationships_fct_orders_customer_key__customer_key__ref_dim_customer_"
+    daily = dbt("test", *select, "--vars", "{full_tests_weekday: 0}", warehouse=warehouse, target=tmp_path / "t")
+    assert "relationships_fct_orders_customer_key" in daily.stdout and test not in daily.stdout
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("insert into main.dbt_changed_customers values ('Cgone')").fetchall()
+    noted = dbt(
+        "test", *select, "--vars", "{full_tests_weekday: 0}", warehouse=warehouse, target=tmp_path / "t", ok=False
+    )
+    assert test in noted.stdout
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("delete from main.dbt_changed_customers").fetchall()
+    today = dt.datetime.now(dt.UTC).isoweekday()
+    full = dbt(
+        "test",
+        *select,
+        "--vars",
+        f"{{full_tests_weekday: {today}}}",
+        warehouse=warehouse,
+        target=tmp_path / "t",
+        ok=False,
+    )
+    assert test in full.stdout
 
 
 def test_fuzzy_pairs_are_scored_again_only_for_profiles_loaded_since(grown: Grown, next_days: NextDays) -> None:

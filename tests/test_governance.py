@@ -195,8 +195,10 @@ def test_next_export_of_unchanged_months_links_their_files(deployment: Path) -> 
 
 
 def test_next_export_writes_only_the_dates_that_changed(deployment: Path, tmp_path: Path) -> None:
-    """One date of order lines changes in a new published version: the export writes that date's
-    file again, links every other one, and holds exactly the published rows."""
+    """One date of order lines changes in a new published version, and a customer's ML score
+    leaves (as an erasure takes it): the export writes that date's file and the score's as-of file
+    again (an as-of date is fingerprinted by its run and rows), links every other one, and holds
+    exactly the published rows."""
     root = tmp_path / "w"
     shutil.copytree(deployment, root, symlinks=True)
     before = read_manifest(root / "exports")
@@ -204,12 +206,22 @@ def test_next_export_writes_only_the_dates_that_changed(deployment: Path, tmp_pa
     days = sorted(before["tables"]["fct_order_lines"]["files"])
     day = days[len(days) // 2]  # a date inside the range, not at either end
     edit = f"UPDATE marts.fct_order_lines SET quantity = quantity + 1 WHERE ordered_local_date = DATE '{day}'"
+    scores = next(  # an ML table of customers' scores, by as-of date
+        t
+        for t, e in before["tables"].items()
+        if e["partitioned_by"] == "as_of" and "customer_key" in {c["name"] for c in e["columns"]}
+    )
+    as_of = sorted(before["tables"][scores]["files"])[-1]
+    erase = (
+        f"DELETE FROM ml.{scores} WHERE customer_key = (SELECT min(customer_key) FROM ml.{scores}) "
+        f"AND as_of_date = DATE '{as_of}'"
+    )
     publish.add_version(
         publish.current(root / "published"),
         root / "published",
         "one-date-changed",
         None,
-        change=lambda con: con.execute(edit).fetchall(),
+        change=lambda con: (con.execute(edit).fetchall(), con.execute(erase).fetchall()),
     )
     first = (root / "exports").resolve()
     again = write_export(
@@ -223,7 +235,10 @@ def test_next_export_writes_only_the_dates_that_changed(deployment: Path, tmp_pa
     for table, entry in again.manifest["tables"].items():
         for file in (again.folder / table).rglob("*.parquet"):
             linked = file.stat().st_ino == (first / file.relative_to(again.folder)).stat().st_ino
-            rewritten = table == "fct_order_lines" and file.name == f"{day}.parquet"
+            rewritten = (table, file.name) in {
+                ("fct_order_lines", f"{day}.parquet"),
+                (scores, f"{as_of}.parquet"),
+            }
             kept = entry["partitioned_by"] is not None or entry.get("row_changes") is not None
             assert linked == (kept and not rewritten), file
             written += 0 if linked else file.stat().st_size
@@ -235,6 +250,8 @@ def test_next_export_writes_only_the_dates_that_changed(deployment: Path, tmp_pa
     with duckdb.connect(str(publish.current(root / "published")), read_only=True) as con:
         expected = con.sql("SELECT order_line_id, quantity FROM marts.fct_order_lines").pl()
     assert exported.select("order_line_id", "quantity").sort("order_line_id").equals(expected.sort("order_line_id"))
+    assert again.manifest["tables"][scores]["rows"] == before["tables"][scores]["rows"] - 1
+    assert read_export(again.folder / scores).num_rows == again.manifest["tables"][scores]["rows"]
 
 
 def test_next_export_corrects_rekeyed_customers_without_writing_their_months(deployment: Path, tmp_path: Path) -> None:

@@ -122,17 +122,21 @@
     )
 {%- endmacro %}
 
-{#- The giant-customer alarm's scope on a daily run: None when it reads every customer (tests_every_row,
-    no dim_customer yet, or a NULL noted: a table built whole), else the query above. It runs after
-    the identity map, which noted the keys its rebuilt records left or took, and before dim_customer:
-    a customer grows in records only through the map, in names only with a new profile version. -#}
-{% macro giant_alarm_scope() -%}
+{#- The customers a daily run's tests weigh: None when they weigh every customer (tests_every_row,
+    no dim_customer yet, or a NULL noted: a table built whole), else the query above. The
+    giant-customer alarm runs after the identity map, which noted the keys its rebuilt records left
+    or took, and before dim_customer: a customer grows in records only through the map, in names
+    only with a new profile version. A customer-key relationships test runs after its model and
+    the parent, which noted every key they took or dropped (`with_profiles` false: dim_customer,
+    built, noted those; and a generic test cannot declare the refs of the profiles' part). -#}
+{% macro changed_customers_scope(with_profiles=true) -%}
     {%- if tests_every_row() -%}{{ return(none) }}{%- endif -%}
     {%- set dim_customer = adapter.get_relation(database=target.database, schema='marts', identifier='dim_customer') -%}
     {%- if dim_customer is none -%}{{ return(none) }}{%- endif -%}
     {%- set every = run_query('select count(*) from main.dbt_changed_customers where customer_key is null') -%}
     {%- if every.columns[0].values()[0] > 0 -%}{{ return(none) }}{%- endif -%}
-    {{ return(changed_customers_so_far(dim_customer)) }}
+    {#- A test that runs after dim_customer finds its profile-changed customers noted already. -#}
+    {{ return(changed_customers_so_far(dim_customer) if with_profiles else 'select customer_key from main.dbt_changed_customers') }}
 {%- endmacro %}
 
 {#- Post-hook: a build of every customer notes a NULL (customer_360 then rebuilds every customer). -#}

@@ -5,9 +5,12 @@
       row does not change without a new load;
     - a unique or unique_combination test sees only the rows whose key a row loaded since holds: a
       new duplicate has a new row in it.
-    Relationships and the singular tests read every row on every run: a new row elsewhere can
-    break them; except the giant-customer alarm, which reads the customers this run changed
-    (macro changed_customers_so_far). The mark is kept per model, since a build runs in several dbt invocations (one per
+    - a relationships test on a customer key sees those rows and the rows of the customers this run
+      changed (macro changed_customers_scope): a parent loses a key only with a customer it
+      rebuilt, re-keyed or erased, and a re-keyed row keeps its load time but notes both keys.
+    The other relationships tests and the singular tests read every row on every run: a new row
+    elsewhere can break them; except the giant-customer alarm, which reads the customers this run
+    changed. The mark is kept per model, since a build runs in several dbt invocations (one per
     step around identity) and each tests its own models. DuckDB only: on Spark every test reads
     every row. -#}
 
@@ -21,7 +24,7 @@
         {%- endfor -%}
         {%- set scoped_tests = {} -%}  {#- model -> the outcomes of its scoped tests (None: not run) -#}
         {%- for test in graph.nodes.values() if test.resource_type == 'test' and test.attached_node
-              and (test.test_metadata or {}).get('name') in scoped_test_names() -%}
+              and is_scoped_test(test.test_metadata) -%}
             {%- do scoped_tests.setdefault(test.attached_node, []).append(outcome.get(test.unique_id)) -%}
         {%- endfor -%}
         {%- set marks = [] -%}
@@ -56,8 +59,13 @@
         {%- set where = "source_loaded_at > coalesce((select max(tested_through) from main.dbt_tested_loads where relation = '"
                        ~ relation.schema ~ "." ~ relation.identifier ~ "'), cast('1900-01-01' as timestamp with time zone))" -%}
         {%- set key = tested_key() -%}
+        {%- set test = model.get('test_metadata') or {} -%}
         {%- if key -%}  {#- every row holding a key that a loaded row holds -#}
             {%- set where = "(" ~ key ~ ") in (select " ~ key ~ " from " ~ relation ~ " where " ~ where ~ ")" -%}
+        {%- elif test.get('name') == 'relationships' -%}  {#- and the rows of the customers changed -#}
+            {%- set changed = changed_customers_scope(with_profiles=false) -%}
+            {%- set where = '' if changed is none else
+                "(" ~ where ~ ") or " ~ test.kwargs.column_name ~ " in (" ~ changed ~ ")" -%}
         {%- endif -%}
     {%- endif -%}
     {%- if where -%}
@@ -90,8 +98,7 @@
 {%- endmacro %}
 
 {% macro checks_only_loaded_rows(relation) -%}
-    {%- set test = model.get('test_metadata') or {} -%}
-    {%- if tests_every_row() or test.get('name') not in scoped_test_names() -%}
+    {%- if tests_every_row() or not is_scoped_test(model.get('test_metadata')) -%}
         {{ return(false) }}
     {%- endif -%}
     {#- The tested model's YAML, where it documents the column; else the catalog. -#}
@@ -107,8 +114,11 @@
     {{ return('relation' in (adapter.get_columns_in_relation(tested) | map(attribute='name') | list)) }}
 {%- endmacro %}
 
-{% macro scoped_test_names() -%}
-    {{ return(['not_null', 'accepted_values', 'unique', 'unique_combination']) }}
+{#- Whether a test (its test_metadata) reads only the rows a daily run may have changed. -#}
+{% macro is_scoped_test(test) -%}
+    {%- set test = test or {} -%}
+    {{ return(test.get('name') in ['not_null', 'accepted_values', 'unique', 'unique_combination']
+              or (test.get('name') == 'relationships' and test.kwargs.get('field') == 'customer_key')) }}
 {%- endmacro %}
 
 {#- The columns a key test (unique, unique_combination) groups by, comma-separated; '' for a value test. -#}

@@ -2,9 +2,9 @@
 -- the identity_alarm_* vars allow. A new kind of placeholder that the guard (int_identifier_quality)
 -- missed would glue strangers into one key: the build fails on the day it appears, listing the
 -- customer and its most shared identifiers, and nothing is published. A daily run weighs only the
--- customers it changed (macro giant_alarm_scope); a full refresh and the full-test day weigh all.
+-- customers it changed (macro changed_customers_scope); a full refresh and the full-test day weigh all.
 {{ config(meta={'dagster': {'ref': {'name': 'customer_identity_map'}}}, store_failures=true) }}
-{%- set scope = giant_alarm_scope() %}
+{%- set scope = changed_customers_scope() %}
 with
 
 identity_map as (
