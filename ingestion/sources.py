@@ -113,9 +113,7 @@ class SourcesConfig:
     identity: tuple[tuple[str, object], ...] = ()  # (key, value) of the `identity:` section, as given
     report_lang: str = "en"  # the `report:` section's `lang`: the insight report's default language
     calendar: Path | None = None  # CSV of known event days (date,event) the sales forecasts use
-    full_tests_weekday: int | None = (
-        None  # the `tests:` section's: ISO weekday (UTC) whose runs test every row, 0 never
-    )
+    full_tests_weekday: int | None = None  # `tests:`: ISO weekday whose runs test every row (0: none)
 
     @property
     def dbt_vars(self) -> dict[str, object]:

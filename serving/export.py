@@ -14,8 +14,8 @@ the same count and the same sum of row hashes, hashed before masking (a mask is 
 value and the key alone, and masking every row twice cost a third of an export) and compared only
 under the same masking key. An as-of date of the ML scores is the same when it has the same count
 and run id (a run writes an as-of date whole). A fact with an identity record is fingerprinted
-without its customer key: a date whose rows only changed customer is kept too, and `customer_key_changes` corrects its
-keys (serving/key_changes.py).
+without its customer key: a date whose rows only changed customer is kept too, and
+`customer_key_changes` corrects its keys (serving/key_changes.py).
 A keyed table (the identity map, the customer dimension and 360) changes a few rows for many
 customers: it keeps its previous file as a base and writes its changes, found by the hashes of the
 base's unmasked rows kept beside the exports (serving/row_changes.py).
