@@ -45,6 +45,7 @@ RUNS = "intermediate.int_customer_keys_assigned__runs"  # each run's path: full 
 # may be stale (absent: every row is; the map's build empties it).
 HELD_BACK_USED = "intermediate.int_customer_keys_assigned__held_back"
 STALE = "intermediate.int_customer_keys_assigned__stale"
+GUARDED_EDGES = GUARDED_EDGES_SQL.format(collected=COLLECTED, guarded=GUARDED)  # the edges the guard lets link
 # The records the identifier collection left without an edge (its post-hook lists them: their edges go).
 EMPTIED = "intermediate.int_identifiers_collected__emptied"
 KEYS_SCHEMA = (
@@ -180,8 +181,7 @@ def held_back(con: duckdb.DuckDBPyConnection) -> None:
 def guarded_edges(con: duckdb.DuckDBPyConnection) -> None:
     """For a full run, the temp tables _identity_edges: every collected edge whose identifier the
     guard lets link, and _identity_held_back: the others."""
-    edges = GUARDED_EDGES_SQL.format(collected=COLLECTED, guarded=GUARDED)
-    con.execute(f"create or replace temp table _identity_edges as {edges}").fetchall()
+    con.execute(f"create or replace temp table _identity_edges as {GUARDED_EDGES}").fetchall()
     held_back(con)
 
 
@@ -245,8 +245,9 @@ def changed_edges(con: duckdb.DuckDBPyConnection, since: object | None) -> Retak
             "((record_type, record_id) in (select (record_type, record_id) from _identity_recollected)"
             " or (identifier_type, identifier_value) in (select (identifier_type, identifier_value) from _identity_reguarded))"
         )
-    edges = GUARDED_EDGES_SQL.format(collected=COLLECTED, guarded=GUARDED)
-    con.execute(f"create or replace temp table _identity_fresh as select * from ({edges}) where {retaken}").fetchall()
+    con.execute(
+        f"create or replace temp table _identity_fresh as select * from ({GUARDED_EDGES}) where {retaken}"
+    ).fetchall()
     con.execute(f"""
         create or replace temp view _identity_edges as
         select record_type, record_id, identifier_type, identifier_value from {EDGES_USED} where not {retaken}
