@@ -27,7 +27,7 @@ from dagster_duckdb import DuckDBResource
 
 from orchestration._compat.dagster_dbt import InProcessDbtBuild, InstalledDbtCli
 from orchestration.identity_report import identity_report
-from orchestration.settings import DBT_EXECUTABLE, DUCKDB_POOL, REPO_ROOT, SPARK_POOL
+from orchestration.settings import DBT_EXECUTABLE, DUCKDB_POOL, REPO_ROOT, SPARK_POOL, Settings
 
 DBT_DIR = REPO_ROOT / "dbt_project"
 IDENTITY_MAP = dg.AssetKey(["marts", "customer_identity_map"])
@@ -97,10 +97,11 @@ class DbtBuildConfig(dg.Config):
     unit_tests: bool = False
 
 
-def dbt_build_args(config: DbtBuildConfig, dbt_vars: str | None) -> list[str]:
+def dbt_build_args(config: DbtBuildConfig, dbt_vars: str | None, threads: int | None = None) -> list[str]:
     return [
         "build",
         *(["--full-refresh"] if config.full_refresh else []),
+        *(["--threads", str(threads)] if threads else []),
         *([] if config.unit_tests else ["--exclude-resource-type", "unit_test"]),
         *(["--vars", dbt_vars] if dbt_vars else []),
     ]
@@ -132,12 +133,17 @@ def _dbt_step(name: str, engine: str, identity_truth: Path | None, dbt_vars: str
         name=name,
     )
     def _step(
-        context: dg.AssetExecutionContext, config: DbtBuildConfig, dbt: DbtCliResource, warehouse: DuckDBResource
+        context: dg.AssetExecutionContext,
+        config: DbtBuildConfig,
+        dbt: DbtCliResource,
+        warehouse: DuckDBResource,
+        settings: dg.ResourceParam[Settings],
     ):
         state = parse_state(Path(warehouse.database)) if on_duckdb else project.target_path / PARTIAL_PARSE
         target = invocation_target_path(context.run.run_id, name)
         seed_parse_state(target, state)
-        args = dbt_build_args(config, dbt_vars)
+        threads = build_threads(context, config, warehouse, settings) if on_duckdb else None
+        args = dbt_build_args(config, dbt_vars, threads)
         invocation = (
             InProcessDbtBuild(args, dbt, context, target)
             if on_duckdb
@@ -163,6 +169,23 @@ def _dbt_step(name: str, engine: str, identity_truth: Path | None, dbt_vars: str
             raise error
 
     return _step
+
+
+def build_threads(
+    context: dg.AssetExecutionContext, config: DbtBuildConfig, warehouse: DuckDBResource, settings: Settings
+) -> int:
+    """dbt's threads for this step: the full-build count when it builds its models from nothing (a
+    --full-refresh, or none of them exists yet: the first run), else the daily count. A full build's
+    large models spill past DuckDB's memory limit when they run side by side; a day's are small."""
+    if config.full_refresh:
+        return settings.dbt_full_build_threads
+    tables = [".".join(key.path) for key in context.selected_asset_keys if len(key.path) == 2]
+    with warehouse.get_connection() as con, contextlib.closing(con):
+        (built,) = con.execute(
+            "select count(*) from information_schema.tables where table_schema || '.' || table_name = any(?)",
+            [tables],
+        ).fetchall()[0]
+    return settings.dbt_threads if built else settings.dbt_full_build_threads
 
 
 KEEP_INVOCATION_TARGETS = 5

@@ -8,8 +8,10 @@ CRM_WAREHOUSE    DuckDB warehouse file (default: warehouse/crm.duckdb)
 CRM_DUCKDB_MEMORY_LIMIT, CRM_DUCKDB_THREADS   DuckDB limits (default 4GB, all cores); DuckDB
                  spills to a temp folder beside the warehouse beyond the memory limit.
 CRM_DBT_THREADS  models dbt builds at once (default 2). Concurrent models share DuckDB's cores and
-                 memory limit: 1 suits warehouses that spill (a million customers), 2 small
-                 ones, whose many short tests then overlap.
+                 memory limit: 2 suits daily runs and small warehouses, whose many short models and
+                 tests then overlap.
+CRM_DBT_FULL_BUILD_THREADS  the same for a build from nothing (the first run, a --full-refresh;
+                 default CRM_DBT_THREADS): 1 suits warehouses whose full build spills (a million customers).
 CRM_KEEP_VERSIONS  published warehouse versions kept (default 3; see serving/publish.py)
 CRM_MASKING_KEY  the deployment's secret for keyed hashes of personal data in exports and the
                  erasure suppression list; without it one is created in warehouse/governance/
@@ -75,6 +77,7 @@ class Settings:
     threads: int = 2
     keep_versions: int = 3
     dbt_threads: int = 2
+    dbt_full_build_threads: int = 2
     models_dir: Path = DEFAULT_MODELS_DIR
     ml_config: Path | None = None
     dagster_home: Path = REPO_ROOT / ".dagster"
@@ -105,6 +108,7 @@ class Settings:
             threads=int(environ.get("CRM_DUCKDB_THREADS", os.cpu_count() or 2)),
             keep_versions=int(environ.get("CRM_KEEP_VERSIONS", 3)),
             dbt_threads=int(environ.get("CRM_DBT_THREADS", 2)),
+            dbt_full_build_threads=int(environ.get("CRM_DBT_FULL_BUILD_THREADS", environ.get("CRM_DBT_THREADS", 2))),
             models_dir=Path(environ.get("CRM_MODELS_DIR", DEFAULT_MODELS_DIR)).resolve(),
             ml_config=Path(ml_config).resolve() if ml_config else None,
             dagster_home=Path(environ.get("DAGSTER_HOME", REPO_ROOT / ".dagster")).resolve(),

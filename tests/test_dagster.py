@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -75,7 +76,9 @@ def test_crm_run_materializes_every_asset_through_dagster(
     # modules' runs in the session's instance load other days of the same assets.
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     warehouse = tmp_path / "crm.duckdb"
-    summary = run_pipeline(Settings.load(sample_copy[1], warehouse))
+    # One dbt thread for the build from nothing, two for the later runs (Settings.dbt_full_build_threads).
+    settings = replace(Settings.load(sample_copy[1], warehouse), dbt_threads=2, dbt_full_build_threads=1)
+    summary = run_pipeline(settings)
     assert summary.as_of == sample.end  # the data's last day, not today
     assert all(summary.checks.values()), summary.checks
     assert {"staging/stg_store__order_lines", "staging/stg_customers__profiles", "raw/store"} <= set(
@@ -143,6 +146,7 @@ def test_crm_run_materializes_every_asset_through_dagster(
     steps = invocation_targets(summary.run_ids[-1])
     assert len(steps) == len(STEPS)  # dbt builds in its steps around the identity assets
     built = [r for s in steps for r in json.loads((s / "run_results.json").read_text())["results"]]
+    assert {json.loads((s / "run_results.json").read_text())["args"]["threads"] for s in steps} == {1}
     # ("operation": the on-run-end hook that records which loads the data tests checked.)
     assert {r["unique_id"].split(".")[0] for r in built} == {"model", "seed", "test", "operation"}
     profile = _profile_hash(parse_state(warehouse))  # this deployment's parse state, from the first run
@@ -168,11 +172,13 @@ def test_crm_run_materializes_every_asset_through_dagster(
     # A backfill over three days replaces exactly those partitions: same rows as before.
     before = _counts(warehouse)
     again = run_pipeline(
-        Settings.load(sample_copy[1], warehouse),
+        settings,
         start=sample.start + dt.timedelta(days=3),
         end=sample.start + dt.timedelta(days=5),
     )
     assert _counts(warehouse) == before
+    steps = invocation_targets(again.run_ids[-1])
+    assert {json.loads((s / "run_results.json").read_text())["args"]["threads"] for s in steps} == {2}
     assert again.materialized["raw/web_events"]["rows_loaded"] < before["web_events"]
     # ... and its dbt build reuses this deployment's parse of the first run (dbt_assets.parse_state),
     # which stays this deployment's for the next.

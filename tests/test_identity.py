@@ -9,8 +9,10 @@ import duckdb
 import pytest
 
 from ingestion.generator import GeneratorConfig, generate, sources_file_for
+from orchestration.identity_report import identity_report
 from tests.conftest import Grown
 
+SCORED = ("records_scored", "pairwise_precision", "pairwise_recall", "persons_split_share")
 KEYS = (
     "SELECT concat(identifier_type, ':', identifier_value), customer_key FROM intermediate.int_customer_keys_assigned"
 )
@@ -61,8 +63,14 @@ def test_identity_precision_recall_and_stable_keys(grown: Grown) -> None:
     # meets the bar of 0.99.
     assert figures["pairwise_precision"] >= 0.95 and figures["pairwise_recall"] >= 0.95
     assert figures["persons_split_share"] < 0.02
+    truth = grown.sources.parent / "truth" / "identity.csv"
     with duckdb.connect(str(grown.warehouse), read_only=True) as con:
-        assert_planted_shared_contacts_guarded(con, grown.sources.parent / "truth", kinds=("placeholder", "household"))
+        assert_planted_shared_contacts_guarded(con, truth.parent, kinds=("placeholder", "household"))
+        # The runs kept the truth as parsed, stamped with its file; read-only, the figures parse it again, alike.
+        (stamp,) = con.execute("SELECT comment FROM duckdb_tables() WHERE table_name = 'identity_truth'").fetchall()[0]
+        assert stamp == f"{truth.resolve()} {truth.stat().st_size} {truth.stat().st_mtime_ns}"
+        again = identity_report(con, truth)
+    assert {k: again[k] for k in SCORED} == {k: figures[k] for k in SCORED}
     assert figures["identifiers_guarded"] >= 15 and figures["largest_customer_records"] < 100
     # The second run recomputed only the components its new edges touched, with the same quality.
     assert (
@@ -88,7 +96,6 @@ def assert_planted_shared_contacts_guarded(con: duckdb.DuckDBPyConnection, truth
 def test_identity_on_a_year_of_ten_thousand_customers(tmp_path: Path) -> None:
     """The issue's bar on the default sample (10,000 persons over a year, every kind of shared
     contact planted): precision >= 0.99, recall >= 0.97, at most 0.5 % of keys holding two persons."""
-    from orchestration.identity_report import identity_report
     from orchestration.run import run_pipeline
     from orchestration.settings import Settings
 

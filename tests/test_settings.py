@@ -18,6 +18,9 @@ def test_options_win_over_the_environment_which_wins_over_defaults(tmp_path: Pat
     assert settings.warehouse == (tmp_path / "option.duckdb").resolve()
     assert settings.sources_file == DEFAULT_SOURCES.resolve()
     assert settings.dbt_threads == 1 and settings.keep_versions == 3
+    assert settings.dbt_full_build_threads == 1  # CRM_DBT_THREADS's, unless set apart
+    full = Settings.load(environ={**environ, "CRM_DBT_FULL_BUILD_THREADS": "3"})
+    assert (full.dbt_threads, full.dbt_full_build_threads) == (1, 3)
     assert settings.ml_config == Path("ml.yml").resolve()
     assert Settings.load(environ=environ).warehouse == (tmp_path / "env.duckdb").resolve()
     assert dict(os.environ) == before  # reading settings changes nothing
