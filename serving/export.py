@@ -39,7 +39,7 @@ import duckdb
 
 from serving import publish
 from serving.identifier_leaks import IdentifierLeak, clear_identifiers
-from serving.key_changes import KEY, RECORD, TABLE, KeptRows, corrected, write_key_changes
+from serving.key_changes import KEY, MAP, RECORD, TABLE, KeptRows, corrected, exported_map, write_key_changes
 from serving.masking import MaskedSelect, define_mask, keyed_hash, masked_select
 from serving.row_changes import FOLDER, Base, prune_states, quoted, row_hash, row_key, sql_path, write_with_changes
 from serving.scopes import scoped_view_name, set_region
@@ -159,7 +159,13 @@ def write_export(
             if spec.masked and identifiers:
                 _refuse_clear_identifiers(con, selects, identifiers)
             manifest = _write_tables(
-                con, folder, selects, masking, previous, _states(path) if spec.kind == "bi" else None
+                con,
+                folder,
+                selects,
+                masking,
+                previous,
+                _states(path) if spec.kind == "bi" else None,
+                whole=spec.region is None,
             )
             pub = con.execute("SELECT version, run_id, as_of_date, published_at FROM serving.publication").fetchall()[0]
         manifest = {
@@ -203,13 +209,16 @@ def _write_tables(
     masking: str | None,
     previous: Path | None = None,
     states: Path | None = None,
+    whole: bool = True,
 ) -> dict:
     """`masking`: an id of the masking key (a keyed hash, not the key), None when unmasked.
     `states`: keep keyed tables' base files and write their changes, with the bases' row hashes in
-    this folder (serving/row_changes.py); None: write them whole."""
+    this folder (serving/row_changes.py), and the key changes' pairs (serving/key_changes.py); None:
+    write them whole. `whole`: the export holds every record (not a region's)."""
     for reserved in {TABLE, FOLDER} & queries.keys():
         raise ValueError(f"a served table is called {reserved}: the export writes its corrections there")
-    before = read_manifest(previous)["tables"] if previous else {}
+    before_manifest = read_manifest(previous) if previous else {}
+    before = before_manifest.get("tables", {})
     tables, kept_rows = {}, []
     for name, select in queries.items():
         columns = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {select.query}").fetchall()]
@@ -258,7 +267,12 @@ def _write_tables(
                 0
             ][0]
         tables[name] = {**entry, "rows": rows}
-    changes = write_key_changes(con, folder / TABLE, kept_rows, PARQUET) if kept_rows else None
+    changes = None
+    if kept_rows:
+        before_changes = (previous, before_manifest[TABLE]) if previous and TABLE in before_manifest else None
+        # A region's map holds that region's records only: its facts' current keys come from the published map.
+        current_map = exported_map(folder, tables.get(MAP)) if whole else None
+        changes = write_key_changes(con, folder / TABLE, kept_rows, PARQUET, states, before_changes, current_map)
     return {"tables": tables, **({TABLE: changes} if changes else {})}
 
 
@@ -273,7 +287,7 @@ def _fingerprinted(names: list[str], by: Partitioning, rekeyed: bool) -> list[st
 
 
 def _kept_rows(name: str, select: MaskedSelect, by: Partitioning, kept: list[str], target: Path) -> KeptRows:
-    return KeptRows(name, [target / by.file(day) for day in kept], RECORD in select.masked_columns)
+    return KeptRows(name, {day: str(by.file(day)) for day in kept}, target, RECORD in select.masked_columns)
 
 
 def _write_partitions(
