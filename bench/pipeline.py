@@ -3,8 +3,8 @@
 Generates the sample at scale S (10,000 customers), M (100,000) or L (1,000,000) over a year plus
 one day, then runs `crm run` through Dagster as of the year's last day (the full build) and, at M
 and L (or with --one-more-day), again for the extra day (the incremental run). Stage times come
-from Dagster's step events; peak memory is the RSS of this process and every child (dbt), sampled
-by a separate process (bench/rss.py).
+from Dagster's step events; peak memory is the RSS and the PSS of this process and every child
+(dbt, Chromium), sampled by a separate process (bench/rss.py).
 Side by side, on the same data in the same run: our dbt layer against its SQL floor (bench/floor.py),
 our association rules against mlxtend `fpgrowth` (in a subprocess with a memory cap and a time
 limit: it may stop), and our ingestion + RFM against plain pandas. Prints a table, the ratios and
@@ -51,6 +51,7 @@ class Stage:
     seconds: float
     rows: int
     peak_rss_mib: float
+    peak_pss_mib: float  # shared pages divided among their processes (bench/rss.py)
 
     @property
     def rows_per_second(self) -> float:
@@ -123,11 +124,11 @@ def pipeline_stages(summary, windows: dict[str, tuple[float, float]], rss: TreeR
         if not spans:
             continue
         start, end = min(s for s, _ in spans), max(e for _, e in spans)
-        peak = rss.peak(start, end) / 2**20
+        peak = rss.peak(start, end) / 2**20, rss.peak_pss(start, end) / 2**20
         assets = parts.get(keys[0], {}) if len(keys) == 1 else {}
         total_rows = rows.get(name, sum(m.get("dagster/row_count", 0) for m in assets.values()))
-        stages.append(Stage(name, end - start, int(total_rows or 0), peak))
-        stages += [Stage(n, m["seconds"], m.get("dagster/row_count", 0), peak) for n, m in assets.items()]
+        stages.append(Stage(name, end - start, int(total_rows or 0), *peak))
+        stages += [Stage(n, m["seconds"], m.get("dagster/row_count", 0), *peak) for n, m in assets.items()]
     return stages
 
 
@@ -162,7 +163,9 @@ def timed(name: str, rss: TreeRSS, fn, rows=lambda result: 0) -> tuple[object, S
     start = time.time()
     result = fn()
     end = time.time()
-    return result, Stage(name, end - start, rows(result), rss.peak(start, end) / 2**20)
+    return result, Stage(
+        name, end - start, rows(result), rss.peak(start, end) / 2**20, rss.peak_pss(start, end) / 2**20
+    )
 
 
 def pandas_rfm(extracts: Path, as_of: dt.date) -> pd.DataFrame:
@@ -477,6 +480,7 @@ def main() -> None:
             "one_more_day": dbt_profile(incremental.run_ids) if incremental else {},
         },
         "peak_rss_mib": max(s.peak_rss_mib for s in stages),
+        "peak_pss_mib": max(s.peak_pss_mib for s in stages),
         "ratios": ratios,
     }
     out = args.work / f"{args.scale}{engine}-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
@@ -485,11 +489,16 @@ def main() -> None:
         f"\nScale {args.scale} on {args.engine}: {cfg.customers:,} customers × {args.days} days{' (+1 day incremental)' if inc else ''}, "
         f"{os.cpu_count()} cores"
     )
-    print(f"{'stage':<40}{'seconds':>10}{'rows':>14}{'rows/s':>12}{'peak RSS MiB':>14}{'one more day s':>16}")
+    print(
+        f"{'stage':<40}{'seconds':>10}{'rows':>14}{'rows/s':>12}{'peak RSS MiB':>14}{'peak PSS MiB':>14}{'one more day s':>16}"
+    )
     for s in stages:
         day = f"{day_stages[s.name].seconds:>16.1f}" if s.name in day_stages else ""
         label = f"  {s.name}" if s.name.startswith("ml ") else s.name  # a table inside the ML step
-        print(f"{label:<40}{s.seconds:>10.1f}{s.rows:>14,}{s.rows_per_second:>12,.0f}{s.peak_rss_mib:>14,.0f}{day}")
+        print(
+            f"{label:<40}{s.seconds:>10.1f}{s.rows:>14,}{s.rows_per_second:>12,.0f}"
+            f"{s.peak_rss_mib:>14,.0f}{s.peak_pss_mib:>14,.0f}{day}"
+        )
     print(
         f"\none more day costs {100 * inc.seconds / total.seconds:.1f} % of the full build"
         if inc
@@ -554,19 +563,19 @@ def print_scaling(results: Path) -> None:
     for path in sorted(results.glob("[SML]-[0-9]*.json")):
         latest[path.name[0]] = json.loads(path.read_text())
     print(
-        f"{'scale':<7}{'rows':>13}{'full build s':>14}{'µs per row':>12}{'one more day s':>16}{'pipeline peak RSS MiB':>23}"
+        f"{'scale':<7}{'rows':>13}{'full build s':>14}{'µs per row':>12}{'one more day s':>16}"
+        f"{'pipeline peak RSS MiB':>23}{'peak PSS MiB':>14}"
     )
     for scale in (s for s in SCALES if s in latest):
         stages = {s["name"]: s for s in latest[scale]["stages"]}
         full, day = stages["full build (crm run)"], stages.get("one more day (incremental crm run)")
-        day_seconds, peak = (
-            (f"{day['seconds']:.1f}", max(full["peak_rss_mib"], day["peak_rss_mib"]))
-            if day
-            else ("-", full["peak_rss_mib"])
-        )
+        measured = [full, day] if day else [full]
+        peak = max(s["peak_rss_mib"] for s in measured)
+        pss = max(s.get("peak_pss_mib", s["peak_rss_mib"]) for s in measured)  # results before PSS: the RSS
+        day_seconds = f"{day['seconds']:.1f}" if day else "-"
         print(
             f"{scale:<7}{full['rows']:>13,}{full['seconds']:>14.1f}{1e6 * full['seconds'] / max(full['rows'], 1):>12.1f}"
-            f"{day_seconds:>16}{peak:>23,.0f}"
+            f"{day_seconds:>16}{peak:>23,.0f}{pss:>14,.0f}"
         )
 
 

@@ -3,6 +3,12 @@
 
 A sampler thread would hold the GIL while it parses /proc and stall the measured process: with a
 thread at 10 Hz, the BG/NBD fit (thousands of short NumPy calls) took 36 s instead of 1.3 s.
+
+The tree's RSS counts a page shared by several processes (Chromium's renderers and GPU process,
+forked children) once per process. Its PSS divides each shared page among its sharers, so the
+tree's PSS is the memory the tree holds. Reading PSS walks every page table (smaps_rollup), so it is
+read only when the tree's RSS passes PSS_ABOVE; below that the RSS stands for it (PSS ≤ RSS), and the
+peak PSS is exact whenever it passes PSS_ABOVE.
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ import time
 from pathlib import Path
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+PSS_ABOVE = 3 * 2**30
 
 
 class TreeRSS:
-    """`with TreeRSS() as rss: ...; rss.peak(start, end)`: peak tree RSS in bytes between two times."""
+    """`with TreeRSS() as rss: ...; rss.peak(start, end)`: peak tree RSS in bytes between two times
+    (`rss.peak_pss(start, end)`: peak tree PSS)."""
 
     def __init__(self, every: float = 0.1) -> None:
         self.every, self.samples = every, []
@@ -37,21 +45,30 @@ class TreeRSS:
         self.read()
         Path(self._log.name).unlink(missing_ok=True)
 
-    def read(self) -> list[tuple[float, int]]:
-        """The samples so far (the sampler appends one line a tick)."""
+    def read(self) -> list[tuple[float, int, int]]:
+        """The samples so far (the sampler appends one line a tick): (time, rss, pss)."""
         lines = Path(self._log.name).read_text().splitlines()
-        self.samples = [(float(t), int(r)) for t, r in (line.split() for line in lines if line.count(" ") == 1)]
+        self.samples = [
+            (float(t), int(r), int(p)) for t, r, p in (line.split() for line in lines if line.count(" ") == 2)
+        ]
         return self.samples
 
     def peak(self, start: float, end: float) -> int:
-        """The highest sample in [start, end]; for a stage shorter than a tick, the last one before it."""
+        """The highest RSS sample in [start, end]; for a stage shorter than a tick, the last one before it."""
+        return self._peak(start, end, 1)
+
+    def peak_pss(self, start: float, end: float) -> int:
+        """As `peak`, of the tree's PSS."""
+        return self._peak(start, end, 2)
+
+    def _peak(self, start: float, end: float, column: int) -> int:
         samples = self.read() if self._sampler.poll() is None else self.samples
-        inside = [r for t, r in samples if start <= t <= end]
-        return max(inside) if inside else next((r for t, r in reversed(samples) if t <= end), 0)
+        inside = [s[column] for s in samples if start <= s[0] <= end]
+        return max(inside) if inside else next((s[column] for s in reversed(samples) if s[0] <= end), 0)
 
 
-def tree_rss(root: int, exclude: int) -> int:
-    """RSS in bytes of `root` and all its descendants except `exclude` (the sampler)."""
+def tree_processes(root: int, exclude: int) -> list[int]:
+    """`root` and all its descendants except `exclude` (the sampler)."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -62,21 +79,39 @@ def tree_rss(root: int, exclude: int) -> int:
     children: dict[int, list[int]] = {}
     for pid, parent in parents.items():
         children.setdefault(parent, []).append(pid)
-    total, frontier = 0, [root]
+    found, frontier = [], [root]
     while frontier:
         pid = frontier.pop()
-        if pid == exclude:
-            continue
-        frontier.extend(children.get(pid, []))
-        try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
+        if pid != exclude:
+            found.append(pid)
+            frontier.extend(children.get(pid, []))
+    return found
 
 
-if __name__ == "__main__":  # the sampler: `python rss.py ROOT_PID SECONDS` prints "time rss" lines
+def tree_memory(root: int, exclude: int) -> tuple[int, int]:
+    """(RSS, PSS) in bytes of the tree; the PSS is the RSS below PSS_ABOVE (module docstring)."""
+    pids = tree_processes(root, exclude)
+    rss = sum(_read(f"/proc/{pid}/statm", lambda text: int(text.split()[1]) * PAGE) for pid in pids)
+    if rss <= PSS_ABOVE:
+        return rss, rss
+    return rss, sum(_read(f"/proc/{pid}/smaps_rollup", _pss) for pid in pids)
+
+
+def _pss(smaps_rollup: str) -> int:
+    return next(int(line.split()[1]) * 1024 for line in smaps_rollup.splitlines() if line.startswith("Pss:"))
+
+
+def _read(path: str, parse) -> int:
+    """A process may end between listing and reading: it then holds nothing."""
+    try:
+        return parse(Path(path).read_text())
+    except (OSError, IndexError, ValueError, StopIteration):
+        return 0
+
+
+if __name__ == "__main__":  # the sampler: `python rss.py ROOT_PID SECONDS` prints "time rss pss" lines
     root, every, me = int(sys.argv[1]), float(sys.argv[2]), os.getpid()
     while Path(f"/proc/{root}").exists():  # a killed benchmark leaves no sampler behind
-        print(f"{time.time():.3f} {tree_rss(root, me)}", flush=True)
+        rss, pss = tree_memory(root, me)
+        print(f"{time.time():.3f} {rss} {pss}", flush=True)
         time.sleep(every)
