@@ -213,12 +213,11 @@ def _write_tables(
 ) -> dict:
     """`masking`: an id of the masking key (a keyed hash, not the key), None when unmasked.
     `states`: keep keyed tables' base files and write their changes, with the bases' row hashes in
-    this folder (serving/row_changes.py), and the key changes' pairs (serving/key_changes.py); None:
-    write them whole. `whole`: the export holds every record (not a region's)."""
+    this folder (serving/row_changes.py); None: write them whole. `whole`: the export holds every
+    record (not a region's)."""
     for reserved in {TABLE, FOLDER} & queries.keys():
         raise ValueError(f"a served table is called {reserved}: the export writes its corrections there")
-    before_manifest = read_manifest(previous) if previous else {}
-    before = before_manifest.get("tables", {})
+    before = read_manifest(previous)["tables"] if previous else {}
     tables, kept_rows = {}, []
     for name, select in queries.items():
         columns = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {select.query}").fetchall()]
@@ -269,10 +268,9 @@ def _write_tables(
         tables[name] = {**entry, "rows": rows}
     changes = None
     if kept_rows:
-        before_changes = (previous, before_manifest[TABLE]) if previous and TABLE in before_manifest else None
         # A region's map holds that region's records only: its facts' current keys come from the published map.
         current_map = exported_map(folder, tables.get(MAP)) if whole else None
-        changes = write_key_changes(con, folder / TABLE, kept_rows, PARQUET, states, before_changes, current_map)
+        changes = write_key_changes(con, folder / TABLE, kept_rows, PARQUET, current_map)
     return {"tables": tables, **({TABLE: changes} if changes else {})}
 
 
@@ -287,7 +285,7 @@ def _fingerprinted(names: list[str], by: Partitioning, rekeyed: bool) -> list[st
 
 
 def _kept_rows(name: str, select: MaskedSelect, by: Partitioning, kept: list[str], target: Path) -> KeptRows:
-    return KeptRows(name, {day: str(by.file(day)) for day in kept}, target, RECORD in select.masked_columns)
+    return KeptRows(name, [target / by.file(day) for day in kept], RECORD in select.masked_columns)
 
 
 def _write_partitions(

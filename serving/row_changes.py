@@ -131,20 +131,15 @@ def _changes(con: duckdb.DuckDBPyConnection, select: MaskedSelect, name: str, ba
 
 
 def prune_states(states: Path, versions: list[Path], manifest: str) -> None:
-    """Delete the state files no kept export version names (an erased person's row hashes go too),
-    with their companions (`<state>.json`)."""
+    """Delete the state files no kept export version names (an erased person's row hashes go too)."""
     named = set()
     for version in versions:
         if (version / manifest).is_file():
-            described = json.loads((version / manifest).read_text())
-            tables = described.get("tables", {})
+            tables = json.loads((version / manifest).read_text()).get("tables", {})
             named |= {t["row_changes"]["state"] for t in tables.values() if "state" in (t.get("row_changes") or {})}
-            # and any other entry naming a state file (the key changes' pairs)
-            named |= {e["state"] for e in described.values() if isinstance(e, dict) and isinstance(e.get("state"), str)}
     for state in states.glob("*.parquet") if states.is_dir() else []:
         if state.name not in named:
             state.unlink()
-            state.with_suffix(".json").unlink(missing_ok=True)
 
 
 def _copy(con: duckdb.DuckDBPyConnection, select: str, path: Path, parquet: str) -> None:

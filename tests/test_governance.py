@@ -299,10 +299,9 @@ def test_next_export_corrects_rekeyed_customers_without_writing_their_months(dep
     masked = {hmac.new(key.encode(), r.encode(), sha256).hexdigest(): k for r, k in now.items()}
     assert {r: changes.get(r, "absent") for r in masked} == masked
     assert_reads_the_published_keys(root, again.folder, corrected, key)
-    assert_key_pairs_count_the_kept_files(again.folder, root / ".exports.row_state")
 
-    # The next day rewrites a date of order lines the re-keyed export kept: the pairs lose that
-    # file's (the state is updated, not counted again) and the re-keyed records stay corrected.
+    # The next day rewrites a date of order lines the re-keyed export kept: only that file is
+    # written, and the re-keyed records stay corrected.
     day = sorted(read_manifest(again.folder)["tables"]["fct_order_lines"]["files"])[0]
     edit = f"UPDATE marts.fct_order_lines SET quantity = quantity + 1 WHERE ordered_local_date = DATE '{day}'"
     publish.add_version(
@@ -311,7 +310,6 @@ def test_next_export_corrects_rekeyed_customers_without_writing_their_months(dep
     third = write_export(root / "published", root, ExportSpec(), personal_columns(dbt_project().manifest_path), key)
     rewritten = [f for f in (third.folder / "fct_order_lines").rglob("*.parquet") if f.stat().st_nlink == 1]
     assert [f.name for f in rewritten] == [f"{day}.parquet"]
-    assert_key_pairs_count_the_kept_files(third.folder, root / ".exports.row_state")
     rows = read_export(third.folder / "customer_key_changes").to_pylist()
     assert {r: {x["identity_record_key"]: x["customer_key"] for x in rows}.get(r, "absent") for r in masked} == masked
     assert_reads_the_published_keys(root, third.folder, corrected, key)
@@ -331,26 +329,6 @@ def assert_reads_the_published_keys(root: Path, folder: Path, corrected: list[st
             assert got.sort(got.columns, nulls_last=True).equals(expected.sort(expected.columns, nulls_last=True)), (
                 table
             )
-
-
-def assert_key_pairs_count_the_kept_files(folder: Path, states: Path) -> None:
-    """The key changes' state (serving/key_changes.py) holds, per corrected fact, every (record, key)
-    pair of the files the export kept (hard-linked from the previous one) with the number of those
-    files holding it: exactly what counting them all again gives."""
-    entry = read_manifest(folder)["customer_key_changes"]
-    counted = []
-    with duckdb.connect() as con:
-        state = con.sql(f"SELECT tbl, r, k, files FROM read_parquet('{states / entry['state']}')").fetchall()
-        for table in entry["corrects"]:
-            kept = [str(f) for f in (folder / table).rglob("*.parquet") if f.stat().st_nlink > 1]
-            if kept:
-                counted += con.execute(
-                    "SELECT ?, identity_record_key, customer_key, count(DISTINCT filename) FROM read_parquet(?, "
-                    "filename = true, hive_partitioning = false, union_by_name = true) "
-                    "WHERE identity_record_key IS NOT NULL GROUP BY ALL",
-                    [table, kept],
-                ).fetchall()
-    assert counted and sorted(state, key=str) == sorted(counted, key=str)
 
 
 def test_next_export_writes_a_keyed_tables_changes_not_the_table(deployment: Path, tmp_path: Path) -> None:
@@ -398,20 +376,16 @@ def test_next_export_writes_a_keyed_tables_changes_not_the_table(deployment: Pat
     assert tables["customer_360"]["row_changes"]["rows"] == 0 < tables["dim_customer"]["row_changes"]["rows"]
     assert (folder / "customer_360" / "data.parquet").stat().st_nlink == 1
     assert read_export(folder / "customer_360").num_rows == tables["customer_360"]["rows"]
-    # The bases' row hashes stay beside the exports, one file per base a kept export names; so do
-    # the key changes' pairs (a parquet file and its .json companion) of each kept export.
+    # The bases' row hashes stay beside the exports, one file per base a kept export names.
     manifests = [read_manifest(version) for version in (root / ".exports.versions").iterdir()]
-    assert {p.name for p in (root / ".exports.row_state").iterdir()} == states_named_by(manifests)
-    bases = {t["row_changes"]["state"] for m in manifests for t in m["tables"].values() if t.get("row_changes")}
-    assert len(bases) == len(keyed) + 2  # fct_campaign_contacts', and the 360's new base beside its old
+    named = states_named_by(manifests)
+    assert {p.name for p in (root / ".exports.row_state").iterdir()} == named
+    assert len(named) == len(keyed) + 2  # fct_campaign_contacts', and the 360's new base beside its old
 
 
 def states_named_by(manifests: list[dict]) -> set[str]:
-    """The state files the exports' manifests name: each keyed base's row hashes, and the key
-    changes' pairs (a parquet file with its .json companion)."""
-    bases = {t["row_changes"]["state"] for m in manifests for t in m["tables"].values() if t.get("row_changes")}
-    pairs = {m["customer_key_changes"]["state"] for m in manifests if "state" in m.get("customer_key_changes", {})}
-    return bases | pairs | {p.removesuffix(".parquet") + ".json" for p in pairs}
+    """The state files (each keyed base's row hashes) the exports' manifests name."""
+    return {t["row_changes"]["state"] for m in manifests for t in m["tables"].values() if t.get("row_changes")}
 
 
 def test_unmasked_export_needs_its_flag_and_is_audited(deployment: Path, env: dict[str, str]) -> None:
