@@ -124,7 +124,7 @@ def pipeline_stages(summary, windows: dict[str, tuple[float, float]], rss: TreeR
         if not spans:
             continue
         start, end = min(s for s, _ in spans), max(e for _, e in spans)
-        peak = rss.peak(start, end) / 2**20, rss.peak_pss(start, end) / 2**20
+        peak = rss.peaks_mib(start, end)
         assets = parts.get(keys[0], {}) if len(keys) == 1 else {}
         total_rows = rows.get(name, sum(m.get("dagster/row_count", 0) for m in assets.values()))
         stages.append(Stage(name, end - start, int(total_rows or 0), *peak))
@@ -163,9 +163,7 @@ def timed(name: str, rss: TreeRSS, fn, rows=lambda result: 0) -> tuple[object, S
     start = time.time()
     result = fn()
     end = time.time()
-    return result, Stage(
-        name, end - start, rows(result), rss.peak(start, end) / 2**20, rss.peak_pss(start, end) / 2**20
-    )
+    return result, Stage(name, end - start, rows(result), *rss.peaks_mib(start, end))
 
 
 def pandas_rfm(extracts: Path, as_of: dt.date) -> pd.DataFrame:

@@ -25,8 +25,7 @@ PSS_ABOVE = 3 * 2**30
 
 
 class TreeRSS:
-    """`with TreeRSS() as rss: ...; rss.peak(start, end)`: peak tree RSS in bytes between two times
-    (`rss.peak_pss(start, end)`: peak tree PSS)."""
+    """`with TreeRSS() as rss: ...; rss.peaks_mib(start, end)`: peak tree RSS and PSS between two times."""
 
     def __init__(self, every: float = 0.1) -> None:
         self.every, self.samples = every, []
@@ -53,18 +52,12 @@ class TreeRSS:
         ]
         return self.samples
 
-    def peak(self, start: float, end: float) -> int:
-        """The highest RSS sample in [start, end]; for a stage shorter than a tick, the last one before it."""
-        return self._peak(start, end, 1)
-
-    def peak_pss(self, start: float, end: float) -> int:
-        """As `peak`, of the tree's PSS."""
-        return self._peak(start, end, 2)
-
-    def _peak(self, start: float, end: float, column: int) -> int:
+    def peaks_mib(self, start: float, end: float) -> tuple[float, float]:
+        """The highest RSS and PSS samples in [start, end], in MiB; for a stage shorter than a tick,
+        the last ones before it."""
         samples = self.read() if self._sampler.poll() is None else self.samples
-        inside = [s[column] for s in samples if start <= s[0] <= end]
-        return max(inside) if inside else next((s[column] for s in reversed(samples) if s[0] <= end), 0)
+        inside = [s for s in samples if start <= s[0] <= end] or [s for s in samples if s[0] <= end][-1:]
+        return max((s[1] for s in inside), default=0) / 2**20, max((s[2] for s in inside), default=0) / 2**20
 
 
 def tree_processes(root: int, exclude: int) -> list[int]:
