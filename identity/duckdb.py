@@ -248,9 +248,19 @@ def changed_edges(con: duckdb.DuckDBPyConnection, since: object | None) -> Retak
     con.execute(
         f"create or replace temp table _identity_fresh as select * from ({GUARDED_EDGES}) where {retaken}"
     ).fetchall()
+    # The same rows as `where not {retaken}`: the closure scans this view several times, and
+    # anti joins read EDGES_USED a quarter faster than the IN lists (on a million customers).
+    kept = (
+        "where false"
+        if since is None
+        else (
+            "anti join _identity_recollected using (record_type, record_id)"
+            " anti join _identity_reguarded using (identifier_type, identifier_value)"
+        )
+    )
     con.execute(f"""
         create or replace temp view _identity_edges as
-        select record_type, record_id, identifier_type, identifier_value from {EDGES_USED} where not {retaken}
+        select record_type, record_id, identifier_type, identifier_value from {EDGES_USED} {kept}
         union all
         select * from _identity_fresh
     """).fetchall()
@@ -357,9 +367,11 @@ def graph_edges(
     million customers they are tens of millions of rows, which as a pandas frame held more memory
     than DuckDB's limit. Identifiers are numbered in value order, so ordering by number is ordering
     by value: pandas sorting millions of identifier strings is slow."""
-    scope = "semi join _identity_scope using (record_type, record_id)" if scoped else ""
+    # Scoped, the graph is a few components: kept as a table, so that the three reads below scan the
+    # edges once. Whole, it is every edge: a view, not a second copy of them.
+    scope, kind = ("semi join _identity_scope using (record_type, record_id)", "table") if scoped else ("", "view")
     con.execute(
-        f"create or replace temp view _identity_graph as select e.* from _identity_edges as e {scope}"
+        f"create or replace temp {kind} _identity_graph as select e.* from _identity_edges as e {scope}"
     ).fetchall()
     con.execute("""
         create or replace temp table _identity_records as
@@ -383,7 +395,7 @@ def graph_edges(
     ).df()
     records = con.execute("select count(*) from _identity_records").fetchall()[0][0]
     previous = previous_keys(con)
-    for drop in ("table _identity_records", "table _identity_identifiers", "view _identity_graph"):
+    for drop in ("table _identity_records", "table _identity_identifiers", f"{kind} _identity_graph"):
         con.execute(f"drop {drop}").fetchall()
     return records, np.asarray(pairs["record_idx"]), np.asarray(pairs["ident_idx"]), identifiers, previous
 

@@ -143,15 +143,19 @@ def fit_sample(n: int, size: int = FIT_SAMPLE) -> np.ndarray:
 
 
 def purchase_history(orders: pl.DataFrame, as_of: dt.date) -> pl.DataFrame:
-    """x, t_x, T (days) and mean repeat spend per customer with a purchase by `as_of`."""
+    """x, t_x, T (days) and mean repeat spend per customer with a purchase by `as_of`.
+
+    Grouped in the rows' order: `data.orders` sorts by customer and date, and then the sorts below
+    find their input sorted (at a million customers a third of the time of hashed groups sorted
+    again). Any order gives the same result."""
     days = (
         orders.filter((pl.col("order_date") <= as_of) & (pl.col("net_amount") > 0))
-        .group_by("customer_key", "order_date")
+        .group_by("customer_key", "order_date", maintain_order=True)
         .agg(value=pl.col("net_amount").sum())
         .sort("customer_key", "order_date")
     )
     return (
-        days.group_by("customer_key")
+        days.group_by("customer_key", maintain_order=True)
         .agg(
             first=pl.col("order_date").first(),
             last=pl.col("order_date").last(),

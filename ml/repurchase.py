@@ -61,16 +61,16 @@ def _metrics(bought: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return {**out, "calibration_error": calibration_error(bought, p)}
 
 
-def _bgnbd_probability(bgnbd: BgNbd, orders: pl.DataFrame, cutoff: dt.date, keys: pl.Series, days: int) -> np.ndarray:
-    """BG/NBD's P(at least one purchase in the `days` after `cutoff`) for the customers `keys`."""
-    h = pl.DataFrame({"customer_key": keys}).join(purchase_history(orders, cutoff), on="customer_key", how="left")
+def _bgnbd_probability(bgnbd: BgNbd, history: pl.DataFrame, keys: pl.Series, days: int) -> np.ndarray:
+    """BG/NBD's P(at least one purchase in the `days` after the cut-off of `history` (purchase_history))
+    for the customers `keys`."""
+    h = pl.DataFrame({"customer_key": keys}).join(history, on="customer_key", how="left")
     x, t_x, T = (h[c].fill_null(0.0).to_numpy() for c in ("x", "t_x", "T"))
     return bgnbd.p_purchase(float(days), x, t_x, T)
 
 
-def _fit_bgnbd(orders: pl.DataFrame, cutoff: dt.date) -> BgNbd:
-    h = purchase_history(orders, cutoff)
-    x, t_x, T = (h[c].to_numpy() for c in ("x", "t_x", "T"))
+def _fit_bgnbd(history: pl.DataFrame) -> BgNbd:
+    x, t_x, T = (history[c].to_numpy() for c in ("x", "t_x", "T"))
     sample = fit_sample(len(x))
     return fit_bgnbd(x[sample], t_x[sample], T[sample])
 
@@ -99,8 +99,9 @@ def fit_horizon(
     bought = held_out["customer_key"].is_in(later["customer_key"].unique().implode()).to_numpy().astype(float)
     p_model = 1 - model.model.predict_proba(held_out.select(FEATURES).to_numpy())[:, 1]
     p_recency = 1 - model.baseline.predict_proba(held_out.select("recency_days").to_numpy())[:, 1]
-    bgnbd = _fit_bgnbd(orders, cutoff)
-    p_bgnbd = _bgnbd_probability(bgnbd, orders, cutoff, held_out["customer_key"], days)
+    history = purchase_history(orders, cutoff)
+    bgnbd = _fit_bgnbd(history)
+    p_bgnbd = _bgnbd_probability(bgnbd, history, held_out["customer_key"], days)
     return HorizonModel(
         days, model, bgnbd, _metrics(bought, p_model), _metrics(bought, p_bgnbd), _metrics(bought, p_recency)
     )
@@ -123,11 +124,12 @@ def repurchase_scores(
     )
     current = features_now.filter(pl.col("last_purchase_date") > as_of - dt.timedelta(days=cfg.active_days))
     x = current.select(FEATURES).to_numpy()
-    bgnbd_now = bgnbd_now or _fit_bgnbd(orders, as_of)  # for the score it publishes where it is better
+    history = purchase_history(orders, as_of)  # once for every horizon
+    bgnbd_now = bgnbd_now or _fit_bgnbd(history)  # for the score it publishes where it is better
     frames = []
     for h in fitted.horizons:
         p_model = 1 - h.churn.model.predict_proba(x)[:, 1]
-        p_bgnbd = _bgnbd_probability(bgnbd_now, orders, as_of, current["customer_key"], h.horizon_days)
+        p_bgnbd = _bgnbd_probability(bgnbd_now, history, current["customer_key"], h.horizon_days)
         source = "model" if h.beats_bgnbd else "bgnbd"
         frames.append(
             current.select("customer_key").with_columns(
