@@ -104,6 +104,13 @@ class CampaignConfig:
 
 
 @dataclass(frozen=True)
+class HistoryConfig:
+    # Each run adds an as-of date of every score table (a million customers: about 250 MB), and
+    # every publish copies the warehouse file: a window bounds what a daily run copies. None: keep all.
+    keep_days: int | None = None  # as-of dates older than the newest minus this many days are deleted
+
+
+@dataclass(frozen=True)
 class MLConfig:
     churn: ChurnConfig = field(default_factory=ChurnConfig)
     baskets: BasketConfig = field(default_factory=BasketConfig)
@@ -114,6 +121,7 @@ class MLConfig:
     forecast: ForecastConfig = field(default_factory=ForecastConfig)
     triggers: TriggerConfig = field(default_factory=TriggerConfig)
     campaigns: CampaignConfig = field(default_factory=CampaignConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
 
 
 def load_config(path: Path | str | None = None) -> MLConfig:

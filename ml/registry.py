@@ -65,9 +65,20 @@ def _money_as_decimal(con: duckdb.DuckDBPyConnection, table: str, frame: pl.Data
     return frame.with_columns([pl.col(c).round(4).cast(pl.Decimal(18, 4)) for c in money])
 
 
-def write_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, ctx: RunContext) -> int:
-    """Replace the rows of `ml.<table>` for this as-of date with `frame` (plus as_of_date, run_id)."""
+def write_table(
+    con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, ctx: RunContext, keep_days: int | None = None
+) -> int:
+    """Replace the rows of `ml.<table>` for this as-of date with `frame` (plus as_of_date, run_id);
+    with `keep_days`, then delete the as-of dates more than that many days before the newest (a
+    backfill of an older date is deleted with them)."""
+    if keep_days is not None and keep_days < 0:
+        raise ValueError(f"history: keep_days is {keep_days}; it must be 0 or more (or unset: keep every as-of date)")
     _replace_rows(con, table, _stamped(_money_as_decimal(con, table, frame), ctx), "as_of_date = ?", [ctx.as_of])
+    if keep_days is not None:
+        con.execute(
+            f"delete from ml.{table} where as_of_date < (select max(as_of_date) from ml.{table}) - to_days(?)",
+            [keep_days],
+        ).fetchall()
     return frame.height
 
 

@@ -424,7 +424,7 @@ def build(
     if inputs.as_of != ctx.as_of:
         raise ValueError(f"inputs as of {inputs.as_of} given to a build as of {ctx.as_of}")
     out = TABLES[name](con, inputs, ctx, cfg)
-    write_table(con, name, out.frame, ctx)
+    write_table(con, name, out.frame, ctx, cfg.history.keep_days)
     write_metrics(con, name, out.metrics, ctx, out.evaluated_on)
     save_artifact(
         name,

@@ -26,7 +26,7 @@ from ml.churn import boosted_trees, top_features
 from ml.clv import fit_bgnbd, fit_gamma_gamma, fit_sample
 from ml.config import MLConfig
 from ml.features import FEATURES
-from ml.registry import MONEY_COLUMNS
+from ml.registry import MONEY_COLUMNS, write_table
 from ml.rfm import rfm_table
 from ml.run_context import RunContext
 from ml.tables import TABLES, MartInputs, build
@@ -109,6 +109,24 @@ def test_the_repurchase_trees_fit_a_feature_never_observed_and_name_their_reason
     reasons = top_features(model, x[:200])  # what raises P(y = 1): a high recency_days
     high = x[:200, FEATURES.index("recency_days")] > 1
     assert all(r[0] == "recency_days" for r in reasons.filter(pl.Series(high)))
+
+
+def test_a_history_window_keeps_the_newest_as_of_dates_of_a_score_table(tmp_path: Path) -> None:
+    scores = pl.DataFrame({"customer_key": ["a", "b"], "score": [0.1, 0.2]})
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+
+    def write(day: int, keep_days: int | None) -> list[dt.date]:
+        write_table(con, "scores", scores, RunContext(dt.date(2026, 1, day), f"run-{day}", tmp_path), keep_days)
+        return [d for (d,) in con.execute("select distinct as_of_date from ml.scores order by 1").fetchall()]
+
+    assert write(1, None) == [dt.date(2026, 1, 1)]
+    assert write(5, 5) == [dt.date(2026, 1, 1), dt.date(2026, 1, 5)]  # day 1 is 4 days before the newest
+    assert write(10, 5) == [dt.date(2026, 1, 5), dt.date(2026, 1, 10)]
+    assert write(3, 5) == [dt.date(2026, 1, 5), dt.date(2026, 1, 10)]  # a backfill outside the window leaves
+    assert write(11, None) == [dt.date(2026, 1, 5), dt.date(2026, 1, 10), dt.date(2026, 1, 11)]
+    assert con.execute("select count(*) from ml.scores where as_of_date = '2026-01-11'").fetchall() == [(2,)]
+    with pytest.raises(ValueError, match="keep_days is -1"):
+        write(12, -1)
 
 
 def test_bgnbd_and_gamma_gamma_fit_the_published_cdnow_parameters() -> None:
