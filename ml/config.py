@@ -109,6 +109,12 @@ class HistoryConfig:
     # every publish copies the warehouse file: a window bounds what a daily run copies. None: keep all.
     keep_days: int | None = None  # as-of dates older than the newest minus this many days are deleted
 
+    def __post_init__(self) -> None:
+        if self.keep_days is not None and self.keep_days < 0:
+            raise ValueError(
+                f"history: keep_days is {self.keep_days}; it must be 0 or more (or unset: keep every as-of date)"
+            )
+
 
 @dataclass(frozen=True)
 class MLConfig:
@@ -140,5 +146,8 @@ def load_config(path: Path | str | None = None) -> MLConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"{path}: {section}: unknown keys {unknown}; expected {sorted(known)}")
-        config = replace(config, **{section: replace(current, **values)})
+        try:
+            config = replace(config, **{section: replace(current, **values)})
+        except ValueError as e:  # a section's own check of its values
+            raise ValueError(f"{path}: {e}") from e
     return config

@@ -69,10 +69,8 @@ def write_table(
     con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, ctx: RunContext, keep_days: int | None = None
 ) -> int:
     """Replace the rows of `ml.<table>` for this as-of date with `frame` (plus as_of_date, run_id);
-    with `keep_days`, then delete the as-of dates more than that many days before the newest (a
-    backfill of an older date is deleted with them)."""
-    if keep_days is not None and keep_days < 0:
-        raise ValueError(f"history: keep_days is {keep_days}; it must be 0 or more (or unset: keep every as-of date)")
+    with `keep_days` (ml.config.HistoryConfig, checked there), then delete the as-of dates more than
+    that many days before the newest (a backfill of an older date is deleted with them)."""
     _replace_rows(con, table, _stamped(_money_as_decimal(con, table, frame), ctx), "as_of_date = ?", [ctx.as_of])
     if keep_days is not None:
         con.execute(

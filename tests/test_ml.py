@@ -24,7 +24,7 @@ from ml import data
 from ml.baskets import association_rules, encode, frequent_itemsets
 from ml.churn import boosted_trees, top_features
 from ml.clv import fit_bgnbd, fit_gamma_gamma, fit_sample
-from ml.config import MLConfig
+from ml.config import HistoryConfig, MLConfig
 from ml.features import FEATURES
 from ml.registry import MONEY_COLUMNS, write_table
 from ml.rfm import rfm_table
@@ -126,7 +126,7 @@ def test_a_history_window_keeps_the_newest_as_of_dates_of_a_score_table(tmp_path
     assert write(11, None) == [dt.date(2026, 1, 5), dt.date(2026, 1, 10), dt.date(2026, 1, 11)]
     assert con.execute("select count(*) from ml.scores where as_of_date = '2026-01-11'").fetchall() == [(2,)]
     with pytest.raises(ValueError, match="keep_days is -1"):
-        write(12, -1)
+        HistoryConfig(keep_days=-1)  # the settings refuse it when they are loaded, before any table is built
 
 
 def test_bgnbd_and_gamma_gamma_fit_the_published_cdnow_parameters() -> None:
