@@ -147,7 +147,7 @@ def purchase_history(orders: pl.DataFrame, as_of: dt.date) -> pl.DataFrame:
 
     Grouped in the rows' order: `data.orders` sorts by customer and date, and then the sorts below
     find their input sorted (at a million customers a third of the time of hashed groups sorted
-    again). Any order gives the same result."""
+    again). Rows in another order give the same figures, but for the last bits of the sums' rounding."""
     days = (
         orders.filter((pl.col("order_date") <= as_of) & (pl.col("net_amount") > 0))
         .group_by("customer_key", "order_date", maintain_order=True)
