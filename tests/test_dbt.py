@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import os
 import shutil
 import subprocess
@@ -179,6 +180,37 @@ class DailyRuns:
     redelivered: tuple[Path, int]  # the re-delivered file and the lines it still holds
     shared_phone: str  # a member's phone a call gives to another member: newly guarded
     erased: str  # the customer key erased between two days
+    registered_twice: tuple[str, str]  # two members' refs a later call joins into one customer
+    late_receipt: tuple[Path, dt.date]  # the later day's file holding a sale of an earlier day
+    started: dt.datetime  # when the first daily run began (UTC, naive as the warehouse's timestamps)
+
+
+def plant_call(extracts: Path, day: dt.date, call_id: str, phone: str, member: str) -> None:
+    """Appends to the day's call file a real call of that day, given another caller and member."""
+    calls = extracts / "call_center" / f"calls_{day}.csv"
+    with calls.open(encoding="utf-8", newline="") as f:
+        first = next(csv.DictReader(f))
+    planted = {**first, "call_id": call_id, "caller_number": phone[3:], "cust_id": member, "notes": ""}
+    with calls.open("a", encoding="utf-8", newline="") as f:
+        f.write("" if calls.read_bytes().endswith(b"\n") else "\r\n")
+        csv.DictWriter(f, fieldnames=list(first), lineterminator="\r\n").writerow(planted)
+
+
+def plant_late_receipt(extracts: Path, sold: dt.date, delivered: dt.date) -> Path:
+    """Puts a copy of a receipt line sold on `sold`, under a new receipt number, at the top of a
+    store's file of `delivered` (the top: a sample file's last record may open a quote it never closes).
+    The file written."""
+    store = next(f.parent for f in sorted(extracts.glob(f"store/*/pos_*_{delivered}.csv")))
+    with next(store.glob(f"pos_*_{sold}.csv")).open(encoding="utf-8", newline="") as f:
+        line = next(csv.DictReader(f))
+    target = next(store.glob(f"pos_*_{delivered}.csv"))
+    header, rest = target.read_bytes().split(b"\n", 1)
+    row = io.StringIO()
+    csv.DictWriter(row, fieldnames=list(line), lineterminator="\r\n" if header.endswith(b"\r") else "\n").writerow(
+        {**line, "receipt_no": line["receipt_no"] + "-LATE"}
+    )
+    target.write_bytes(header + b"\n" + row.getvalue().encode() + rest)
+    return target
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +230,7 @@ def daily_runs(grown: Grown, sample: GeneratorConfig, tmp_path_factory: pytest.T
     sources.write_text(sources.read_text() + "tests: {full_tests_weekday: 0}\n")
     settings = Settings.load(sources, warehouse)
     day = sample.start + dt.timedelta(days=21)
+    started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
     def run(start: dt.date, end: dt.date, as_of: dt.date) -> None:
         summary = run_pipeline(settings, as_of=as_of, start=start, end=end)
@@ -222,13 +255,7 @@ def daily_runs(grown: Grown, sample: GeneratorConfig, tmp_path_factory: pytest.T
                 select identifier_value from intermediate.int_identifier_quality)
             order by a.customer_ref, b.customer_ref limit 1""").fetchall()
     tomorrow = day + dt.timedelta(days=1)
-    calls = extracts / "call_center" / f"calls_{tomorrow}.csv"
-    with calls.open(encoding="utf-8", newline="") as f:
-        first = next(csv.DictReader(f))  # a real call of that day, given another caller and member
-    planted = {**first, "call_id": "CALL-PLANTED-1", "caller_number": phone[3:], "cust_id": other, "notes": ""}
-    with calls.open("a", encoding="utf-8", newline="") as f:
-        f.write("" if calls.read_bytes().endswith(b"\n") else "\r\n")
-        csv.DictWriter(f, fieldnames=list(first), lineterminator="\r\n").writerow(planted)
+    plant_call(extracts, tomorrow, "CALL-PLANTED-1", phone, other)
     run_day(tomorrow)
     # An erasure between two days: the customer with the most records.
     with duckdb.connect(str(warehouse)) as con:
@@ -236,16 +263,38 @@ def daily_runs(grown: Grown, sample: GeneratorConfig, tmp_path_factory: pytest.T
             "select customer_key from marts.customer_identity_map group by 1 order by count(*) desc, 1 limit 1"
         ).fetchall()
         erase(con, [erased], load_sources(settings.sources_file).sources)
+    # A member registered twice: a call gives one registration's phone with the other's ref. They
+    # share a birth date (not a name), which the guard reads as one person: two known customers merge.
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        twice = con.execute("""
+            select a.phone_e164, b.customer_ref, a.customer_ref from staging.stg_customers__profiles as a
+            inner join staging.stg_customers__profiles as b
+                on a.birth_date = b.birth_date and lower(a.full_name) <> lower(b.full_name)
+            inner join marts.customer_identity_map as ma on ma.record_key = 'profile:' || a.customer_ref
+            inner join marts.customer_identity_map as mb on mb.record_key = 'profile:' || b.customer_ref
+            where ma.customer_key <> mb.customer_key and a.phone_e164 like '+86%' and a.phone_e164 not in (
+                select identifier_value from intermediate.int_identifier_quality)
+            order by a.customer_ref, b.customer_ref limit 1""").fetchall()[0]
+    plant_call(extracts, day + dt.timedelta(days=2), "CALL-PLANTED-2", twice[0], twice[1])
+    # A receipt synced late: a sale of day+2 that reaches the tills' file of day+4.
+    late_receipt = (
+        plant_late_receipt(extracts, day + dt.timedelta(days=2), day + dt.timedelta(days=4)),
+        day + dt.timedelta(days=2),
+    )
     for d in range(2, 5):
         run_day(day + dt.timedelta(days=d))
 
     refreshed = root / "refreshed.duckdb"
     shutil.copyfile(warehouse, refreshed)
     build_steps(refreshed, root / "target")
-    return DailyRuns(warehouse, refreshed, (web, len(lines) - 40), phone, erased)
+    return DailyRuns(
+        warehouse, refreshed, (web, len(lines) - 40), phone, erased, (twice[2], twice[1]), late_receipt, started
+    )
 
 
-def test_daily_runs_with_redeliveries_a_new_guard_and_an_erasure_equal_a_full_refresh(daily_runs: DailyRuns) -> None:
+def test_daily_runs_with_redeliveries_late_rows_a_merge_a_new_guard_and_an_erasure_equal_a_full_refresh(
+    daily_runs: DailyRuns,
+) -> None:
     with duckdb.connect(str(daily_runs.warehouse), read_only=True) as con:
         # What happened between the days did happen.
         web, events = daily_runs.redelivered
@@ -266,6 +315,21 @@ def test_daily_runs_with_redeliveries_a_new_guard_and_an_erasure_equal_a_full_re
             ).fetchall()[0][0]
             == 0
         )
+        # The late receipt joined its sale's day from a later file, and the two registrations merged.
+        late_file, sold = daily_runs.late_receipt
+        late = con.execute(
+            "select source_partition_date, source_file from staging.stg_store__order_lines where order_id like '%-LATE'"
+        ).fetchall()
+        assert late == [(sold, str(late_file))]
+        keys = con.execute(
+            "select distinct customer_key from marts.customer_identity_map where record_key in (?, ?)",
+            [f"profile:{ref}" for ref in daily_runs.registered_twice],
+        ).fetchall()
+        merges = con.execute(
+            "select count(*) from intermediate.int_customer_merges where surviving_customer_key = ? and merged_at >= ?",
+            [keys[0][0], daily_runs.started],
+        ).fetchall()
+        assert len(keys) == 1 and merges == [(1,)], (keys, merges)
 
         # Every daily run took again only the edges collected since its last run (and those of the
         # newly guarded phone), and recomputed only the customers an added or removed edge touched.
