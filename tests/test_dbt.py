@@ -200,10 +200,14 @@ def plant_late_receipt(extracts: Path, sold: dt.date, delivered: dt.date) -> Pat
     """Puts a copy of a receipt line sold on `sold`, under a new receipt number, at the top of a
     store's file of `delivered` (the top: a sample file's last record may open a quote it never closes).
     The file written."""
-    store = next(f.parent for f in sorted(extracts.glob(f"store/*/pos_*_{delivered}.csv")))
-    with next(store.glob(f"pos_*_{sold}.csv")).open(encoding="utf-8", newline="") as f:
+    source, target = next(
+        (sold_file, delivered_file)
+        for store in sorted((extracts / "store").iterdir())
+        for sold_file in store.glob(f"pos_*_{sold}.csv")
+        for delivered_file in store.glob(f"pos_*_{delivered}.csv")
+    )  # a store with a file of both days
+    with source.open(encoding="utf-8", newline="") as f:
         line = next(csv.DictReader(f))
-    target = next(store.glob(f"pos_*_{delivered}.csv"))
     header, rest = target.read_bytes().split(b"\n", 1)
     row = io.StringIO()
     csv.DictWriter(row, fieldnames=list(line), lineterminator="\r\n" if header.endswith(b"\r") else "\n").writerow(
