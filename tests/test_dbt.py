@@ -182,6 +182,7 @@ class DailyRuns:
     erased: str  # the customer key erased between two days
     registered_twice: tuple[str, str]  # two members' refs a later call joins into one customer
     late_receipt: tuple[Path, dt.date]  # the later day's file holding a sale of an earlier day
+    split_order: tuple[str, int, int]  # an order's line synced a day late, then taken back: (receipt, lines, left)
     started: dt.datetime  # when the first daily run began (UTC, naive as the warehouse's timestamps)
 
 
@@ -215,6 +216,30 @@ def plant_late_receipt(extracts: Path, sold: dt.date, delivered: dt.date) -> Pat
     )
     target.write_bytes(header + b"\n" + row.getvalue().encode() + rest)
     return target
+
+
+def plant_next_day_line(extracts: Path, sold: dt.date) -> tuple[Path, bytes, str]:
+    """Adds to a store's file of the next day one more line of a receipt sold on `sold`, stamped a
+    day later (a till that synced one line after midnight): the order now spans two days. The file
+    written, its bytes before, and the receipt."""
+    later = sold + dt.timedelta(days=1)
+    source, target = next(
+        (sold_file, later_file)
+        for store in sorted((extracts / "store").iterdir())
+        for sold_file in store.glob(f"pos_*_{sold}.csv")
+        for later_file in store.glob(f"pos_*_{later}.csv")
+    )
+    with source.open(encoding="utf-8", newline="") as f:
+        line = next(csv.DictReader(f))
+    before = target.read_bytes()
+    header, rest = before.split(b"\n", 1)
+    sold_at = dt.datetime.fromisoformat(line["sold_at"]) + dt.timedelta(days=1)
+    row = io.StringIO()
+    csv.DictWriter(row, fieldnames=list(line), lineterminator="\r\n" if header.endswith(b"\r") else "\n").writerow(
+        {**line, "line_no": "99", "sold_at": sold_at.isoformat(sep=" ")}
+    )
+    target.write_bytes(header + b"\n" + row.getvalue().encode() + rest)
+    return target, before, line["receipt_no"]
 
 
 @pytest.fixture(scope="module")
@@ -285,14 +310,32 @@ def daily_runs(grown: Grown, sample: GeneratorConfig, tmp_path_factory: pytest.T
         plant_late_receipt(extracts, day + dt.timedelta(days=2), day + dt.timedelta(days=4)),
         day + dt.timedelta(days=2),
     )
+    # An order's line synced a day late, then taken back by a corrected file of that day.
+    split_file, split_before, receipt = plant_next_day_line(extracts, day + dt.timedelta(days=2))
     for d in range(2, 5):
         run_day(day + dt.timedelta(days=d))
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        ((spanned,),) = con.execute("select lines from marts.fct_orders where order_id = ?", [receipt]).fetchall()
+    split_file.write_bytes(split_before)
+    run(day + dt.timedelta(days=3), day + dt.timedelta(days=3), day + dt.timedelta(days=4))
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        ((split_lines,),) = con.execute(
+            "select count(*) from staging.stg_store__order_lines where order_id = ?", [receipt]
+        ).fetchall()
 
     refreshed = root / "refreshed.duckdb"
     shutil.copyfile(warehouse, refreshed)
     build_steps(refreshed, root / "target")
     return DailyRuns(
-        warehouse, refreshed, (web, len(lines) - 40), phone, erased, (twice[2], twice[1]), late_receipt, started
+        warehouse,
+        refreshed,
+        (web, len(lines) - 40),
+        phone,
+        erased,
+        (twice[2], twice[1]),
+        late_receipt,
+        (receipt, spanned, split_lines),
+        started,
     )
 
 
@@ -334,6 +377,11 @@ def test_daily_runs_with_redeliveries_late_rows_a_merge_a_new_guard_and_an_erasu
             [keys[0][0], daily_runs.started],
         ).fetchall()
         assert len(keys) == 1 and merges == [(1,)], (keys, merges)
+        # The order that spanned two days is summed again from the lines it kept; no note is left.
+        receipt, spanned, kept = daily_runs.split_order
+        assert spanned == kept + 1, (spanned, kept)
+        assert con.execute("select lines from marts.fct_orders where order_id = ?", [receipt]).fetchall() == [(kept,)]
+        assert con.execute("select count(*) from main.dbt_lost_keys").fetchall() == [(0,)]
 
         # Every daily run took again only the edges collected since its last run (and those of the
         # newly guarded phone), and recomputed only the customers an added or removed edge touched.

@@ -12,9 +12,12 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- delete+insert by the unique key (the date), noting the customers before and after. -#}
+{#- delete+insert by the unique key (the date), noting the customers before and after, and the keys
+    of the rows lost when the model notes them (macros/lost_keys.sql). -#}
 {% macro get_incremental_customer_logged_delete_insert_sql(arg_dict) -%}
     {%- set target, source, key = arg_dict['target_relation'], arg_dict['temp_relation'], arg_dict['unique_key'] -%}
+    {%- set lost_keys = config.get('lost_keys') %}
+    {%- if lost_keys %}{{ note_lost_keys(target, source, key, lost_keys) }}{% endif %}
     insert into main.dbt_changed_customers
     select customer_key from {{ target }}
     where ({{ key }}) in (select ({{ key }}) from {{ source }}) and customer_key is not null

@@ -34,10 +34,10 @@
     DuckDB deletes those days and inserts, noting the customers of the rows replaced and inserted
     for customer_360 (macros/changed_customers.sql); Spark overwrites the day partitions
     dynamically (insert_overwrite works on plain Parquet: no Delta or Iceberg needed). -#}
-{% macro increments_by_day(date_column) -%}
+{% macro increments_by_day(date_column, lost_keys=none) -%}
     {%- if target.type == 'duckdb' %}
         {{- return({'materialized': 'incremental', 'incremental_strategy': 'customer_logged_delete_insert',
-                    'unique_key': date_column, 'on_schema_change': 'fail',
+                    'unique_key': date_column, 'on_schema_change': 'fail', 'lost_keys': lost_keys,
                     'post_hook': "{{ rekey_rows() }}"}) }}
     {%- else %}
         {{- return({'materialized': 'incremental', 'incremental_strategy': 'insert_overwrite',
@@ -48,19 +48,21 @@
 {#- Config of a model summed by key from a daily fact (orders from their lines, payments from their
     orders). On DuckDB a run replaces the keys with a source row loaded since the model's newest
     `source_loaded_at` (keys_loaded_since), noting their customers; then the rows re-keyed since take
-    their new key (rekey_rows) and the keys gone from `parent` leave. Spark rebuilds the table. -#}
-{% macro increments_by_key(key, parent, parent_key) -%}
+    their new key (rekey_rows). The keys whose rows `parent` lost are summed again, and leave when
+    the parent holds none (macros/lost_keys.sql). Spark rebuilds the table. -#}
+{% macro increments_by_key(key, parent, parent_key, notes_lost_keys=false) -%}
     {%- if target.type == 'duckdb' %}
         {{- return({'materialized': 'incremental', 'incremental_strategy': 'customer_logged_delete_insert',
                     'unique_key': key, 'on_schema_change': 'fail',
-                    'post_hook': ["{{ rekey_rows() }}", "{{ delete_rows_gone_from('" ~ parent ~ "', '" ~ parent_key ~ "') }}"]}) }}
+                    'post_hook': ["{{ rekey_rows() }}",
+                                  "{{ consume_lost_keys('" ~ parent ~ "', '" ~ parent_key ~ "', " ~ notes_lost_keys ~ ") }}"]}) }}
     {%- else %}
         {{- return({'materialized': 'table'}) }}
     {%- endif %}
 {%- endmacro %}
 
 {#- On an incremental run, a filter of `relation`'s rows to the `key`s with a row loaded since the
-    model's newest source_loaded_at. -#}
+    model's newest source_loaded_at, and those `relation` lost rows of (macros/lost_keys.sql). -#}
 {% macro keys_loaded_since(key, relation) -%}
     {%- if is_incremental() %}
     where {{ key }} in (
@@ -68,23 +70,8 @@
         where source_loaded_at > (
             select coalesce(max(built.source_loaded_at), cast('1900-01-01' as timestamp)) from {{ this }} as built
         )
-    )
+    ) or {{ key }} in ({{ lost_keys_of(relation) }})
     {%- endif %}
-{%- endmacro %}
-
-{#- Post-hook: rows whose `key` is no longer in the model `parent` (a corrected file dropped the
-    order) leave, their customers noted. -#}
-{% macro delete_rows_gone_from(parent, key) -%}
-    {%- if is_incremental() -%}
-        {#- Found once: each search reads both tables whole (`not exists`: half the time of `not in`). -#}
-        create or replace temp table _gone as
-        select built.{{ key }}, built.customer_key from {{ this }} as built
-        where built.{{ key }} is not null
-          and not exists (select 1 from {{ ref(parent) }} as kept where kept.{{ key }} = built.{{ key }});
-        insert into main.dbt_changed_customers select distinct customer_key from _gone where customer_key is not null;
-        delete from {{ this }} where {{ key }} in (select {{ key }} from _gone);
-        drop table _gone
-    {%- endif -%}
 {%- endmacro %}
 
 {#- The last non-null value of `expr` in a window frame (put `over (...)` after it). -#}

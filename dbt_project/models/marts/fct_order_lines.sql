@@ -5,7 +5,7 @@
 -- A web line is numbered among its order's purchase events, so an incremental run numbers only the
 -- orders with a purchase on a rebuilt date, from all their events: the window over every purchase
 -- was most of a day's run.
-{{ config(**increments_by_day('ordered_local_date')) }}
+{{ config(**increments_by_day('ordered_local_date', lost_keys={'row': 'order_line_id', 'key': 'order_key'})) }}
 
 with
 

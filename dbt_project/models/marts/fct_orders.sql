@@ -1,7 +1,7 @@
 -- One row per order (store receipt or web order), summed from its lines. An order's lines can
 -- arrive on several days (a late line; a return receipt is its own order): a run sums again, from
--- all their lines, the orders with a line loaded since (macros/engines.sql: increments_by_key).
-{{ config(**increments_by_key('order_key', 'fct_order_lines', 'order_key')) }}
+-- all their lines, the orders with a line loaded since or lost (macros/engines.sql: increments_by_key).
+{{ config(**increments_by_key('order_key', 'fct_order_lines', 'order_key', notes_lost_keys=true)) }}
 -- depends_on: {{ ref('customer_identity_map') }} (rekey_rows)
 
 with
