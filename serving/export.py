@@ -39,7 +39,17 @@ import duckdb
 
 from serving import publish
 from serving.identifier_leaks import IdentifierLeak, clear_identifiers
-from serving.key_changes import KEY, MAP, RECORD, TABLE, KeptRows, corrected, exported_map, write_key_changes
+from serving.key_changes import (
+    KEY,
+    MAP,
+    RECORD,
+    TABLE,
+    KeptRows,
+    corrected,
+    exported_map,
+    previous_corrections,
+    write_key_changes,
+)
 from serving.masking import MaskedSelect, define_mask, keyed_hash, masked_select
 from serving.row_changes import FOLDER, Base, prune_states, quoted, row_hash, row_key, sql_path, write_with_changes
 from serving.scopes import scoped_view_name, set_region
@@ -217,7 +227,8 @@ def _write_tables(
     record (not a region's)."""
     for reserved in {TABLE, FOLDER} & queries.keys():
         raise ValueError(f"a served table is called {reserved}: the export writes its corrections there")
-    before = read_manifest(previous)["tables"] if previous else {}
+    before_manifest = read_manifest(previous) if previous else {}
+    before = before_manifest.get("tables", {})
     tables, kept_rows = {}, []
     for name, select in queries.items():
         columns = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {select.query}").fetchall()]
@@ -270,7 +281,8 @@ def _write_tables(
     if kept_rows:
         # A region's map holds that region's records only: its facts' current keys come from the published map.
         current_map = exported_map(folder, tables.get(MAP)) if whole else None
-        changes = write_key_changes(con, folder / TABLE, kept_rows, PARQUET, current_map)
+        before_changes = previous_corrections(previous, before_manifest) if previous and whole else None
+        changes = write_key_changes(con, folder / TABLE, kept_rows, PARQUET, current_map, before_changes)
     return {"tables": tables, **({TABLE: changes} if changes else {})}
 
 

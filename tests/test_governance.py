@@ -294,6 +294,8 @@ def test_next_export_corrects_rekeyed_customers_without_writing_their_months(dep
     for table in corrected:
         for file in (again.folder / table).rglob("*.parquet"):
             assert file.stat().st_ino == (first / file.relative_to(again.folder)).stat().st_ino, file
+    # The map kept its base: the changes follow on from the first export's, not from every kept file.
+    assert read_manifest(again.folder)["customer_key_changes"]["found_from"] == "previous export"
     rows = read_export(again.folder / "customer_key_changes").to_pylist()
     changes = {r["identity_record_key"]: r["customer_key"] for r in rows}
     masked = {hmac.new(key.encode(), r.encode(), sha256).hexdigest(): k for r, k in now.items()}
@@ -310,6 +312,7 @@ def test_next_export_corrects_rekeyed_customers_without_writing_their_months(dep
     third = write_export(root / "published", root, ExportSpec(), personal_columns(dbt_project().manifest_path), key)
     rewritten = [f for f in (third.folder / "fct_order_lines").rglob("*.parquet") if f.stat().st_nlink == 1]
     assert [f.name for f in rewritten] == [f"{day}.parquet"]
+    assert read_manifest(third.folder)["customer_key_changes"]["found_from"] == "previous export"
     rows = read_export(third.folder / "customer_key_changes").to_pylist()
     assert {r: {x["identity_record_key"]: x["customer_key"] for x in rows}.get(r, "absent") for r in masked} == masked
     assert_reads_the_published_keys(root, third.folder, corrected, key)
