@@ -450,6 +450,40 @@ def test_customer_360_rebuilds_only_the_customers_noted_as_changed(daily_runs: D
     assert orders[other] == -1 and orders[noted] >= 0, orders
 
 
+def test_a_day_rebuilt_for_one_changed_line_notes_only_that_lines_customer(
+    daily_runs: DailyRuns, tmp_path: Path
+) -> None:
+    """A store line loaded again with another quantity rebuilds its whole day of order lines; the
+    day's other lines go back as they were, so only that line's customer is noted as changed."""
+    warehouse = tmp_path / "crm.duckdb"
+    shutil.copyfile(daily_runs.warehouse, warehouse)
+    with duckdb.connect(str(warehouse)) as con:
+        ((line, day, customer),) = con.execute("""
+            select order_line_id, ordered_local_date, customer_key from marts.fct_order_lines
+            where channel = 'store' and customer_key is not null
+            order by ordered_local_date desc, order_line_id limit 1""").fetchall()
+        ((others,),) = con.execute(
+            "select count(distinct customer_key) from marts.fct_order_lines where ordered_local_date = ? "
+            "and customer_key <> ?",
+            [day, customer],
+        ).fetchall()
+        con.execute(
+            "update staging.stg_store__order_lines set quantity = quantity + 1, "
+            "source_loaded_at = (select max(source_loaded_at) from staging.stg_store__order_lines) + interval 1 second "
+            "where order_line_id = ?",
+            [line],
+        ).fetchall()
+    dbt("run", "--select", "fct_order_lines", warehouse=warehouse, target=tmp_path / "target")
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        noted = {k for (k,) in con.execute("select customer_key from main.dbt_changed_customers").fetchall()}
+        ((quantity_changed,),) = con.execute(
+            "select count(*) from marts.fct_order_lines as f inner join staging.stg_store__order_lines as s "
+            "using (order_line_id) where order_line_id = ? and f.quantity = s.quantity",
+            [line],
+        ).fetchall()
+    assert others > 0 and quantity_changed == 1 and noted == {customer}, (others, noted)
+
+
 def test_dim_customer_rebuilds_only_the_customers_noted_or_with_a_newly_loaded_profile(
     daily_runs: DailyRuns, tmp_path: Path
 ) -> None:

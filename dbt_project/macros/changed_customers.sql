@@ -1,6 +1,6 @@
 {#- The customers whose facts or identity changed since the customer marts last read them, on
-    DuckDB, in main.dbt_changed_customers: the daily facts (increments_by_day) note the customer
-    keys of the rows they replace and of the rows they insert, the identity map those of the
+    DuckDB, in main.dbt_changed_customers: the daily facts note the customer keys of the rows that
+    differ between those they replace and those they insert, the identity map those of the
     records it rebuilds, dim_customer those with a newly loaded profile version. A NULL means every
     customer (a table built whole). dim_customer and customer_360 rebuild the customers noted;
     customer_360 then empties the list. The list is created at the start of every dbt invocation. -#}
@@ -12,17 +12,25 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- delete+insert by the unique key (the date), noting the customers before and after, and the keys
-    of the rows lost when the model notes them (macros/lost_keys.sql). -#}
+{#- delete+insert by the unique key (the date or the order), noting the customers of the rows that
+    differ between the rows replaced and those inserted (a day rebuilt for one late line re-inserts
+    every other row as it was: their customers did not change), and the keys of the rows lost when
+    the model notes them (macros/lost_keys.sql). -#}
 {% macro get_incremental_customer_logged_delete_insert_sql(arg_dict) -%}
     {%- set target, source, key = arg_dict['target_relation'], arg_dict['temp_relation'], arg_dict['unique_key'] -%}
+    {%- set row = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
+    {%- set replaced -%}
+        select {{ row }} from {{ target }} where ({{ key }}) in (select ({{ key }}) from {{ source }})
+    {%- endset -%}
     {%- set lost_keys = config.get('lost_keys') %}
     {%- if lost_keys %}{{ note_lost_keys(target, source, key, lost_keys) }}{% endif %}
     insert into main.dbt_changed_customers
-    select customer_key from {{ target }}
-    where ({{ key }}) in (select ({{ key }}) from {{ source }}) and customer_key is not null
-    union
-    select customer_key from {{ source }} where customer_key is not null;
+    select distinct customer_key from (
+        ({{ replaced }} except all select {{ row }} from {{ source }})
+        union all
+        (select {{ row }} from {{ source }} except all {{ replaced }})
+    ) as changed
+    where customer_key is not null;
     {{ get_delete_insert_merge_sql(target, source, key, arg_dict['dest_columns'], arg_dict['incremental_predicates']) }}
 {%- endmacro %}
 

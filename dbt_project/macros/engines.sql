@@ -31,7 +31,7 @@
 {%- endmacro %}
 
 {#- Config of a model rebuilt by whole days (the facts): a run replaces the days its rows fall on.
-    DuckDB deletes those days and inserts, noting the customers of the rows replaced and inserted
+    DuckDB deletes those days and inserts, noting the customers of the rows that changed
     for customer_360 (macros/changed_customers.sql); Spark overwrites the day partitions
     dynamically (insert_overwrite works on plain Parquet: no Delta or Iceberg needed). -#}
 {% macro increments_by_day(date_column, lost_keys=none) -%}
