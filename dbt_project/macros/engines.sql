@@ -70,7 +70,9 @@
         where source_loaded_at > (
             select coalesce(max(built.source_loaded_at), cast('1900-01-01' as timestamp)) from {{ this }} as built
         )
-    ) or {{ key }} in ({{ lost_keys_of(relation) }})
+        union all
+        {{ lost_keys_of(relation) }}
+    )
     {%- endif %}
 {%- endmacro %}
 
