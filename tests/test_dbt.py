@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,10 +198,12 @@ def plant_call(extracts: Path, day: dt.date, call_id: str, phone: str, member: s
         csv.DictWriter(f, fieldnames=list(first), lineterminator="\r\n").writerow(planted)
 
 
-def plant_late_receipt(extracts: Path, sold: dt.date, delivered: dt.date) -> Path:
-    """Puts a copy of a receipt line sold on `sold`, under a new receipt number, at the top of a
-    store's file of `delivered` (the top: a sample file's last record may open a quote it never closes).
-    The file written."""
+def plant_store_line(
+    extracts: Path, sold: dt.date, delivered: dt.date, change: Callable[[dict[str, str]], dict[str, str]]
+) -> tuple[Path, bytes, dict[str, str]]:
+    """Puts a copy of the first receipt line of a store's file of `sold`, with the fields `change`
+    gives it, at the top of the same store's file of `delivered` (the top: a sample file's last
+    record may open a quote it never closes). The file written, its bytes before, and the line written."""
     source, target = next(
         (sold_file, delivered_file)
         for store in sorted((extracts / "store").iterdir())
@@ -209,36 +212,32 @@ def plant_late_receipt(extracts: Path, sold: dt.date, delivered: dt.date) -> Pat
     )  # a store with a file of both days
     with source.open(encoding="utf-8", newline="") as f:
         line = next(csv.DictReader(f))
-    header, rest = target.read_bytes().split(b"\n", 1)
+    planted = {**line, **change(line)}
+    before = target.read_bytes()
+    header, rest = before.split(b"\n", 1)
     row = io.StringIO()
     csv.DictWriter(row, fieldnames=list(line), lineterminator="\r\n" if header.endswith(b"\r") else "\n").writerow(
-        {**line, "receipt_no": line["receipt_no"] + "-LATE"}
+        planted
     )
     target.write_bytes(header + b"\n" + row.getvalue().encode() + rest)
-    return target
+    return target, before, planted
+
+
+def plant_late_receipt(extracts: Path, sold: dt.date, delivered: dt.date) -> Path:
+    """A sale of `sold`, under a new receipt number, in a store's file of `delivered`. The file written."""
+    return plant_store_line(extracts, sold, delivered, lambda line: {"receipt_no": line["receipt_no"] + "-LATE"})[0]
 
 
 def plant_next_day_line(extracts: Path, sold: dt.date) -> tuple[Path, bytes, str]:
-    """Adds to a store's file of the next day one more line of a receipt sold on `sold`, stamped a
-    day later (a till that synced one line after midnight): the order now spans two days. The file
+    """One more line of a receipt sold on `sold`, stamped a day later, in a store's file of the next
+    day (a till that synced one line after midnight): the order now spans two days. The file
     written, its bytes before, and the receipt."""
-    later = sold + dt.timedelta(days=1)
-    source, target = next(
-        (sold_file, later_file)
-        for store in sorted((extracts / "store").iterdir())
-        for sold_file in store.glob(f"pos_*_{sold}.csv")
-        for later_file in store.glob(f"pos_*_{later}.csv")
-    )
-    with source.open(encoding="utf-8", newline="") as f:
-        line = next(csv.DictReader(f))
-    before = target.read_bytes()
-    header, rest = before.split(b"\n", 1)
-    sold_at = dt.datetime.fromisoformat(line["sold_at"]) + dt.timedelta(days=1)
-    row = io.StringIO()
-    csv.DictWriter(row, fieldnames=list(line), lineterminator="\r\n" if header.endswith(b"\r") else "\n").writerow(
-        {**line, "line_no": "99", "sold_at": sold_at.isoformat(sep=" ")}
-    )
-    target.write_bytes(header + b"\n" + row.getvalue().encode() + rest)
+
+    def day_later(line: dict[str, str]) -> dict[str, str]:
+        sold_at = dt.datetime.fromisoformat(line["sold_at"]) + dt.timedelta(days=1)
+        return {"line_no": "99", "sold_at": sold_at.isoformat(sep=" ")}
+
+    target, before, line = plant_store_line(extracts, sold, sold + dt.timedelta(days=1), day_later)
     return target, before, line["receipt_no"]
 
 
