@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from ml import data
 from ml.baskets import association_rules, encode, frequent_itemsets
-from ml.churn import boosted_trees, top_features
+from ml.churn import boosted_trees, largest_positive_names, top_features
 from ml.clv import fit_bgnbd, fit_gamma_gamma, fit_sample
 from ml.config import HistoryConfig, MLConfig
 from ml.features import FEATURES
@@ -109,6 +109,15 @@ def test_the_repurchase_trees_fit_a_feature_never_observed_and_name_their_reason
     reasons = top_features(model, x[:200])  # what raises P(y = 1): a high recency_days
     high = x[:200, FEATURES.index("recency_days")] > 1
     assert all(r[0] == "recency_days" for r in reasons.filter(pl.Series(high)))
+
+
+def test_the_reasons_are_the_largest_positive_contributions_largest_first() -> None:
+    contributions = np.zeros((3, len(FEATURES)))
+    contributions[0, [4, 1, 7, 2]] = [0.5, 2.0, 1.0, 0.1]  # four add: the three largest, in order
+    contributions[1, [3, 5]] = [-1.0, 0.3]  # one adds, one lowers
+    contributions[2] = -1.0  # nothing adds: no reason
+    reasons = largest_positive_names(contributions, 3).to_list()
+    assert reasons == [[FEATURES[1], FEATURES[7], FEATURES[4]], [FEATURES[5]], []]
 
 
 def test_a_history_window_keeps_the_newest_as_of_dates_of_a_score_table(tmp_path: Path) -> None:
