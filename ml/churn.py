@@ -29,7 +29,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ml._compat.sklearn_trees import tree_arrays
+from ml._compat.sklearn_trees import calibrated_probability, tree_arrays
 from ml.config import ChurnConfig
 from ml.features import FEATURES, customer_features
 from ml.run_context import NotEnoughHistory
@@ -227,15 +227,24 @@ def top_features(model: CalibratedClassifierCV, x: np.ndarray, k: int = 3, sign:
     """The k features adding most to each customer's log-odds of churn (with sign -1, those lowering
     it most), those that add anything: coefficient × standardized value for the logistic regression;
     for the boosted trees, how far the log-odds move from the customer's value to the scored customers'
-    median of that feature. Built column-wise: a Python list per customer held gigabytes at the
-    largest scale."""
+    median of that feature."""
+    return scored_with_reasons(model, x, k, sign)[1]
+
+
+def scored_with_reasons(
+    model: CalibratedClassifierCV, x: np.ndarray, k: int = 3, sign: int = 1
+) -> tuple[np.ndarray, pl.Series]:
+    """`model.predict_proba(x)[:, 1]` and each row's top_features. For the boosted trees both come
+    from one walk of the trees (ml.tree_explanations), which predicting again would repeat."""
     base = model.calibrated_classifiers_[0].estimator.estimator
     if isinstance(base.steps[-1][1], LogisticRegression):
         imputer, scaler, logistic = base.steps[0][1], base.steps[1][1], base.steps[2][1]
         contributions = sign * scaler.transform(imputer.transform(x)) * logistic.coef_[0]
+        probability = model.predict_proba(x)[:, 1]
     else:
-        contributions = sign * _moved_from_median(base, x)
-    return largest_positive_names(contributions, k)
+        moved, raw = _moved_from_median(base, x)
+        contributions, probability = sign * moved, calibrated_probability(model, raw)
+    return probability, largest_positive_names(contributions, k)
 
 
 def largest_positive_names(contributions: np.ndarray, k: int) -> pl.Series:
@@ -255,10 +264,10 @@ def largest_positive_names(contributions: np.ndarray, k: int) -> pl.Series:
     )
 
 
-def _moved_from_median(base: Pipeline, x: np.ndarray) -> np.ndarray:
+def _moved_from_median(base: Pipeline, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per customer and feature: log-odds at the customer's values minus log-odds with that one
     feature set to its median over `x` (missing stays missing where the median is), from the
-    boosted trees themselves (ml.tree_explanations)."""
+    boosted trees themselves (ml.tree_explanations); and each customer's log-odds."""
     from ml.tree_explanations import moved_to_reference  # numba: loaded when trees explain, not with the definitions
 
     trees = base.steps[-1][1]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from ml.churn import ChurnModel, band, boosted_trees, evaluate, fit_churn, top_features
+from ml.churn import ChurnModel, band, boosted_trees, evaluate, fit_churn, scored_with_reasons
 from ml.clv import BgNbd, fit_bgnbd, fit_sample, purchase_history
 from ml.config import ChurnConfig, RepurchaseConfig
 from ml.features import FEATURES, customer_features
@@ -128,7 +128,8 @@ def repurchase_scores(
     bgnbd_now = bgnbd_now or _fit_bgnbd(history)  # for the score it publishes where it is better
     frames = []
     for h in fitted.horizons:
-        p_model = 1 - h.churn.model.predict_proba(x)[:, 1]
+        p_no_order, reasons = scored_with_reasons(h.churn.model, x, sign=-1)
+        p_model = 1 - p_no_order
         p_bgnbd = _bgnbd_probability(bgnbd_now, history, current["customer_key"], h.horizon_days)
         source = "model" if h.beats_bgnbd else "bgnbd"
         frames.append(
@@ -138,7 +139,7 @@ def repurchase_scores(
                 model_probability=pl.Series(p_model),
                 bgnbd_probability=pl.Series(p_bgnbd),
                 score_source=pl.lit(source),
-                top_reasons=top_features(h.churn.model, x, sign=-1),
+                top_reasons=reasons,
             )
         )
     scores = pl.concat(frames).with_columns(band=band(pl.col("purchase_probability"), cfg.medium, cfg.high))

@@ -46,10 +46,13 @@ def _moved(
     is_leaf: np.ndarray,
     value: np.ndarray,
     roots: np.ndarray,
-) -> np.ndarray:
+    baseline: float,
+) -> tuple[np.ndarray, np.ndarray]:
     n, p = x.shape
     moved = np.zeros((n, p))
+    raw = np.empty(n)
     for i in numba.prange(n):
+        total = baseline  # then each tree's leaf in turn, as scikit-learn adds them
         row = x[i].copy()
         walked = np.full(p, -1)  # the tree in which each feature was last walked again
         features = np.empty(p, dtype=np.int64)  # those walked again in this tree, and where they led
@@ -70,14 +73,18 @@ def _moved(
                     row[f] = own
                 goes_left = missing_left[node] if np.isnan(own) else own <= threshold[node]
                 node = left[node] if goes_left else right[node]
-            for k in range(count):  # node is the row's own leaf
+            total += value[node]  # node is the row's own leaf
+            for k in range(count):
                 moved[i, features[k]] += value[node] - others[k]
-    return moved
+        raw[i] = total
+    return moved, raw
 
 
-def moved_to_reference(trees: TreeArrays, x: np.ndarray, reference: np.ndarray) -> np.ndarray:
+def moved_to_reference(trees: TreeArrays, x: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row of `x` and feature j: the ensemble's raw prediction at the row minus at the row with
-    feature j set to `reference[j]` (missing is a value: a missing row at a missing reference moves 0)."""
+    feature j set to `reference[j]` (missing is a value: a missing row at a missing reference moves 0);
+    and per row the raw prediction itself, summed as scikit-learn sums it: the walk reaches every
+    leaf it adds, and predicting again walked every tree a second time."""
     return _moved(
         np.ascontiguousarray(x, dtype=np.float64),
         np.ascontiguousarray(reference, dtype=np.float64),
@@ -89,4 +96,5 @@ def moved_to_reference(trees: TreeArrays, x: np.ndarray, reference: np.ndarray) 
         trees.is_leaf,
         trees.value,
         trees.roots,
+        trees.baseline,
     )

@@ -141,4 +141,28 @@ def test_the_boosted_trees_private_arrays_move_the_log_odds_as_scikit_learn_pred
             for j in range(5)
         ]
     )
-    np.testing.assert_allclose(moved_to_reference(tree_arrays(model), rows, reference), expected, atol=1e-12)
+    moved, raw = moved_to_reference(tree_arrays(model), rows, reference)
+    np.testing.assert_allclose(moved, expected, atol=1e-12)
+    assert np.array_equal(raw, model.decision_function(rows))  # summed in scikit-learn's order: equal, not close
+
+
+def test_a_calibrated_probability_from_the_trees_log_odds_equals_scikit_learns() -> None:
+    """The repurchase scores take P from the log-odds the explanation walk sums
+    (ml._compat.sklearn_trees.calibrated_probability), not from predicting again: the same floats."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    from ml._compat.sklearn_trees import calibrated_probability, tree_arrays
+    from ml.churn import boosted_trees
+    from ml.tree_explanations import moved_to_reference
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3000, 4))
+    x[::5, 2] = np.nan
+    y = (x[:, 0] - x[:, 1] + rng.normal(size=3000) > 0).astype(int)
+    for method in ("sigmoid", "isotonic"):
+        model = CalibratedClassifierCV(FrozenEstimator(boosted_trees().fit(x[:2000], y[:2000])), method=method)
+        model.fit(x[2000:], y[2000:])
+        base = model.calibrated_classifiers_[0].estimator.estimator
+        _, raw = moved_to_reference(tree_arrays(base.steps[-1][1]), base[:-1].transform(x), np.zeros(4))
+        assert np.array_equal(calibrated_probability(model, raw), model.predict_proba(x)[:, 1]), method
