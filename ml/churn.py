@@ -208,7 +208,7 @@ def churn_scores(
         features_now = customer_features(orders, interactions, customers, as_of)
     current = features_now.filter(pl.col("last_purchase_date") > as_of - dt.timedelta(days=cfg.active_days))
     x = current.select(FEATURES).to_numpy()
-    probability = fitted.model.predict_proba(x)[:, 1]
+    probability, reasons = scored_with_reasons(fitted.model, x)
     scores = (
         current.select("customer_key", "recency_days", "frequency")
         .with_columns(
@@ -216,26 +216,21 @@ def churn_scores(
             baseline_probability=pl.Series(
                 fitted.baseline.predict_proba(current.select("recency_days").to_numpy())[:, 1]
             ),
-            top_features=top_features(fitted.model, x),
+            top_features=reasons,
         )
         .with_columns(risk_band=band(pl.col("churn_probability"), cfg.medium_risk, cfg.high_risk))
     )
     return ChurnResult(scores, fitted)
 
 
-def top_features(model: CalibratedClassifierCV, x: np.ndarray, k: int = 3, sign: int = 1) -> pl.Series:
-    """The k features adding most to each customer's log-odds of churn (with sign -1, those lowering
-    it most), those that add anything: coefficient × standardized value for the logistic regression;
-    for the boosted trees, how far the log-odds move from the customer's value to the scored customers'
-    median of that feature."""
-    return scored_with_reasons(model, x, k, sign)[1]
-
-
 def scored_with_reasons(
     model: CalibratedClassifierCV, x: np.ndarray, k: int = 3, sign: int = 1
 ) -> tuple[np.ndarray, pl.Series]:
-    """`model.predict_proba(x)[:, 1]` and each row's top_features. For the boosted trees both come
-    from one walk of the trees (ml.tree_explanations), which predicting again would repeat."""
+    """`model.predict_proba(x)[:, 1]`, and the k features adding most to each row's log-odds (with
+    sign -1, those lowering it most), those that add anything: coefficient × standardized value for
+    the logistic regression; for the boosted trees, how far the log-odds move from the row's value
+    to the scored rows' median of that feature. For the trees both come from one walk of them
+    (ml.tree_explanations), which predicting again would repeat."""
     base = model.calibrated_classifiers_[0].estimator.estimator
     if isinstance(base.steps[-1][1], LogisticRegression):
         imputer, scaler, logistic = base.steps[0][1], base.steps[1][1], base.steps[2][1]

@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from ml import data
 from ml.baskets import association_rules, encode, frequent_itemsets
-from ml.churn import boosted_trees, largest_positive_names, top_features
+from ml.churn import boosted_trees, largest_positive_names, scored_with_reasons
 from ml.clv import fit_bgnbd, fit_gamma_gamma, fit_sample
 from ml.config import HistoryConfig, MLConfig
 from ml.features import FEATURES
@@ -106,7 +106,7 @@ def test_the_repurchase_trees_fit_a_feature_never_observed_and_name_their_reason
     y = (x[:, FEATURES.index("recency_days")] + 0.5 * rng.normal(size=3000) > 0).astype(int)
     model = CalibratedClassifierCV(FrozenEstimator(boosted_trees().fit(x, y)), method="sigmoid").fit(x, y)
     assert roc_auc_score(y, model.predict_proba(x)[:, 1]) > 0.8
-    reasons = top_features(model, x[:200])  # what raises P(y = 1): a high recency_days
+    _, reasons = scored_with_reasons(model, x[:200])  # what raises P(y = 1): a high recency_days
     high = x[:200, FEATURES.index("recency_days")] > 1
     assert all(r[0] == "recency_days" for r in reasons.filter(pl.Series(high)))
 
