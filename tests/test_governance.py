@@ -760,3 +760,27 @@ def test_export_refuses_a_column_that_carries_an_identifier_in_clear(deployment:
             "k",
             identifiers=identifier_columns(dbt_project().manifest_path),
         )
+
+
+def test_identifier_check_samples_a_large_table_the_same_way_every_time() -> None:
+    from serving.identifier_leaks import SYSTEM_SAMPLE_ROWS, clear_identifiers
+    from serving.masking import define_mask, masked_select
+
+    con = duckdb.connect()
+    define_mask(con, "k")
+    con.execute("SET threads = 2")
+    rows = 3 * SYSTEM_SAMPLE_ROWS  # sampled by whole vectors, not read whole
+    con.execute(
+        f"""CREATE SCHEMA marts;
+        CREATE TABLE marts.visits AS SELECT 'cookie' || lpad(i::VARCHAR, 8, '0') AS cookie_id,
+            CASE WHEN i % 10 = 0 THEN 'cookie' || lpad(i::VARCHAR, 8, '0') || ':e1' END AS visit_id,
+            'page-' || (i % 7) AS page
+        FROM range({rows}) AS t(i)"""
+    )
+    selects = {"visits": masked_select(con, "marts.visits", {"cookie_id"}, True)}
+    identifiers = {"marts.visits": {"cookie_id"}}
+    first = clear_identifiers(con, selects, identifiers)
+    # One row in ten carries a cookie: about 200 of the 2,000 rows drawn, the same ones each time.
+    assert set(first) == {"visits.visit_id"} and 100 < first["visits.visit_id"] < 300
+    assert clear_identifiers(con, selects, identifiers) == first
+    assert con.execute("SELECT current_setting('threads')").fetchall()[0][0] == 2
