@@ -497,3 +497,12 @@ def test_on_the_default_sample_repurchase_and_the_forecast_meet_their_bars(demo:
         scores = f"{measure}/{series_type}/{model}"
         assert forecast[f"{scores}/mase_vs_seasonalnaive"] < 1.0, (series_type, measure, model)
         assert 0.7 <= forecast[f"{scores}/coverage_80"] <= 0.9, (series_type, measure, model)
+
+
+def test_distinct_rows_index_every_row_back_to_its_values() -> None:
+    from ml.clv import distinct_rows
+
+    x, t = np.array([1.0, 0.0, 1.0, 2.0, 0.0]), np.array([5.0, 0.0, 5.0, 5.0, 1.0])
+    (dx, dt_), of_row = distinct_rows(x, t)
+    assert len(dx) == 4  # (1, 5) twice
+    assert np.array_equal(dx[of_row], x) and np.array_equal(dt_[of_row], t)
