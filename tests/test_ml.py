@@ -506,3 +506,4 @@ def test_distinct_rows_index_every_row_back_to_its_values() -> None:
     (dx, dt_), of_row = distinct_rows(x, t)
     assert len(dx) == 4  # (1, 5) twice
     assert np.array_equal(dx[of_row], x) and np.array_equal(dt_[of_row], t)
+    assert np.array_equal(np.stack([dx, dt_]), np.unique(np.stack([x, t]), axis=1))  # the fit sums in this order
