@@ -70,7 +70,10 @@ def clear_identifiers(
         for table, select in queries.items():
             columns = con.execute(f"DESCRIBE {select.query}").fetchall()
             text = [c for c, type_, *_ in columns if type_ == "VARCHAR" and c not in select.masked_columns]
-            rows = con.execute(f"SELECT count(*) FROM {select.relation}").fetchall()[0][0] if text else 0
+            # Counted only to size a sample (a region's view is scanned to count it).
+            rows = (
+                con.execute(f"SELECT count(*) FROM {select.relation}").fetchall()[0][0] if text and sample_rows else 0
+            )
             for column in text:
                 for value in _sampled_values(con, select.relation, column, rows, sample_rows):
                     for piece in _pieces(value):
