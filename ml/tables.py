@@ -5,14 +5,19 @@
 under models/. Tables built together share one `MartInputs`: the marts are read, and the customer
 features computed, once for all of them. The three fitted tables (churn, segments, value) score
 with a model fitted in their last `refit_days` days when there is one (ml.registry.fitted_model).
-The Dagster asset in orchestration/ml_assets.py is a thin wrapper over it.
+`build_tables` builds several in two lanes side by side. The Dagster asset in
+orchestration/ml_assets.py is a thin wrapper over it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import cast
@@ -63,10 +68,17 @@ class MartInputs:
     def __init__(self, as_of: dt.date):
         self.as_of = as_of
         self._frames: dict[str, pl.DataFrame] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
 
     def _frame(self, name: str, read: Callable[[], pl.DataFrame]) -> pl.DataFrame:
-        if name not in self._frames:
-            self._frames[name] = read()
+        # One lock per frame: a table of the other lane asking for it meanwhile waits for this read
+        # instead of reading it again; the features lock, then the marts', always in that order.
+        with self._guard:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
+            if name not in self._frames:
+                self._frames[name] = read()
         return self._frames[name]
 
     def orders(self, con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
@@ -424,14 +436,80 @@ def build(
     if inputs.as_of != ctx.as_of:
         raise ValueError(f"inputs as of {inputs.as_of} given to a build as of {ctx.as_of}")
     out = TABLES[name](con, inputs, ctx, cfg)
-    write_table(con, name, out.frame, ctx, cfg.history.keep_days)
-    write_metrics(con, name, out.metrics, ctx, out.evaluated_on)
-    save_artifact(
-        name,
-        ctx,
-        out.artifact,
-        {**out.card, "metrics": out.metrics, "rows": out.frame.height},
-        out.reused,
-        warehouse_of(con),
-    )
+    with _WRITING:
+        write_table(con, name, out.frame, ctx, cfg.history.keep_days)
+        write_metrics(con, name, out.metrics, ctx, out.evaluated_on)
+        save_artifact(
+            name,
+            ctx,
+            out.artifact,
+            {**out.card, "metrics": out.metrics, "rows": out.frame.height},
+            out.reused,
+            warehouse_of(con),
+        )
     return out
+
+
+# One table's writes at a time: they are short, and two transactions creating the ml schema or a
+# table side by side would conflict in DuckDB's catalog.
+_WRITING = threading.Lock()
+
+# Churn and repurchase scores fit trees on every active customer's features, the two largest fits:
+# side by side they took 6.1 GB at a million customers, against 4.4 GB one after the other. They
+# build in one lane, with customer value before repurchase (which reuses the BG/NBD it fitted);
+# the other tables build beside them, in a second lane. The rules build first, alone: their order
+# lines are freed before the customer frames are read.
+CUSTOMER_MODEL_LANE = frozenset({"churn_scores", "customer_value", "repurchase_scores"})
+ALONE_FIRST = "association_rules"
+
+
+@dataclass
+class Built:
+    """One table of build_tables: its output, or the error that stopped it."""
+
+    name: str
+    output: TableOutput | None
+    error: Exception | None
+    seconds: float  # from its start to its write, with the shared reads it was the first to need
+
+
+def build_tables(
+    connect: Callable[[], contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]],
+    names: list[str],
+    ctx: RunContext,
+    cfg: MLConfig,
+) -> Iterator[Built]:
+    """Build the tables `names` (in any order) as of ctx.as_of with one shared MartInputs, each on a
+    connection of its own from `connect` (DuckDB's cache of what one table read then does not stay
+    beside the next one's frames); yield each as it is written. The rules first, then the
+    customer-model lane and the other tables side by side (on two cores a table alone kept about
+    1.6 busy). An error stops only its own table."""
+    inputs = MartInputs(ctx.as_of)
+    chosen = [n for n in TABLES if n in names]
+
+    def one(name: str) -> Built:
+        started = time.perf_counter()
+        try:
+            with connect() as con, contextlib.closing(con):
+                return Built(name, build(con, name, ctx, cfg, inputs), None, time.perf_counter() - started)
+        except Exception as e:  # reported with the table; the others still build
+            return Built(name, None, e, time.perf_counter() - started)
+
+    if ALONE_FIRST in chosen:
+        yield one(ALONE_FIRST)
+    lanes = [
+        [n for n in chosen if n in CUSTOMER_MODEL_LANE],
+        [n for n in chosen if n not in CUSTOMER_MODEL_LANE and n != ALONE_FIRST],
+    ]
+    lanes = [lane for lane in lanes if lane]
+    done: queue.Queue[Built] = queue.Queue()
+
+    def run_lane(lane: list[str]) -> None:
+        for name in lane:
+            done.put(one(name))
+
+    with ThreadPoolExecutor(max_workers=max(len(lanes), 1)) as pool:
+        for lane in lanes:
+            pool.submit(run_lane, lane)
+        for _ in range(sum(len(lane) for lane in lanes)):
+            yield done.get()

@@ -1,6 +1,6 @@
 """The ML tables as Dagster assets keyed ["ml", table] in group `ml`: one multi-asset, a thin wrapper
-over ml.tables.build, so that the tables built in one step share their reads of the marts
-(ml.tables.MartInputs); any subset can be selected. As-of date from the run's crm/as_of tag, else
+over ml.tables.build_tables, so that the tables built in one step share their reads of the marts
+(ml.tables.MartInputs) and build in two lanes side by side; any subset can be selected. As-of date from the run's crm/as_of tag, else
 the last order date.
 
 A table without enough history as of the date (churn on a few weeks of data) writes nothing and
@@ -10,7 +10,7 @@ that fails does not stop the others; the step fails after them."""
 
 import contextlib
 import datetime as dt
-import time
+import traceback
 from dataclasses import replace
 
 import dagster as dg
@@ -19,7 +19,7 @@ from dagster_duckdb import DuckDBResource
 from ingestion.sources import load_sources
 from ml.config import MLConfig, load_config
 from ml.run_context import NotEnoughHistory, RunContext, latest_order_date
-from ml.tables import MART_INPUTS, TABLES, MartInputs, build
+from ml.tables import MART_INPUTS, TABLES, build_tables
 from orchestration.run import AS_OF_TAG
 from orchestration.settings import DUCKDB_POOL, Settings
 
@@ -50,36 +50,30 @@ def ml_assets() -> dg.AssetsDefinition:
         with warehouse.get_connection() as con, contextlib.closing(con):
             as_of = dt.date.fromisoformat(tag) if tag else latest_order_date(con)
         ctx = RunContext(as_of, context.run.run_id, settings.models_dir)
-        inputs, cfg, failed = MartInputs(ctx.as_of), with_calendar(load_config(settings.ml_config), settings), []
-        for name in (n for n in TABLES if dg.AssetKey(["ml", n]) in context.selected_asset_keys):
-            started = time.perf_counter()  # includes the shared reads this table is the first to need
-            # A connection per table, as each had its own step: DuckDB's cache of what one table
-            # read does not stay beside the next one's frames (at a million customers the rules'
-            # order lines plus the customer frames went over the memory target).
-            try:
-                with warehouse.get_connection() as con, contextlib.closing(con):
-                    out = build(con, name, ctx, cfg, inputs)
-            except NotEnoughHistory as e:  # nothing written (and said so), rather than a made-up table
-                context.log.warning(f"ml.{name} not built as of {ctx.as_of}: {e}")
+        cfg, failed = with_calendar(load_config(settings.ml_config), settings), []
+        names = [n for n in TABLES if dg.AssetKey(["ml", n]) in context.selected_asset_keys]
+        for built in build_tables(warehouse.get_connection, names, ctx, cfg):
+            if isinstance(built.error, NotEnoughHistory):  # nothing written (and said so), not a made-up table
+                context.log.warning(f"ml.{built.name} not built as of {ctx.as_of}: {built.error}")
                 yield dg.MaterializeResult(
-                    asset_key=["ml", name],
-                    metadata={"as_of_date": str(ctx.as_of), "built": False, "not_built_because": str(e)},
+                    asset_key=["ml", built.name],
+                    metadata={"as_of_date": str(ctx.as_of), "built": False, "not_built_because": str(built.error)},
                 )
-                continue
-            except Exception:
-                context.log.exception(f"ml.{name} failed as of {ctx.as_of}")
-                failed.append(name)
-                continue
-            yield dg.MaterializeResult(
-                asset_key=["ml", name],
-                metadata={
-                    "as_of_date": str(ctx.as_of),
-                    "built": True,
-                    "dagster/row_count": out.frame.height,
-                    "seconds": round(time.perf_counter() - started, 3),
-                    **{f"metric/{k}": float(v) for k, v in out.metrics.items()},
-                },
-            )
+            elif built.error is not None or built.output is None:
+                trace = "".join(traceback.format_exception(built.error)) if built.error else "no output"
+                context.log.error(f"ml.{built.name} failed as of {ctx.as_of}:\n{trace}")
+                failed.append(built.name)
+            else:
+                yield dg.MaterializeResult(
+                    asset_key=["ml", built.name],
+                    metadata={
+                        "as_of_date": str(ctx.as_of),
+                        "built": True,
+                        "dagster/row_count": built.output.frame.height,
+                        "seconds": round(built.seconds, 3),
+                        **{f"metric/{k}": float(v) for k, v in built.output.metrics.items()},
+                    },
+                )
         if failed:
             raise RuntimeError(f"ML tables failed: {', '.join(failed)} (see the step's log; the others were written)")
 

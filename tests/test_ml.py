@@ -8,6 +8,9 @@ import dataclasses
 import datetime as dt
 import json
 import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -248,7 +251,8 @@ def test_rules_mined_within_the_refit_window_are_published_again_and_mined_afres
 def test_tables_as_of_a_date_do_not_move_when_later_data_arrives(year: Year, tmp_path: Path) -> None:
     warehouse = tmp_path / "crm.duckdb"
     # holds ML rows as of day 300, computed before later data was loaded, by crm run's one ML step
-    # (every table from one shared MartInputs); each table is built again below on its own reads
+    # (every table from one shared MartInputs, in two lanes side by side); each table is built again
+    # below on its own reads, one at a time
     shutil.copyfile(year.warehouse, warehouse)
     ctx = RunContext(year.as_of_first_run, "again")
     calendar = str(year.cfg.extracts / "calendar.csv")  # the sources file's, as crm run used it
@@ -507,3 +511,16 @@ def test_distinct_rows_index_every_row_back_to_its_values() -> None:
     assert len(dx) == 4  # (1, 5) twice
     assert np.array_equal(dx[of_row], x) and np.array_equal(dt_[of_row], t)
     assert np.array_equal(np.stack([dx, dt_]), np.unique(np.stack([x, t]), axis=1))  # the fit sums in this order
+
+
+def test_tables_of_both_lanes_asking_for_a_mart_at_once_read_it_once() -> None:
+    inputs, reads = MartInputs(dt.date(2025, 1, 1)), []
+
+    def slow_read() -> pl.DataFrame:
+        reads.append(threading.get_ident())
+        time.sleep(0.2)  # the other lane asks meanwhile
+        return pl.DataFrame({"customer_key": ["a"]})
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        frames = list(pool.map(lambda _: inputs._frame("orders", slow_read), range(2)))
+    assert len(reads) == 1 and frames[0] is frames[1]
