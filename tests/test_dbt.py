@@ -565,6 +565,77 @@ def test_daily_data_tests_check_only_rows_loaded_since_the_last_fully_tested_bui
     assert tested == newest  # the last daily run ran every test and passed
 
 
+def test_daily_reconciliations_with_raw_compare_the_dates_rebuilt_and_a_failure_keeps_the_mark(
+    daily_runs: DailyRuns, tmp_path: Path
+) -> None:
+    """A daily run reconciles the store and web lines with raw on the dates holding lines loaded since
+    fct_order_lines' mark: a wrong line on an older date is found on the full-test day, one on such
+    a date by the daily run, whose failure leaves the mark where it was."""
+    warehouse = tmp_path / "crm.duckdb"
+    shutil.copyfile(daily_runs.warehouse, warehouse)
+    with duckdb.connect(str(warehouse)) as con:
+        (first, last), *_ = con.execute(
+            "select min(ordered_local_date), max(ordered_local_date) from marts.fct_order_lines where channel = 'store'"
+        ).fetchall()
+        for day in (first, last):  # one line each, doubled in the mart
+            con.execute(
+                "update marts.fct_order_lines set quantity = 2 * quantity where order_line_id = "
+                "(select min(order_line_id) from marts.fct_order_lines where channel = 'store' and ordered_local_date = ?)",
+                [day],
+            ).fetchall()
+        # the mark as if the lines of the last date had been loaded since it
+        (mark,) = con.execute(
+            "select min(source_loaded_at) - interval 1 second from marts.fct_order_lines where ordered_local_date = ?",
+            [last],
+        ).fetchall()[0]
+        con.execute(
+            "update main.dbt_tested_loads set tested_through = ? where relation = 'marts.fct_order_lines'", [mark]
+        ).fetchall()
+        rebuilt = {
+            d
+            for (d,) in con.execute(
+                "select distinct ordered_local_date from marts.fct_order_lines where source_loaded_at > ?", [mark]
+            ).fetchall()
+        }
+    assert last in rebuilt and first not in rebuilt
+    select = ["--select", "fct_order_lines"]  # its generic tests pass: the singular test alone holds the mark
+    test = "FAIL 1 assert_store_lines_reconcile_with_raw"
+    today = dt.datetime.now(dt.UTC).isoweekday()
+
+    daily = dbt(
+        "test", *select, "--vars", "{full_tests_weekday: 0}", warehouse=warehouse, target=tmp_path / "t", ok=False
+    )
+    assert test in daily.stdout and "PASS assert_web_purchases_reconcile_with_raw" in daily.stdout
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        kept = con.execute(
+            "select tested_through from main.dbt_tested_loads where relation = 'marts.fct_order_lines'"
+        ).fetchall()
+    assert kept == [(mark,)]  # not moved past the failed date
+
+    with duckdb.connect(str(warehouse)) as con:  # the last date right again: only the old one is wrong
+        con.execute(
+            "update marts.fct_order_lines set quantity = quantity / 2 where order_line_id = "
+            "(select min(order_line_id) from marts.fct_order_lines where channel = 'store' and ordered_local_date = ?)",
+            [last],
+        ).fetchall()
+    assert (
+        test
+        not in dbt(
+            "test", *select, "--vars", "{full_tests_weekday: 0}", warehouse=warehouse, target=tmp_path / "t"
+        ).stdout
+    )
+    full = dbt(
+        "test",
+        *select,
+        "--vars",
+        f"{{full_tests_weekday: {today}}}",
+        warehouse=warehouse,
+        target=tmp_path / "t",
+        ok=False,
+    )
+    assert test in full.stdout
+
+
 def test_daily_customer_relationships_check_the_rows_loaded_since_and_the_customers_changed(
     daily_runs: DailyRuns, tmp_path: Path
 ) -> None:

@@ -8,6 +8,9 @@
     - a relationships test on a customer key sees those rows and the rows of the customers this run
       changed (macro changed_customers_scope): a parent loses a key only with a customer it
       rebuilt, re-keyed or erased, and a re-keyed row keeps its load time but notes both keys.
+    - a singular test reconciling a model incremental by date with raw (web purchases, store lines)
+      sees the dates holding that model's rows loaded since, the dates the run rebuilt, on both
+      sides (macro dates_loaded_since_tested).
     The other relationships tests and the singular tests read every row on every run: a new row
     elsewhere can break them; except the giant-customer alarm, which reads the customers this run
     changed. The mark is kept per model, since a build runs in several dbt invocations (one per
@@ -23,9 +26,13 @@
             {%- do outcome.update({result.node.unique_id: result.status}) -%}
         {%- endfor -%}
         {%- set scoped_tests = {} -%}  {#- model -> the outcomes of its scoped tests (None: not run) -#}
-        {%- for test in graph.nodes.values() if test.resource_type == 'test' and test.attached_node
-              and is_scoped_test(test.test_metadata) -%}
-            {%- do scoped_tests.setdefault(test.attached_node, []).append(outcome.get(test.unique_id)) -%}
+        {%- for test in graph.nodes.values() if test.resource_type == 'test' -%}
+            {%- set scoped_by = test.config.meta.get('scoped_by_loads_of') -%}
+            {%- if test.attached_node and is_scoped_test(test.test_metadata) -%}
+                {%- do scoped_tests.setdefault(test.attached_node, []).append(outcome.get(test.unique_id)) -%}
+            {%- elif scoped_by -%}  {#- a singular test reading the dates loaded since (dates_loaded_since_tested) -#}
+                {%- do scoped_tests.setdefault('model.' ~ project_name ~ '.' ~ scoped_by, []).append(outcome.get(test.unique_id)) -%}
+            {%- endif -%}
         {%- endfor -%}
         {%- set marks = [] -%}
         {%- for node in graph.nodes.values() if node.resource_type == 'model' -%}
@@ -56,8 +63,7 @@
 {% macro get_where_subquery(relation) -%}
     {%- set where = config.get('where', '') -%}
     {%- if not where and checks_only_loaded_rows(relation) -%}
-        {%- set where = "source_loaded_at > coalesce((select max(tested_through) from main.dbt_tested_loads where relation = '"
-                       ~ relation.schema ~ "." ~ relation.identifier ~ "'), cast('1900-01-01' as timestamp with time zone))" -%}
+        {%- set where = loaded_since_tested(relation) -%}
         {%- set key = tested_key() -%}
         {%- set test = model.get('test_metadata') or {} -%}
         {%- if key -%}  {#- every row holding a key that a loaded row holds -#}
@@ -73,6 +79,24 @@
     {%- else -%}
         {{ relation }}
     {%- endif -%}
+{%- endmacro %}
+
+{#- The rows of `relation` loaded since its mark (the condition, on its own columns). -#}
+{% macro loaded_since_tested(relation) -%}
+    {{ return("source_loaded_at > coalesce((select max(tested_through) from main.dbt_tested_loads where relation = '"
+              ~ relation.schema ~ "." ~ relation.identifier ~ "'), cast('1900-01-01' as timestamp with time zone))") }}
+{%- endmacro %}
+
+{#- For a singular test that reconciles a model incremental by date with its raw rows: on a daily
+    run, the dates holding rows of `relation` loaded since its mark (a query of `date_column`), the
+    dates that run rebuilt; none (every date) on a run that tests every row. Such a test declares
+    the model in its config, meta `scoped_by_loads_of`, so that the model's mark moves only when
+    it passed too. -#}
+{% macro dates_loaded_since_tested(relation, date_column) -%}
+    {%- if tests_every_row() -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {{ return("select distinct " ~ date_column ~ " from " ~ relation ~ " where " ~ loaded_since_tested(relation)) }}
 {%- endmacro %}
 
 {#- on-run-start: the mark table, so that a scoped test reads it without asking the catalog first

@@ -1,5 +1,7 @@
 -- Every distinct purchase event loaded from the web is one line of fct_order_lines, with the same revenue.
-{{ config(meta={'dagster': {'ref': {'name': 'fct_order_lines'}}}) }}  -- shown as an asset check of fct_order_lines
+-- A daily run compares the dates it rebuilt (macros/scoped_tests.sql); the full-test day, every date.
+{{ config(meta={'dagster': {'ref': {'name': 'fct_order_lines'}}, 'scoped_by_loads_of': 'fct_order_lines'}) }}  -- shown as an asset check of fct_order_lines
+{%- set dates = dates_loaded_since_tested(ref('fct_order_lines'), 'ordered_local_date') %}
 with
 
 raw_purchases as (
@@ -8,6 +10,9 @@ raw_purchases as (
         select _source, event_id, min(quantity) as quantity, min(unit_price) as unit_price
         from {{ source('raw', 'web') }}
         where lower(trim(event_type)) = 'purchase' and order_id is not null
+        {%- if dates is not none %}
+          and _partition_date in ({{ dates }})
+        {%- endif %}
         group by _source, event_id
     ) as purchases
 ),
@@ -16,6 +21,9 @@ mart_lines as (
     select count(*) as lines, sum(quantity * unit_price) as revenue
     from {{ ref('fct_order_lines') }}
     where channel = 'web'
+    {%- if dates is not none %}
+      and ordered_local_date in ({{ dates }})
+    {%- endif %}
 )
 
 select raw_purchases.*, mart_lines.*
