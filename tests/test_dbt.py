@@ -69,6 +69,14 @@ def dbt(*args: str, warehouse: Path, target: Path, ok: bool = True) -> subproces
     return run
 
 
+def dbt_test(select: list[str], warehouse: Path, target: Path, full_test_day: bool = False, ok: bool = True) -> str:
+    """The output of `dbt test` of `select` as a daily run, or as a run of the weekly full-test day."""
+    weekday = dt.datetime.now(dt.UTC).isoweekday() if full_test_day else 0
+    return dbt(
+        "test", *select, "--vars", f"{{full_tests_weekday: {weekday}}}", warehouse=warehouse, target=target, ok=ok
+    ).stdout
+
+
 def build_steps(warehouse: Path, target: Path, full_refresh: bool = True) -> str:
     """What the pipeline runs between ingestion and ML, without Dagster: dbt's CLI for each step
     (orchestration/dbt_assets.py: STEPS), the identity steps (identity/duckdb.py) after the first
@@ -541,20 +549,11 @@ def test_daily_data_tests_check_only_rows_loaded_since_the_last_fully_tested_bui
             "insert into intermediate.int_web_events_sessionized select * from intermediate.int_web_events_sessionized "
             "where web_event_id = (select max(web_event_id) from intermediate.int_web_events_sessionized)"
         ).fetchall()
-    today = dt.datetime.now(dt.UTC).isoweekday()
     select = ["--select", "int_web_events_sessionized,test_name:not_null int_web_events_sessionized,test_name:unique"]
-    dbt("test", *select, "--vars", "{full_tests_weekday: 0}", warehouse=warehouse, target=tmp_path / "target")
-    full = dbt(
-        "test",
-        *select,
-        "--vars",
-        f"{{full_tests_weekday: {today}}}",
-        warehouse=warehouse,
-        target=tmp_path / "target",
-        ok=False,
-    )
-    assert "FAIL 1 not_null_int_web_events_sessionized_cookie_id" in full.stdout
-    assert "FAIL 1 unique_int_web_events_sessionized_web_event_id" in full.stdout
+    dbt_test(select, warehouse, tmp_path / "target")
+    full = dbt_test(select, warehouse, tmp_path / "target", full_test_day=True, ok=False)
+    assert "FAIL 1 not_null_int_web_events_sessionized_cookie_id" in full
+    assert "FAIL 1 unique_int_web_events_sessionized_web_event_id" in full
     # The failed run did not move the mark: a daily run still skips only rows tested before.
     with duckdb.connect(str(warehouse), read_only=True) as con:
         tested, newest = con.execute(
@@ -600,12 +599,8 @@ def test_daily_reconciliations_with_raw_compare_the_dates_rebuilt_and_a_failure_
     assert last in rebuilt and first not in rebuilt
     select = ["--select", "fct_order_lines"]  # its generic tests pass: the singular test alone holds the mark
     test = "FAIL 1 assert_store_lines_reconcile_with_raw"
-    today = dt.datetime.now(dt.UTC).isoweekday()
-
-    daily = dbt(
-        "test", *select, "--vars", "{full_tests_weekday: 0}", warehouse=warehouse, target=tmp_path / "t", ok=False
-    )
-    assert test in daily.stdout and "PASS assert_web_purchases_reconcile_with_raw" in daily.stdout
+    daily = dbt_test(select, warehouse, tmp_path / "t", ok=False)
+    assert test in daily and "PASS assert_web_purchases_reconcile_with_raw" in daily
     with duckdb.connect(str(warehouse), read_only=True) as con:
         kept = con.execute(
             "select tested_through from main.dbt_tested_loads where relation = 'marts.fct_order_lines'"
@@ -618,22 +613,8 @@ def test_daily_reconciliations_with_raw_compare_the_dates_rebuilt_and_a_failure_
             "(select min(order_line_id) from marts.fct_order_lines where channel = 'store' and ordered_local_date = ?)",
             [last],
         ).fetchall()
-    assert (
-        test
-        not in dbt(
-            "test", *select, "--vars", "{full_tests_weekday: 0}", warehouse=warehouse, target=tmp_path / "t"
-        ).stdout
-    )
-    full = dbt(
-        "test",
-        *select,
-        "--vars",
-        f"{{full_tests_weekday: {today}}}",
-        warehouse=warehouse,
-        target=tmp_path / "t",
-        ok=False,
-    )
-    assert test in full.stdout
+    assert test not in dbt_test(select, warehouse, tmp_path / "t")
+    assert test in dbt_test(select, warehouse, tmp_path / "t", full_test_day=True, ok=False)
 
 
 def test_daily_customer_relationships_check_the_rows_loaded_since_and_the_customers_changed(
@@ -652,27 +633,14 @@ def test_daily_customer_relationships_check_the_rows_loaded_since_and_the_custom
         con.execute("update marts.fct_orders set customer_key = 'Cgone' where order_key = ?", [order]).fetchall()
     select = ["--select", "fct_orders,test_name:relationships,test_type:generic"]
     test = "FAIL 1 relationships_fct_orders_customer_key__customer_key__ref_dim_customer_"
-    daily = dbt("test", *select, "--vars", "{full_tests_weekday: 0}", warehouse=warehouse, target=tmp_path / "t")
-    assert "relationships_fct_orders_customer_key" in daily.stdout and test not in daily.stdout
+    daily = dbt_test(select, warehouse, tmp_path / "t")
+    assert "relationships_fct_orders_customer_key" in daily and test not in daily
     with duckdb.connect(str(warehouse)) as con:
         con.execute("insert into main.dbt_changed_customers values ('Cgone')").fetchall()
-    noted = dbt(
-        "test", *select, "--vars", "{full_tests_weekday: 0}", warehouse=warehouse, target=tmp_path / "t", ok=False
-    )
-    assert test in noted.stdout
+    assert test in dbt_test(select, warehouse, tmp_path / "t", ok=False)
     with duckdb.connect(str(warehouse)) as con:
         con.execute("delete from main.dbt_changed_customers").fetchall()
-    today = dt.datetime.now(dt.UTC).isoweekday()
-    full = dbt(
-        "test",
-        *select,
-        "--vars",
-        f"{{full_tests_weekday: {today}}}",
-        warehouse=warehouse,
-        target=tmp_path / "t",
-        ok=False,
-    )
-    assert test in full.stdout
+    assert test in dbt_test(select, warehouse, tmp_path / "t", full_test_day=True, ok=False)
 
 
 def test_fuzzy_pairs_are_scored_again_only_for_profiles_loaded_since(grown: Grown, next_days: NextDays) -> None:
