@@ -463,6 +463,27 @@ CUSTOMER_MODEL_LANE = frozenset({"churn_scores", "customer_value", "repurchase_s
 ALONE_FIRST = "association_rules"
 
 
+# DuckDB's cache of open databases races when two threads open the same file while no connection
+# holds it, or one opens it while another closes the last: "Unique file handle conflict".
+_OPENING = threading.Lock()
+
+
+@contextlib.contextmanager
+def _opened_alone(
+    connect: Callable[[], contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]],
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection from `connect`, opened and closed while no other thread opens or closes one."""
+    with contextlib.ExitStack() as stack:
+        with _OPENING:
+            con = stack.enter_context(connect())
+        try:
+            yield con
+        finally:
+            with _OPENING:
+                con.close()
+                stack.close()
+
+
 @dataclass
 class Built:
     """One table of build_tables: its output, or the error that stopped it."""
@@ -470,7 +491,7 @@ class Built:
     name: str
     output: TableOutput | None
     error: Exception | None
-    seconds: float  # from its start to its write, with the shared reads it was the first to need
+    seconds: float  # from its start to its write, with the shared reads it made or waited for
 
 
 def build_tables(
@@ -490,7 +511,7 @@ def build_tables(
     def one(name: str) -> Built:
         started = time.perf_counter()
         try:
-            with connect() as con, contextlib.closing(con):
+            with _opened_alone(connect) as con:
                 return Built(name, build(con, name, ctx, cfg, inputs), None, time.perf_counter() - started)
         except Exception as e:  # reported with the table; the others still build
             return Built(name, None, e, time.perf_counter() - started)

@@ -475,8 +475,9 @@ def test_a_day_rebuilt_for_one_changed_line_notes_only_that_lines_customer(
             [day, customer],
         ).fetchall()
         con.execute(
+            # loaded after the model's newest line (a web line's, when the web was loaded last)
             "update staging.stg_store__order_lines set quantity = quantity + 1, "
-            "source_loaded_at = (select max(source_loaded_at) from staging.stg_store__order_lines) + interval 1 second "
+            "source_loaded_at = (select max(source_loaded_at) from marts.fct_order_lines) + interval 1 second "
             "where order_line_id = ?",
             [line],
         ).fetchall()
