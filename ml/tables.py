@@ -501,8 +501,8 @@ def build_tables(
     cfg: MLConfig,
 ) -> Iterator[Built]:
     """Build the tables `names` (in any order) as of ctx.as_of with one shared MartInputs, each on a
-    connection of its own from `connect` (DuckDB's cache of what one table read then does not stay
-    beside the next one's frames); yield each as it is written. The rules first, then the
+    connection of its own from `connect` (closed after it: when no other table holds the warehouse
+    open, DuckDB's cache of what it read goes too); yield each as it is written. The rules first, then the
     customer-model lane and the other tables side by side (on two cores a table alone kept about
     1.6 busy). An error stops only its own table."""
     inputs = MartInputs(ctx.as_of)
