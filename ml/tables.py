@@ -473,15 +473,15 @@ def _opened_alone(
     connect: Callable[[], contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]],
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection from `connect`, opened and closed while no other thread opens or closes one."""
-    with contextlib.ExitStack() as stack:
+    opened = contextlib.ExitStack()
+    with _OPENING:
+        con = opened.enter_context(connect())
+        opened.callback(con.close)  # as contextlib.closing did: `connect` need not close it
+    try:
+        yield con
+    finally:
         with _OPENING:
-            con = stack.enter_context(connect())
-        try:
-            yield con
-        finally:
-            with _OPENING:
-                con.close()
-                stack.close()
+            opened.close()
 
 
 @dataclass
