@@ -45,6 +45,8 @@ INCREMENTAL = [
     "marts.customer_identity_map",
     "marts.dim_customer",
     "marts.customer_360",
+    "intermediate.int_campaign_contacts_resolved",
+    "marts.fct_campaign_contacts",
 ]
 
 
@@ -301,6 +303,7 @@ def daily_runs(grown: Grown, sample: GeneratorConfig, tmp_path_factory: pytest.T
         erase(con, [erased], load_sources(settings.sources_file).sources)
     # A member registered twice: a call gives one registration's phone with the other's ref. They
     # share a birth date (not a name), which the guard reads as one person: two known customers merge.
+    # Both were contacted by a campaign: their contacts must follow the merge.
     with duckdb.connect(str(warehouse), read_only=True) as con:
         twice = con.execute("""
             select a.phone_e164, b.customer_ref, a.customer_ref from staging.stg_customers__profiles as a
@@ -310,6 +313,8 @@ def daily_runs(grown: Grown, sample: GeneratorConfig, tmp_path_factory: pytest.T
             inner join marts.customer_identity_map as mb on mb.record_key = 'profile:' || b.customer_ref
             where ma.customer_key <> mb.customer_key and a.phone_e164 like '+86%' and a.phone_e164 not in (
                 select identifier_value from intermediate.int_identifier_quality)
+              and a.customer_ref in (select customer_ref from staging.stg_campaigns__contacts)
+              and b.customer_ref in (select customer_ref from staging.stg_campaigns__contacts)
             order by a.customer_ref, b.customer_ref limit 1""").fetchall()[0]
     plant_call(extracts, day + dt.timedelta(days=2), "CALL-PLANTED-2", twice[0], twice[1])
     # A receipt synced late: a sale of day+2 that reaches the tills' file of day+4.
@@ -455,6 +460,59 @@ def test_customer_360_rebuilds_only_the_customers_noted_as_changed(daily_runs: D
         )
         assert con.execute("select count(*) from main.dbt_changed_customers").fetchall() == [(0,)]
     assert orders[other] == -1 and orders[noted] >= 0, orders
+
+
+def test_campaign_contacts_rebuild_only_the_customers_noted_and_the_contacts_without_one(
+    daily_runs: DailyRuns, tmp_path: Path
+) -> None:
+    """A build of the campaign contacts resolves again the contacts of the customers on the list of
+    changed customers (noting the customers a contact leaves or takes), builds again those
+    customers' campaign rows and every row without a customer, and leaves every other row as it is."""
+    warehouse = tmp_path / "crm.duckdb"
+    shutil.copyfile(daily_runs.warehouse, warehouse)
+    with duckdb.connect(str(warehouse)) as con:
+        noted, other = (
+            k
+            for (k,) in con.execute(
+                "select customer_key from intermediate.int_campaign_contacts_resolved "
+                "where customer_key is not null group by 1 order by 1 limit 2"
+            ).fetchall()
+        )
+        con.execute(
+            "update intermediate.int_campaign_contacts_resolved set resolution = 'planted' where customer_key in (?, ?)",
+            [noted, other],
+        ).fetchall()
+        con.execute(
+            "update marts.fct_campaign_contacts set orders = -1 where customer_key in (?, ?) or customer_key is null",
+            [noted, other],
+        ).fetchall()
+        con.execute("insert into main.dbt_changed_customers values (?)", [noted]).fetchall()
+    dbt(
+        "run",
+        "--select",
+        "int_campaign_contacts_resolved fct_campaign_contacts",
+        warehouse=warehouse,
+        target=tmp_path / "target",
+    )
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        resolutions = dict(
+            con.execute(
+                "select customer_key, min(resolution) from intermediate.int_campaign_contacts_resolved "
+                "where customer_key in (?, ?) group by 1",
+                [noted, other],
+            ).fetchall()
+        )
+        orders = dict(
+            con.execute(
+                "select coalesce(customer_key, 'none'), min(orders) from marts.fct_campaign_contacts "
+                "where customer_key in (?, ?) or customer_key is null group by 1",
+                [noted, other],
+            ).fetchall()
+        )
+        listed = {k for (k,) in con.execute("select customer_key from main.dbt_changed_customers").fetchall()}
+    assert resolutions == {noted: "matched", other: "planted"}, resolutions
+    assert orders[other] == -1 and orders[noted] >= 0 and orders.get("none", 0) >= 0, orders
+    assert listed == {noted}, listed  # the planted resolution changed back: its customer noted again
 
 
 def test_a_day_rebuilt_for_one_changed_line_notes_only_that_lines_customer(

@@ -158,8 +158,9 @@
     drop table if exists main.dbt_customer_scope
 {%- endmacro %}
 
-{#- Whether a customer is in the incremental build's scope (macro above). -#}
-{% macro in_customer_scope(column) -%}
-    ({{ column }} in (select customer_key from main.dbt_customer_scope)
-     or exists (select 1 from main.dbt_customer_scope where customer_key is null))
+{#- Whether a customer is in an incremental build's scope, a list of customers fixed before the
+    model ran (dim_customer's above; fct_campaign_contacts' in macros/campaign_contacts.sql). -#}
+{% macro in_customer_scope(column, scope='main.dbt_customer_scope') -%}
+    ({{ column }} in (select customer_key from {{ scope }})
+     or exists (select 1 from {{ scope }} where customer_key is null))
 {%- endmacro %}

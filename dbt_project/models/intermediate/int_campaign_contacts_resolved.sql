@@ -1,12 +1,45 @@
 -- Each campaign contact with the customer its identifiers name. Looked up in the identity graph,
 -- never added to it: a campaign list says whom a tool targeted, not who somebody is.
 -- A table, not a view: its four tests and fct_campaign_contacts each resolved every contact again.
-{{ config(materialized='table') }}
+-- Incremental on DuckDB (macros/campaign_contacts.sql): a daily run resolves again the contacts
+-- loaded since, those resolved to a customer noted as changed, those holding a value such a
+-- customer now holds, and those naming several customers (one of them may have changed); a
+-- table on Spark.
+{{ config(**campaign_contacts_resolved_config()) }}
+-- depends_on: {{ ref('customer_identity_map') }} (the customers it notes)
+{%- set scoped = changed_customers_scoped() %}
 
 with
 
+{% if scoped -%}
+changed as (
+    select customer_key from main.dbt_changed_customers
+),
+
+changed_values as (
+    select identifier_type, identifier_value from {{ source('identity', 'int_customer_keys_assigned') }}
+    where customer_key in (select customer_key from changed)
+),
+
+resolved_before as (
+    select campaign_contact_id from {{ this }}
+    where customer_key in (select customer_key from changed)
+       or resolution = 'identifiers name different customers'
+),
+
+{% endif -%}
 contacts as (
     select * from {{ ref('stg_campaigns__contacts') }}
+    {%- if scoped %}
+    where source_loaded_at > (
+            select coalesce(max(source_loaded_at), cast('1900-01-01' as timestamp)) from {{ this }}
+        )
+       or campaign_contact_id in (select campaign_contact_id from resolved_before)
+       or customer_ref in (select identifier_value from changed_values where identifier_type = 'customer_ref')
+       or loyalty_card in (select identifier_value from changed_values where identifier_type = 'loyalty_card')
+       or email in (select identifier_value from changed_values where identifier_type = 'email')
+       or phone_e164 in (select identifier_value from changed_values where identifier_type = 'phone')
+    {%- endif %}
 ),
 
 keys as (
@@ -64,7 +97,8 @@ final as (
             when f.customers_found > 1 then 'identifiers name different customers'
             when f.has_guarded_value then 'shared contact value'
             else 'unknown customer'
-        end as resolution
+        end as resolution,
+        c.source_loaded_at
     from contacts as c
     left join found as f
         on c.campaign_contact_id = f.campaign_contact_id

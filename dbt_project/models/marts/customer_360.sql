@@ -6,6 +6,7 @@
 -- changed (noted by the daily facts, the identity map and dim_customer,
 -- macros/changed_customers.sql); a table on Spark, rebuilt each run.
 {{ config(**customer_360_config()) }}
+-- depends_on: {{ ref('fct_campaign_contacts') }} (reads the list of changed customers before it is emptied)
 {%- set scoped = changed_customers_scoped() %}
 
 with

@@ -2,15 +2,25 @@
 -- window. A customer listed in several arms of one campaign (two lists merged, two registrations)
 -- is kept once and flagged: no arm can claim their orders. Contacts that name no known customer
 -- are kept one row each, without a customer, so a campaign's losses are counted, not hidden.
+-- Incremental on DuckDB (macros/campaign_contacts.sql): a daily run builds again the customers
+-- noted as changed and the contacts without a customer; a table on Spark.
+{{ config(**campaign_contacts_config()) }}
+
 with
 
 contacts as (
     select * from {{ ref('int_campaign_contacts_resolved') }}
+    {%- if is_incremental() %}
+    where customer_key is null or {{ in_campaign_contacts_scope('customer_key') }}
+    {%- endif %}
 ),
 
 orders as (
     select customer_key, ordered_at, net_amount from {{ ref('fct_orders') }}
     where customer_key is not null
+    {%- if is_incremental() %}
+      and {{ in_campaign_contacts_scope('customer_key') }}
+    {%- endif %}
 ),
 
 matched as (
