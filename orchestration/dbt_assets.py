@@ -3,9 +3,9 @@ dbt tests as asset checks, and the raw channel views as its upstream sources.
 
 dbt builds in three steps around the identity assets (orchestration/identity_assets.py), whose
 Python writes the tables the models read as the source `identity`:
-  1. staging and every model that needs no identity
+  1. staging and every model that needs no identity (but dim_product)
   2. after int_profiles_matched (the fuzzy pairs): the identifier models
-  3. after int_customer_keys_assigned (the keys): the customer models and the marts
+  3. after int_customer_keys_assigned (the keys): the customer models and the marts, and dim_product
 On the Spark engine the same steps build on Spark (target `spark`), keyed ["spark", schema, model].
 On DuckDB dbt runs in Dagster's process (_compat/dagster_dbt.py: InProcessDbtBuild), on Spark as
 dagster-dbt's subprocess.
@@ -31,11 +31,13 @@ from orchestration.settings import DBT_EXECUTABLE, DUCKDB_POOL, REPO_ROOT, SPARK
 
 DBT_DIR = REPO_ROOT / "dbt_project"
 IDENTITY_MAP = dg.AssetKey(["marts", "customer_identity_map"])
-# The three dbt steps around the identity assets, as dbt selections (select, exclude).
+# The three dbt steps around the identity assets, as dbt selections (select, exclude). dim_product
+# needs no identity but waits for the sessionized events' tests, last in step 1; in step 3 it builds
+# beside the identity map, which the other models there wait for.
 STEPS = {
-    "dbt_before_identity": ("fqn:*", "source:identity+"),
+    "dbt_before_identity": ("fqn:*", "source:identity+ dim_product"),
     "dbt_identifiers": ("source:identity.int_profiles_matched+", "source:identity.int_customer_keys_assigned+"),
-    "dbt_customers": ("source:identity.int_customer_keys_assigned+", ""),
+    "dbt_customers": ("source:identity.int_customer_keys_assigned+ dim_product", ""),
 }
 
 
