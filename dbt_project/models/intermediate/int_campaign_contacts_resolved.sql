@@ -3,8 +3,8 @@
 -- A table, not a view: its four tests and fct_campaign_contacts each resolved every contact again.
 -- Incremental on DuckDB (macros/campaign_contacts.sql): a daily run resolves again the contacts
 -- loaded since, those resolved to a customer noted as changed, those holding a value such a
--- customer now holds, and those naming several customers (one of them may have changed); a
--- table on Spark.
+-- customer now holds, those naming several customers (one of them may have changed) and those
+-- holding a guarded value (the records holding it may all have gone); a table on Spark.
 {{ config(**campaign_contacts_resolved_config()) }}
 -- depends_on: {{ ref('customer_identity_map') }} (the customers it notes)
 {%- set scoped = changed_customers_scoped() %}
@@ -24,7 +24,7 @@ changed_values as (
 resolved_before as (
     select campaign_contact_id from {{ this }}
     where customer_key in (select customer_key from changed)
-       or resolution = 'identifiers name different customers'
+       or resolution in ('identifiers name different customers', 'shared contact value')
 ),
 
 {% endif -%}
