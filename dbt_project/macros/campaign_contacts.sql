@@ -11,18 +11,8 @@
     {{- return({
         'materialized': 'incremental', 'incremental_strategy': 'customer_logged_delete_insert',
         'unique_key': 'campaign_contact_id', 'on_schema_change': 'fail',
-        'post_hook': "{{ campaign_contacts_dropped() }}",
+        'post_hook': "{{ delete_keys_gone_from('campaign_contact_id', ref('stg_campaigns__contacts'), note_customers=true) }}",
     }) }}
-{%- endmacro %}
-
-{#- Post-hook: contacts staging no longer holds leave; their customers noted. -#}
-{% macro campaign_contacts_dropped() -%}
-    {%- if is_incremental() -%}
-    {%- set dropped = "campaign_contact_id not in (select campaign_contact_id from " ~ ref('stg_campaigns__contacts') ~ ")" -%}
-    insert into main.dbt_changed_customers
-    select distinct customer_key from {{ this }} where customer_key is not null and {{ dropped }};
-    delete from {{ this }} where {{ dropped }}
-    {%- endif -%}
 {%- endmacro %}
 
 {#- fct_campaign_contacts: every row of the customers noted so far (fixed in

@@ -177,11 +177,17 @@
 {%- endmacro %}
 
 {#- Post-hook of a model incremental by a staging table's key: the keys staging no longer holds
-    (a delivery that left raw with no other left) leave too. -#}
-{% macro delete_keys_gone_from(key, staging) -%}
+    (a delivery that left raw with no other left, an erasure) leave too; `note_customers`: their
+    customers are noted first (macros/changed_customers.sql). -#}
+{% macro delete_keys_gone_from(key, staging, note_customers=false) -%}
     {%- if is_incremental() %}
+    {%- set gone = "not exists (select 1 from " ~ staging ~ " as staged where staged." ~ key ~ " = built." ~ key ~ ")" %}
+    {%- if note_customers %}
+    insert into main.dbt_changed_customers
+    select distinct built.customer_key from {{ this }} as built where built.customer_key is not null and {{ gone }};
+    {%- endif %}
     delete from {{ this }} as built
-    where not exists (select 1 from {{ staging }} as staged where staged.{{ key }} = built.{{ key }})
+    where {{ gone }}
     {%- endif %}
 {%- endmacro %}
 
