@@ -115,12 +115,16 @@ def test_the_repurchase_trees_fit_a_feature_never_observed_and_name_their_reason
 
 
 def test_the_reasons_are_the_largest_positive_contributions_largest_first() -> None:
-    contributions = np.zeros((3, len(FEATURES)))
+    contributions = np.zeros((5, len(FEATURES)))
     contributions[0, [4, 1, 7, 2]] = [0.5, 2.0, 1.0, 0.1]  # four add: the three largest, in order
     contributions[1, [3, 5]] = [-1.0, 0.3]  # one adds, one lowers
     contributions[2] = -1.0  # nothing adds: no reason
+    # collinear features: equal but for a refit's float noise, whichever way it falls, by feature order
+    contributions[3, [9, 6, 2, 0]] = [0.4, 0.2 + 1e-15, 0.2, 0.1]
+    contributions[4, [9, 6, 2, 0]] = [0.4, 0.2, 0.2 + 1e-15, 0.1]
     reasons = largest_positive_names(contributions, 3).to_list()
-    assert reasons == [[FEATURES[1], FEATURES[7], FEATURES[4]], [FEATURES[5]], []]
+    tied = [FEATURES[9], FEATURES[2], FEATURES[6]]
+    assert reasons == [[FEATURES[1], FEATURES[7], FEATURES[4]], [FEATURES[5]], [], tied, tied]
 
 
 def test_a_history_window_keeps_the_newest_as_of_dates_of_a_score_table(tmp_path: Path) -> None:
