@@ -7,10 +7,6 @@ CRM_SOURCES      sources file (default: the generated sample's, ingestion/exampl
 CRM_WAREHOUSE    DuckDB warehouse file (default: warehouse/crm.duckdb)
 CRM_DUCKDB_MEMORY_LIMIT, CRM_DUCKDB_THREADS   DuckDB limits (default 4GB, all cores); DuckDB
                  spills to a temp folder beside the warehouse beyond the memory limit.
-CRM_DUCKDB_CHECKPOINT_THRESHOLD  the write-ahead log's size that makes DuckDB write it into the
-                 file (default 1GB; DuckDB's own is 16MB): each checkpoint rewrites the blocks the
-                 commits before it touched, so a daily run's many small merges into large tables paid
-                 one per model. Closing a connection checkpoints whatever is left.
 CRM_DBT_THREADS  models dbt builds at once (default 2). Concurrent models share DuckDB's cores and
                  memory limit: 2 suits daily runs and small warehouses, whose many short models and
                  tests then overlap.
@@ -78,7 +74,6 @@ class Settings:
     sources_file: Path
     warehouse: Path
     memory_limit: str = "4GB"
-    checkpoint_threshold: str = "1GB"
     threads: int = 2
     keep_versions: int = 3
     dbt_threads: int = 2
@@ -110,7 +105,6 @@ class Settings:
             sources_file=Path(sources or environ.get("CRM_SOURCES", DEFAULT_SOURCES)).resolve(),
             warehouse=Path(warehouse or environ.get("CRM_WAREHOUSE", DEFAULT_WAREHOUSE)).resolve(),
             memory_limit=environ.get("CRM_DUCKDB_MEMORY_LIMIT", "4GB"),
-            checkpoint_threshold=environ.get("CRM_DUCKDB_CHECKPOINT_THRESHOLD", "1GB"),
             threads=int(environ.get("CRM_DUCKDB_THREADS", os.cpu_count() or 2)),
             keep_versions=int(environ.get("CRM_KEEP_VERSIONS", 3)),
             dbt_threads=int(environ.get("CRM_DBT_THREADS", 2)),
@@ -154,7 +148,6 @@ class Settings:
     def duckdb_config(self) -> dict[str, object]:
         return {
             "memory_limit": self.memory_limit,
-            "checkpoint_threshold": self.checkpoint_threshold,
             "threads": self.threads,
             "temp_directory": str(self.warehouse.parent / ".duckdb_tmp"),
         }
@@ -186,7 +179,6 @@ def hand_to_processes(settings: Settings) -> None:
     switches, kept if the user set them). The only place that writes os.environ."""
     os.environ["CRM_WAREHOUSE"] = str(settings.warehouse)
     os.environ["CRM_DUCKDB_MEMORY_LIMIT"] = settings.memory_limit
-    os.environ["CRM_DUCKDB_CHECKPOINT_THRESHOLD"] = settings.checkpoint_threshold
     os.environ["CRM_DBT_THREADS"] = str(settings.dbt_threads)
     os.environ["CRM_SPARK_DIR"] = str(settings.spark_dir)
     os.environ["CRM_SPARK_MASTER"] = settings.spark_master

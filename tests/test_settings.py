@@ -31,22 +31,17 @@ def test_options_win_over_the_environment_which_wins_over_defaults(tmp_path: Pat
 
 
 def test_dbts_duckdb_settings_are_those_of_our_connections(tmp_path: Path) -> None:
-    """dbt's profile renders the memory limit and checkpoint threshold our connections open with."""
-    settings = Settings.load(warehouse=tmp_path / "crm.duckdb", environ={"CRM_DUCKDB_CHECKPOINT_THRESHOLD": "256MB"})
-    env = {  # the process's environment, but for what hand_to_processes would set for these settings
-        **os.environ,
-        "CRM_DUCKDB_MEMORY_LIMIT": settings.memory_limit,
-        "CRM_DUCKDB_CHECKPOINT_THRESHOLD": settings.checkpoint_threshold,
-    }
+    """dbt's profile renders the memory limit our connections open with."""
+    settings = Settings.load(warehouse=tmp_path / "crm.duckdb", environ={"CRM_DUCKDB_MEMORY_LIMIT": "3GB"})
+    env = {**os.environ, "CRM_DUCKDB_MEMORY_LIMIT": settings.memory_limit}  # as hand_to_processes sets it
     profile = yaml.safe_load((REPO_ROOT / "dbt_project" / "profiles.yml").read_text())
     rendered = {
         key: jinja2.Template(str(value)).render(env_var=lambda name, default=None: env.get(name, default))
         for key, value in profile["crm_warehouse"]["outputs"]["duckdb"]["settings"].items()
     }
-    assert rendered == {key: settings.duckdb_config[key] for key in ("memory_limit", "checkpoint_threshold")}
+    assert rendered == {"memory_limit": settings.duckdb_config["memory_limit"]}
     with duckdb.connect(str(settings.warehouse), config=settings.duckdb_config) as con:
-        assert con.execute("select current_setting('checkpoint_threshold')").fetchall() == [("244.1 MiB",)]
-    assert Settings.load(environ={}).checkpoint_threshold == "1GB"
+        assert con.execute("select current_setting('memory_limit')").fetchall() == [("2.7 GiB",)]
 
 
 def test_masking_key_is_the_environments_or_one_kept_beside_the_warehouse(tmp_path: Path) -> None:
