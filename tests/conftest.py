@@ -5,11 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
+import jinja2
 import pytest
+import yaml
 
 from ingestion.generator import GeneratorConfig, MessRates, generate, sources_file_for
 from orchestration.settings import REPO_ROOT, SAMPLE_DAYS, SAMPLE_START, Settings
@@ -45,6 +48,15 @@ def model_metrics(con: duckdb.DuckDBPyConnection, model: str, as_of: dt.date) ->
             "select metric, value from ml.model_metrics where model = ? and as_of_date = ?", [model, as_of]
         ).fetchall()
     )
+
+
+def dbt_profile_rendered(output: str, section: str, env: Mapping[str, str]) -> dict[str, str]:
+    """One section of an output of dbt's profiles.yml, rendered as dbt renders it in environment `env`."""
+    profile = yaml.safe_load((REPO_ROOT / "dbt_project" / "profiles.yml").read_text())
+    return {
+        key: jinja2.Template(str(value)).render(env_var=lambda name, default=None: env.get(name, default))
+        for key, value in profile["crm_warehouse"]["outputs"][output][section].items()
+    }
 
 
 def repoint_lineage(warehouse: Path, old: Path, new: Path) -> None:

@@ -9,10 +9,9 @@ import stat
 from pathlib import Path
 
 import duckdb
-import jinja2
-import yaml
 
 from orchestration.settings import DEFAULT_SOURCES, REPO_ROOT, Settings
+from tests.conftest import dbt_profile_rendered
 
 
 def test_options_win_over_the_environment_which_wins_over_defaults(tmp_path: Path) -> None:
@@ -34,12 +33,7 @@ def test_dbts_duckdb_settings_are_those_of_our_connections(tmp_path: Path) -> No
     """dbt's profile renders the memory limit our connections open with."""
     settings = Settings.load(warehouse=tmp_path / "crm.duckdb", environ={"CRM_DUCKDB_MEMORY_LIMIT": "3GB"})
     env = {**os.environ, "CRM_DUCKDB_MEMORY_LIMIT": settings.memory_limit}  # as hand_to_processes sets it
-    profile = yaml.safe_load((REPO_ROOT / "dbt_project" / "profiles.yml").read_text())
-    rendered = {
-        key: jinja2.Template(str(value)).render(env_var=lambda name, default=None: env.get(name, default))
-        for key, value in profile["crm_warehouse"]["outputs"]["duckdb"]["settings"].items()
-    }
-    assert rendered == {"memory_limit": settings.duckdb_config["memory_limit"]}
+    assert dbt_profile_rendered("duckdb", "settings", env) == {"memory_limit": settings.duckdb_config["memory_limit"]}
     with duckdb.connect(str(settings.warehouse), config=settings.duckdb_config) as con:
         assert con.execute("select current_setting('memory_limit')").fetchall() == [("2.7 GiB",)]
 

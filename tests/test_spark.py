@@ -11,13 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import jinja2
 import pytest
-import yaml
 
 from ingestion.generator import GeneratorConfig
 from orchestration.settings import REPO_ROOT, Settings
-from tests.conftest import sources_for
+from tests.conftest import dbt_profile_rendered, sources_for
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -178,9 +176,4 @@ def test_spark_session_settings_equal_dbts_profile(tmp_path: Path) -> None:
         "CRM_SPARK_MASTER": settings.spark_master,
         "CRM_SPARK_DRIVER_MEMORY": settings.spark_driver_memory,
     }
-    profile = yaml.safe_load((REPO_ROOT / "dbt_project" / "profiles.yml").read_text())
-    rendered = {
-        key: jinja2.Template(str(value)).render(env_var=lambda name, default=None: env.get(name, default))
-        for key, value in profile["crm_warehouse"]["outputs"]["spark"]["server_side_parameters"].items()
-    }
-    assert rendered == spark_conf(settings)
+    assert dbt_profile_rendered("spark", "server_side_parameters", env) == spark_conf(settings)
