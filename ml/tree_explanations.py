@@ -2,10 +2,10 @@
 per row and feature, walking the trees directly.
 
 Predicting every row again with each feature changed cost as many predictions of every tree as
-there are features. A tree's leaf changes only if the row's path splits on that feature, and the
-path is the same down to the first such split: so each tree is walked again only from there, only
-for the features on the row's path. Compiled with numba (cached on disk beside this module: the
-first call in a fresh checkout compiles for a few seconds)."""
+there are features. A tree's leaf changes only if the row's path has a split on that feature that
+sends the reference value the other way, and the two paths are one down to the first such split:
+so each tree is walked again only from there, only for those features. Compiled with numba
+(cached on disk beside this module: the first call in a fresh checkout compiles for a few seconds)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,11 @@ def _moved(
     baseline: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     n, p = x.shape
+    reference_left = np.zeros(feature.shape[0], dtype=np.bool_)  # where each split sends the reference
+    for node in range(feature.shape[0]):
+        if not is_leaf[node]:
+            ref = reference[feature[node]]
+            reference_left[node] = missing_left[node] if np.isnan(ref) else ref <= threshold[node]
     moved = np.zeros((n, p))
     raw = np.empty(n)
     for i in numba.prange(n):
@@ -62,16 +67,17 @@ def _moved(
             node = roots[t]
             while not is_leaf[node]:
                 f = feature[node]
-                own, ref = row[f], reference[f]
-                same = own == ref or (np.isnan(own) and np.isnan(ref))
-                if walked[f] != t and not same:
+                own = row[f]
+                goes_left = missing_left[node] if np.isnan(own) else own <= threshold[node]
+                # The first split on f that sends the reference the other way: there its path leaves the row's.
+                if goes_left != reference_left[node] and walked[f] != t:
                     walked[f] = t
-                    row[f] = ref
+                    row[f] = reference[f]
                     features[count] = f
-                    others[count] = value[_leaf(row, node, feature, threshold, missing_left, left, right, is_leaf)]
+                    other = right[node] if goes_left else left[node]
+                    others[count] = value[_leaf(row, other, feature, threshold, missing_left, left, right, is_leaf)]
                     count += 1
                     row[f] = own
-                goes_left = missing_left[node] if np.isnan(own) else own <= threshold[node]
                 node = left[node] if goes_left else right[node]
             total += value[node]  # node is the row's own leaf
             for k in range(count):
