@@ -16,6 +16,12 @@ from ml._compat.sklearn_trees import TreeArrays
 
 
 @numba.njit(cache=True, inline="always")
+def _goes_left(value: float, node: int, threshold: np.ndarray, missing_left: np.ndarray) -> bool:
+    # scikit-learn's rule: missing goes where the split sent missing values, else value <= threshold goes left
+    return missing_left[node] if np.isnan(value) else value <= threshold[node]
+
+
+@numba.njit(cache=True, inline="always")
 def _leaf(
     row: np.ndarray,
     node: int,
@@ -26,11 +32,8 @@ def _leaf(
     right: np.ndarray,
     is_leaf: np.ndarray,
 ) -> int:
-    # scikit-learn's rule: missing goes where the split sent missing values, else value <= threshold goes left
     while not is_leaf[node]:
-        v = row[feature[node]]
-        goes_left = missing_left[node] if np.isnan(v) else v <= threshold[node]
-        node = left[node] if goes_left else right[node]
+        node = left[node] if _goes_left(row[feature[node]], node, threshold, missing_left) else right[node]
     return node
 
 
@@ -52,8 +55,7 @@ def _moved(
     reference_left = np.zeros(feature.shape[0], dtype=np.bool_)  # where each split sends the reference
     for node in range(feature.shape[0]):
         if not is_leaf[node]:
-            ref = reference[feature[node]]
-            reference_left[node] = missing_left[node] if np.isnan(ref) else ref <= threshold[node]
+            reference_left[node] = _goes_left(reference[feature[node]], node, threshold, missing_left)
     moved = np.zeros((n, p))
     raw = np.empty(n)
     for i in numba.prange(n):
@@ -68,7 +70,7 @@ def _moved(
             while not is_leaf[node]:
                 f = feature[node]
                 own = row[f]
-                goes_left = missing_left[node] if np.isnan(own) else own <= threshold[node]
+                goes_left = _goes_left(own, node, threshold, missing_left)
                 # The first split on f that sends the reference the other way: there its path leaves the row's.
                 if goes_left != reference_left[node] and walked[f] != t:
                     walked[f] = t
