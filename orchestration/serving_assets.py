@@ -47,6 +47,7 @@ def published_warehouse(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
             dt.date.fromisoformat(tag) if tag else None,
             keep=settings.keep_versions,
             prepare=lambda con: create_scope_views(con, personal),
+            copy_parts=settings.threads,
         )
         return dg.MaterializeResult(
             metadata={
