@@ -127,6 +127,20 @@ def test_the_reasons_are_the_largest_positive_contributions_largest_first() -> N
     assert reasons == [[FEATURES[1], FEATURES[7], FEATURES[4]], [FEATURES[5]], [], tied, tied]
 
 
+def test_the_compiled_reasons_are_numpys_partition_and_sort() -> None:
+    """The reasons as numpy gave them (partition by value, then index, sort the k, keep those above
+    0), on rows with ties, negatives, zeros and missing values, and as many features as FEATURES."""
+    rng = np.random.default_rng(7)
+    contributions = rng.choice([-0.3, 0.0, 0.2, 0.2 + 1e-9, 0.5, np.nan], size=(20_000, len(FEATURES)))
+    contributions[:5000] = rng.normal(size=(5000, len(FEATURES)))
+    for k in (1, 3, len(FEATURES)):
+        values = np.where(np.isnan(contributions), -np.inf, np.round(contributions, 6))
+        rank = values - np.arange(values.shape[1]) * 1e-9
+        order = np.argsort(-rank, axis=1, kind="stable")[:, :k]
+        expected = [[FEATURES[j] for j in row if values[i, j] > 0] for i, row in enumerate(order)]
+        assert largest_positive_names(contributions, k).to_list() == expected
+
+
 def test_a_history_window_keeps_the_newest_as_of_dates_of_a_score_table(tmp_path: Path) -> None:
     scores = pl.DataFrame({"customer_key": ["a", "b"], "score": [0.1, 0.2]})
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
