@@ -44,8 +44,8 @@ SCALES = {"S": 10_000, "M": 100_000, "L": 1_000_000}
 MLXTEND_MEMORY = 12 * 2**30  # address space; mlxtend's one-hot frame is dense: cap it rather than swap the machine
 MLXTEND_SECONDS = 600
 PEER_MEMORY, PEER_SECONDS = 16 * 2**30, 1200  # the pandas peer's address space and time
-# Daily runs timed after the full build. The same day on the same warehouse took 101 s and 124 s a
-# quarter of an hour apart at L (the host's speed drifts by minutes): one run is one draw of that.
+# Daily runs timed after the full build: the machine's speed drifts within minutes, and one run is
+# one draw of it (docs/benchmark.md, "How to run it").
 MORE_DAYS = 3
 DAY_STAGE = "one more day (incremental crm run)"  # the median of the daily runs
 
