@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -194,6 +195,7 @@ class DailyRuns:
     registered_twice: tuple[str, str]  # two members' refs a later call joins into one customer
     late_receipt: tuple[Path, dt.date]  # the later day's file holding a sale of an earlier day
     split_order: tuple[str, int, int]  # an order's line synced a day late, then taken back: (receipt, lines, left)
+    bridged: tuple[str, str]  # two sessions of a cookie late web events join: (the first's id, the second's)
     started: dt.datetime  # when the first daily run began (UTC, naive as the warehouse's timestamps)
 
 
@@ -206,6 +208,43 @@ def plant_call(extracts: Path, day: dt.date, call_id: str, phone: str, member: s
     with calls.open("a", encoding="utf-8", newline="") as f:
         f.write("" if calls.read_bytes().endswith(b"\n") else "\r\n")
         csv.DictWriter(f, fieldnames=list(first), lineterminator="\r\n").writerow(planted)
+
+
+def plant_bridging_events(extracts: Path, con: duckdb.DuckDBPyConnection, delivered: dt.date) -> tuple[str, str]:
+    """Web events, in the web file of `delivered`, spread over the shortest gap between two sessions of
+    a cookie at most 25 minutes apart (a browser that synced late): they join the sessions. The two
+    sessions' ids."""
+    first, second, event_id, gap = con.execute("""
+        select web_session_id, next_session_id, next_event_id, next_event_at - event_at from (
+            select *,
+                lead(web_session_id) over w as next_session_id, lead(event_id) over w as next_event_id,
+                lead(event_at) over w as next_event_at
+            from intermediate.int_web_events_sessionized
+            window w as (partition by cookie_id order by event_at, web_event_id)
+        )
+        where next_session_id <> web_session_id
+        order by next_event_at - event_at, cookie_id limit 1""").fetchall()[0]
+    line = next(
+        raw
+        for file in sorted((extracts / "web").glob("events_*.jsonl"))
+        for raw in file.read_bytes().splitlines()
+        if f'"event_id":"{event_id}"'.encode() in raw
+    )
+    event, late = json.loads(line), -(-gap // dt.timedelta(minutes=25)) - 1
+    resumed = dt.datetime.fromisoformat(event["ts"])
+    planted = [
+        {
+            **event,
+            "event_id": f"{event_id}-LATE-{n}",
+            "ts": (resumed - gap * n / (late + 1)).isoformat(timespec="milliseconds"),
+        }
+        for n in range(1, late + 1)
+    ]
+    target = extracts / "web" / f"events_{delivered}.jsonl"
+    target.write_bytes(
+        target.read_bytes().rstrip(b"\n") + b"".join(b"\n" + json.dumps(e).encode() for e in planted) + b"\n"
+    )
+    return first, second
 
 
 def plant_store_line(
@@ -324,6 +363,9 @@ def daily_runs(grown: Grown, sample: GeneratorConfig, tmp_path_factory: pytest.T
     )
     # An order's line synced a day late, then taken back by a corrected file of that day.
     split_file, split_before, receipt = plant_next_day_line(extracts, day + dt.timedelta(days=2))
+    # Late web events that join two sessions of a cookie: the cookie is redone from the first on.
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        bridged = plant_bridging_events(extracts, con, day + dt.timedelta(days=3))
     for d in range(2, 5):
         run_day(day + dt.timedelta(days=d))
     with duckdb.connect(str(warehouse), read_only=True) as con:
@@ -347,6 +389,7 @@ def daily_runs(grown: Grown, sample: GeneratorConfig, tmp_path_factory: pytest.T
         (twice[2], twice[1]),
         late_receipt,
         (receipt, spanned, split_lines),
+        bridged,
         started,
     )
 
@@ -394,6 +437,13 @@ def test_daily_runs_with_redeliveries_late_rows_a_merge_a_new_guard_and_an_erasu
         assert spanned == kept + 1, (spanned, kept)
         assert con.execute("select lines from marts.fct_orders where order_id = ?", [receipt]).fetchall() == [(kept,)]
         assert con.execute("select count(*) from main.dbt_lost_keys").fetchall() == [(0,)]
+        # The late web events joined their cookie's two sessions into the first.
+        first, second = daily_runs.bridged
+        assert con.execute(
+            "select distinct web_session_id from intermediate.int_web_events_sessionized where web_session_id in (?, ?) "
+            "or web_event_id like '%-LATE-%'",
+            [first, second],
+        ).fetchall() == [(first,)]
 
         # Every daily run took again only the edges collected since its last run (and those of the
         # newly guarded phone), and recomputed only the customers an added or removed edge touched.

@@ -78,3 +78,17 @@
     {%- endif %}
     create or replace table intermediate.int_customer_keys_assigned__stale (record_type varchar, record_id varchar)
 {%- endmacro %}
+
+{#- int_web_events_sessionized: each row without an event (web_event_id NULL) names a redone cookie
+    and the time it is redone from (NULL: all of it; an event without a time sorts last, so it is
+    always redone); the cookie's rows from that time on leave, the events are inserted. -#}
+{% macro get_incremental_sessions_redone_sql(arg_dict) -%}
+    {%- set target, source = arg_dict['target_relation'], arg_dict['temp_relation'] -%}
+    {%- set columns = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
+    delete from {{ target }} as kept
+    using (select cookie_id, event_at as redo_from from {{ source }} where web_event_id is null) as redo
+    where kept.cookie_id = redo.cookie_id
+        and (redo.redo_from is null or kept.event_at is null or kept.event_at >= redo.redo_from);
+    insert into {{ target }} ({{ columns }})
+    select {{ columns }} from {{ source }} where web_event_id is not null
+{%- endmacro %}

@@ -3,37 +3,73 @@
 -- event, so it does not change when later events arrive.
 -- Incremental by cookie, not a view: its tests and fct_web_sessions each recomputed the windows
 -- over every web event.
--- Sessions depend only on the cookie's own events, so a run re-sessionizes the whole history of
--- the cookies with rows loaded since the last run, and of the cookies with events on the dates
--- those rows fall on (a re-delivered day that no longer holds a cookie's event drops it). A cookie
--- with no event left comes back as a row without an event, which replaces its old rows and which
--- the post-hook deletes.
+-- An event's session depends only on the events before it (in the order below), so a run redoes
+-- each touched cookie from its earliest touched event on and keeps its earlier events as they
+-- are: the cookies with events loaded since, those with events on the dates those fall on (a
+-- re-delivered day that no longer holds a cookie's event drops it) and those of the earlier
+-- versions of re-delivered events. The first redone event's gap is measured from the last kept
+-- one, whose session it may continue. One row without an event per redone cookie tells the
+-- strategy where to cut (macros/incremental.sql): a cookie's history is not read again each day.
 -- On Spark (no delete by key without Delta or Iceberg) a table, rebuilt each run.
-{{ config(materialized=('incremental' if target.type == 'duckdb' else 'table'), incremental_strategy='delete+insert',
-          unique_key='cookie_id', on_schema_change='fail',
-          post_hook="{% if is_incremental() %}delete from {{ this }} where web_event_id is null{% endif %}") }}
+{{ config(materialized=('incremental' if target.type == 'duckdb' else 'table'), incremental_strategy='sessions_redone',
+          on_schema_change='fail') }}
 with
 
 {% if is_incremental() %}
 loaded as (
-    select cookie_id, event_local_date from {{ ref('stg_web__events') }}
+    select web_event_id, cookie_id, event_at, event_local_date from {{ ref('stg_web__events') }}
     where source_loaded_at > (
         select coalesce(max(built.source_loaded_at), cast('1900-01-01' as timestamp)) from {{ this }} as built
     )
 ),
 
-touched_cookies as (
-    select cookie_id from loaded
-    union
-    select previous.cookie_id from {{ this }} as previous
+touched as (
+    select cookie_id, event_at from loaded
+    union all
+    select previous.cookie_id, previous.event_at from {{ this }} as previous
     where previous.event_local_date in (select event_local_date from loaded)
+        or previous.web_event_id in (select web_event_id from loaded)
+),
+
+-- Each touched cookie's first redone time; NULL (no touched event has a time): its whole history.
+redo as (
+    select cookie_id, min(event_at) as redo_from
+    from touched
+    group by cookie_id
 ),
 {% endif %}
 
 events as (
-    select * from {{ ref('stg_web__events') }}
+    select staged.* from {{ ref('stg_web__events') }} as staged
     {% if is_incremental() %}
-    where cookie_id in (select cookie_id from touched_cookies)
+    {{ semi_join() }} redo
+        on staged.cookie_id = redo.cookie_id
+        and (redo.redo_from is null or staged.event_at is null or staged.event_at >= redo.redo_from)
+    {% endif %}
+),
+
+{% if is_incremental() %}
+-- The last event each redone cookie keeps, with its session.
+kept as (
+    select
+        previous.cookie_id,
+        max(previous.event_at) as event_at,
+        {{ arg_max('previous.web_session_id', struct_of([['event_at', 'previous.event_at'], ['web_event_id', 'previous.web_event_id']])) }} as kept_session_id
+    from {{ this }} as previous
+    inner join redo on previous.cookie_id = redo.cookie_id
+    where previous.event_at < redo.redo_from
+    group by previous.cookie_id
+),
+{% endif %}
+
+sequenced as (
+    select
+        *,
+        cast(null as {{ dbt.type_string() }}) as kept_session_id
+    from events
+    {% if is_incremental() %}
+    union all by name
+    select cookie_id, event_at, kept_session_id from kept
     {% endif %}
 ),
 
@@ -41,7 +77,7 @@ gaps as (
     select
         *,
         lag(event_at) over (partition by cookie_id order by event_at asc nulls last, web_event_id asc) as previous_event_at
-    from events
+    from sequenced
 ),
 
 starts as (
@@ -55,20 +91,20 @@ starts as (
     from gaps
 ),
 
--- A session is named after its first event: the latest session start up to each event, in the
--- gaps' window order. (A third window, per session, sorted every event once more.)
+-- A session is named after its first event: the latest session start up to each event (or the kept
+-- session), in the gaps' window order. (A third window, per session, sorted every event once more.)
 named as (
     select
         *,
-        {{ last_non_null("case when is_session_start = 1 then web_event_id end") }} over (
+        {{ last_non_null("coalesce(kept_session_id, case when is_session_start = 1 then concat(cookie_id, ':', web_event_id) end)") }} over (
             partition by cookie_id order by event_at asc nulls last, web_event_id asc rows between unbounded preceding and current row
-        ) as session_first_event_id
+        ) as web_session_id
     from starts
 ),
 
 final as (
     select
-        concat(cookie_id, ':', session_first_event_id) as web_session_id,
+        web_session_id,
         web_event_id,
         source_name,
         event_id,
@@ -92,11 +128,11 @@ final as (
         cast(is_session_start = 1 as boolean) as is_session_start,
         source_loaded_at
     from named
+    where kept_session_id is null
 )
 
 select * from final
 {% if is_incremental() %}
 union all by name
-select touched_cookies.cookie_id from touched_cookies
-where not exists (select 1 from events where events.cookie_id = touched_cookies.cookie_id)
+select cookie_id, redo_from as event_at from redo
 {% endif %}
