@@ -211,8 +211,8 @@ def plant_call(extracts: Path, day: dt.date, call_id: str, phone: str, member: s
 
 
 def plant_bridging_events(extracts: Path, con: duckdb.DuckDBPyConnection, delivered: dt.date) -> tuple[str, str]:
-    """Web events, in the web file of `delivered`, spread over the shortest gap between two sessions of
-    a cookie at most 25 minutes apart (a browser that synced late): they join the sessions. The two
+    """Web events, in the web file of `delivered`, at most 25 minutes apart over the shortest gap
+    between two sessions of a cookie (a browser that synced late): they join the sessions. The two
     sessions' ids."""
     first, second, event_id, gap = con.execute("""
         select web_session_id, next_session_id, next_event_id, next_event_at - event_at from (
