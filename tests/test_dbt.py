@@ -131,8 +131,9 @@ def test_dbt_build_standalone_and_full_refresh_equals_incremental(grown: Grown, 
     warehouse = tmp_path / "crm.duckdb"
     shutil.copyfile(grown.warehouse, warehouse)
     built = build_steps(warehouse, tmp_path / "target")
-    # phones/emails/names, latest delivery (full and daily), identity rules, sessionization, campaign lookup and window
-    assert built.count("START unit_test") == 7, built[-3000:]
+    # phones/emails/names, latest delivery (full and daily), identity rules, sessionization (full and daily),
+    # campaign lookup and window
+    assert built.count("START unit_test") == 8, built[-3000:]
 
     # Built run by run (midway, then the rest: new dates, late rows, re-keyed customers) = built at once.
     with duckdb.connect(str(warehouse), read_only=True) as con:
