@@ -9,7 +9,7 @@
 -- re-delivered day that no longer holds a cookie's event drops it) and those of the earlier
 -- versions of re-delivered events. The first redone event's gap is measured from the last kept
 -- one, whose session it may continue. One row without an event per redone cookie tells the
--- strategy where to cut (macros/incremental.sql): a cookie's history is not read again each day.
+-- strategy where to cut (macros/incremental.sql): a cookie's history is not rewritten each day.
 -- On Spark (no delete by key without Delta or Iceberg) a table, rebuilt each run.
 {{ config(materialized=('incremental' if target.type == 'duckdb' else 'table'), incremental_strategy='sessions_redone',
           on_schema_change='fail') }}
