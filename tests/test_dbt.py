@@ -601,6 +601,42 @@ def test_a_day_rebuilt_for_one_changed_line_notes_only_that_lines_customer(
     assert others > 0 and quantity_changed == 1 and noted == {customer}, (others, noted)
 
 
+def test_rows_are_rekeyed_from_the_maps_own_list_and_every_row_once_where_that_list_is_new(
+    daily_runs: DailyRuns, tmp_path: Path
+) -> None:
+    """The facts' post-hook re-keys the rows of the customers the identity map noted in its own list,
+    whatever the facts noted. A warehouse from before that list (a failed run may have left the
+    map's notes in the shared list only) gets it with a NULL: every row is re-keyed once."""
+    warehouse = tmp_path / "crm.duckdb"
+    shutil.copyfile(daily_runs.warehouse, warehouse)
+    stale = "update marts.fct_orders set customer_key = 'Cstale' where order_key = ?"
+    with duckdb.connect(str(warehouse)) as con:
+        ((order, customer),) = con.execute(
+            "select order_key, customer_key from marts.fct_orders where customer_key is not null "
+            "order by order_key limit 1"
+        ).fetchall()
+        con.execute(stale, [order]).fetchall()
+        con.execute("insert into main.dbt_changed_customers values ('Cstale')").fetchall()  # a fact's note
+    dbt("run", "--select", "fct_orders", warehouse=warehouse, target=tmp_path / "target")
+    with duckdb.connect(str(warehouse)) as con:
+        assert con.execute("select customer_key from marts.fct_orders where order_key = ?", [order]).fetchall() == [
+            ("Cstale",)
+        ]
+        con.execute("insert into main.dbt_identity_changed_customers values ('Cstale')").fetchall()  # the map's
+    dbt("run", "--select", "fct_orders", warehouse=warehouse, target=tmp_path / "target")
+    with duckdb.connect(str(warehouse)) as con:
+        assert con.execute("select customer_key from marts.fct_orders where order_key = ?", [order]).fetchall() == [
+            (customer,)
+        ]
+        con.execute(stale, [order]).fetchall()
+        con.execute("drop table main.dbt_identity_changed_customers").fetchall()
+    dbt("run", "--select", "fct_orders", warehouse=warehouse, target=tmp_path / "target")
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rekeyed = con.execute("select customer_key from marts.fct_orders where order_key = ?", [order]).fetchall()
+        listed = con.execute("select customer_key from main.dbt_identity_changed_customers").fetchall()
+    assert rekeyed == [(customer,)] and listed == [(None,)], (rekeyed, listed)
+
+
 def test_dim_customer_rebuilds_only_the_customers_noted_or_with_a_newly_loaded_profile(
     daily_runs: DailyRuns, tmp_path: Path
 ) -> None:

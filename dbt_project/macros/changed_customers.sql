@@ -3,11 +3,20 @@
     differ between those they replace and those they insert, the identity map those of the
     records it rebuilds, dim_customer those with a newly loaded profile version. A NULL means every
     customer (a table built whole). dim_customer and customer_360 rebuild the customers noted;
-    customer_360 then empties the list. The list is created at the start of every dbt invocation. -#}
+    customer_360 then empties the list. The identity map's own notes are also kept apart, in
+    main.dbt_identity_changed_customers, emptied with it: only their rows can need another key
+    (rekey_rows), and the facts' notes are most of a day's list. The lists are created at the start
+    of every dbt invocation. -#}
 
-{#- on-run-start: the list, before models of two threads would both create it (a DuckDB write-write conflict). -#}
+{#- on-run-start: the lists, before models of two threads would both create them (a DuckDB
+    write-write conflict). The identity list starts with a NULL (every row re-keyed once) where it
+    is new beside an older list, which may hold a failed run's notes of the map. -#}
 {% macro create_changed_customers() -%}
     {%- if target.type == 'duckdb' -%}
+        create table if not exists main.dbt_identity_changed_customers as
+        select cast(null as varchar) as customer_key from (select 1) as once
+        where exists (select 1 from information_schema.tables
+                      where table_schema = 'main' and table_name = 'dbt_changed_customers');
         create table if not exists main.dbt_changed_customers (customer_key varchar)
     {%- endif -%}
 {%- endmacro %}
@@ -38,20 +47,20 @@
     incremental path, the rows whose record the identity map now gives another key (or none) take
     it, and both keys are noted (macros/incremental.sql). Only rows whose key the list holds can
     have one (the identity map, built before the facts, noted every key its rebuilt records left
-    or took), and rows of no customer whose record now has a listed key; every row when the list
-    holds a NULL. -#}
+    or took, in its own list), and rows of no customer whose record now has a listed key; every
+    row when either list holds a NULL. -#}
 {% macro rekey_rows() -%}
     {%- if not is_incremental() -%}
         insert into main.dbt_changed_customers values (null)
     {%- else -%}
         {%- set identity = ref('customer_identity_map') -%}
-        {%- set changed = 'select customer_key from main.dbt_changed_customers' -%}
+        {%- set changed = 'select customer_key from main.dbt_identity_changed_customers' -%}
         create or replace temp table _rekeyed as
         select built.identity_record_key, built.customer_key as old_key, identity.customer_key as new_key
         from (
             select distinct identity_record_key, customer_key from {{ this }}
             where identity_record_key is not null
-            {%- if changed_customers_scoped() %}
+            {%- if changed_customers_scoped() and not identity_changed_every_customer() %}
               and (customer_key in ({{ changed }})
                    or (customer_key is null
                        and identity_record_key in (select record_key from {{ identity }} where customer_key in ({{ changed }}))))
@@ -90,12 +99,22 @@
     {{ return(every.columns[0].values()[0] == 0) }}
 {%- endmacro %}
 
-{#- Post-hook: customers no longer current leave; the list was read. -#}
+{#- Whether the identity map noted every customer (a NULL: built whole, or its list new). -#}
+{% macro identity_changed_every_customer() -%}
+    {%- if not execute -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- set every = run_query('select count(*) from main.dbt_identity_changed_customers where customer_key is null') -%}
+    {{ return(every.columns[0].values()[0] > 0) }}
+{%- endmacro %}
+
+{#- Post-hook: customers no longer current leave; the lists were read. -#}
 {% macro customer_360_consumed() -%}
     {%- if is_incremental() %}
     delete from {{ this }} where customer_key not in (select customer_key from {{ ref('dim_customer') }} where is_current);
     {%- endif %}
-    delete from main.dbt_changed_customers
+    delete from main.dbt_changed_customers;
+    delete from main.dbt_identity_changed_customers
 {%- endmacro %}
 
 {#- dim_customer on DuckDB: every version of the customers noted, and of those with a profile version

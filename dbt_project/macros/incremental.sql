@@ -59,22 +59,29 @@
 {% macro identity_map_delete_rebuilt() -%}
     {%- if identity_map_scoped() -%}
         {%- set stale = "(record_type, record_id) in (select record_type, record_id from " ~ stale_identity_records() ~ ")" -%}
-        insert into main.dbt_changed_customers select distinct customer_key from {{ this }} where {{ stale }};
+        {{ note_identity_changes('select distinct customer_key from ' ~ this ~ ' where ' ~ stale) }};
         delete from {{ this }} where {{ stale }}
     {%- elif is_incremental() -%}
         delete from {{ this }}
     {%- endif -%}
 {%- endmacro %}
 
+{#- The customer keys of `query` noted as changed, in both lists (macros/changed_customers.sql). -#}
+{% macro note_identity_changes(query) -%}
+    create or replace temp table _identity_noted as {{ query }};
+    insert into main.dbt_changed_customers select * from _identity_noted;
+    insert into main.dbt_identity_changed_customers select * from _identity_noted;
+    drop table _identity_noted
+{%- endmacro %}
+
 {#- Post-hook: the rebuilt records' customers noted (every customer, NULL, when every record was
     rebuilt); the stale list emptied. -#}
 {% macro identity_map_rebuilt() -%}
     {%- if identity_map_scoped() -%}
-    insert into main.dbt_changed_customers
-    select distinct customer_key from {{ this }}
-    where (record_type, record_id) in (select record_type, record_id from {{ stale_identity_records() }});
+    {{ note_identity_changes('select distinct customer_key from ' ~ this ~ ' where (record_type, record_id) in '
+                             ~ '(select record_type, record_id from ' ~ stale_identity_records() ~ ')') }};
     {%- else -%}
-    insert into main.dbt_changed_customers values (null);
+    {{ note_identity_changes('select cast(null as varchar)') }};
     {%- endif %}
     create or replace table intermediate.int_customer_keys_assigned__stale (record_type varchar, record_id varchar)
 {%- endmacro %}
