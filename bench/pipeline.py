@@ -93,30 +93,27 @@ def build_steps() -> list[str]:
 
 
 def pipeline_stages(summary, windows: dict[str, tuple[float, float]], rss: TreeRSS) -> list[Stage]:
-    """Group the steps into stages: ingestion, dbt, each ML table, publish, export, report."""
+    """Group the steps into stages: ingestion, dbt, each ML table, the serving step and its parts."""
     groups: dict[str, list[str]] = {
         "ingestion": [k for k in windows if k.startswith("raw__")],
         "dbt build": build_steps(),
         "ML tables (one step)": ["ml_tables"],
-        "publish": ["serving__published_warehouse"],
-        "export and report (one step, side by side)": ["serving_outputs"],
+        "publish, export and report (one step, side by side)": ["serving"],
     }
     meta = summary.materialized
     published = meta.get("serving/published_warehouse", {}).get("row_counts", {}) or {}
     rows = {
         "ingestion": sum(m.get("rows_read", 0) for k, m in meta.items() if "rows_read" in m),
         "dbt build": sum(v for k, v in published.items() if k.startswith("marts.")),
-        "publish": sum(published.values()),
-        "export and report (one step, side by side)": sum(
-            (meta.get("serving/bi_exports", {}).get("rows") or {}).values()
-        ),
+        "publish, export and report (one step, side by side)": sum(published.values()),
     }
     # Steps of several assets: each asset's own time (with the reads it was first to need) from its metadata.
     parts = {
         "ml_tables": {f"ml {k[3:]}": m for k, m in meta.items() if k.startswith("ml/") and "seconds" in m},
-        "serving_outputs": {
+        "serving": {
             name: meta[key]
             for name, key in (
+                ("publish (its copy beside the export and the report)", "serving/published_warehouse"),
                 ("export", "serving/bi_exports"),
                 ("insight report (HTML + PDF)", "serving/insight_report"),
             )

@@ -17,7 +17,7 @@ from orchestration.dbt_assets import dbt_project, dbt_resource, dbt_steps
 from orchestration.identity_assets import identity_assets
 from orchestration.ingestion_assets import channel_view_asset, daily_partitions, ingestion_asset
 from orchestration.ml_assets import ml_assets
-from orchestration.serving_assets import published_warehouse, serving_outputs
+from orchestration.serving_assets import serving_assets
 from orchestration.settings import Settings, hand_to_processes
 
 
@@ -56,8 +56,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *(channel_view_asset(c, [s for s in config.sources if s.channel == c]) for c in CONTRACTS),
             *transform,
             ml,
-            published_warehouse(served),
-            serving_outputs,
+            serving_assets(served),
         ],
         jobs=[job, build],
         schedules=[daily_schedule(job)],

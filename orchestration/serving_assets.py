@@ -1,6 +1,7 @@
-"""Group `serving`: publish the build database as a read-only version once everything upstream
-succeeded, then write the masked BI export and the insight report of that version (serving/), side
-by side in one step."""
+"""Group `serving`: once everything upstream succeeded, publish the build database as a read-only
+version and write the masked BI export and the insight report of that version (serving/), in one
+step: the export and the report read the build file, which holds the version byte for byte, while
+it is copied to the version (serving.publish.publishing), and side by side."""
 
 import datetime as dt
 import time
@@ -17,7 +18,7 @@ from orchestration.settings import DUCKDB_POOL, Settings
 from serving.export import ExportSpec, write_export
 from serving.identifier_leaks import identifier_columns
 from serving.masking import personal_columns
-from serving.publish import publish
+from serving.publish import Publication, Readable, publishing
 from serving.report.pdf import BrowserMissing, find_browser
 from serving.report.write import ReportSpec, published_run_id, write_report
 from serving.scopes import create_scope_views
@@ -27,43 +28,7 @@ EXPORTS = dg.AssetKey(["serving", "bi_exports"])
 REPORT = dg.AssetKey(["serving", "insight_report"])
 
 
-def published_warehouse(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=PUBLISHED,
-        group_name="serving",
-        pool=DUCKDB_POOL,
-        deps=upstream,
-        kinds={"duckdb"},
-        description="The build database copied to a new read-only version and switched in atomically; "
-        "older versions pruned. Analysts and exports read only published versions.",
-    )
-    def _publish(context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
-        tag = context.run.tags.get(AS_OF_TAG)
-        personal = personal_columns(dbt_project().manifest_path)
-        pub = publish(
-            settings.warehouse,
-            settings.published_dir,
-            context.run.run_id,
-            dt.date.fromisoformat(tag) if tag else None,
-            keep=settings.keep_versions,
-            prepare=lambda con: create_scope_views(con, personal),
-            copy_parts=settings.threads,
-        )
-        return dg.MaterializeResult(
-            metadata={
-                "version": pub.version,
-                "path": dg.MetadataValue.path(str(pub.path)),
-                "dagster/row_count": sum(pub.row_counts.values()),
-                "size_mib": round(pub.size_bytes / 2**20, 1),
-                "pruned": ", ".join(pub.pruned) or "none",
-                "row_counts": dg.MetadataValue.json(pub.row_counts),
-            }
-        )
-
-    return _publish
-
-
-def bi_exports(settings: Settings, key: str) -> dg.MaterializeResult:
+def bi_exports(settings: Settings, key: str, version: Readable | None) -> dg.MaterializeResult:
     manifest = dbt_project().manifest_path
     started = time.perf_counter()
     export = write_export(
@@ -74,6 +39,7 @@ def bi_exports(settings: Settings, key: str) -> dg.MaterializeResult:
         key,
         settings.duckdb_config,
         identifier_columns(manifest),
+        version=version,
     )
     tables = export.manifest["tables"]
     return dg.MaterializeResult(
@@ -107,7 +73,7 @@ def checks_of_run(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, 
 
 
 def insight_report(
-    settings: Settings, key: str, checks: list[tuple[str, bool]] | None, pdf: bool
+    settings: Settings, key: str, checks: list[tuple[str, bool]] | None, pdf: bool, version: Readable | None
 ) -> dg.MaterializeResult:
     lang = load_sources(settings.sources_file).report_lang
     started = time.perf_counter()
@@ -118,6 +84,7 @@ def insight_report(
         key,
         checks,
         settings.duckdb_config,  # the export's: one DuckDB instance serves both, and takes one configuration
+        version,
     )
     return dg.MaterializeResult(
         asset_key=REPORT,
@@ -133,34 +100,89 @@ def insight_report(
     )
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            EXPORTS,
-            group_name="serving",
-            deps=[PUBLISHED],
-            kinds={"parquet"},
-            description="Every mart and ML table of the current version as zstd Parquet in warehouse/exports/, "
-            "personal data as keyed hashes, manifest.json last, switched in atomically.",
-        ),
-        dg.AssetSpec(
-            REPORT,
-            group_name="serving",
-            deps=[PUBLISHED],
-            kinds={"html", "pdf"},
-            description="The insight report of the current published version: reports/<as_of>/report.html, and "
-            "report.pdf where Chromium is installed; reports/latest points at it. Reads only the published version.",
-        ),
-    ],
-    name="serving_outputs",
-    can_subset=True,
-)
-def serving_outputs(context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]):
-    """The export and the report read the same published version and nothing of each other, so they
-    run side by side: an in-process run (`crm run`) executes one step at a time, and the report
-    (mostly Python and Chromium) would otherwise wait for the export (mostly DuckDB)."""
+def publication_metadata(pub: Publication, seconds: float) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        asset_key=PUBLISHED,
+        metadata={
+            "version": pub.version,
+            "path": dg.MetadataValue.path(str(pub.path)),
+            "dagster/row_count": sum(pub.row_counts.values()),
+            "size_mib": round(pub.size_bytes / 2**20, 1),
+            "pruned": ", ".join(pub.pruned) or "none",
+            "seconds": round(seconds, 3),
+            "row_counts": dg.MetadataValue.json(pub.row_counts),
+        },
+    )
+
+
+def serving_assets(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                PUBLISHED,
+                group_name="serving",
+                deps=upstream,
+                kinds={"duckdb"},
+                description="The build database copied to a new read-only version and switched in atomically; "
+                "older versions pruned. Analysts and exports read only published versions.",
+            ),
+            dg.AssetSpec(
+                EXPORTS,
+                group_name="serving",
+                deps=[PUBLISHED],
+                kinds={"parquet"},
+                description="Every mart and ML table of the current version as zstd Parquet in warehouse/exports/, "
+                "personal data as keyed hashes, manifest.json last, switched in atomically.",
+            ),
+            dg.AssetSpec(
+                REPORT,
+                group_name="serving",
+                deps=[PUBLISHED],
+                kinds={"html", "pdf"},
+                description="The insight report of the current published version: reports/<as_of>/report.html, and "
+                "report.pdf where Chromium is installed; reports/latest points at it. Reads only the published version.",
+            ),
+        ],
+        name="serving",
+        pool=DUCKDB_POOL,  # the publish writes the build file, and the export and report read it meanwhile
+        can_subset=True,
+    )
+    def _serving(context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]):
+        """The publish's copy waits on the disk, the export mostly on DuckDB, the report on Python and
+        Chromium: an in-process run (`crm run`) executes one step at a time, so they share one."""
+        if PUBLISHED not in context.selected_asset_keys:  # the export or the report again, of the current version
+            results, failed = _outputs(
+                context, settings, None, published_run_id(settings.published_dir, settings.duckdb_config)
+            )
+        else:
+            tag = context.run.tags.get(AS_OF_TAG)
+            personal = personal_columns(dbt_project().manifest_path)
+            started = time.perf_counter()
+            with publishing(
+                settings.warehouse,
+                settings.published_dir,
+                context.run.run_id,
+                dt.date.fromisoformat(tag) if tag else None,
+                keep=settings.keep_versions,
+                prepare=lambda con: create_scope_views(con, personal),
+                copy_parts=settings.threads,
+            ) as pending:
+                results, failed = _outputs(context, settings, pending.build, context.run.run_id)
+            yield publication_metadata(pending.publication(), time.perf_counter() - started)
+        yield from results
+        if failed:
+            raise RuntimeError(f"{', '.join(failed)} failed (see the step's log; the other was written)")
+
+    return _serving
+
+
+def _outputs(
+    context: dg.AssetExecutionContext, settings: Settings, version: Readable | None, run_id: str
+) -> tuple[list[dg.MaterializeResult], list[str]]:
+    """The export and the report of `version` (the current one if None), which `run_id` built, side by
+    side (they read the same version and nothing of each other); and those that failed, logged."""
     key = settings.masking_key()  # once, before the threads: the first use creates it
-    work: dict[dg.AssetKey, Callable[[], dg.MaterializeResult]] = {EXPORTS: lambda: bi_exports(settings, key)}
+    work: dict[dg.AssetKey, Callable[[], dg.MaterializeResult]] = {EXPORTS: lambda: bi_exports(settings, key, version)}
     if REPORT in context.selected_asset_keys:
         try:
             find_browser()
@@ -168,17 +190,16 @@ def serving_outputs(context: dg.AssetExecutionContext, settings: dg.ResourcePara
         except BrowserMissing as e:
             context.log.warning(f"report.pdf not written: {e}")
             pdf = False
-        checks = checks_of_run(context.instance, published_run_id(settings.published_dir, settings.duckdb_config))
-        work[REPORT] = lambda: insight_report(settings, key, checks, pdf)
+        checks = checks_of_run(context.instance, run_id)
+        work[REPORT] = lambda: insight_report(settings, key, checks, pdf, version)
     selected = [k for k in work if k in context.selected_asset_keys]
-    with ThreadPoolExecutor(max_workers=len(selected)) as pool:
+    with ThreadPoolExecutor(max_workers=max(len(selected), 1)) as pool:
         running = {key: pool.submit(work[key]) for key in selected}
-    failed = []
+    results, failed = [], []
     for key, future in running.items():
         try:
-            yield future.result()
+            results.append(future.result())
         except Exception:
             context.log.exception(f"{key.to_user_string()} failed")
             failed.append(key.to_user_string())
-    if failed:
-        raise RuntimeError(f"{', '.join(failed)} failed (see the step's log; the other was written)")
+    return results, failed

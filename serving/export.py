@@ -139,8 +139,10 @@ def write_export(
     duckdb_config: dict | None = None,
     identifiers: dict[str, set[str]] | None = None,
     reuse: bool = True,
+    version: publish.Readable | None = None,
 ) -> Export:
-    """Export the current published version to its path under `warehouse_dir` (a symlink it owns).
+    """Export the current published version to its path under `warehouse_dir` (a symlink it owns);
+    `version`: another file holding it (the build file while it is published), read instead.
 
     `duckdb_config`: the deployment's DuckDB limits (memory, threads, spill folder); without them
     DuckDB may take 80 % of the machine's memory. `reuse`: keep the previous export's unchanged
@@ -151,14 +153,14 @@ def write_export(
     path = export_path(warehouse_dir, spec)
     if path.exists() and not path.is_symlink():
         raise FileExistsError(f"{path} is a real folder: exports own their path; move it away first")
-    source = publish.current(published_dir)
+    source = version or publish.readable_current(published_dir)
     root = path.parent / f".{path.name}.versions"
     # Microseconds: `_prune` keeps the newest by name, and two exports in one second sorted by
     # their random suffix could prune the one before the current (seen in the test suite).
     folder = root / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
     folder.mkdir(parents=True)
     try:
-        with duckdb.connect(str(source), read_only=True, config=duckdb_config or {}) as con:
+        with source.connect(duckdb_config) as con:
             if spec.masked:
                 define_mask(con, key or "")
             if spec.region:
@@ -188,6 +190,7 @@ def write_export(
             **manifest,
             **written_bytes(folder),
         }
+        source.published()  # nothing points at an export of a version that did not become current
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")  # last: its presence means complete
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)

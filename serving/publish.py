@@ -2,24 +2,28 @@
 
 DuckDB allows one writer per file and that writer locks readers out, so the pipeline writes
 `warehouse/crm.duckdb` (the build file) and analysts never open it. After a run's assets and checks
-succeed, the build file is copied to `published/versions/<version>.duckdb` and the symlink
-`published/current.duckdb` is replaced by one pointing at it (`rename` is atomic). A reader resolves
-the link once, so it sees one whole version; a failed or killed run never reaches this step and
-leaves `current.duckdb` as it was.
+succeed, the version is described in the build file (`serving.publication`), the build file is
+copied to `published/versions/<version>.duckdb` and the symlink `published/current.duckdb` is
+replaced by one pointing at it (`rename` is atomic). A reader resolves the link once, so it sees one
+whole version; a failed or killed run never reaches this step and leaves `current.duckdb` as it
+was. While the copy runs, the run's own export and report read the build file, which holds the
+version byte for byte, and point at what they wrote only once the version is current.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import fcntl
 import os
 import shutil
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
@@ -27,6 +31,7 @@ CURRENT = "current.duckdb"
 VERSIONS = "versions"
 # Tables a published version describes in serving.table_counts: what analysts and exports read.
 SERVED_SCHEMAS = ("marts", "ml")
+Edited = TypeVar("Edited")
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,36 @@ def served_tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     ).fetchall()
 
 
-def publish(
+@dataclass(frozen=True)
+class Readable:
+    """A file holding, byte for byte, the version to read; `published()` returns once that version is
+    current and raises if it never will be: whatever points at what was read from it waits for that."""
+
+    path: Path
+    published: Callable[[], object] = lambda: None
+
+    def connect(self, config: dict | None = None) -> duckdb.DuckDBPyConnection:
+        return duckdb.connect(str(self.path), read_only=True, config=config or {})
+
+
+def readable_current(published_dir: Path) -> Readable:
+    """The current version, already published."""
+    return Readable(current(published_dir))
+
+
+class Pending:
+    """A version described in the build file and being copied out of it (`publishing`)."""
+
+    def __init__(self, build: Path, copied: Future[Publication]):
+        self._copied = copied
+        self.build = Readable(build, self.publication)  # the version, until the copy is switched in
+
+    def publication(self) -> Publication:
+        return self._copied.result()
+
+
+@contextlib.contextmanager
+def publishing(
     build: Path,
     published_dir: Path,
     run_id: str,
@@ -85,16 +119,33 @@ def publish(
     keep: int = 3,
     prepare: Callable[[duckdb.DuckDBPyConnection], object] | None = None,
     copy_parts: int = 1,
-) -> Publication:
-    """Copy the build file to a new version, describe it inside, switch `current.duckdb` to it, prune.
+) -> Iterator[Pending]:
+    """Describe the next version in the build file itself (`prepare(con)`, e.g. the region views,
+    then `serving.publication`/`serving.table_counts`), then copy the file to that version and
+    switch to it in a thread, while the block reads the build file (`Pending.build`): it holds the
+    version byte for byte, so the export and the report need not wait for the copy, which waits on
+    the disk. The block ends after the copy (its error, if any, is raised then).
 
-    `prepare(con)` may add to the copy before it is switched in (the region views). The caller
-    guarantees no one writes the build file meanwhile (the writer pool does). `copy_parts`: byte
-    ranges copied side by side (copy_file), one per core the run may use.
-    """
-    with duckdb.connect(str(build)) as con:
-        con.execute("CHECKPOINT")  # everything in the main file, nothing left in the WAL
-    return add_version(build, published_dir, run_id, as_of_date, keep, change=prepare, copy_parts=copy_parts)
+    The caller guarantees no one writes the build file until then (the writer pool does). The
+    build file keeps the `serving` and `scoped` schemas of the version it last became."""
+    with _numbered(published_dir) as version:
+        with duckdb.connect(str(build)) as con:
+            if prepare is not None:
+                prepare(con)
+            published_at = dt.datetime.now(dt.UTC)
+            counts = _describe(con, version, run_id, as_of_date, published_at)
+            con.execute("CHECKPOINT")  # everything in the main file, nothing left in the WAL
+        with ThreadPoolExecutor(max_workers=1) as copying:
+
+            def copy_and_switch() -> Publication:
+                final, pruned, _ = _install(build, published_dir, version, keep, copy_parts, lambda _: None)
+                return Publication(
+                    version, final, run_id, as_of_date, published_at, counts, final.stat().st_size, pruned
+                )
+
+            pending = Pending(build, copying.submit(copy_and_switch))
+            yield pending
+        pending.publication()
 
 
 def add_version(
@@ -107,39 +158,58 @@ def add_version(
     copy_parts: int = 1,
 ) -> Publication:
     """Copy `source` to the next version, let `change(con)` edit the copy (erasure does), record
-    what it holds in `serving.publication`/`serving.table_counts`, then switch to it and prune.
+    what it holds in `serving.publication`/`serving.table_counts`, then switch to it and prune."""
+
+    def described(partial: Path) -> tuple[dt.datetime, dict[str, int]]:
+        with duckdb.connect(str(partial)) as con:
+            if change is not None:
+                change(con)
+            published_at = dt.datetime.now(dt.UTC)
+            counts = _describe(con, version, run_id, as_of_date, published_at)
+            con.execute("CHECKPOINT")
+        return published_at, counts
+
+    with _numbered(published_dir) as version:
+        final, pruned, (published_at, counts) = _install(source, published_dir, version, keep, copy_parts, described)
+    return Publication(version, final, run_id, as_of_date, published_at, counts, final.stat().st_size, pruned)
+
+
+@contextlib.contextmanager
+def _numbered(published_dir: Path) -> Iterator[int]:
+    """The next version's number, held until the block ends: a publish and an erasure never number
+    or switch at once."""
+    versions = published_dir / VERSIONS
+    versions.mkdir(parents=True, exist_ok=True)
+    with open(published_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield 1 + max((int(p.stem) for p in versions.glob("*.duckdb") if p.stem.isdigit()), default=0)
+
+
+def _install(
+    source: Path, published_dir: Path, version: int, keep: int, copy_parts: int, edit: Callable[[Path], Edited]
+) -> tuple[Path, list[str], Edited]:
+    """Copy `source` to the version's file, `edit` the copy, make it durable, switch to it, prune.
 
     The versions the new one will push out of the `keep` newest are deleted while it is copied:
     deleting a file of gigabytes drops its cached pages, seconds of the kernel's time that the
     copy would otherwise wait for. A publish that fails after has still deleted them, never the
     current version."""
-    versions = published_dir / VERSIONS
-    versions.mkdir(parents=True, exist_ok=True)
-    with open(published_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a publish and an erasure never number or switch at once
-        version = 1 + max((int(p.stem) for p in versions.glob("*.duckdb") if p.stem.isdigit()), default=0)
-        final = versions / f"{version:06d}.duckdb"
-        partial = versions / f".{version:06d}.partial"
-        early = keep > 1 and (published_dir / CURRENT).is_symlink()
-        try:
-            with ThreadPoolExecutor(max_workers=1) as pruning:
-                pruned_early = pruning.submit(prune, published_dir, keep - 1) if early else None
-                copy_file(source, partial, copy_parts)
-                pruned = pruned_early.result() if pruned_early else []
-            published_at = dt.datetime.now(dt.UTC)
-            with duckdb.connect(str(partial)) as con:
-                if change is not None:
-                    change(con)
-                counts = _describe(con, version, run_id, as_of_date, published_at)
-                con.execute("CHECKPOINT")
-            with open(partial, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(partial, final)
-        finally:
-            partial.unlink(missing_ok=True)
-        switch_link(published_dir / CURRENT, Path(VERSIONS) / final.name)
-        pruned += prune(published_dir, keep)
-    return Publication(version, final, run_id, as_of_date, published_at, counts, final.stat().st_size, pruned)
+    final = published_dir / VERSIONS / f"{version:06d}.duckdb"
+    partial = published_dir / VERSIONS / f".{version:06d}.partial"
+    early = keep > 1 and (published_dir / CURRENT).is_symlink()
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pruning:
+            pruned_early = pruning.submit(prune, published_dir, keep - 1) if early else None
+            copy_file(source, partial, copy_parts)
+            pruned = pruned_early.result() if pruned_early else []
+        edited = edit(partial)
+        with open(partial, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(partial, final)
+    finally:
+        partial.unlink(missing_ok=True)
+    switch_link(published_dir / CURRENT, Path(VERSIONS) / final.name)
+    return final, pruned + prune(published_dir, keep), edited
 
 
 def _describe(

@@ -27,8 +27,10 @@ def scoped_view_name(schema: str, table: str) -> str:
 
 def create_scope_views(con: duckdb.DuckDBPyConnection, personal: dict[str, set[str]]) -> list[str]:
     """One view per served table: rows of the region's customers where the table has customer_key;
-    whole tables without it (products, dates, rules), unless they hold personal columns."""
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    whole tables without it (products, dates, rules), unless they hold personal columns. Views of
+    tables no longer served go (the build file keeps the views of the version it last became)."""
+    con.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+    con.execute(f"CREATE SCHEMA {SCHEMA}")
     views = []
     for schema, table in served_tables(con):
         columns = {r[0] for r in con.execute(f'DESCRIBE "{schema}"."{table}"').fetchall()}

@@ -61,15 +61,21 @@ def write_report(
     masking_key: str | None,
     checks: list[tuple[str, bool]] | None = None,
     duckdb_config: dict | None = None,
+    version: publish.Readable | None = None,
 ) -> ReportResult:
-    """Gather, render and write the report; the file appears whole (written aside, then renamed)."""
+    """Gather, render and write the report of the current version, or of `version` (another file
+    holding it: the build file while it is published); the file appears whole (written aside, then renamed)."""
     if spec.lang not in LANGUAGES:
         raise ValueError(f"unknown language {spec.lang!r}; one of {list(LANGUAGES)}")
     started = time.perf_counter()
-    with contextlib.closing(publish.connect(published_dir, duckdb_config)) as con:
+    source = version or publish.readable_current(published_dir)
+    with contextlib.closing(source.connect(duckdb_config)) as con:
         data = gather(con, spec.region, spec.as_of)
     gathered = time.perf_counter()
     page = render(data, PageOptions(spec.lang, spec.masked, masking_key, checks))
+    rendered = time.perf_counter()
+    source.published()  # a report is written only of a version that became current
+    waited = time.perf_counter()
     folder = report_folder(reports_dir, data, spec)
     folder.mkdir(parents=True, exist_ok=True)
     stem = "report" if spec.lang == spec.default_lang else f"report.{spec.lang}"
@@ -77,7 +83,6 @@ def write_report(
     partial = folder / f".{stem}.html.partial"
     partial.write_text(page, encoding="utf-8")
     os.replace(partial, html)
-    rendered = time.perf_counter()
     pdf = print_pdf(html, folder / f"{stem}.pdf") if spec.pdf else None
     if not spec.out and not spec.region:
         publish.switch_link(reports_dir / LATEST, Path(folder.name))  # relative: the folder can move
@@ -89,7 +94,8 @@ def write_report(
         seconds={
             "gather": round(gathered - started, 3),
             "render": round(rendered - gathered, 3),
-            "pdf": round(time.perf_counter() - rendered, 3),
+            "publish_wait": round(waited - rendered, 3),
+            "pdf": round(time.perf_counter() - waited, 3),
         },
         size_bytes=html.stat().st_size,
     )
