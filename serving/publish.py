@@ -18,6 +18,7 @@ import errno
 import fcntl
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +45,7 @@ class Publication:
     row_counts: dict[str, int]  # "schema.table" -> rows
     size_bytes: int
     pruned: list[str]
+    seconds: float  # from its description to the switch
 
 
 class NothingPublished(FileNotFoundError):
@@ -129,6 +131,7 @@ def publishing(
     The caller guarantees no one writes the build file until then (the writer pool does). The
     build file keeps the `serving` and `scoped` schemas of the version it last became."""
     with _numbered(published_dir) as version:
+        started = time.perf_counter()
         with duckdb.connect(str(build)) as con:
             if prepare is not None:
                 prepare(con)
@@ -139,9 +142,8 @@ def publishing(
 
             def copy_and_switch() -> Publication:
                 final, pruned, _ = _install(build, published_dir, version, keep, copy_parts, lambda _: None)
-                return Publication(
-                    version, final, run_id, as_of_date, published_at, counts, final.stat().st_size, pruned
-                )
+                size, seconds = final.stat().st_size, time.perf_counter() - started
+                return Publication(version, final, run_id, as_of_date, published_at, counts, size, pruned, seconds)
 
             pending = Pending(build, copying.submit(copy_and_switch))
             yield pending
@@ -170,8 +172,10 @@ def add_version(
         return published_at, counts
 
     with _numbered(published_dir) as version:
+        started = time.perf_counter()
         final, pruned, (published_at, counts) = _install(source, published_dir, version, keep, copy_parts, described)
-    return Publication(version, final, run_id, as_of_date, published_at, counts, final.stat().st_size, pruned)
+        seconds = time.perf_counter() - started
+    return Publication(version, final, run_id, as_of_date, published_at, counts, final.stat().st_size, pruned, seconds)
 
 
 @contextlib.contextmanager
