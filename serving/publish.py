@@ -63,7 +63,7 @@ def current(published_dir: Path) -> Path:
 def connect(published_dir: Path, config: dict | None = None) -> duckdb.DuckDBPyConnection:
     """A read-only connection to the current version; it keeps reading that version to the end.
     `config`: DuckDB's settings (memory, threads); connections of one process to one file share them."""
-    return duckdb.connect(str(current(published_dir)), read_only=True, config=config or {})
+    return readable_current(published_dir).connect(config)
 
 
 def has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
