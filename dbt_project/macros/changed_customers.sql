@@ -95,8 +95,7 @@
     {%- if not execute -%}
         {{ return(true) }}
     {%- endif -%}
-    {%- set every = run_query('select count(*) from main.dbt_changed_customers where customer_key is null') -%}
-    {{ return(every.columns[0].values()[0] == 0) }}
+    {{ return(not lists_every_customer('main.dbt_changed_customers')) }}
 {%- endmacro %}
 
 {#- Whether the identity map noted every customer (a NULL: built whole, or its list new). -#}
@@ -104,7 +103,12 @@
     {%- if not execute -%}
         {{ return(false) }}
     {%- endif -%}
-    {%- set every = run_query('select count(*) from main.dbt_identity_changed_customers where customer_key is null') -%}
+    {{ return(lists_every_customer('main.dbt_identity_changed_customers')) }}
+{%- endmacro %}
+
+{#- Whether a list of customers holds a NULL (every customer). -#}
+{% macro lists_every_customer(list) -%}
+    {%- set every = run_query('select count(*) from ' ~ list ~ ' where customer_key is null') -%}
     {{ return(every.columns[0].values()[0] > 0) }}
 {%- endmacro %}
 
@@ -163,8 +167,7 @@
     {%- if tests_every_row() -%}{{ return(none) }}{%- endif -%}
     {%- set dim_customer = adapter.get_relation(database=target.database, schema='marts', identifier='dim_customer') -%}
     {%- if dim_customer is none -%}{{ return(none) }}{%- endif -%}
-    {%- set every = run_query('select count(*) from main.dbt_changed_customers where customer_key is null') -%}
-    {%- if every.columns[0].values()[0] > 0 -%}{{ return(none) }}{%- endif -%}
+    {%- if lists_every_customer('main.dbt_changed_customers') -%}{{ return(none) }}{%- endif -%}
     {#- A test that runs after dim_customer finds its profile-changed customers noted already. -#}
     {{ return(changed_customers_so_far(dim_customer) if with_profiles else 'select customer_key from main.dbt_changed_customers') }}
 {%- endmacro %}
