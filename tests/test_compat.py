@@ -15,7 +15,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventL
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource
 
 from orchestration._compat import dagster_tags
-from orchestration._compat.dagster_dbt import InstalledDbtCli
+from orchestration._compat.dagster_dbt import InstalledDbtCli, parse_key, parsed_manifest
 from orchestration._compat.dagster_event_log import BatchingSqliteEventLogStorage
 from orchestration.dbt_assets import DBT_DIR, dbt_project
 from orchestration.settings import DBT_EXECUTABLE
@@ -108,6 +108,33 @@ def test_dbt_duckdb_releases_the_warehouse_file_once_its_connections_are_closed(
         duckdb.connect(str(warehouse), config={"threads": 1})
     DuckDBConnectionManager.close_all_connections()
     duckdb.connect(str(warehouse), config={"threads": 1}).close()
+
+
+def test_a_build_reuses_the_process_parse_of_the_dbt_project_until_a_file_of_it_changes(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """dbtRunner(manifest=...) skips dbt's parse; a parse must still follow every change to the project."""
+    import shutil
+
+    from dbt.cli.main import dbtRunner
+
+    project = tmp_path / "dbt_project"
+    shutil.copytree(DBT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
+    monkeypatch.setenv("CRM_WAREHOUSE", str(tmp_path / "crm.duckdb"))
+    options = ["--project-dir", str(project), "--profiles-dir", str(project)]
+    target = ["--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "target"), "--quiet"]
+    argv = ["parse", "--no-write-json", *options, *target]
+    first = parsed_manifest(argv, parse_key(project, options))
+    assert first is not None and first is parsed_manifest(argv, parse_key(project, options))
+    model = project / "models" / "marts" / "dim_channel.sql"
+    model.write_text(model.read_text().replace("select * from final", "select * from final where true"))
+    changed = parsed_manifest(argv, parse_key(project, options))
+    assert changed is not first
+    assert "where true" in changed.nodes["model.crm_warehouse.dim_channel"].raw_code
+    listed = dbtRunner(manifest=changed).invoke(
+        ["ls", "--select", "dim_channel", "--resource-type", "model", *options, *target]
+    )
+    assert listed.success and listed.result == ["crm_warehouse.marts.dim_channel"]
 
 
 def test_great_expectations_batches_are_not_fingerprinted() -> None:

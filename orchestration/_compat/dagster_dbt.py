@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -35,7 +36,8 @@ class InstalledDbtCli(DbtCliResource):
 class InProcessDbtBuild:
     """A dbt command run in Dagster's own process (dbt's `dbtRunner`), which dagster-dbt 0.29 does
     not offer: each `dbt` subprocess spent about 4 s importing dbt and loading its parse before its
-    first node, three times a build. Same interface as the `DbtCliInvocation` it replaces where
+    first node, three times a build. The parse itself is made once per process (parsed_manifest).
+    Same interface as the `DbtCliInvocation` it replaces where
     orchestration/dbt_assets.py uses it (stream, is_successful, get_error, get_artifact,
     target_path); dagster-dbt still selects the nodes of the Dagster selection and turns dbt's
     result events into Dagster's events, from the same events its subprocess would have printed.
@@ -61,16 +63,25 @@ class InProcessDbtBuild:
         # dbt writes manifest.json (tens of MB: a quarter of a second) after every command; only a
         # full build's is read (bench/floor.py), so other builds write just run_results.json (below).
         self.writes_manifest = "--full-refresh" in args
+        dbt_vars = ["--vars", args[args.index("--vars") + 1]] if "--vars" in args else []
+        project_options = [
+            *(["--target", dbt.target] if dbt.target else []),
+            *(["--profiles-dir", dbt.profiles_dir] if dbt.profiles_dir else []),
+            *["--project-dir", str(project_dir)],
+        ]
+        self.parse_key = parse_key(Path(project_dir), [*dbt_vars, *project_options])
+        paths = ["--target-path", str(target_path), "--log-path", str(target_path)]
+        plain = ["--no-send-anonymous-usage-stats", "--no-use-colors"]
         self.argv = [
             *args,
             *([] if self.writes_manifest else ["--no-write-json"]),
             *(["--indirect-selection", params.indirect_selection] if params.indirect_selection else []),
             *params.selection_args,
-            *(["--target", dbt.target] if dbt.target else []),
-            *(["--profiles-dir", dbt.profiles_dir] if dbt.profiles_dir else []),
-            *["--project-dir", str(project_dir), "--target-path", str(target_path), "--log-path", str(target_path)],
-            *["--no-send-anonymous-usage-stats", "--no-use-colors"],
+            *project_options,
+            *paths,
+            *plain,
         ]
+        self.parse_argv = ["parse", "--no-write-json", *dbt_vars, *project_options, *paths, *plain]
         self.errors: list[str] = []
         self.result: Any = None
 
@@ -86,7 +97,9 @@ class InProcessDbtBuild:
                 results.put(msg_to_dict(message))
 
         try:
-            self.result = dbtRunner(callbacks=[on_event]).invoke(self.argv)
+            self.result = dbtRunner(
+                manifest=parsed_manifest(self.parse_argv, self.parse_key), callbacks=[on_event]
+            ).invoke(self.argv)
             if not self.writes_manifest and hasattr(self.result.result, "write"):
                 self.result.result.write(str(self.target_path / "run_results.json"))
         except BaseException as e:  # reported by get_error, as a failed subprocess's output would be
@@ -131,3 +144,50 @@ class InProcessDbtBuild:
 
     def get_artifact(self, name: str) -> dict:
         return json.loads((self.target_path / name).read_text())
+
+
+_PARSED: dict[tuple, Any] = {}  # parse key -> dbt's Manifest
+_PARSING = threading.Lock()
+PROJECT_OUTPUTS = {"target", "logs", "dbt_packages"}
+
+
+def parsed_manifest(parse_argv: list[str], key: tuple) -> Any:
+    """dbt's parse of the project (`dbt parse` with `parse_argv`), made once per process and `key`
+    (parse_key) and handed to each later build (dbtRunner's `manifest`): loading even an unchanged
+    parse took about a second of every build, three a run. None when it does not parse (the build
+    then parses and reports why)."""
+    from dbt.cli.main import dbtRunner
+
+    with _PARSING:
+        if key not in _PARSED:
+            parsed = dbtRunner().invoke(parse_argv)
+            if not parsed.success:
+                return None
+            _PARSED.clear()  # one project per process: the test suite's deployments would pile up
+            _PARSED[key] = parsed.result
+        return _PARSED[key]
+
+
+def parse_key(project_dir: Path, options: list[str]) -> tuple:
+    """What a parse depends on: the options (vars, target, profiles and project folders), every file
+    of the project with its time and size, and the environment the profile and project read."""
+    return (*options, *_project_files(project_dir), *_settings_in_environment())
+
+
+def _project_files(project_dir: Path) -> list[tuple[str, int, int]]:
+    """Each file of the dbt project (not what dbt writes in it) with its time and size: a changed
+    file means a new parse."""
+    files = []
+    for folder, subfolders, names in os.walk(project_dir):
+        if Path(folder) == project_dir:
+            subfolders[:] = [s for s in subfolders if s not in PROJECT_OUTPUTS]
+        for name in names:
+            stat = (Path(folder) / name).stat()
+            files.append((str(Path(folder) / name), stat.st_mtime_ns, stat.st_size))
+    return sorted(files)
+
+
+def _settings_in_environment() -> list[tuple[str, str]]:
+    """The environment dbt's profile and project read (env_var): the warehouse path names the
+    database in every parsed relation."""
+    return sorted((k, v) for k, v in os.environ.items() if k.startswith(("CRM_", "DBT_")))
