@@ -4,6 +4,8 @@ orchestration/_compat/, ingestion/_compat/ and ml/_compat/ rely on: each test fa
 from __future__ import annotations
 
 import inspect
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
@@ -49,7 +51,13 @@ def test_the_sqlite_event_log_still_has_what_the_batching_storage_overrides_and_
         assert _parameters(getattr(SqliteEventLogStorage, method))[: len(parameters)] == parameters, method
     storage = BatchingSqliteEventLogStorage(base_dir=str(tmp_path) + "/")
     assert hasattr(storage, "_db_lock") and hasattr(storage, "_initialized_dbs") and hasattr(storage, "_base_dir")
+    # Commits sync at checkpoints only (NORMAL), which keeps the file whole only on Dagster's WAL journal.
+    with storage.run_connection("a-run") as conn:
+        assert conn.exec_driver_sql("pragma synchronous").scalar() == 1
     storage.dispose()
+    for shard in ("a-run", "index"):
+        with closing(sqlite3.connect(tmp_path / f"{shard}.db")) as db:
+            assert db.execute("pragma journal_mode").fetchone() == ("wal",)
 
 
 def test_dagster_dbt_still_has_what_the_dbt_resource_overrides_and_calls() -> None:
