@@ -152,8 +152,8 @@ PROJECT_OUTPUTS = {"target", "logs", "dbt_packages"}
 
 
 def parsed_manifest(parse_argv: list[str], key: tuple) -> Any:
-    """dbt's parse of the project (`dbt parse` with `parse_argv`), made once per process and `key`
-    (parse_key) and handed to each later build (dbtRunner's `manifest`): loading even an unchanged
+    """dbt's parse of the project (`dbt parse` with `parse_argv`), made once per `key` (parse_key) in
+    this process and handed to each later build (dbtRunner's `manifest`): loading even an unchanged
     parse took about a second of every build, three a run. None when it does not parse (the build
     then parses and reports why)."""
     from dbt.cli.main import dbtRunner
